@@ -1,0 +1,11 @@
+"""Library code shared by the workflow scripts and the tests.
+
+Stages, in the order data flows through the workflow:
+
+- :mod:`.download`, :mod:`.sources`: obtain each dataset (remote files, packaged demo data, synthetic data)
+- :mod:`.preprocess`, :mod:`.counts`, :mod:`.genes`: one canonical count matrix per dataset
+- :mod:`.split`: train / test / solution files (OpenProblems contract)
+- :mod:`.methods`: one annotator per method and the harness that records every run
+- :mod:`.metrics`: scores of one prediction
+- :mod:`.aggregate`, :mod:`.plots`: tables and figures for the report
+"""

@@ -1,0 +1,28 @@
+"""Shared input transforms for the classic methods: log1p(CP10k) and highly variable genes."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+
+def log1p_cp10k(X) -> sp.csr_matrix:
+    """log1p of counts scaled to 10,000 per cell (scanpy's normalize_total + log1p), as a new CSR matrix."""
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    size = np.asarray(X.sum(axis=1)).ravel()
+    size[size == 0] = 1
+    X.data *= np.repeat(1e4 / size, np.diff(X.indptr)).astype(np.float32)
+    np.log1p(X.data, out=X.data)
+    return X
+
+
+def select_hvg(train: ad.AnnData, n_top: int) -> np.ndarray:
+    """Boolean mask of the ``n_top`` most variable genes of the training cells (scanpy 'seurat' flavour)."""
+    import scanpy as sc
+
+    if n_top is None or n_top >= train.n_vars:
+        return np.ones(train.n_vars, dtype=bool)
+    tmp = ad.AnnData(log1p_cp10k(train.X))
+    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
+    return tmp.var["highly_variable"].to_numpy()
