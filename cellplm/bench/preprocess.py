@@ -39,7 +39,7 @@ class DatasetSpec:
     batch_key: str | None = "batch"
     counts: str | None = None  # "X", "raw", a layer name, or None for automatic detection
     gene_symbols: str | None = None  # var column with symbols; None: var_names
-    gene_ids: str | None = None  # var column with Ensembl ids; None: map symbols with GENCODE
+    gene_ids: str | None = None  # var column with Ensembl ids, "var_names", or None: map symbols with GENCODE
     duplicate_genes: str = "error"  # or "make_unique"
     min_cells_per_type: int = 10
     min_genes_per_cell: int = 1
@@ -208,12 +208,14 @@ def _gene_names(path: Path, var: pd.DataFrame, spec: DatasetSpec, var_location: 
         raise InputError(path, f"{where} holds Ensembl ids (e.g. {_examples(symbols)}) where gene symbols are expected; "
                                f"set gene_symbols to the column with symbols (columns: {cols}) and gene_ids to this one")
     if spec.gene_ids:
-        if spec.gene_ids not in var.columns:
+        if spec.gene_ids == "var_names":
+            ids, where = var.index.astype(str).to_numpy(), f"{var_location} index"
+        elif spec.gene_ids in var.columns:
+            ids, where = var[spec.gene_ids].astype(str).to_numpy(), f"{var_location}['{spec.gene_ids}']"
+        else:
             raise InputError(path, f"Ensembl id column '{spec.gene_ids}' not in {var_location} (columns: {cols})")
-        ids = var[spec.gene_ids].astype(str).to_numpy()
         if ensembl_fraction(ids) < 0.5:
-            raise InputError(path, f"{var_location}['{spec.gene_ids}'] holds gene symbols (e.g. {_examples(ids)}) "
-                                   "where Ensembl ids are expected")
+            raise InputError(path, f"{where} holds gene symbols (e.g. {_examples(ids)}) where Ensembl ids are expected")
         ids = strip_version(ids)
     else:
         ids = symbols_to_ensembl(symbols)

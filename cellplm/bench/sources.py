@@ -6,7 +6,6 @@ installed package) into one source h5ad that :mod:`.preprocess` reads.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tarfile
@@ -21,27 +20,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .io import atomic_path, write_h5ad
-
-BUILTIN = {
-    # name: (package, path inside the package, what it is)
-    "pbmc68k_reduced": ("scanpy", "datasets/10x_pbmc68k_reduced.h5ad",
-                        "700 PBMCs (10x), log-normalised .raw plus n_counts; 10 labels in bulk_labels"),
-}
-
-
-def package_file(package: str, relpath: str) -> Path:
-    """Locate a data file inside an installed package without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"package {package!r} is not installed; it ships the demo data")
-    return Path(list(spec.submodule_search_locations)[0]) / relpath
-
-
-def builtin_path(name: str) -> Path:
-    if name not in BUILTIN:
-        raise KeyError(f"unknown builtin dataset {name!r}; choose from {sorted(BUILTIN)}")
-    package, relpath, _ = BUILTIN[name]
-    return package_file(package, relpath)
+from .workflow import package_file
 
 
 def celltypist_sample() -> ad.AnnData:

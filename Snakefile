@@ -1,0 +1,27 @@
+# CellPLM cell-type annotation benchmark.
+#   snakemake --cores 8 --use-conda                          full reproduction (config/config.yaml)
+#   snakemake --cores 2 --configfile config/demo.yaml        offline demo
+#   snakemake --report results/report.html                   self-contained HTML report
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/methods.yaml"
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/methods.smk"
+include: "rules/metrics.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,210 @@
+"""Tidy tables from the per-run files: scores, summary over seeds, published comparison, runs, speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import METRIC_LABELS, METRICS
+
+RUN_KEYS = ["dataset", "split", "method"]
+
+
+def read_tsvs(paths) -> pd.DataFrame:
+    frames = [pd.read_csv(p, sep="\t", keep_default_na=True) for p in paths]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_records(paths) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        rec = json.loads(Path(p).read_text())
+        versions = rec.pop("versions", {})
+        extra = rec.pop("extra", {})
+        params = rec.pop("params", {})
+        rec["versions"] = "; ".join(f"{k} {v}" for k, v in versions.items())
+        rec["params"] = json.dumps(params, sort_keys=True)
+        rec["extra"] = json.dumps(extra, sort_keys=True) if extra else ""
+        rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def read_benchmarks(paths, runs: list[tuple]) -> pd.DataFrame:
+    """Snakemake ``benchmark:`` files (wall seconds, sampled max RSS) with their run ids."""
+    rows = []
+    for p, (d, s, m, seed) in zip(paths, runs):
+        b = pd.read_csv(p, sep="\t")
+        rows.append({"dataset": d, "split": s, "method": m, "seed": int(seed),
+                     "wall_s": float(b["s"].iloc[0]),
+                     "benchmark_max_rss_mb": pd.to_numeric(b["max_rss"], errors="coerce").iloc[0]})
+    return pd.DataFrame(rows)
+
+
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds (ok runs only), with the count of seeds that succeeded."""
+    ok = scores[scores["status"] == "ok"]
+    g = ok.groupby(RUN_KEYS + ["metric"], sort=False)["value"]
+    summary = g.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan,
+                    n_seeds="count").reset_index()
+    # Runs with no successful seed still get a row (mean NA) with their status.
+    status = scores.groupby(RUN_KEYS + ["metric"], sort=False).agg(
+        statuses=("status", lambda s: ",".join(sorted(set(s)))),
+        reason=("reason", lambda r: next((x for x in r if isinstance(x, str) and x), "")),
+        n_runs=("status", "size"),
+    ).reset_index()
+    out = status.merge(summary, on=RUN_KEYS + ["metric"], how="left")
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    return out[RUN_KEYS + ["metric", "mean", "std", "n_seeds", "n_runs", "statuses", "reason"]]
+
+
+def read_published(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", comment="#")
+
+
+def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, metric: str,
+               split_strategies: dict) -> pd.DataFrame:
+    """Ours beside the published value for every (dataset, method) that has one, with the difference.
+
+    Published rows whose method is not run here are listed too (ours NA), so nothing published is hidden.
+    Only splits that follow the published protocol are compared.
+    """
+    ds_map = {d: c.get("published_as") for d, c in config["datasets"].items() if d in config["run"]["datasets"]}
+    m_map = {m: c.get("published_as") for m, c in config["methods"].items() if m in config["run"]["methods"]}
+    rows = []
+    ours = summary[summary["metric"] == metric]
+    for dataset, pub_ds in ds_map.items():
+        if not pub_ds:
+            continue
+        pub = published[published["dataset"] == pub_ds]
+        for split in config["datasets"][dataset].get("splits") or config["run"]["splits"]:
+            if split_strategies.get(split) != "random":
+                continue
+            matched = set()
+            for method, pub_m in m_map.items():
+                row = ours[(ours["dataset"] == dataset) & (ours["split"] == split) & (ours["method"] == method)]
+                if row.empty:
+                    continue
+                p = pub[pub["method"] == pub_m] if pub_m else pub.iloc[0:0]
+                matched.add(pub_m)
+                rows.append(_comparison_row(dataset, split, method, pub_m, metric, row.iloc[0], p))
+            for _, p in pub[~pub["method"].isin(matched)].iterrows():
+                rows.append(_comparison_row(dataset, split, None, p["method"], metric, None, pub[pub.index == p.name]))
+    cols = ["dataset", "split", "method", "published_method", "our_metric", "ours_mean", "ours_std", "ours_n_seeds",
+            "ours_status", "published_value", "published_std", "published_metric", "difference", "published_source"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _comparison_row(dataset, split, method, pub_method, metric, ours, pub) -> dict:
+    pv = float(pub["value"].iloc[0]) if len(pub) and pd.notna(pub["value"].iloc[0]) else np.nan
+    ps = float(pub["std"].iloc[0]) if len(pub) and pd.notna(pub["std"].iloc[0]) else np.nan
+    mean = float(ours["mean"]) if ours is not None and pd.notna(ours["mean"]) else np.nan
+    return {
+        "dataset": dataset, "split": split, "method": method if method else "(not run here)",
+        "published_method": pub_method if pub_method else "(none published)", "our_metric": metric,
+        "ours_mean": mean, "ours_std": float(ours["std"]) if ours is not None and pd.notna(ours["std"]) else np.nan,
+        "ours_n_seeds": int(ours["n_seeds"]) if ours is not None else 0,
+        "ours_status": ours["statuses"] if ours is not None else "not run",
+        "published_value": pv, "published_std": ps,
+        "published_metric": pub["metric_as_published"].iloc[0] if len(pub) else "",
+        "difference": mean - pv if np.isfinite(mean) and np.isfinite(pv) else np.nan,
+        "published_source": pub["source"].iloc[0] if len(pub) else "",
+    }
+
+
+def speed(records: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, split, method): mean fit and predict seconds, job wall time, peak memory, device."""
+    df = records.merge(benchmarks, on=RUN_KEYS + ["seed"], how="left")
+    ok = df[df["status"] == "ok"]
+    g = ok.groupby(RUN_KEYS, sort=False)
+    out = g.agg(fit_s=("fit_s", "mean"), predict_s=("predict_s", "mean"), job_wall_s=("wall_s", "mean"),
+                peak_rss_mb=("peak_rss_mb", "max"), peak_gpu_mb=("peak_gpu_mb", "max"),
+                device=("device", lambda d: ",".join(sorted(set(map(str, d))))),
+                n_train=("n_train", "first"), n_test=("n_test", "first"), n_seeds=("seed", "count")).reset_index()
+    out["total_s"] = out["fit_s"] + out["predict_s"]
+    return out
+
+
+def runs_table(records: pd.DataFrame) -> pd.DataFrame:
+    cols = ["dataset", "split", "method", "seed", "param_set", "status", "reason", "device", "fit_s", "predict_s",
+            "peak_rss_mb", "peak_gpu_mb", "n_train", "n_test", "n_genes_used", "implementation", "params", "extra",
+            "versions", "host", "finished"]
+    return records.reindex(columns=cols).sort_values(["dataset", "split", "method", "seed"])
+
+
+def _fmt(mean, std) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}"
+
+
+def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, speed_df: pd.DataFrame,
+             config: dict, qc: dict) -> str:
+    """The benchmark as one Markdown page: provenance first, then methods x datasets per metric."""
+    run = config["run"]
+    metric = run["compare_metric"]
+    label = {m: config["methods"][m]["label"] for m in config["methods"]}
+    devices = ", ".join(sorted(set(map(str, runs["device"].dropna())))) or "n/a"
+    lines = [
+        "# CellPLM annotation benchmark: results",
+        "",
+        f"- Parameter set: `{run['param_set']}`; seeds: {', '.join(map(str, run['seeds']))}; devices: {devices}.",
+        "- Every number below was computed by this workflow from its own predictions, except the columns marked"
+        " *published*, which are copied from `config/published_scores.tsv` with their source.",
+        "- Metric definitions: " + "; ".join(f"`{m}` = {METRIC_LABELS[m]}" for m in METRICS) + ".",
+        f"- The published table's \"accuracy\" is compared with our `{metric}` ({METRIC_LABELS[metric]}).",
+        "",
+        "## Datasets",
+        "",
+        "| dataset | cells | genes | cell types | batches | counts from | Ensembl-mapped genes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d, q in qc.items():
+        lines.append(f"| {d} | {q['n_cells']} | {q['n_genes']} | {q['n_cell_types']} | {q['n_batches']} | "
+                     f"{q['counts_from']} | {q['ensembl_mapped_fraction']:.1%} |")
+    for split, sub in summary.groupby("split", sort=False):
+        strategy = config["splits"][split]["strategy"]
+        tag = "published protocol" if strategy == "random" else "NOT the published protocol"
+        for m in METRICS:
+            piv = sub[sub["metric"] == m]
+            datasets = list(dict.fromkeys(piv["dataset"]))
+            lines += ["", f"## {METRIC_LABELS[m]}, split `{split}` ({strategy}, {tag})", "",
+                      "| method | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+            for method in dict.fromkeys(piv["method"]):
+                cells = []
+                for d in datasets:
+                    r = piv[(piv["dataset"] == d) & (piv["method"] == method)]
+                    if r.empty:
+                        cells.append("")
+                    elif r["n_seeds"].iloc[0] == 0:
+                        cells.append(f"{r['statuses'].iloc[0]}")
+                    else:
+                        cells.append(_fmt(r["mean"].iloc[0], r["std"].iloc[0]))
+                lines.append(f"| {label.get(method, method)} | " + " | ".join(cells) + " |")
+    if not comp.empty:
+        lines += ["", f"## Ours ({metric}) beside the published table", "",
+                  "| dataset | method | ours | published | difference | published source |", "|---|---|---|---|---|---|"]
+        for _, r in comp.iterrows():
+            pub = _fmt(r["published_value"], r["published_std"]) + f" ({r['published_method']})"
+            diff = f"{r['difference']:+.3f}" if pd.notna(r["difference"]) else "–"
+            lines.append(f"| {r['dataset']} | {r['method']} | {_fmt(r['ours_mean'], r['ours_std'])} | {pub} | "
+                         f"{diff} | {r['published_source']} |")
+    bad = runs[runs["status"] != "ok"]
+    lines += ["", "## Runs that did not produce predictions", ""]
+    if bad.empty:
+        lines.append("None: every run succeeded.")
+    else:
+        lines += ["| dataset | split | method | seed | status | reason |", "|---|---|---|---|---|---|"]
+        for _, r in bad.iterrows():
+            lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['seed']} | {r['status']} | {r['reason']} |")
+    if not speed_df.empty:
+        lines += ["", "## Speed (mean over seeds)", "",
+                  "| dataset | split | method | fit s | predict s | job wall s | peak RSS MB | device |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for _, r in speed_df.iterrows():
+            lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['fit_s']:.2f} | {r['predict_s']:.2f} | "
+                         f"{r['job_wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['device']} |")
+    return "\n".join(lines) + "\n"

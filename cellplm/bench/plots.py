@@ -1,0 +1,112 @@
+"""Figures for the report: score heatmap, ours vs published, confusion matrices, speed (log scale)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+from .metrics import METRIC_LABELS  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _placeholder(path, text: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    _save(fig, path)
+
+
+def score_heatmap(summary: pd.DataFrame, metric: str, labels: dict, path) -> None:
+    sub = summary[summary["metric"] == metric].copy()
+    if sub.empty:
+        return _placeholder(path, "no scores")
+    sub["column"] = sub["dataset"] + "\n" + sub["split"]
+    piv = sub.pivot_table(index="method", columns="column", values="mean", sort=False)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * piv.shape[1], 0.8 + 0.45 * piv.shape[0]))
+    im = ax.imshow(piv.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(piv.shape[1]), piv.columns, fontsize=8)
+    ax.set_yticks(range(piv.shape[0]), [labels.get(m, m) for m in piv.index], fontsize=8)
+    for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
+        ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                color="white" if not np.isnan(v) and v < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label=METRIC_LABELS[metric])
+    ax.set_title(f"{METRIC_LABELS[metric]} (mean over seeds)")
+    _save(fig, path)
+
+
+def published_comparison(comp: pd.DataFrame, labels: dict, path) -> None:
+    sub = comp[comp["method"] != "(not run here)"]
+    if sub.empty:
+        return _placeholder(path, "No dataset in this run has published values (see config: published_as).")
+    datasets = list(dict.fromkeys(sub["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.5), squeeze=False, sharey=True)
+    for ax, d in zip(axes[0], datasets):
+        r = sub[sub["dataset"] == d]
+        x = np.arange(len(r))
+        ax.bar(x, r["ours_mean"], yerr=r["ours_std"].fillna(0), color="tab:blue", label="ours (this run)")
+        has = r["published_value"].notna().to_numpy()
+        ax.scatter(x[has], r["published_value"][has], marker="_", s=600, color="tab:red", linewidths=3,
+                   label="published", zorder=3)
+        ax.set_xticks(x, [labels.get(m, m) for m in r["method"]], rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(d)
+    axes[0][0].set_ylabel(METRIC_LABELS[sub["our_metric"].iloc[0]])
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def confusion_grid(confusions: dict[str, pd.DataFrame], labels: dict, title: str, path) -> None:
+    """Row-normalised confusion matrices, one panel per method."""
+    items = [(m, c) for m, c in confusions.items() if c is not None and not c.empty]
+    if not items:
+        return _placeholder(path, f"{title}: no successful run to show")
+    n = len(items)
+    cols = min(4, n)
+    rows = int(np.ceil(n / cols))
+    size = max(3.0, 0.25 * max(c.shape[0] for _, c in items))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    for ax, (method, c) in zip(axes.ravel(), items):
+        m = c.to_numpy(dtype=float)
+        m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(m, vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(labels.get(method, method), fontsize=9)
+        ax.set_xticks(range(c.shape[1]), c.columns, rotation=90, fontsize=6)
+        ax.set_yticks(range(c.shape[0]), c.index, fontsize=6)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def speed_bars(speed: pd.DataFrame, labels: dict, path) -> None:
+    if speed.empty:
+        return _placeholder(path, "no successful runs")
+    speed = speed.copy()
+    speed["column"] = speed["dataset"] + " / " + speed["split"]
+    groups = list(dict.fromkeys(speed["column"]))
+    methods = list(dict.fromkeys(speed["method"]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(methods) / 3), 4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        r = speed[speed["method"] == m].set_index("column").reindex(groups)
+        ax.bar(np.arange(len(groups)) + i * width, r["total_s"].clip(lower=1e-3), width, label=labels.get(m, m))
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+    ax.set_ylabel("fit + predict seconds (log scale)")
+    devices = ", ".join(sorted(set(speed["device"])))
+    ax.set_title(f"Time per run (mean over seeds; device: {devices})")
+    ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    _save(fig, path)

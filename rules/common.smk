@@ -1,0 +1,183 @@
+# Helpers shared by all rules: config validation, the run grid, inputs and parameters of each job.
+import os
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+ROOT = Path(workflow.basedir)
+sys.path.insert(0, str(ROOT))
+# Jobs import the cellplm package from this checkout, also inside conda envs and on cluster nodes.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+# Without --use-conda, method scripts run with the interpreter that runs snakemake.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+from cellplm.bench import workflow as wf
+from cellplm.bench.errors import ConfigError
+
+validate(config, schema="../workflow/schemas/config.schema.yaml")
+try:
+    wf.check_config(config, ROOT)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+RUN = config["run"]
+DATASETS = RUN["datasets"]
+METHODS = RUN["methods"]
+SEEDS = RUN["seeds"]
+DL = config["download"]["dir"]
+CODE_HASH = wf.code_hash(ROOT)
+REMOTE = {f["filename"]: f for ds in DATASETS for f in wf.remote_files(config["datasets"][ds]["source"])}
+GPU_METHODS = [m for m in METHODS if config["methods"][m]["gpu"]]
+CPU_METHODS = [m for m in METHODS if not config["methods"][m]["gpu"]]
+
+
+def alternatives(names):
+    """Regex matching exactly one of the names (or nothing at all when the list is empty)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+wildcard_constraints:
+    dataset=alternatives(DATASETS),
+    split=alternatives(config["splits"]),
+    method=alternatives(METHODS),
+    seed=r"\d+",
+    file=alternatives(REMOTE),
+
+
+def dataset_splits(dataset):
+    return config["datasets"][dataset]["splits"] or RUN["splits"]
+
+
+def runs():
+    """(dataset, split, method, seed) of every method run."""
+    return [
+        (d, s, m, seed)
+        for d in DATASETS
+        for s in dataset_splits(d)
+        for m in METHODS
+        for seed in SEEDS
+    ]
+
+
+def run_dir(d, s, m, seed):
+    return f"results/runs/{d}/{s}/{m}/seed{seed}"
+
+
+def all_scores():
+    return [f"{run_dir(*r)}/scores.tsv" for r in runs()]
+
+
+def all_records():
+    return [f"{run_dir(*r)}/run.json" for r in runs()]
+
+
+def all_benchmarks():
+    return [f"benchmarks/methods/{d}/{s}/{m}/seed{seed}.tsv" for d, s, m, seed in runs()]
+
+
+def dataset_split_pairs():
+    return [(d, s) for d in DATASETS for s in dataset_splits(d)]
+
+
+def final_outputs():
+    return [
+        "results/tables/scores.tsv",
+        "results/tables/summary.tsv",
+        "results/tables/comparison.tsv",
+        "results/tables/benchmark.md",
+        "results/tables/runs.tsv",
+        "results/tables/speed.tsv",
+        "results/plots/score_heatmap.png",
+        "results/plots/published_comparison.png",
+        "results/plots/speed.png",
+    ] + [f"results/plots/confusion/{d}__{s}.png" for d, s in dataset_split_pairs()]
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+
+def source(wildcards):
+    return config["datasets"][wildcards.dataset]["source"]
+
+
+def source_h5ad(wildcards):
+    src = source(wildcards)
+    kind = src["kind"]
+    if kind in ("download", "cellxgene"):
+        return f"{DL}/{wf.remote_files(src)[0]['filename']}"
+    if kind == "archive":
+        return f"resources/extracted/{wildcards.dataset}.h5ad"
+    if kind == "local":
+        return src["path"]
+    if kind == "builtin":
+        return str(wf.builtin_path(src["name"]))
+    return f"resources/sources/{wildcards.dataset}.h5ad"  # pbmc12k, synthetic
+
+
+def source_downloads(wildcards):
+    return {f["filename"]: f"{DL}/{f['filename']}" for f in wf.remote_files(source(wildcards))}
+
+
+def archive_download(wildcards):
+    return f"{DL}/{source(wildcards)['filename']}"
+
+
+def split_spec(wildcards):
+    return config["splits"][wildcards.split]
+
+
+# ---- methods ---------------------------------------------------------------------------------------
+
+
+def method_cfg(wildcards):
+    return config["methods"][wildcards.method]
+
+
+def method_inputs(wildcards):
+    base = f"results/data/{wildcards.dataset}/{wildcards.split}"
+    inputs = {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
+    if method_cfg(wildcards)["control"]:  # only control methods may see the truth
+        inputs["solution"] = f"{base}/solution.h5ad"
+    return inputs
+
+
+def method_env(wildcards):
+    return str(ROOT / method_cfg(wildcards)["env"])
+
+
+def method_script(wildcards):
+    return str(ROOT / method_cfg(wildcards)["script"])
+
+
+def method_script_hash(wildcards):
+    return wf.file_hash(ROOT / method_cfg(wildcards)["script"])
+
+
+def method_python(wildcards):
+    return method_cfg(wildcards)["python"] or "python"
+
+
+def method_params_json(wildcards):
+    return wf.to_json(wf.method_params(method_cfg(wildcards), RUN["param_set"]))
+
+
+def method_threads(wildcards):
+    return method_cfg(wildcards)["threads"]
+
+
+def solution_arg(wildcards, input):
+    return f"--solution {input.solution}" if "solution" in input.keys() else ""
+
+
+# ---- report ----------------------------------------------------------------------------------------
+
+
+def confusion_seed():
+    return RUN["confusion_seed"] if RUN["confusion_seed"] in SEEDS else SEEDS[0]
+
+
+def confusion_inputs(wildcards):
+    return [f"{run_dir(wildcards.dataset, wildcards.split, m, confusion_seed())}/confusion.tsv" for m in METHODS]

@@ -1,0 +1,45 @@
+# Methods: one command-line script per method, run in its own env. CPU and GPU methods are separate rules
+# so that profiles can request a GPU for the latter only (resources: gpu=1).
+
+# PYTHONSAFEPATH: a script named like a package it imports (celltypist.py) must not shadow that package.
+METHOD_SHELL = (
+    "PYTHONSAFEPATH=1 {params.python} {params.script} --train {input.train} --test {input.test} {params.solution}"
+    " --prediction {output.prediction} --record {output.record}"
+    " --dataset {wildcards.dataset} --split {wildcards.split} --method {wildcards.method} --seed {wildcards.seed}"
+    " --param-set {params.param_set} --params {params.params:q} --on-error {params.on_error} > {log} 2>&1"
+)
+
+
+rule run_method:
+    input:
+        unpack(method_inputs),
+    output:
+        prediction="results/runs/{dataset}/{split}/{method}/seed{seed}/prediction.h5ad",
+        record="results/runs/{dataset}/{split}/{method}/seed{seed}/run.json",
+    log:
+        "logs/methods/{dataset}/{split}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/methods/{dataset}/{split}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method=alternatives(CPU_METHODS),
+    params:
+        python=method_python,
+        script=method_script,
+        solution=solution_arg,
+        params=method_params_json,
+        param_set=RUN["param_set"],
+        on_error=RUN["on_method_error"],
+        code=CODE_HASH,
+        script_hash=method_script_hash,
+    threads: method_threads
+    conda:
+        method_env
+    shell:
+        METHOD_SHELL
+
+
+use rule run_method as run_method_gpu with:
+    wildcard_constraints:
+        method=alternatives(GPU_METHODS),
+    resources:
+        gpu=1,

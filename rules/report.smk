@@ -1,0 +1,75 @@
+# Report: tidy tables, plots, and report() outputs for `snakemake --report results/report.html`.
+
+
+rule aggregate:
+    input:
+        scores=all_scores(),
+        records=all_records(),
+        benchmarks=all_benchmarks(),
+        qc=expand("results/data/{dataset}/qc.json", dataset=DATASETS),
+        published=config["published"],
+    output:
+        scores=report("results/tables/scores.tsv", caption="../workflow/report/scores.rst", category="Tables"),
+        summary=report("results/tables/summary.tsv", caption="../workflow/report/summary.rst", category="Tables"),
+        comparison=report(
+            "results/tables/comparison.tsv", caption="../workflow/report/comparison.rst", category="Tables"
+        ),
+        runs=report("results/tables/runs.tsv", caption="../workflow/report/runs.rst", category="Tables"),
+        speed=report("results/tables/speed.tsv", caption="../workflow/report/speed.rst", category="Speed"),
+        markdown=report("results/tables/benchmark.md", caption="../workflow/report/markdown.rst", category="Tables"),
+    log:
+        "logs/report/aggregate.log",
+    params:
+        runs=runs(),
+        datasets=DATASETS,
+        code=CODE_HASH,
+    localrule: True
+    conda:
+        "../workflow/envs/report.yaml"
+    script:
+        "../workflow/scripts/report/aggregate.py"
+
+
+rule plots:
+    input:
+        summary="results/tables/summary.tsv",
+        comparison="results/tables/comparison.tsv",
+        speed="results/tables/speed.tsv",
+    output:
+        heatmap=report("results/plots/score_heatmap.png", caption="../workflow/report/heatmap.rst", category="Accuracy"),
+        published=report(
+            "results/plots/published_comparison.png", caption="../workflow/report/published.rst", category="Accuracy"
+        ),
+        speed=report("results/plots/speed.png", caption="../workflow/report/speed_plot.rst", category="Speed"),
+    log:
+        "logs/report/plots.log",
+    params:
+        code=CODE_HASH,
+    localrule: True
+    conda:
+        "../workflow/envs/report.yaml"
+    script:
+        "../workflow/scripts/report/plots.py"
+
+
+rule confusion_plot:
+    input:
+        confusion_inputs,
+    output:
+        report(
+            "results/plots/confusion/{dataset}__{split}.png",
+            caption="../workflow/report/confusion.rst",
+            category="Confusion matrices",
+            labels={"dataset": "{dataset}", "split": "{split}"},
+        ),
+    log:
+        "logs/report/confusion/{dataset}__{split}.log",
+    params:
+        methods=METHODS,
+        seed=confusion_seed(),
+        code=CODE_HASH,
+    localrule: True
+    conda:
+        "../workflow/envs/report.yaml"
+    script:
+        "../workflow/scripts/report/confusion.py"

@@ -1,0 +1,26 @@
+"""Collect every run into the tidy tables of results/tables/."""
+
+import json
+
+from cellplm.bench import aggregate as agg
+from cellplm.bench.io import write_text, write_tsv
+from cellplm.bench.workflow import job
+
+with job(snakemake):
+    cfg = snakemake.config
+    inp, out = snakemake.input, snakemake.output
+    scores = agg.read_tsvs(inp.scores)
+    records = agg.read_records(inp.records)
+    bench = agg.read_benchmarks(inp.benchmarks, snakemake.params.runs)
+    summary = agg.summarise(scores)
+    strategies = {name: s["strategy"] for name, s in cfg["splits"].items()}
+    comp = agg.comparison(summary, agg.read_published(inp.published), cfg, cfg["run"]["compare_metric"], strategies)
+    runs = agg.runs_table(records)
+    speed = agg.speed(records, bench)
+    qc = {d: json.load(open(p)) for d, p in zip(snakemake.params.datasets, inp.qc)}
+    write_tsv(scores, out.scores)
+    write_tsv(summary, out.summary)
+    write_tsv(comp, out.comparison)
+    write_tsv(runs, out.runs)
+    write_tsv(speed, out.speed)
+    write_text(agg.markdown(summary, comp, runs, speed, cfg, qc), out.markdown)

@@ -1,0 +1,17 @@
+"""Confusion matrices of every method on one dataset and split (one seed)."""
+
+import pandas as pd
+
+from cellplm.bench import plots
+from cellplm.bench.workflow import job
+
+with job(snakemake):
+    cfg = snakemake.config
+    labels = {m: c["label"] for m, c in cfg["methods"].items()}
+    confusions = {}
+    for method, path in zip(snakemake.params.methods, snakemake.input):
+        table = pd.read_csv(path, sep="\t", index_col=0)
+        confusions[method] = table if table.size else None
+    w = snakemake.wildcards
+    title = f"{w.dataset}, split {w.split}, seed {snakemake.params.seed} (rows normalised)"
+    plots.confusion_grid(confusions, labels, title, snakemake.output[0])

@@ -1,0 +1,14 @@
+"""Figures of the report from the aggregated tables."""
+
+import pandas as pd
+
+from cellplm.bench import plots
+from cellplm.bench.workflow import job
+
+with job(snakemake):
+    cfg = snakemake.config
+    labels = {m: c["label"] for m, c in cfg["methods"].items()}
+    inp, out = snakemake.input, snakemake.output
+    plots.score_heatmap(pd.read_csv(inp.summary, sep="\t"), cfg["run"]["compare_metric"], labels, out.heatmap)
+    plots.published_comparison(pd.read_csv(inp.comparison, sep="\t"), labels, out.published)
+    plots.speed_bars(pd.read_csv(inp.speed, sep="\t"), labels, out.speed)
