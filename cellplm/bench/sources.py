@@ -46,6 +46,7 @@ def synthetic(
     n_batches: int = 3,
     mean_counts: float = 2000.0,
     markers_per_type: int = 30,
+    marker_fold: float = 2.5,
     batch_effect: float = 0.3,
     seed: int = 0,
     chunk: int = 2000,
@@ -65,7 +66,7 @@ def synthetic(
     programs = np.tile(base, (n_cell_types, 1))
     for t in range(n_cell_types):
         markers = rng.choice(n_genes, size=min(markers_per_type, n_genes), replace=False)
-        programs[t, markers] *= rng.uniform(4, 12, size=markers.size)
+        programs[t, markers] *= rng.uniform(1.0, marker_fold, size=markers.size)
     programs /= programs.sum(axis=1, keepdims=True)
     batch_scale = np.exp(rng.normal(0, batch_effect, size=(n_batches, n_genes)))
     cell_type = rng.integers(0, n_cell_types, size=n_cells)

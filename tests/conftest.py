@@ -1,0 +1,38 @@
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SYMBOLS = ["CD3E", "CD4", "CD8A", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "PPBP", "FCGR3A", "IL7R", "CCR7"]
+
+
+def make_counts_adata(n_cells=60, n_types=3, seed=0, genes=SYMBOLS, batches=2) -> ad.AnnData:
+    """A small count matrix with cell types that differ in expression."""
+    rng = np.random.default_rng(seed)
+    types = np.array([f"type{i % n_types}" for i in range(n_cells)])
+    rates = rng.gamma(1.0, 2.0, size=(n_types, len(genes)))
+    X = rng.poisson(rates[[int(t[-1]) for t in types]] * 3).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": types, "batch": [f"b{i % batches}" for i in range(n_cells)]},
+                       index=[f"cell{i}" for i in range(n_cells)])
+    return ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=list(genes)))
+
+
+@pytest.fixture
+def counts_adata():
+    return make_counts_adata()
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(adata, name="input.h5ad"):
+        path = tmp_path / name
+        adata.write_h5ad(path)
+        return path
+    return _write
