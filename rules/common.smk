@@ -9,10 +9,12 @@ from snakemake.utils import validate
 
 ROOT = Path(workflow.basedir)
 sys.path.insert(0, str(ROOT))
-# Jobs import the cellplm package from this checkout, also inside conda envs and on cluster nodes.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-# Without --use-conda, method scripts run with the interpreter that runs snakemake.
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+# Set (not read) for every job: jobs import the cellplm package from this checkout, also inside conda envs and
+# on cluster nodes; without --use-conda, method scripts run with the interpreter that runs snakemake.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+)
 
 from cellplm.bench import workflow as wf
 from cellplm.bench.errors import ConfigError

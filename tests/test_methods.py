@@ -1,0 +1,116 @@
+"""Every method through the harness on small data: contract files, run records, failures as rows."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cellplm.bench.errors import NotApplicable
+from cellplm.bench.io import read_h5ad, write_h5ad
+from cellplm.bench.methods import RunIds, registry, run
+from cellplm.bench.methods.base import Annotator
+from cellplm.bench.split import SplitSpec, make_split
+from conftest import ROOT, make_counts_adata
+
+QUICK = {"scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4}, "celltypist": {"max_iter": 20}}
+
+
+@pytest.fixture(scope="module")
+def split_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("split")
+    a = make_counts_adata(n_cells=120, n_types=3, batches=2)
+    a.uns["dataset_id"] = "toy"
+    parts = make_split(a, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})
+    paths = {}
+    for name, part in parts.items():
+        paths[name] = folder / f"{name}.h5ad"
+        write_h5ad(part, paths[name])
+    return paths
+
+
+def _run(cls, method, split_files, tmp_path, params=None):
+    return run(cls, RunIds("toy", "published", method, 0), split_files["train"], split_files["test"],
+               tmp_path / "prediction.h5ad", tmp_path / "run.json", params=params,
+               solution_path=split_files["solution"], log=lambda *a: None)
+
+
+@pytest.mark.parametrize("method", sorted(registry()))
+def test_method_contract(method, split_files, tmp_path):
+    cls = registry()[method]
+    record = _run(cls, method, split_files, tmp_path, QUICK.get(method))
+    assert record.status == "ok", record.reason
+    pred = read_h5ad(tmp_path / "prediction.h5ad")
+    test = read_h5ad(split_files["test"])
+    assert pred.obs_names.equals(test.obs_names) and pred.obs["label_pred"].notna().all()
+    assert pred.uns["method_id"] == method and pred.uns["status"] == "ok"
+    rec = json.loads((tmp_path / "run.json").read_text())
+    assert rec["fit_s"] >= 0 and rec["predict_s"] >= 0 and rec["peak_rss_mb"] > 0 and rec["device"] == "cpu"
+    assert rec["versions"]["python"] and rec["n_test"] == test.n_obs and rec["implementation"]
+    truth = read_h5ad(split_files["solution"]).obs["cell_type"].astype(str)
+    accuracy = np.mean(pred.obs["label_pred"].astype(str).to_numpy() == truth.to_numpy())
+    if method == "true_labels":
+        assert accuracy == 1.0
+    if method in ("logistic_regression", "knn_pca", "celltypist"):
+        assert accuracy > 0.6  # the three toy types are separable
+
+
+class Broken(Annotator):
+    implementation = "test double"
+
+    def fit(self, train, solution=None, unlabelled=None):
+        raise RuntimeError("out of memory")
+
+
+class NotForThis(Annotator):
+    implementation = "test double"
+
+    def fit(self, train, solution=None, unlabelled=None):
+        raise NotApplicable("only 3% of genes in the vocabulary")
+
+
+@pytest.mark.parametrize("cls, status, reason", [(Broken, "failed", "RuntimeError: out of memory"),
+                                                 (NotForThis, "not_applicable", "only 3% of genes in the vocabulary")])
+def test_failures_are_rows(cls, status, reason, split_files, tmp_path):
+    record = _run(cls, "x", split_files, tmp_path)
+    assert (record.status, record.reason) == (status, reason)
+    pred = read_h5ad(tmp_path / "prediction.h5ad")
+    assert pred.uns["status"] == status and pred.obs["label_pred"].isna().all()
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == status
+
+
+def test_methods_never_get_the_solution(split_files, tmp_path):
+    seen = {}
+
+    class Spy(Annotator):
+        implementation = "test double"
+        transductive = True
+
+        def fit(self, train, solution=None, unlabelled=None):
+            seen.update(solution=solution, unlabelled=unlabelled)
+            self.n = unlabelled.n_obs
+            return self
+
+        def predict(self, test):
+            return np.array(["type0"] * test.n_obs)
+
+    _run(Spy, "spy", split_files, tmp_path)
+    assert seen["solution"] is None and "cell_type" not in seen["unlabelled"].obs
+
+
+def test_method_script_cli(split_files, tmp_path):
+    script = ROOT / "workflow/scripts/methods/celltypist.py"
+    env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin"}
+    help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=env, check=True)
+    assert "--prediction" in help_text.stdout and "CellTypist" in help_text.stdout
+    out = subprocess.run([sys.executable, script, "--train", split_files["train"], "--test", split_files["test"],
+                          "--prediction", tmp_path / "p.h5ad", "--record", tmp_path / "r.json", "--method",
+                          "celltypist", "--params", '{"max_iter": 10}'], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["params"] == {"max_iter": 10}
+    bad = subprocess.run([sys.executable, script, "--train", tmp_path / "nope.h5ad", "--test", split_files["test"],
+                          "--prediction", tmp_path / "p2.h5ad", "--record", tmp_path / "r2.json"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and bad.stderr.strip().endswith("nope.h5ad: file does not exist")
+    assert not (tmp_path / "p2.h5ad").exists()
