@@ -119,6 +119,12 @@ def source_h5ad(wildcards):
     return f"resources/sources/{wildcards.dataset}.h5ad"  # pbmc12k, synthetic
 
 
+def build_source_env(wildcards):
+    """PBMC12K is assembled by scvi-tools; synthetic data needs only the data env."""
+    env = "scvi.yaml" if source(wildcards)["kind"] == "pbmc12k" else "data.yaml"
+    return str(ROOT / "workflow" / "envs" / env)
+
+
 def source_downloads(wildcards):
     return {f["filename"]: f"{DL}/{f['filename']}" for f in wf.remote_files(source(wildcards))}
 

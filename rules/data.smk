@@ -44,7 +44,7 @@ rule build_source:
         source=source,
         code=CODE_HASH,
     conda:
-        "../workflow/envs/scvi.yaml"
+        build_source_env
     script:
         "../workflow/scripts/data/build_source.py"
 
