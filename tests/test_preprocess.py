@@ -145,3 +145,20 @@ def test_only_counts_matrix_is_read(counts_adata, write, monkeypatch):
     monkeypatch.setattr(counts_mod, "read_matrix", lambda f, loc: loaded.append(loc) or original(f, loc))
     preprocess(write(counts_adata), spec())
     assert loaded == ["layers/counts"]
+
+
+def test_counts_in_raw_with_gene_columns_in_var(counts_adata, write):
+    """CELLxGENE layout: normalised X, counts in .raw, Ensembl ids as var_names, symbols in var['feature_name']."""
+    ids = ["ENSG00000198851", "ENSG00000010610", "ENSG00000153563", "ENSG00000156738", "ENSG00000170458",
+           "ENSG00000090382", "ENSG00000105374", "ENSG00000115523", "ENSG00000163736", "ENSG00000203747",
+           "ENSG00000168685", "ENSG00000126353"]
+    symbols = list(counts_adata.var_names)
+    counts_adata.var_names = ids
+    counts_adata.raw = counts_adata.copy()
+    X = counts_adata.X.copy()
+    X.data = np.log1p(X.data / 2.7)
+    counts_adata.X = X
+    counts_adata.var["feature_name"] = symbols
+    out, rep = preprocess(write(counts_adata), spec(counts="raw", gene_symbols="feature_name", gene_ids="var_names"))
+    assert rep.counts_from == "raw/X" and list(out.var_names) == symbols
+    assert out.var["ensembl_id"].tolist() == ids

@@ -123,6 +123,10 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
         _check_obs(path, obs, spec)
         X, counts_from, var_location = counts_mod.locate_counts(path, f, obs, spec.counts)
         var = _read_frame(f, var_location)
+        if var_location == "raw/var":  # gene annotations often live in var only (e.g. CELLxGENE files)
+            main_var = _read_frame(f, "var")
+            if main_var.index.equals(var.index):
+                var = var.join(main_var[main_var.columns.difference(var.columns)])
     if X.shape != (obs.shape[0], var.shape[0]):
         raise InputError(path, f"matrix shape {X.shape} does not match obs ({obs.shape[0]}) x var ({var.shape[0]})")
     report = PreprocessReport(spec.name, str(path), counts_from, X.shape[0], X.shape[1])
