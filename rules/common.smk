@@ -49,16 +49,12 @@ wildcard_constraints:
     file=alternatives(REMOTE),
 
 
-def dataset_splits(dataset):
-    return config["datasets"][dataset]["splits"] or RUN["splits"]
-
-
 def runs():
     """(dataset, split, method, seed) of every method run."""
     return [
         (d, s, m, seed)
         for d in DATASETS
-        for s in dataset_splits(d)
+        for s in wf.dataset_splits(config, d)
         for m in METHODS
         for seed in SEEDS
     ]
@@ -81,7 +77,7 @@ def all_benchmarks():
 
 
 def dataset_split_pairs():
-    return [(d, s) for d in DATASETS for s in dataset_splits(d)]
+    return [(d, s) for d in DATASETS for s in wf.dataset_splits(config, d)]
 
 
 def final_outputs():

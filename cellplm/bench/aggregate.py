@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRIC_LABELS, METRICS
+from .workflow import dataset_splits, method_labels
 
 RUN_KEYS = ["dataset", "split", "method"]
 
@@ -65,8 +66,7 @@ def read_published(path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", comment="#")
 
 
-def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, metric: str,
-               split_strategies: dict) -> pd.DataFrame:
+def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, metric: str) -> pd.DataFrame:
     """Ours beside the published value for every (dataset, method) that has one, with the difference.
 
     Published rows whose method is not run here are listed too (ours NA), so nothing published is hidden.
@@ -80,8 +80,8 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, met
         if not pub_ds:
             continue
         pub = published[published["dataset"] == pub_ds]
-        for split in config["datasets"][dataset].get("splits") or config["run"]["splits"]:
-            if split_strategies.get(split) != "random":
+        for split in dataset_splits(config, dataset):
+            if config["splits"][split]["strategy"] != "random":
                 continue
             matched = set()
             for method, pub_m in m_map.items():
@@ -146,7 +146,7 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
     """The benchmark as one Markdown page: provenance first, then methods x datasets per metric."""
     run = config["run"]
     metric = run["compare_metric"]
-    label = {m: config["methods"][m]["label"] for m in config["methods"]}
+    label = method_labels(config)
     devices = ", ".join(sorted(set(map(str, runs["device"].dropna())))) or "n/a"
     lines = [
         "# CellPLM annotation benchmark: results",

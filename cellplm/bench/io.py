@@ -82,6 +82,24 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def _unreadable(path, e: Exception) -> InputError:
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return InputError(path, f"not a readable h5ad file (truncated or corrupt?): {reason}")
+
+
+def open_h5ad(path) -> h5py.File:
+    """Open an h5ad file with h5py; a missing, truncated or corrupt file raises a one-line :class:`InputError`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    try:
+        f = h5py.File(path, "r")
+        list(f.keys())  # a truncated file can open but fail here
+        return f
+    except Exception as e:  # h5py raises many types for damaged files
+        raise _unreadable(path, e) from None
+
+
 def read_h5ad(path, layers: bool = True) -> ad.AnnData:
     """Read an h5ad file; a missing, truncated or corrupt file raises a one-line :class:`InputError`.
 
@@ -97,8 +115,7 @@ def read_h5ad(path, layers: bool = True) -> ad.AnnData:
             parts = {k: read_elem(f[k]) for k in ("X", "obs", "var", "uns") if k in f}
         return ad.AnnData(**parts)
     except Exception as e:  # h5py/anndata raise many types for damaged files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(path, f"not a readable h5ad file (truncated or corrupt?): {reason}") from None
+        raise _unreadable(path, e) from None
 
 
 def read_json(path) -> dict:

@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover
 from . import counts as counts_mod
 from .errors import InputError
 from .genes import ensembl_fraction, strip_version, symbols_to_ensembl
+from .io import open_h5ad
 
 
 @dataclass
@@ -79,18 +80,6 @@ def _read_frame(f: h5py.File, key: str) -> pd.DataFrame:
     return df
 
 
-def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise InputError(path, "file does not exist")
-    try:
-        f = h5py.File(path, "r")
-        _ = list(f.keys())
-        return f
-    except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(path, f"not a readable h5ad file (truncated or corrupt?): {reason}") from None
-
-
 def _examples(values, n: int = 3) -> str:
     return ", ".join(repr(str(v)) for v in list(values)[:n])
 
@@ -103,7 +92,7 @@ def _is_legacy(f: h5py.File) -> bool:
 def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
     """Read ``path`` and return the canonical AnnData plus a report of what was done."""
     path = Path(path)
-    with _open(path) as f:
+    with open_h5ad(path) as f:
         legacy = _is_legacy(f)
     if legacy:  # convert through anndata (reads the whole file; such files predate large atlases)
         with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +104,7 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
             out, report = preprocess(converted, spec)
         report.source = str(path)
         return out, report
-    with _open(path) as f:
+    with open_h5ad(path) as f:
         try:
             obs = _read_frame(f, "obs")
         except Exception as e:

@@ -82,6 +82,16 @@ def remote_files(source: dict) -> list[dict]:
     return []
 
 
+def dataset_splits(config: dict, dataset: str) -> list[str]:
+    """Split variants run on a dataset: its own ``splits`` list, else ``run.splits``."""
+    return config["datasets"][dataset].get("splits") or config["run"]["splits"]
+
+
+def method_labels(config: dict) -> dict[str, str]:
+    """Method id -> the name shown in tables and plots."""
+    return {m: c["label"] for m, c in config["methods"].items()}
+
+
 def method_params(method: dict, param_set: str) -> dict:
     params = dict(method.get("params") or {})
     if param_set == "test":

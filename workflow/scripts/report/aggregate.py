@@ -13,8 +13,7 @@ with job(snakemake):
     records = agg.read_records(inp.records)
     bench = agg.read_benchmarks(inp.benchmarks, snakemake.params.runs)
     summary = agg.summarise(scores)
-    strategies = {name: s["strategy"] for name, s in cfg["splits"].items()}
-    comp = agg.comparison(summary, agg.read_published(inp.published), cfg, cfg["run"]["compare_metric"], strategies)
+    comp = agg.comparison(summary, agg.read_published(inp.published), cfg, cfg["run"]["compare_metric"])
     runs = agg.runs_table(records)
     speed = agg.speed(records, bench)
     qc = {d: json.load(open(p)) for d, p in zip(snakemake.params.datasets, inp.qc)}

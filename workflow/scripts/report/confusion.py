@@ -3,11 +3,11 @@
 import pandas as pd
 
 from cellplm.bench import plots
-from cellplm.bench.workflow import job
+from cellplm.bench.workflow import job, method_labels
 
 with job(snakemake):
     cfg = snakemake.config
-    labels = {m: c["label"] for m, c in cfg["methods"].items()}
+    labels = method_labels(cfg)
     confusions = {}
     for method, path in zip(snakemake.params.methods, snakemake.input):
         table = pd.read_csv(path, sep="\t", index_col=0)

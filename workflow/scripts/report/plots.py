@@ -3,11 +3,11 @@
 import pandas as pd
 
 from cellplm.bench import plots
-from cellplm.bench.workflow import job
+from cellplm.bench.workflow import job, method_labels
 
 with job(snakemake):
     cfg = snakemake.config
-    labels = {m: c["label"] for m, c in cfg["methods"].items()}
+    labels = method_labels(cfg)
     inp, out = snakemake.input, snakemake.output
     plots.score_heatmap(pd.read_csv(inp.summary, sep="\t"), cfg["run"]["compare_metric"], labels, out.heatmap)
     plots.published_comparison(pd.read_csv(inp.comparison, sep="\t"), labels, out.published)
