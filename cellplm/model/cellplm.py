@@ -88,12 +88,18 @@ class CellPLM(nn.Module):
         return sentence, kept, mask
 
     def pretrain_loss(self, sentence: Sentence, mask: Mask) -> PretrainOutput:
-        """Latent loss plus NB reconstruction of the masked cells (``sentence`` already carries the mask)."""
-        out = self.latent_of(sentence)
-        mean, theta = self.decoder(out.z, sentence)
-        recon = reconstruction_loss(
-            sentence.dense(), mean, theta, mask.entries, mask.cells, gene_mask=sentence.gene_mask, dae=self.config.dae,
-        )
+        """Latent loss plus NB reconstruction of the masked cells (``sentence`` already carries the mask).
+
+        Under autocast only the embedder and encoder run in reduced precision; the latent, the decoder's
+        exponentials and the losses are computed in float32.
+        """
+        h = self.encode(sentence)
+        with torch.autocast(h.device.type, enabled=False):
+            out = self.latent(h.float())
+            mean, theta = self.decoder(out.z, sentence)
+            recon = reconstruction_loss(
+                sentence.dense(), mean, theta, mask.entries, mask.cells, gene_mask=sentence.gene_mask, dae=self.config.dae,
+            )
         return PretrainOutput(
             loss=out.loss + recon, latent_loss=out.loss, reconstruction_loss=recon,
             n_cells=sentence.n_cells, n_masked_cells=int(mask.cells.numel()),
