@@ -36,3 +36,16 @@ def write(tmp_path):
         adata.write_h5ad(path)
         return path
     return _write
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised CellPLM of the 'tiny' shape over the released vocabulary, saved as a checkpoint."""
+    import torch
+
+    from cellplm.model import CellPLM, config_for_shape, save_checkpoint
+
+    torch.manual_seed(0)
+    prefix = tmp_path_factory.mktemp("ckpt") / "tiny"
+    save_checkpoint(CellPLM(config_for_shape("tiny")), prefix)
+    return prefix

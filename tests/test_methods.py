@@ -14,7 +14,9 @@ from cellplm.bench.methods.base import Annotator
 from cellplm.bench.split import SplitSpec, make_split
 from conftest import ROOT, make_counts_adata
 
-QUICK = {"scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4}, "celltypist": {"max_iter": 20}}
+QUICK = {"scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4}, "celltypist": {"max_iter": 20},
+         "cellplm_finetune": {"shape": "tiny", "max_epochs": 5, "warmup_epochs": 2, "progress": False},
+         "cellplm_zeroshot": {"progress": False}}
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,12 @@ def _run(cls, method, split_files, tmp_path, params=None):
 
 
 @pytest.mark.parametrize("method", sorted(registry()))
-def test_method_contract(method, split_files, tmp_path):
+def test_method_contract(method, split_files, tmp_path, tiny_checkpoint):
     cls = registry()[method]
-    record = _run(cls, method, split_files, tmp_path, QUICK.get(method))
+    params = dict(QUICK.get(method, {}))
+    if method == "cellplm_zeroshot":
+        params["checkpoint"] = str(tiny_checkpoint)
+    record = _run(cls, method, split_files, tmp_path, params)
     assert record.status == "ok", record.reason
     pred = read_h5ad(tmp_path / "prediction.h5ad")
     test = read_h5ad(split_files["test"])
@@ -54,6 +59,14 @@ def test_method_contract(method, split_files, tmp_path):
         assert accuracy == 1.0
     if method in ("logistic_regression", "knn_pca", "celltypist"):
         assert accuracy > 0.6  # the three toy types are separable
+    if method.startswith("cellplm"):
+        assert rec["extra"]["checkpoint_kind"] == ("user-supplied" if method == "cellplm_zeroshot" else "random initialisation")
+        assert rec["extra"]["genes"]["n_matched"] == rec["n_genes_used"] == 12
+
+
+def test_cellplm_zeroshot_without_checkpoint_is_not_applicable(split_files, tmp_path):
+    record = _run(registry()["cellplm_zeroshot"], "cellplm_zeroshot", split_files, tmp_path, {"progress": False})
+    assert record.status == "not_applicable" and "checkpoint" in record.reason
 
 
 class Broken(Annotator):

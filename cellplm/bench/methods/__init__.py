@@ -26,6 +26,13 @@ def registry() -> dict:
     except ImportError:
         pass
     try:
+        from .cellplm_methods import CellPLMFinetune, CellPLMZeroShot
+
+        reg["cellplm_finetune"] = CellPLMFinetune
+        reg["cellplm_zeroshot"] = CellPLMZeroShot
+    except ImportError:
+        pass
+    try:
         from .scanvi import SCANVIAnnotator
 
         reg["scanvi"] = SCANVIAnnotator

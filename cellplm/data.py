@@ -1,0 +1,179 @@
+"""From AnnData to CellPLM sentences: gene matching to the vocabulary, count checks, grouping into tissues.
+
+Genes are matched offline: Ensembl ids from a ``var`` column or ``var_names``, otherwise symbols mapped with the
+GENCODE v44 table that CellTypist ships. The share of genes and of counts that land in the vocabulary is
+measured; below a threshold the model would embed noise, so :func:`require_coverage` raises
+:class:`NotApplicable` instead.
+
+A sentence is the set of cells sharing ``obs[group_key]`` (a sample, or a field of view for spatial data), or
+all cells when there is no such column. Rows are read one sentence (or ``max_cells`` chunk) at a time, so a
+backed AnnData of any size is embedded with memory bounded by its largest sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from .bench.errors import InputError, NotApplicable
+from .bench.genes import ENSEMBL_RE, ensembl_fraction, strip_version, symbols_to_ensembl
+from .model.sentence import Sentence
+
+log = logging.getLogger(__name__)
+
+ENSEMBL_COLUMNS = ("ensembl_id", "gene_ids", "gene_id", "ensembl", "feature_id")
+
+
+@dataclass
+class GeneMatch:
+    vocab_index: np.ndarray  # per input column: row in the vocabulary, or -1
+    id_source: str  # where the Ensembl ids came from
+    n_genes: int
+    n_matched: int
+    gene_share: float  # matched genes / input genes
+    count_share: float  # counts in matched genes / all counts (NaN if counts were not given)
+    n_duplicates: int  # columns dropped because another column already holds their vocabulary gene
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("vocab_index")
+        return d
+
+    def describe(self) -> str:
+        return (f"{self.n_matched}/{self.n_genes} genes ({self.gene_share:.1%}) in the vocabulary, "
+                f"{self.count_share:.1%} of counts; ids from {self.id_source}")
+
+
+def ensembl_ids(var: pd.DataFrame, var_names, gene_ids: str | None = None) -> tuple[np.ndarray, str]:
+    """Ensembl ids of the genes: from ``var[gene_ids]``, a known id column, ``var_names``, or symbol mapping."""
+    if gene_ids is not None:
+        if gene_ids == "var_names":
+            return strip_version(var_names), "var_names"
+        if gene_ids not in var.columns:
+            raise KeyError(gene_ids)
+        return strip_version(var[gene_ids].astype(str)), f"var['{gene_ids}']"
+    for col in ENSEMBL_COLUMNS:
+        if col in var.columns and ensembl_fraction(var[col].astype(str)) > 0.5:
+            return strip_version(var[col].astype(str)), f"var['{col}']"
+    names = np.asarray(var_names, dtype=object).astype(str)
+    is_id = np.array([bool(ENSEMBL_RE.match(n)) for n in names], dtype=bool)
+    ids = strip_version(names)
+    if is_id.all():
+        return ids, "var_names"
+    ids[~is_id] = symbols_to_ensembl(names[~is_id])
+    if is_id.any():
+        return ids, f"var_names ({int(is_id.sum())} Ensembl ids; other names mapped as symbols with GENCODE v44)"
+    return ids, "gene symbols mapped with GENCODE v44 (CellTypist's table)"
+
+
+def match_genes(var: pd.DataFrame, var_names, vocabulary: list[str], gene_ids: str | None = None,
+                gene_totals: np.ndarray | None = None) -> GeneMatch:
+    ids, source = ensembl_ids(var, var_names, gene_ids)
+    position = {g: i for i, g in enumerate(vocabulary)}
+    index = np.array([position.get(g, -1) if ENSEMBL_RE.match(str(g) or "") else -1 for g in ids], dtype=np.int64)
+    # A vocabulary gene claimed by two columns (e.g. two symbols of one id): the first column wins.
+    seen, dup = set(), 0
+    for j, v in enumerate(index):
+        if v >= 0:
+            if v in seen:
+                index[j], dup = -1, dup + 1
+            seen.add(v)
+    n = len(index)
+    matched = int((index >= 0).sum())
+    if gene_totals is not None and float(gene_totals.sum()) > 0:
+        count_share = float(gene_totals[index >= 0].sum() / gene_totals.sum())
+    else:
+        count_share = float("nan")
+    return GeneMatch(index, source, n, matched, matched / n if n else 0.0, count_share, dup)
+
+
+def require_coverage(match: GeneMatch, source, min_gene_share: float, min_count_share: float) -> None:
+    """Raise :class:`NotApplicable` when too little of the data lands in the vocabulary."""
+    if match.n_matched == 0:
+        raise NotApplicable(f"{source}: no genes in the CellPLM vocabulary ({match.n_genes} genes; ids from {match.id_source})")
+    if match.gene_share < min_gene_share or (not np.isnan(match.count_share) and match.count_share < min_count_share):
+        raise NotApplicable(
+            f"{source}: only {match.describe()}; below the thresholds (genes {min_gene_share:.0%}, counts {min_count_share:.0%})")
+
+
+def check_counts(X, source, sample: int = 200_000) -> None:
+    """Refuse data that are not raw counts (negative or non-integer values), with a one-line reason."""
+    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    values = values[:sample] if values.size > sample else values
+    if values.size == 0:
+        return
+    if (values < 0).any():
+        raise InputError(source, "negative values where raw counts are required (is X scaled or log-normalised?)")
+    frac = values != np.round(values)
+    if frac.mean() > 0.01:
+        example = values[frac][0]
+        raise InputError(source, f"non-integer values (e.g. {example:.4g}) where raw counts are required; CellPLM "
+                                 "applies log1p itself: give raw counts (X, layers['counts'] or .raw)")
+
+
+def counts_matrix(adata, layer: str | None = None):
+    """The matrix holding raw counts: ``layer`` if given, else ``layers['counts']`` if present, else X."""
+    if layer is not None:
+        if layer not in adata.layers:
+            raise KeyError(layer)
+        return adata.layers[layer]
+    if "counts" in adata.layers:
+        return adata.layers["counts"]
+    return adata.X
+
+
+def groups(obs: pd.DataFrame, group_key: str | None) -> list[np.ndarray]:
+    """Cell indices of each sentence, in order of first appearance."""
+    if group_key is None or group_key not in obs.columns:
+        return [np.arange(len(obs))]
+    codes, _ = pd.factorize(obs[group_key].astype(str), sort=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return np.split(order, bounds)
+
+
+def scaled_coords(coords: np.ndarray) -> np.ndarray:
+    """Min-max scale a sentence's coordinates to [0, 1] per axis (the encoding expects that range)."""
+    lo, hi = coords.min(0), coords.max(0)
+    return (coords - lo) / np.where(hi > lo, hi - lo, 1.0)
+
+
+def sentences(adata, match: GeneMatch, n_vocab: int, group_key: str | None = "batch", max_cells: int | None = None,
+              layer: str | None = None, spatial_key: str | None = None,
+              cells: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, Sentence]]:
+    """Yield (cell indices, sentence) for each tissue, split into chunks of at most ``max_cells`` cells.
+
+    ``cells`` restricts to a subset of cells (indices into adata). Works on backed AnnData: only one chunk's
+    rows are in memory at a time. Coordinates come from ``obsm[spatial_key]`` and are scaled to [0, 1] per
+    sentence.
+    """
+    X = counts_matrix(adata, layer)
+    obs = adata.obs if cells is None else adata.obs.iloc[cells]
+    for group in groups(obs, group_key):
+        group = group if cells is None else np.asarray(cells)[group]
+        step = max_cells or len(group)
+        for start in range(0, len(group), step):
+            idx = np.sort(group[start:start + step])
+            rows = X[idx]
+            rows = sp.csr_matrix(rows) if not sp.issparse(rows) else rows.tocsr()
+            coords = None
+            if spatial_key is not None:
+                coords = torch.as_tensor(scaled_coords(np.asarray(adata.obsm[spatial_key][idx], dtype=np.float64)[:, :2]),
+                                         dtype=torch.float32)
+            yield idx, Sentence.from_csr(rows, match.vocab_index, n_vocab, coords=coords)
+
+
+def gene_totals(adata, layer: str | None = None, chunk: int = 50_000) -> np.ndarray:
+    """Per-gene count totals, read in row chunks (works on backed AnnData)."""
+    X = counts_matrix(adata, layer)
+    total = np.zeros(adata.n_vars, dtype=np.float64)
+    for start in range(0, adata.n_obs, chunk):
+        block = X[start:start + chunk]
+        total += np.asarray(block.sum(0)).ravel()
+    return total
