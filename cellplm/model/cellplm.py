@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import CellPLMConfig
 from .decoder import NBDecoder, reconstruction_loss
+from .dropout import Dropout
 from .embedder import OmicsEmbedder
 from .flowformer import FlowformerEncoder, PreLatentNorm
 from .latent import LatentModel, LatentOutput
@@ -32,7 +33,7 @@ class AnnotationHead(nn.Module):
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             if i:
                 layers.append(nn.ReLU())
-            layers += [nn.Dropout(dropout), nn.Linear(a, b)]
+            layers += [Dropout(dropout), nn.Linear(a, b)]
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

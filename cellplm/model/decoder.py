@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import Dropout
 from .sentence import Sentence
 
 NB_HIDDEN = 128  # fixed in the released model
@@ -39,7 +40,7 @@ class NBDecoder(nn.Module):
         super().__init__()
         sizes = [latent_dim] + [dim] * (n_layers - 1)
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.Linear(a, b), nn.PReLU(), nn.Dropout(dropout), nn.GroupNorm(4, b)) for a, b in zip(sizes, sizes[1:])
+            nn.Sequential(nn.Linear(a, b), nn.PReLU(), Dropout(dropout), nn.GroupNorm(4, b)) for a, b in zip(sizes, sizes[1:])
         )
         self.covariate_layers = nn.ModuleList([nn.ModuleDict({"batch": _covariate(n_batches, dim), "dataset": _covariate(n_datasets, dim)})])
         self.out_layer = NBOutput(sizes[-1], n_genes)

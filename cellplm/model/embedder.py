@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout
 from .sentence import Sentence
 
 PE_GRID = 100  # the spatial encoding is a 100 x 100 lattice over coordinates scaled to [0, 1]
@@ -79,7 +80,7 @@ class OmicsEmbedder(nn.Module):
         # ``norm0`` exists in the released weights but the released forward pass never applies it; it is kept
         # only so that checkpoints round-trip between this package and upstream.
         self.norm0 = nn.GroupNorm(4, dim)
-        self.extra_linear = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.GroupNorm(4, dim))
+        self.extra_linear = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), Dropout(dropout), nn.GroupNorm(4, dim))
 
     def forward(self, sentence: Sentence) -> torch.Tensor:  # -> N x D
         x = self.feat_enc(sentence)

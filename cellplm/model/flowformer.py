@@ -12,7 +12,10 @@ Q = σ(x W_q), K = σ(x W_k), V = x W_v (σ the sigmoid; no 1/√d scaling) and 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .dropout import Dropout
 
 EPS = 1e-6
 ATTN_OUT_DROPOUT = 0.01  # fixed in the released model: the layer's dropout is not passed to the attention
@@ -26,34 +29,34 @@ class FlowAttention(nn.Module):
         self.key_projection = nn.Linear(dim, dim)
         self.value_projection = nn.Linear(dim, dim)
         self.out_projection = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(ATTN_OUT_DROPOUT)
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:  # N x D -> H x N x d
-        return x.view(x.shape[0], self.heads, -1).transpose(0, 1)
+        self.dropout = Dropout(ATTN_OUT_DROPOUT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # N x D -> N x D
         n = x.shape[0]
-        # The projections may run in bf16 under autocast; the flow normalisers sum over all cells of the
-        # sentence, so they (and the two small d x d products) are computed in float32.
-        q = self._split(torch.sigmoid(self.query_projection(x)).float())
-        k = self._split(torch.sigmoid(self.key_projection(x)).float())
-        v = self._split(self.value_projection(x).float())
+        # one matrix product for the three projections (same result as three Linear calls, one input cast)
+        projections = (self.query_projection, self.key_projection, self.value_projection)
+        qkv = F.linear(x, torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections]))
+        q, k, v = (t.reshape(n, self.heads, -1) for t in qkv.chunk(3, dim=-1))  # N x H x d
         with torch.autocast(x.device.type, enabled=False):
-            out = self._flow(q, k, v, n)
-        return self.dropout(self.out_projection(out))
+            out = self._flow(torch.sigmoid(q), torch.sigmoid(k), v)
+        return self.dropout(self.out_projection(out.reshape(n, -1)))
 
     @staticmethod
-    def _flow(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:  # H x N x d -> N x D
+    def _flow(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # N x H x d -> N x H x d
+        """The flow normalisers sum over all cells of the sentence, so they are computed in float32; the two
+        d x d products keep the projections' dtype (bf16 under autocast, with float32 accumulation)."""
+        n, dtype = q.shape[0], v.dtype
+        q, k = q.float(), k.float()
         q_eps, k_eps = q + EPS, k + EPS
-        incoming = 1.0 / torch.einsum("hnd,hd->hn", q_eps, k.sum(1) + EPS)  # H x N
-        outgoing = 1.0 / torch.einsum("hnd,hd->hn", k_eps, q.sum(1) + EPS)
-        sink = torch.einsum("hnd,hd->hn", q_eps, (k * outgoing[..., None]).sum(1) + EPS)
-        source = torch.einsum("hnd,hd->hn", k_eps, (q * incoming[..., None]).sum(1) + EPS).clamp(-1.0, 1.0)
+        incoming = 1.0 / (q_eps * (k.sum(0) + EPS)).sum(-1)  # N x H
+        outgoing = 1.0 / (k_eps * (q.sum(0) + EPS)).sum(-1)
+        sink = (q_eps * ((k * outgoing[..., None]).sum(0) + EPS)).sum(-1)
+        source = (k_eps * ((q * incoming[..., None]).sum(0) + EPS)).sum(-1).clamp(-1.0, 1.0)
         allocation = torch.sigmoid(sink)  # N_queries / N_keys = 1: queries and keys are the same cells
-        competition = torch.softmax(source, dim=-1) * n
-        kv = k.transpose(1, 2) @ (v * competition[..., None])  # H x d x d
-        out = (q * incoming[..., None]) @ kv * allocation[..., None]  # H x N x d
-        return out.transpose(0, 1).reshape(n, -1)
+        competition = torch.softmax(source, dim=0) * n  # over cells
+        kv = torch.einsum("nhd,nhe->hde", k.to(dtype), v * competition[..., None].to(dtype))  # H x d x d
+        out = torch.einsum("nhd,hde->nhe", (q * incoming[..., None]).to(dtype), kv)
+        return out * allocation[..., None].to(dtype)
 
 
 class FlowformerLayer(nn.Module):
@@ -64,9 +67,9 @@ class FlowformerLayer(nn.Module):
         self.self_attn = FlowAttention(dim, heads)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self._ff_block = nn.Sequential(
-            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout), nn.Linear(2 * dim, dim), Dropout(dropout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
