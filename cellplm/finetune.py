@@ -273,9 +273,16 @@ class CellTypeAnnotator:
                 pred[idx] = model.logits(sentence).argmax(1).cpu().numpy()
         return pred
 
-    def predict(self, test: ad.AnnData) -> np.ndarray:
+    def predict(self, test: ad.AnnData, key_added: str | None = None) -> np.ndarray:
         """Labels of the test cells: from the fit's shared sentences when they were given as context
-        (transductive), otherwise from sentences of the test cells alone."""
+        (transductive), otherwise from sentences of the test cells alone. With ``key_added`` the labels are also
+        written to ``test.obs[key_added]`` (scanpy style)."""
+        labels = self._predict(test)
+        if key_added:
+            test.obs[key_added] = pd.Categorical(labels, categories=self.classes_)
+        return labels
+
+    def _predict(self, test: ad.AnnData) -> np.ndarray:
         if self._context is not None and test.obs_names.isin(self._context.index).all():
             return self._context.loc[test.obs_names].to_numpy(dtype=object)
         check_counts(counts_matrix(test)[: min(test.n_obs, 2000)], "test data")

@@ -156,7 +156,8 @@ def test_finetune_learns_and_saves(tmp_path):
         model = CellTypeAnnotator(shape="tiny", max_epochs=40, warmup_epochs=5, transductive=transductive,
                                   progress=False, precision="fp32", lr=5e-3)
         model.fit(train, unlabelled=test)
-        pred = model.predict(test)
+        pred = model.predict(test, key_added="cellplm_prediction")
+        assert (test.obs["cellplm_prediction"].astype(str).to_numpy() == pred).all()
         accuracy[transductive] = np.mean(pred == truth)
         assert model.info_["setting"] == ("transductive" if transductive else "inductive")
         assert model.info_["checkpoint"]["kind"] == "random initialisation"
@@ -207,3 +208,29 @@ def test_cli(tiny, tmp_path):
     b.write_h5ad(tmp_path / "b.h5ad")
     r = _cli("embed", tmp_path / "b.h5ad", "--checkpoint", tiny, "--out", tmp_path / "y.h5ad")
     assert r.returncode == 3 and "not applicable" in r.stderr
+
+
+def test_spatial_encoding_switch():
+    import torch
+
+    from cellplm.model import CellPLM, Sentence
+    from cellplm.model.embedder import PE_GRID
+
+    torch.manual_seed(0)
+    model = CellPLM(config_for_shape("tiny", spatial_pe=True).for_embedding()).eval()
+    pe = model.embedder.pe_enc
+    table = pe.pe_enc.weight
+    half = table.shape[1] // 2
+    # row x*100+y: the first half encodes x only, the second half y only
+    assert torch.equal(table[3 * PE_GRID + 5, :half], table[3 * PE_GRID + 7, :half])
+    assert torch.equal(table[3 * PE_GRID + 5, half:], table[9 * PE_GRID + 5, half:])
+    X = sp.random(20, 50, density=0.3, format="csr", random_state=0)
+    X.data = np.ceil(X.data * 5)
+    coords = torch.rand(20, 2)
+    plain = Sentence.from_csr(X, np.arange(50), len(VOCAB))
+    placed = Sentence.from_csr(X, np.arange(50), len(VOCAB), coords=coords)
+    missing = Sentence.from_csr(X, np.arange(50), len(VOCAB), coords=-torch.ones(20, 2))
+    assert torch.equal(pe(None, 20), pe(missing.coords, 20))  # no coordinates: the learned missing vector
+    assert not torch.allclose(model.embed(placed).z, model.embed(plain).z)
+    model.embedder.spatial_pe = False  # off (the released behaviour): coordinates are ignored
+    assert torch.equal(model.embed(placed).z, model.embed(plain).z)

@@ -148,6 +148,7 @@ def run(
     test = read_h5ad(test_path)
     record.n_train, record.n_test = train.n_obs, test.n_obs
     predictions = pd.Series(pd.NA, index=test.obs_names, dtype="string")
+    model = None
     try:
         seed_everything(ids.seed)
         model = annotator_cls(seed=ids.seed, **params)
@@ -172,6 +173,8 @@ def run(
             raise
         record.status, record.reason = "failed", f"{type(e).__name__}: {e}".splitlines()[0][:500]
         log(f"{ids.method}: FAILED\n{traceback.format_exc()}")
+    if model is not None and record.status != "ok":  # what the method learnt before stopping (e.g. checkpoint provenance)
+        record.extra = model.extra
     record.peak_rss_mb = _peak_rss_mb()
     record.peak_gpu_mb = _peak_gpu_mb()
     record.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")

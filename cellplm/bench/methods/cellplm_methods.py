@@ -36,7 +36,8 @@ def checkpoint_provenance(checkpoint: str | None, kind: str | None, shape: str =
             sha.update(block)
     out = {"checkpoint": str(Path(checkpoint)), "checkpoint_kind": kind, "checkpoint_sha256": sha.hexdigest()}
     if meta:
-        out["pretraining"] = {k: meta[k] for k in ("shape", "epochs", "steps", "corpus", "seed") if k in meta}
+        out["pretraining"] = {k: meta[k] for k in ("shape", "steps", "corpus", "seed") if k in meta}
+        out["pretraining"]["epochs"] = meta.get("hyperparameters", {}).get("epochs", meta.get("epochs"))
     return out
 
 
