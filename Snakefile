@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/cellplm.smk"
 include: "rules/methods.smk"
 include: "rules/metrics.smk"
 include: "rules/report.smk"

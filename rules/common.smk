@@ -32,6 +32,18 @@ SEEDS = RUN["seeds"]
 DL = config["download"]["dir"]
 CODE_HASH = wf.code_hash(ROOT)
 REMOTE = {f["filename"]: f for ds in DATASETS for f in wf.remote_files(config["datasets"][ds]["source"])}
+# CellPLM: how the checkpoint is obtained (cellplm.checkpoint) and which methods get it.
+CKPT = wf.cellplm_checkpoint(config, ROOT, DL)
+CELLPLM_METHODS = [m for m in METHODS if config["methods"][m]["cellplm_checkpoint"]]
+CORPUS_ITEMS = wf.cellplm_corpus_items(config) if CKPT["source"] == "pretrain" and CELLPLM_METHODS else []
+PRETRAIN = config["cellplm"]["pretrain"]
+if CELLPLM_METHODS and CKPT["missing"]:
+    print(
+        f"WARNING: CellPLM checkpoint not found: {', '.join(CKPT['missing'])}. The rows of "
+        f"{', '.join(CELLPLM_METHODS)} will be recorded as failed ('checkpoint file not found'). Put the files "
+        "there (see README, 'CellPLM checkpoint'), or set cellplm.checkpoint.source to url, pretrain or none.",
+        file=sys.stderr,
+    )
 GPU_METHODS = [m for m in METHODS if config["methods"][m]["gpu"]]
 CPU_METHODS = [m for m in METHODS if not config["methods"][m]["gpu"]]
 
@@ -47,6 +59,10 @@ wildcard_constraints:
     method=alternatives(METHODS),
     seed=r"\d+",
     file=alternatives(REMOTE),
+    ckpt=alternatives([Path(CKPT["dir"]).name] if CKPT["files"] and CKPT["source"] != "pretrain" else []),
+    ckpt_file=alternatives([Path(p).name for p in CKPT["url"]]),
+    item=alternatives(CORPUS_ITEMS),
+    pretrained=alternatives([Path(CKPT["dir"]).name] if CORPUS_ITEMS else []),
 
 
 def runs():
@@ -91,7 +107,12 @@ def final_outputs():
         "results/plots/score_heatmap.png",
         "results/plots/published_comparison.png",
         "results/plots/speed.png",
-    ] + [f"results/plots/confusion/{d}__{s}.png" for d, s in dataset_split_pairs()]
+    ] + [f"results/plots/confusion/{d}__{s}.png" for d, s in dataset_split_pairs()] + pretraining_outputs()
+
+
+def pretraining_outputs():
+    """The pretraining loss plot, when this run pretrains CellPLM."""
+    return ["results/plots/cellplm_pretraining_loss.png"] if CORPUS_ITEMS else []
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -145,6 +166,8 @@ def method_inputs(wildcards):
     inputs = {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
     if method_cfg(wildcards)["control"]:  # only control methods may see the truth
         inputs["solution"] = f"{base}/solution.h5ad"
+    if wildcards.method in CELLPLM_METHODS and CKPT["files"]:  # only CellPLM methods get the checkpoint
+        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT["files"]
     return inputs
 
 
@@ -165,7 +188,10 @@ def method_python(wildcards):
 
 
 def method_params_json(wildcards):
-    return wf.to_json(wf.method_params(method_cfg(wildcards), RUN["param_set"]))
+    params = wf.method_params(method_cfg(wildcards), RUN["param_set"])
+    if wildcards.method in CELLPLM_METHODS:
+        params = wf.with_checkpoint(params, CKPT)
+    return wf.to_json(params)
 
 
 def method_threads(wildcards):
@@ -185,3 +211,43 @@ def confusion_seed():
 
 def confusion_inputs(wildcards):
     return [f"{run_dir(wildcards.dataset, wildcards.split, m, confusion_seed())}/confusion.tsv" for m in METHODS]
+
+
+def pretraining_records():
+    """pretraining.json of the checkpoint pretrained here (read by aggregate for the provenance labels)."""
+    return [f"{CKPT['dir']}/pretraining.json"] if CORPUS_ITEMS else []
+
+
+# ---- CellPLM ---------------------------------------------------------------------------------------
+
+
+def checkpoint_link_inputs(wildcards):
+    return {"config": CKPT["config_src"], "weights": CKPT["weights_src"]}
+
+
+def corpus_inputs(wildcards):
+    """Train files of every split variant of the dataset (a train__<dataset> item); nothing otherwise."""
+    if wildcards.item.startswith("train__"):
+        d = wildcards.item.removeprefix("train__")
+        return [f"results/data/{d}/{s}/train.h5ad" for s in wf.dataset_splits(config, d)]
+    return []
+
+
+def corpus_spec(wildcards):
+    if wildcards.item == "synthetic_spatial":
+        return PRETRAIN["corpus"]["synthetic_spatial"]
+    return {}
+
+
+def corpus_files():
+    return [f"results/cellplm/corpus/{item}.h5ad" for item in CORPUS_ITEMS]
+
+
+def pretrain_args():
+    p = PRETRAIN
+    args = (
+        f"--shape {p['shape']} --epochs {p['epochs']} --seed {p['seed']} --lr {p['lr']} --warmup-steps {p['warmup_steps']}"
+        f" --max-cells-per-sentence {p['max_cells_per_sentence']} --val-sentences {p['val_sentences']}"
+        f" --device {p['device']} --precision {p['precision']} --sentence-key batch --spatial-key spatial --no-progress"
+    )
+    return args + (" --spatial-pe" if p["spatial_pe"] else "") + (" --resume" if p["resume"] else "")

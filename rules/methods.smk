@@ -2,8 +2,9 @@
 # so that profiles can request a GPU for the latter only (resources: gpu=1).
 
 # PYTHONSAFEPATH: a script named like a package it imports (celltypist.py) must not shadow that package.
+# OMP_NUM_THREADS: numpy, scikit-learn and torch use the threads the job was given, not every core.
 METHOD_SHELL = (
-    "PYTHONSAFEPATH=1 {params.python} {params.script} --train {input.train} --test {input.test} {params.solution}"
+    "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} {params.script} --train {input.train} --test {input.test} {params.solution}"
     " --prediction {output.prediction} --record {output.record}"
     " --dataset {wildcards.dataset} --split {wildcards.split} --method {wildcards.method} --seed {wildcards.seed}"
     " --param-set {params.param_set} --params {params.params:q} --on-error {params.on_error} > {log} 2>&1"

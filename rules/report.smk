@@ -8,6 +8,7 @@ rule aggregate:
         benchmarks=all_benchmarks(),
         qc=expand("results/data/{dataset}/qc.json", dataset=DATASETS),
         published=config["published"],
+        pretraining=pretraining_records(),
     output:
         scores=report("results/tables/scores.tsv", caption="../workflow/report/scores.rst", category="Tables"),
         summary=report("results/tables/summary.tsv", caption="../workflow/report/summary.rst", category="Tables"),

@@ -38,3 +38,47 @@ def test_extract_member(tmp_path):
     with pytest.raises(InputError, match="archive has no file named 'HLCA_zstd_sub.h5ad'"):
         extract_member(tmp_path / "a.tar.gz", "HLCA_zstd_sub.h5ad", tmp_path / "none.h5ad")
     assert not (tmp_path / "none.h5ad").exists()
+
+
+def test_synthetic_spatial_is_seeded_clustered_and_in_vocabulary():
+    import json
+
+    from cellplm.bench.sources import RELEASED_CONFIG, synthetic_spatial
+
+    a = synthetic_spatial(n_tissues=2, fovs_per_tissue=2, cells_per_fov=200, n_genes=300, n_cell_types=4, seed=1)
+    b = synthetic_spatial(n_tissues=2, fovs_per_tissue=2, cells_per_fov=200, n_genes=300, n_cell_types=4, seed=1)
+    assert a.shape == (800, 300) and (a.X != b.X).nnz == 0
+    assert np.array_equal(a.obsm["spatial"], b.obsm["spatial"]) and a.obsm["spatial"].shape == (800, 2)
+    assert np.array_equal(a.X.data, np.round(a.X.data)) and a.var_names.is_unique
+    assert a.obs["fov"].nunique() == 4 and (a.obs["batch"] == a.obs["fov"]).all()
+    vocab = set(json.loads(RELEASED_CONFIG.read_text())["gene_list"])
+    assert set(a.var["ensembl_id"]) <= vocab
+    # spatial clustering: a cell's nearest neighbour (same FOV) shares its type far more often than chance
+    same = []
+    for _, idx in a.obs.groupby("fov", observed=True).indices.items():
+        xy = a.obsm["spatial"][idx]
+        d = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+        np.fill_diagonal(d, np.inf)
+        t = a.obs["cell_type"].to_numpy()[idx]
+        same.append(t == t[d.argmin(1)])
+    assert np.concatenate(same).mean() > 0.6
+    c = synthetic_spatial(n_tissues=2, fovs_per_tissue=2, cells_per_fov=200, n_genes=300, n_cell_types=4, seed=2)
+    assert not np.array_equal(a.obsm["spatial"], c.obsm["spatial"])
+
+
+def test_corpus_items_have_no_labels_and_only_cells_train_in_every_split(tmp_path):
+    from cellplm.bench.sources import corpus_item, synthetic
+
+    a = synthetic(n_cells=60, n_genes=50, n_cell_types=2, n_batches=2, seed=0)
+    a[:40].write_h5ad(tmp_path / "published.h5ad")  # train of split 1: cells 0-39
+    a[20:].write_h5ad(tmp_path / "holdout.h5ad")  # train of split 2: cells 20-59
+    item = corpus_item("train__toy", [str(tmp_path / "published.h5ad"), str(tmp_path / "holdout.h5ad")])
+    assert list(item.obs_names) == list(a.obs_names[20:40])  # test cells of either split are left out
+    assert list(item.obs.columns) == ["batch"] and item.obs["batch"].str.startswith("toy/").all()
+    assert (item.X != a[20:40].X).nnz == 0
+    spatial = corpus_item("synthetic_spatial", spec={"enabled": True, "n_tissues": 1, "fovs_per_tissue": 2,
+                                                     "cells_per_fov": 20, "n_genes": 40})
+    assert spatial.obs["batch"].nunique() == 2 and spatial.obsm["spatial"].shape == (40, 2)
+    assert "cell_type" not in spatial.obs
+    with pytest.raises(InputError, match="unknown corpus item"):
+        corpus_item("everything")

@@ -53,7 +53,10 @@ def test_full_config_dry_run_is_offline(workdir):
     jobs = job_counts(out.stdout)
     # 4 PBMC12K files + Pancreas + the scDiff archive (shared by HLCA and Immune) + Brain + Liver
     assert jobs["download"] == 8 and jobs["extract_archive"] == 2 and jobs["preprocess"] == 6
-    assert jobs["run_method"] + jobs["run_method_gpu"] == 6 * 7 * 3
+    assert jobs["run_method"] + jobs["run_method_gpu"] == 6 * 9 * 3  # 7 methods + the two CellPLM methods
+    # The released checkpoint is not on disk here: no CellPLM job is planned, and a warning says what happens.
+    assert not any(rule.startswith("cellplm_") for rule in jobs)
+    assert "CellPLM checkpoint not found: resources/cellplm/20230926_85M.best.ckpt" in out.stderr
     for dataset in ("pbmc12k", "pancreas", "hlca", "immune", "brain", "liver"):
         assert f"results/data/{dataset}/dataset.h5ad" in out.stdout
     assert "cellxgene_c05e6940-729c-47bd-a2a6-6ce3730c4919.h5ad" in out.stdout
@@ -76,6 +79,60 @@ def test_config_errors_name_the_problem(workdir, text, message):
     out = snakemake(workdir, "-n", "--configfile", _config(workdir, "bad.yaml", text))
     assert out.returncode != 0
     assert message in out.stdout + out.stderr
+
+
+CELLPLM_RUN = ("run: {datasets: [pbmc68k], methods: [cellplm_finetune, cellplm_zeroshot]}\n"
+               "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n")
+
+
+@pytest.mark.parametrize("section, message", [
+    ("cellplm: {checkpoint: {source: url}}",
+     "cellplm.checkpoint.source is 'url' but cellplm.checkpoint.weights_url is not set"),
+    ("cellplm: {checkpoint: {source: dropbox}}", "'dropbox' is not one of ['path', 'url', 'pretrain', 'none']"),
+    ("cellplm: {checkpoint: {source: url, weights_url: 'https://example.org/m.best.ckpt', sha256: abc}}",
+     "'abc' does not match"),
+    ("cellplm: {checkpoint: {source: url, weights_url: 'ftp://example.org/m.best.ckpt'}}",
+     "cellplm.checkpoint.weights_url must be an http(s) URL"),
+    ("cellplm: {checkpoint: {source: pretrain, sha256: '" + "a" * 64 + "'}}",
+     "cellplm.checkpoint.sha256 is only used with source 'url'"),
+    ("cellplm: {checkpoint: {source: pretrain}, pretrain: {corpus: {celltypist_sample: false, train_cells: false,"
+     " synthetic_spatial: {enabled: false}}}}", "cellplm.pretrain.corpus: every corpus item is off"),
+    ("cellplm: {checkpoint: {source: pretrain}, pretrain: {shape: huge}}", "'huge' is not one of"),
+    ("cellplm: {checkpoint: {source: path, checkpoint_dir: x}}", "checkpoint_dir"),
+])
+def test_bad_cellplm_section_is_rejected(workdir, section, message):
+    out = snakemake(workdir, "-n", "--configfile", _config(workdir, "bad.yaml", CELLPLM_RUN + section + "\n"))
+    assert out.returncode != 0
+    assert message in out.stdout + out.stderr
+
+
+def test_checkpoint_url_and_none_dry_runs(workdir):
+    url = "cellplm: {checkpoint: {source: url, weights_url: 'https://example.org/ckpt/20230926_85M.best.ckpt'}}\n"
+    out = snakemake(workdir, "-n", "--configfile", _config(workdir, "url.yaml", CELLPLM_RUN + url))
+    assert out.returncode == 0, out.stderr
+    jobs = job_counts(out.stdout)
+    assert jobs["cellplm_download"] == 1 and jobs["cellplm_link_checkpoint"] == 1 and "cellplm_pretrain" not in jobs
+    assert "resources/downloads/cellplm/20230926_85M.best.ckpt" in out.stdout
+    assert "results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in out.stdout
+    none = "cellplm: {checkpoint: {source: none}}\n"
+    out = snakemake(workdir, "-n", "--configfile", _config(workdir, "none.yaml", CELLPLM_RUN + none))
+    assert out.returncode == 0, out.stderr
+    assert not any(rule.startswith("cellplm_") for rule in job_counts(out.stdout))
+
+
+def test_checkpoint_provenance_labels():
+    from cellplm.bench.aggregate import checkpoint_label
+
+    assert checkpoint_label({}, {"k": 5}) == ""
+    assert checkpoint_label({"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation",
+                             "shape": "tiny"}, {"checkpoint": ""}) == "random initialisation (tiny shape)"
+    here = {"checkpoint": "results/cellplm/pretrained/tiny_e4_seed0_ab/model", "checkpoint_kind": "pretrained here",
+            "pretraining": {"shape": "tiny", "hyperparameters": {"epochs": 6}}}
+    assert checkpoint_label(here, {}) == "pretrained here (tiny, 6 epochs)"
+    released = {"checkpoint": "results/cellplm/checkpoints/released__20230926_85M/model", "checkpoint_kind": "released"}
+    assert checkpoint_label(released, {}) == "released (20230926_85M)"
+    missing = {"checkpoint": "resources/cellplm/20230926_85M", "checkpoint_kind": "released"}
+    assert checkpoint_label({}, missing) == "released (20230926_85M)"
 
 
 def test_bad_input_stops_with_one_line_and_no_output(workdir):
@@ -102,13 +159,32 @@ def test_demo_end_to_end(workdir):
     for (dataset, split), value in bal.xs("random_labels", level="method").items():
         assert abs(value - 1 / n_types[dataset]) < 0.15  # about chance
     assert bal[("pbmc68k", "published", "logistic_regression")] > 0.5
-    runs = pd.read_csv(tables / "runs.tsv", sep="\t")
-    assert len(runs) == (1 + 2) * 7 * 2 and (runs["status"] == "ok").all()
+    runs = pd.read_csv(tables / "runs.tsv", sep="\t", keep_default_na=False)
+    assert len(runs) == (1 + 2) * 9 * 2 and (runs["status"] == "ok").all(), runs[runs["status"] != "ok"]
+    # CellPLM rows: pretrained here (tiny shape, demo epochs), provenance in every table
+    cellplm = runs[runs["method"].isin(["cellplm_finetune", "cellplm_zeroshot"])]
+    assert len(cellplm) == 3 * 2 * 2
+    assert (cellplm["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    assert (runs.loc[~runs.index.isin(cellplm.index), "checkpoint"] == "").all()
+    for name in ("scores", "summary"):
+        table = pd.read_csv(tables / f"{name}.tsv", sep="\t", keep_default_na=False)
+        rows = table[table["method"].str.startswith("cellplm_")]
+        assert set(rows["method"]) == {"cellplm_finetune", "cellplm_zeroshot"}
+        assert (rows["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    comparison = pd.read_csv(tables / "comparison.tsv", sep="\t", keep_default_na=False)
+    assert (comparison.loc[comparison["method"] == "cellplm_finetune", "checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    pretrained = list((workdir / "results" / "cellplm" / "pretrained").glob("tiny_e4_seed0_*/loss.tsv"))
+    assert len(pretrained) == 1 and len(pd.read_csv(pretrained[0], sep="\t")) > 4
+    assert (workdir / "results" / "plots" / "cellplm_pretraining_loss.png").stat().st_size > 5000
+    corpus = sorted(p.name for p in (workdir / "results" / "cellplm" / "corpus").glob("*.h5ad"))
+    assert corpus == ["celltypist_sample.h5ad", "synthetic_spatial.h5ad", "train__pbmc68k.h5ad", "train__synthetic.h5ad"]
     assert {"fit_s", "predict_s", "peak_rss_mb", "device", "versions"} <= set(runs.columns)
     speed = pd.read_csv(tables / "speed.tsv", sep="\t")
     assert (speed["job_wall_s"] > 0).all()
     md = (tables / "benchmark.md").read_text()
     assert "NOT the published protocol" in md and "Balanced accuracy (macro recall)" in md
+    assert "## CellPLM checkpoints" in md
+    assert "- CellPLM (fine-tuned) (`cellplm_finetune`): pretrained here (tiny, 4 epochs) (6 ok runs)." in md
     for png in ["score_heatmap", "published_comparison", "speed", "confusion/pbmc68k__published"]:
         assert (workdir / "results" / "plots" / f"{png}.png").stat().st_size > 5000
     report = snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "results/report.html")

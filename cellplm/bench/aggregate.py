@@ -20,13 +20,44 @@ def read_tsvs(paths) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def read_records(paths) -> pd.DataFrame:
+def checkpoint_label(extra: dict, params: dict, pretraining: dict | None = None) -> str:
+    """Where a CellPLM row's weights came from, in words; "" for methods without a checkpoint.
+
+    "released (20230926_85M)", "pretrained here (tiny, 6 epochs)", "random initialisation (85M shape)" or
+    "user-supplied (<path>)", from the run record's ``extra`` (what the method loaded) or, for runs that did not
+    finish (the harness keeps no ``extra`` then), from its ``params`` (what the workflow gave it).
+    ``pretraining``: pretraining.json contents by checkpoint folder, for the epochs of a checkpoint made here.
+    """
+    if "checkpoint_kind" not in extra and "checkpoint" not in params and "checkpoint_kind" not in params:
+        return ""
+    loaded = "checkpoint_kind" in extra
+    ckpt = extra.get("checkpoint") if loaded else params.get("checkpoint")
+    kind = extra.get("checkpoint_kind") if loaded else params.get("checkpoint_kind")
+    if not ckpt or ckpt == "random initialisation" or kind == "random initialisation":
+        return f"random initialisation ({extra.get('shape') or params.get('shape', '85M')} shape)"
+    folder = Path(str(ckpt)).parent
+    if kind == "pretrained here":
+        pt = dict(extra.get("pretraining") or {})
+        file_meta = (pretraining or {}).get(str(folder), {})
+        epochs = (pt.get("epochs") or (pt.get("hyperparameters") or {}).get("epochs")
+                  or (file_meta.get("pretraining", {}).get("hyperparameters") or {}).get("epochs"))
+        shape = pt.get("shape") or file_meta.get("pretraining", {}).get("shape") or "?"
+        label = f"pretrained here ({shape}, {epochs if epochs is not None else '?'} epochs)"
+    elif kind == "released":
+        label = f"released ({folder.name.split('__')[-1] if folder.name.startswith('released__') else Path(str(ckpt)).name})"
+    else:
+        label = f"{kind or 'user-supplied'} ({ckpt})"
+    return label
+
+
+def read_records(paths, pretraining: dict | None = None) -> pd.DataFrame:
     rows = []
     for p in paths:
         rec = json.loads(Path(p).read_text())
         versions = rec.pop("versions", {})
         extra = rec.pop("extra", {})
         params = rec.pop("params", {})
+        rec["checkpoint"] = checkpoint_label(extra or {}, params or {}, pretraining)
         rec["versions"] = "; ".join(f"{k} {v}" for k, v in versions.items())
         rec["params"] = json.dumps(params, sort_keys=True)
         rec["extra"] = json.dumps(extra, sort_keys=True) if extra else ""
@@ -45,8 +76,25 @@ def read_benchmarks(paths, runs: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def with_checkpoint(scores: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Scores with the run's ``checkpoint`` provenance column (empty for methods without a checkpoint)."""
+    keys = RUN_KEYS + ["seed"]
+    if scores.empty or records.empty:
+        return scores.assign(checkpoint="")
+    ck = records[keys + ["checkpoint"]].drop_duplicates(keys)
+    out = scores.drop(columns=["checkpoint"], errors="ignore").merge(ck, on=keys, how="left")
+    out["checkpoint"] = out["checkpoint"].fillna("")
+    return out
+
+
+def _join(values) -> str:
+    return "; ".join(sorted({v for v in values if isinstance(v, str) and v}))
+
+
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds (ok runs only), with the count of seeds that succeeded."""
+    if "checkpoint" not in scores.columns:
+        scores = scores.assign(checkpoint="")
     ok = scores[scores["status"] == "ok"]
     g = ok.groupby(RUN_KEYS + ["metric"], sort=False)["value"]
     summary = g.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan,
@@ -56,10 +104,11 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
         statuses=("status", lambda s: ",".join(sorted(set(s)))),
         reason=("reason", lambda r: next((x for x in r if isinstance(x, str) and x), "")),
         n_runs=("status", "size"),
+        checkpoint=("checkpoint", _join),
     ).reset_index()
     out = status.merge(summary, on=RUN_KEYS + ["metric"], how="left")
     out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
-    return out[RUN_KEYS + ["metric", "mean", "std", "n_seeds", "n_runs", "statuses", "reason"]]
+    return out[RUN_KEYS + ["metric", "mean", "std", "n_seeds", "n_runs", "statuses", "reason", "checkpoint"]]
 
 
 def read_published(path) -> pd.DataFrame:
@@ -93,8 +142,8 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, met
                 rows.append(_comparison_row(dataset, split, method, pub_m, metric, row.iloc[0], p))
             for _, p in pub[~pub["method"].isin(matched)].iterrows():
                 rows.append(_comparison_row(dataset, split, None, p["method"], metric, None, pub[pub.index == p.name]))
-    cols = ["dataset", "split", "method", "published_method", "our_metric", "ours_mean", "ours_std", "ours_n_seeds",
-            "ours_status", "published_value", "published_std", "published_metric", "difference", "published_source"]
+    cols = ["dataset", "split", "method", "checkpoint", "published_method", "our_metric", "ours_mean", "ours_std",
+            "ours_n_seeds", "ours_status", "published_value", "published_std", "published_metric", "difference", "published_source"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -104,6 +153,7 @@ def _comparison_row(dataset, split, method, pub_method, metric, ours, pub) -> di
     mean = float(ours["mean"]) if ours is not None and pd.notna(ours["mean"]) else np.nan
     return {
         "dataset": dataset, "split": split, "method": method if method else "(not run here)",
+        "checkpoint": ours.get("checkpoint", "") if ours is not None else "",
         "published_method": pub_method if pub_method else "(none published)", "our_metric": metric,
         "ours_mean": mean, "ours_std": float(ours["std"]) if ours is not None and pd.notna(ours["std"]) else np.nan,
         "ours_n_seeds": int(ours["n_seeds"]) if ours is not None else 0,
@@ -129,7 +179,7 @@ def speed(records: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_table(records: pd.DataFrame) -> pd.DataFrame:
-    cols = ["dataset", "split", "method", "seed", "param_set", "status", "reason", "device", "fit_s", "predict_s",
+    cols = ["dataset", "split", "method", "seed", "checkpoint", "param_set", "status", "reason", "device", "fit_s", "predict_s",
             "peak_rss_mb", "peak_gpu_mb", "n_train", "n_test", "n_genes_used", "implementation", "params", "extra",
             "versions", "host", "finished"]
     return records.reindex(columns=cols).sort_values(["dataset", "split", "method", "seed"])
@@ -156,6 +206,9 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
         " *published*, which are copied from `config/published_scores.tsv` with their source.",
         "- Metric definitions: " + "; ".join(f"`{m}` = {METRIC_LABELS[m]}" for m in METRICS) + ".",
         f"- The published table's \"accuracy\" is compared with our `{metric}` ({METRIC_LABELS[metric]}).",
+    ]
+    lines += _checkpoint_lines(runs, config, label)
+    lines += [
         "",
         "## Datasets",
         "",
@@ -183,14 +236,21 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
                         cells.append(f"{r['statuses'].iloc[0]}")
                     else:
                         cells.append(_fmt(r["mean"].iloc[0], r["std"].iloc[0]))
-                lines.append(f"| {label.get(method, method)} | " + " | ".join(cells) + " |")
+                name = label.get(method, method)
+                ck = _join(piv[piv["method"] == method].get("checkpoint", pd.Series(dtype=str)))
+                lines.append(f"| {name + f' [{ck}]' if ck else name} | " + " | ".join(cells) + " |")
     if not comp.empty:
         lines += ["", f"## Ours ({metric}) beside the published table", "",
-                  "| dataset | method | ours | published | difference | published source |", "|---|---|---|---|---|---|"]
+                  "The *published* column is copied from the source named in the last column, never computed here;"
+                  " for CellPLM it is the authors' number with their released checkpoint, whatever checkpoint ours used.",
+                  "", "| dataset | method (our checkpoint) | ours | published | difference | published source |",
+                  "|---|---|---|---|---|---|"]
         for _, r in comp.iterrows():
-            pub = _fmt(r["published_value"], r["published_std"]) + f" ({r['published_method']})"
+            pub = "published: " + _fmt(r["published_value"], r["published_std"]) + f" ({r['published_method']})"
             diff = f"{r['difference']:+.3f}" if pd.notna(r["difference"]) else "–"
-            lines.append(f"| {r['dataset']} | {r['method']} | {_fmt(r['ours_mean'], r['ours_std'])} | {pub} | "
+            ck = r.get("checkpoint", "")
+            method = f"{r['method']} ({ck})" if isinstance(ck, str) and ck else r["method"]
+            lines.append(f"| {r['dataset']} | {method} | {_fmt(r['ours_mean'], r['ours_std'])} | {pub} | "
                          f"{diff} | {r['published_source']} |")
     bad = runs[runs["status"] != "ok"]
     lines += ["", "## Runs that did not produce predictions", ""]
@@ -208,3 +268,21 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
             lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['fit_s']:.2f} | {r['predict_s']:.2f} | "
                          f"{r['job_wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['device']} |")
     return "\n".join(lines) + "\n"
+
+
+def _checkpoint_lines(runs: pd.DataFrame, config: dict, label: dict) -> list[str]:
+    """One line per CellPLM method (methods with a checkpoint): which checkpoint produced its rows."""
+    if "checkpoint" not in runs.columns:
+        return []
+    ck = runs[runs["checkpoint"].fillna("") != ""]
+    if ck.empty:
+        return []
+    lines = ["", "## CellPLM checkpoints", "",
+             "Which weights produced each CellPLM row (also the `checkpoint` column of every table):", ""]
+    for method, sub in ck.groupby("method", sort=False):
+        statuses = ", ".join(f"{n} {s}" for s, n in sub["status"].value_counts().items())
+        lines.append(f"- {label.get(method, method)} (`{method}`): {_join(sub['checkpoint'])} ({statuses} runs).")
+    source = config.get("cellplm", {}).get("checkpoint", {}).get("source")
+    if source:
+        lines.append(f"- Configured checkpoint source: `cellplm.checkpoint.source: {source}`.")
+    return lines

@@ -110,3 +110,26 @@ def speed_bars(speed: pd.DataFrame, labels: dict, path) -> None:
     ax.set_title(f"Time per run (mean over seeds; device: {devices})")
     ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     _save(fig, path)
+
+
+def pretraining_loss(loss: pd.DataFrame, title: str, path) -> None:
+    """Pretraining loss per optimiser step (with a moving average) and validation loss per epoch."""
+    if loss.empty:
+        _placeholder(path, "no pretraining steps were logged")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = loss[loss["split"] == "train"]
+    val = loss[loss["split"] == "val"]
+    if not train.empty:
+        ax.plot(train["step"], train["loss"], lw=0.6, alpha=0.4, color="tab:blue", label="training (per step)")
+        window = max(1, len(train) // 20)
+        ax.plot(train["step"], train["loss"].rolling(window, min_periods=1).mean(), color="tab:blue",
+                label=f"training (moving mean, {window} steps)")
+    if not val.empty:
+        ax.plot(val["step"], val["loss"], "o-", color="tab:orange", label="validation (per epoch)")
+    ax.set_xlabel("optimiser step (one sentence)")
+    ax.set_ylabel("loss (latent + NB reconstruction)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -56,8 +56,8 @@ def synthetic(
     """Seeded synthetic counts: cell types with marker programs, multiplicative batch effects, Poisson noise.
 
     Memory grows with the number of non-zeros only: cells are generated in chunks straight into CSR.
-    Gene names are real GENCODE symbols when celltypist is installed (so vocabulary matching is realistic),
-    otherwise ``GENE00001``-style names.
+    Gene names are real GENCODE symbols of genes in the CellPLM vocabulary when celltypist is installed (so
+    gene matching works as on real data), otherwise ``GENE00001``-style names.
     """
     rng = np.random.default_rng(seed)
     if gene_symbols is None:
@@ -89,16 +89,109 @@ def synthetic(
     return adata
 
 
-def _default_symbols(n_genes: int, rng) -> list[str]:
+RELEASED_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "20230926_85M.config.json"
+
+
+def vocabulary_symbols(n_genes: int, rng) -> tuple[list[str], list[str]]:
+    """``n_genes`` GENCODE symbols whose Ensembl ids are in the released CellPLM vocabulary (sorted), with their ids.
+
+    Falls back to the vocabulary's Ensembl ids as names when the GENCODE table (celltypist) is not installed.
+    """
+    import json
+
+    vocab = json.loads(RELEASED_CONFIG.read_text())["gene_list"]
+    in_vocab = set(vocab)
     try:
         from .genes import gencode_symbol_to_id
 
-        symbols = sorted(gencode_symbol_to_id())
+        pairs = sorted((s, g) for s, g in gencode_symbol_to_id().items() if g in in_vocab)
     except ModuleNotFoundError:
-        symbols = []
-    if len(symbols) >= n_genes:
-        return sorted(rng.choice(symbols, size=n_genes, replace=False).tolist())
-    return [f"GENE{i:05d}" for i in range(n_genes)]
+        pairs = [(g, g) for g in vocab]
+    seen, unique = set(), []
+    for sym, gid in pairs:  # one symbol per id
+        if gid not in seen:
+            seen.add(gid)
+            unique.append((sym, gid))
+    if n_genes > len(unique):
+        raise ValueError(f"n_genes={n_genes}: only {len(unique)} vocabulary genes have a symbol")
+    pick = sorted(rng.choice(len(unique), size=n_genes, replace=False))
+    return [unique[i][0] for i in pick], [unique[i][1] for i in pick]
+
+
+def synthetic_spatial(
+    n_tissues: int = 2,
+    fovs_per_tissue: int = 3,
+    cells_per_fov: int = 300,
+    n_genes: int = 1000,
+    n_cell_types: int = 5,
+    domains_per_fov: int = 6,
+    fov_size: float = 1000.0,
+    mixing: float = 0.1,
+    mean_counts: float = 1000.0,
+    markers_per_type: int = 30,
+    marker_fold: float = 3.0,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Seeded synthetic spatial tissues: cells with 2-D coordinates and spatially clustered cell types.
+
+    Each field of view (FOV, ``obs['fov']``, the natural CellPLM sentence; also copied to ``obs['batch']``) is a
+    ``fov_size`` square (µm) with ``domains_per_fov`` random domain centres, each assigned a cell type. A cell takes
+    the type of its nearest centre (a Voronoi tessellation, so neighbours share types), except a ``mixing`` share
+    of cells that take a random type. Coordinates are in ``obsm['spatial']`` (float32, µm). Counts are Poisson
+    draws from per-type marker programs with a per-tissue scale, over GENCODE symbols whose Ensembl ids are in the
+    released CellPLM vocabulary (``var['ensembl_id']``), so every gene reaches the model.
+    """
+    rng = np.random.default_rng(seed)
+    symbols, ids = vocabulary_symbols(n_genes, rng)
+    base = rng.gamma(0.3, 1.0, size=n_genes)
+    programs = np.tile(base, (n_cell_types, 1))
+    for t in range(n_cell_types):
+        markers = rng.choice(n_genes, size=min(markers_per_type, n_genes), replace=False)
+        programs[t, markers] *= rng.uniform(1.0, marker_fold, size=markers.size)
+    programs /= programs.sum(axis=1, keepdims=True)
+    tissue_scale = np.exp(rng.normal(0, 0.2, size=(n_tissues, n_genes)))
+    coords, types, fovs, tissues, pieces = [], [], [], [], []
+    for t in range(n_tissues):
+        for f in range(fovs_per_tissue):
+            xy = rng.uniform(0, fov_size, size=(cells_per_fov, 2))
+            centres = rng.uniform(0, fov_size, size=(domains_per_fov, 2))
+            centre_type = rng.integers(0, n_cell_types, size=domains_per_fov)
+            nearest = np.argmin(((xy[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1)
+            ct = centre_type[nearest]
+            mixed = rng.random(cells_per_fov) < mixing
+            ct[mixed] = rng.integers(0, n_cell_types, size=int(mixed.sum()))
+            size = rng.lognormal(np.log(mean_counts), 0.35, size=cells_per_fov)
+            rates = programs[ct] * tissue_scale[t]
+            rates *= (size / rates.sum(axis=1))[:, None]
+            pieces.append(sp.csr_matrix(rng.poisson(rates).astype(np.float32)))
+            coords.append(xy)
+            types.append(ct)
+            fovs += [f"tissue{t}_fov{f}"] * cells_per_fov
+            tissues += [f"tissue{t}"] * cells_per_fov
+    types = np.concatenate(types)
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical([f"type_{t}" for t in types]), "fov": pd.Categorical(fovs),
+         "tissue": pd.Categorical(tissues)},
+        index=[f"spot_{i:07d}" for i in range(len(types))],
+    )
+    obs["batch"] = obs["fov"]
+    adata = ad.AnnData(sp.vstack(pieces, format="csr"), obs=obs,
+                       var=pd.DataFrame({"ensembl_id": ids}, index=pd.Index(symbols, dtype=str)))
+    adata.obsm["spatial"] = np.concatenate(coords).astype(np.float32)
+    adata.uns["source"] = f"synthetic_spatial(seed={seed})"
+    return adata
+
+
+def _default_symbols(n_genes: int, rng) -> list[str]:
+    """Symbols of genes in the CellPLM vocabulary (mostly protein-coding, as measured by scRNA-seq panels)."""
+    try:
+        from .genes import gencode_symbol_to_id
+
+        gencode_symbol_to_id()
+        symbols = sorted(vocabulary_symbols(n_genes, rng)[0])
+        return symbols
+    except (ModuleNotFoundError, ValueError):
+        return [f"GENE{i:05d}" for i in range(n_genes)]
 
 
 def extract_member(archive, member_name: str, dest) -> None:
@@ -148,3 +241,46 @@ def assemble_pbmc12k(files: dict[str, str], dest) -> None:
         del adata.obsm[key]
     adata.uns = {"source": "scvi.data.pbmc_dataset (10x pbmc4k + pbmc8k, scVI-data metadata)"}
     write_h5ad(adata, dest)
+
+
+def corpus_item(name: str, train_files: list[str] | None = None, spec: dict | None = None) -> ad.AnnData:
+    """One CellPLM pretraining corpus item: raw counts in CSR ``X``, the sentence key in ``obs['batch']``,
+    ``var['ensembl_id']`` where known, ``obsm['spatial']`` for spatial items; no labels.
+
+    ``celltypist_sample``: CellTypist's 559 cells (one sentence). ``synthetic_spatial``: :func:`synthetic_spatial`
+    with ``spec`` (one sentence per field of view). ``train__<dataset>``: the training cells of a dataset, given
+    its train.h5ad of every split variant: only cells in ALL of them are kept, so no cell that is a test cell of
+    any evaluated split is pretrained on; cell-type labels are dropped.
+    """
+    from .io import read_h5ad
+
+    if name == "celltypist_sample":
+        adata = celltypist_sample()
+        adata.obs["batch"] = "celltypist_sample"
+    elif name == "synthetic_spatial":
+        spec = {k: v for k, v in (spec or {}).items() if k != "enabled"}
+        adata = synthetic_spatial(**spec)
+    elif name.startswith("train__"):
+        if not train_files:
+            raise InputError(name, "a train__<dataset> corpus item needs the train files of its splits")
+        adata = read_h5ad(train_files[0])
+        keep = adata.obs_names
+        for path in train_files[1:]:
+            keep = keep.intersection(read_h5ad(path).obs_names, sort=False)
+        adata = adata[adata.obs_names.isin(keep)].copy()
+        if adata.n_obs == 0:
+            raise InputError(train_files[0], "no cell is a training cell in every split variant of this dataset")
+        dataset = name.removeprefix("train__")
+        batch = adata.obs["batch"].astype(str).to_numpy() if "batch" in adata.obs else np.full(adata.n_obs, "all")
+        adata.obs = pd.DataFrame({"batch": [f"{dataset}/{b}" for b in batch]}, index=adata.obs_names)
+    else:
+        raise InputError(name, "unknown corpus item (celltypist_sample, synthetic_spatial or train__<dataset>)")
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    adata.layers = {}
+    adata.uns = {"source": str(adata.uns.get("source", name)), "corpus_item": name}
+    adata.var = adata.var[[c for c in ("ensembl_id",) if c in adata.var.columns]].copy()
+    adata.obs["batch"] = adata.obs["batch"].astype(str)
+    keep_obs = ["batch"] + [c for c in ("fov", "tissue") if c in adata.obs.columns]
+    adata.obs = adata.obs[keep_obs].copy()  # no labels in the corpus
+    adata.obsm = {k: v for k, v in adata.obsm.items() if k == "spatial"}
+    return adata

@@ -61,12 +61,133 @@ def check_config(config: dict, root: Path) -> None:
         for key in ("script", "env"):
             if not (root / m[key]).exists():
                 raise ConfigError(f"config: method '{name}': {key} file {m[key]} does not exist")
+    check_cellplm(config)
     files = {}
     for name in run["datasets"]:
         for f in remote_files(config["datasets"][name]["source"]):
             old = files.setdefault(f["filename"], f)
             if old["url"] != f["url"]:
                 raise ConfigError(f"config: download file name '{f['filename']}' is used for two URLs")
+
+
+# ---- CellPLM checkpoint -----------------------------------------------------------------------------------------
+
+RELEASED_CONFIG = "cellplm/resources/20230926_85M.config.json"  # shipped with the package (from the workflow root)
+CKPT_CONFIG, CKPT_WEIGHTS = ".config.json", ".best.ckpt"
+# Settings that do not change the weights; left out of the pretraining folder's hash.
+_PRETRAIN_UNHASHED = ("gpu", "threads", "device", "resume")
+
+
+def check_cellplm(config: dict) -> None:
+    """The ``cellplm`` section: the keys each checkpoint source needs (one-line ConfigError otherwise)."""
+    ck = config.get("cellplm", {}).get("checkpoint", {})
+    source = ck.get("source", "path")
+    where = "cellplm.checkpoint"
+    if source == "path" and not ck.get("prefix"):
+        raise ConfigError(f"config: {where}.source is 'path' but {where}.prefix is not set (the checkpoint files are "
+                          f"<prefix>.config.json and <prefix>.best.ckpt)")
+    if source == "url":
+        url = ck.get("weights_url") or ""
+        if not url:
+            raise ConfigError(f"config: {where}.source is 'url' but {where}.weights_url is not set")
+        for key in ("weights_url", "config_url"):
+            value = ck.get(key)
+            if value and not value.startswith(("http://", "https://")):
+                raise ConfigError(f"config: {where}.{key} must be an http(s) URL, got {value!r}")
+        if not ck.get("name") and not _url_name(url):
+            raise ConfigError(f"config: {where}: cannot derive a file name from weights_url {url!r}; set {where}.name")
+    if source != "url":
+        for key in ("weights_url", "config_url", "sha256"):
+            if ck.get(key):
+                raise ConfigError(f"config: {where}.{key} is only used with source 'url' (source is {source!r})")
+    if source == "pretrain" and not cellplm_corpus_items(config):
+        raise ConfigError("config: cellplm.pretrain.corpus: every corpus item is off; turn at least one on")
+
+
+def _url_name(url: str) -> str:
+    name = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (CKPT_WEIGHTS, ".ckpt"):
+        name = name.removesuffix(suffix)
+    return "".join(c for c in name if c.isalnum() or c in "._-")
+
+
+def _slug(text: str) -> str:
+    return text.replace(" ", "-")
+
+
+def cellplm_corpus_items(config: dict) -> list[str]:
+    """Names of the pretraining corpus items (``results/cellplm/corpus/<name>.h5ad``)."""
+    corpus = config.get("cellplm", {}).get("pretrain", {}).get("corpus", {})
+    items = []
+    if corpus.get("celltypist_sample", True):
+        items.append("celltypist_sample")
+    if corpus.get("train_cells", True):
+        items += [f"train__{d}" for d in config["run"]["datasets"]]
+    if corpus.get("synthetic_spatial", {}).get("enabled", True):
+        items.append("synthetic_spatial")
+    return items
+
+
+def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/downloads") -> dict:
+    """How this config obtains the CellPLM checkpoint, as plain paths (relative to the workflow root).
+
+    Keys: ``source``; ``kind`` (provenance shown in the tables); ``prefix`` (what the methods get: the
+    provenance-named link folder's ``model``, or the configured prefix when its files are missing, or "" for
+    random initialisation); ``dir`` (provenance-named folder of ``model.config.json`` + ``model.best.ckpt``);
+    ``files`` (the two checkpoint files the method jobs take as inputs; empty when none can be made);
+    ``config_src``/``weights_src`` (what the link rule links, for path and url); ``missing`` (files of a
+    ``path`` source that do not exist).
+    """
+    cp = config.get("cellplm", {})
+    ck = cp.get("checkpoint", {})
+    source = ck.get("source", "path")
+    out = {"source": source, "kind": "", "prefix": "", "dir": "", "files": [], "config_src": "", "weights_src": "",
+           "missing": [], "url": {}}
+    if source == "none":
+        out["kind"] = "random initialisation"
+        return out
+    if source == "pretrain":
+        pt = cp.get("pretrain", {})
+        settings = {k: v for k, v in sorted(pt.items()) if k not in _PRETRAIN_UNHASHED}
+        settings["corpus_items"] = cellplm_corpus_items(config)
+        settings["splits"] = {d: dataset_splits(config, d) for d in config["run"]["datasets"]}
+        tag = hashlib.sha256(to_json(settings).encode()).hexdigest()[:8]
+        folder = f"results/cellplm/pretrained/{pt.get('shape', 'small')}_e{pt.get('epochs', 10)}_seed{pt.get('seed', 0)}_{tag}"
+        out.update(kind="pretrained here", dir=folder, prefix=f"{folder}/model",
+                   files=[f"{folder}/model{CKPT_CONFIG}", f"{folder}/model{CKPT_WEIGHTS}"])
+        return out
+    if source == "path":
+        prefix = str(ck["prefix"])
+        for suffix in (CKPT_WEIGHTS, CKPT_CONFIG):
+            prefix = prefix.removesuffix(suffix)
+        kind = ck.get("kind") or ""  # empty: the method infers it ("pretrained here" from our metadata, else user-supplied)
+        name = ck.get("name") or Path(prefix).name
+        config_src, weights_src = prefix + CKPT_CONFIG, prefix + CKPT_WEIGHTS
+        missing = [p for p in (config_src, weights_src) if not (Path(p) if Path(p).is_absolute() else root / p).exists()]
+        if config_src in missing and kind == "released":  # the released config ships with the package
+            config_src = RELEASED_CONFIG
+            missing.remove(prefix + CKPT_CONFIG)
+        out.update(missing=missing)
+    else:  # url
+        name = ck.get("name") or _url_name(ck["weights_url"])
+        kind = ck.get("kind") or "released"
+        weights_src = f"{download_dir}/cellplm/{name}{CKPT_WEIGHTS}"
+        config_src = f"{download_dir}/cellplm/{name}{CKPT_CONFIG}" if ck.get("config_url") else RELEASED_CONFIG
+        out["url"] = {weights_src: {"url": ck["weights_url"], "sha256": ck.get("sha256")}}
+        if ck.get("config_url"):
+            out["url"][config_src] = {"url": ck["config_url"], "sha256": None}
+    folder = f"results/cellplm/checkpoints/{_slug(kind or 'local')}__{name}"
+    out.update(kind=kind, dir=folder, config_src=config_src, weights_src=weights_src)
+    if out["missing"]:
+        out["prefix"] = prefix  # the methods fail with "checkpoint file not found" naming the expected file
+    else:
+        out.update(prefix=f"{folder}/model", files=[f"{folder}/model{CKPT_CONFIG}", f"{folder}/model{CKPT_WEIGHTS}"])
+    return out
+
+
+def with_checkpoint(params: dict, ckpt: dict) -> dict:
+    """A CellPLM method's params with the workflow's checkpoint prefix and provenance kind."""
+    return {**params, "checkpoint": ckpt["prefix"], "checkpoint_kind": ckpt["kind"] if ckpt["prefix"] else ""}
 
 
 def remote_files(source: dict) -> list[dict]:

@@ -1,6 +1,7 @@
 """Collect every run into the tidy tables of results/tables/."""
 
 import json
+from pathlib import Path
 
 from cellplm.bench import aggregate as agg
 from cellplm.bench.io import write_text, write_tsv
@@ -9,8 +10,9 @@ from cellplm.bench.workflow import job
 with job(snakemake):
     cfg = snakemake.config
     inp, out = snakemake.input, snakemake.output
-    scores = agg.read_tsvs(inp.scores)
-    records = agg.read_records(inp.records)
+    pretraining = {str(Path(p).parent): json.load(open(p)) for p in inp.pretraining}
+    records = agg.read_records(inp.records, pretraining)
+    scores = agg.with_checkpoint(agg.read_tsvs(inp.scores), records)
     bench = agg.read_benchmarks(inp.benchmarks, snakemake.params.runs)
     summary = agg.summarise(scores)
     comp = agg.comparison(summary, agg.read_published(inp.published), cfg, cfg["run"]["compare_metric"])

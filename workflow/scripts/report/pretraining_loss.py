@@ -1,0 +1,9 @@
+"""Loss curve of the CellPLM pretraining run (training steps and validation per epoch)."""
+
+import pandas as pd
+
+from cellplm.bench import plots
+from cellplm.bench.workflow import job
+
+with job(snakemake):
+    plots.pretraining_loss(pd.read_csv(snakemake.input[0], sep="\t"), snakemake.params.title, snakemake.output[0])
