@@ -232,7 +232,7 @@ class CellTypeAnnotator:
                 pred = self._predict_cells(model, train_sentences, joint.n_obs)
                 f1 = f1_score(y[valid], pred[valid], labels=np.arange(len(self.classes_)), average="macro", zero_division=0)
                 record["valid_macro_f1"] = float(f1)
-                if f1 > best[0]:
+                if f1 >= best[0]:  # ties go to the later epoch, as upstream
                     best = (f1, epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
             record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)
