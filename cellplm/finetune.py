@@ -12,8 +12,8 @@ Transductive (default, as upstream): test cells sit in the sentences as context,
 only. Inductive: train sentences hold train cells only and test cells are predicted in sentences of their own.
 
 Faster than upstream at the same arithmetic: only the rows of the gene-embedding table for the genes in use are
-trained (the fine-tuned model's vocabulary is those genes), fused AdamW, bf16 autocast where the hardware has it
-(``precision``), and the validation pass every ``eval_every`` epochs (1 = upstream).
+trained (the fine-tuned model's vocabulary is those genes) and AdamW is fused. Optional: bf16 autocast
+(``precision``; default fp32, upstream's arithmetic) and a validation pass every ``eval_every`` epochs (1 = upstream).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class FinetuneConfig:
     min_count_share: float = 0.5  # below this share of counts in the vocabulary: not applicable
     shape: str = "85M"  # model shape when there is no checkpoint (random initialisation)
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16
+    precision: str = "fp32"  # fp32 (upstream's arithmetic) | bf16 | auto; bf16 is faster, equal accuracy not yet shown
     seed: int = 0
     progress: bool = True
 
@@ -163,8 +163,8 @@ class CellTypeAnnotator:
 
     def _optimizer(self, model: CellPLM):
         o = self.options
-        for p in model.pre_latent_norm.parameters():  # in neither of upstream's groups: frozen
-            p.requires_grad_(False)
+        # pre_latent_norm is in neither of upstream's groups, so it stays frozen; its gradients still count in the
+        # clipping norm, as upstream's clip_grad_norm_ over all parameters does.
         main = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(("embedder.", "pre_latent_norm."))]
         emb = [p for p in model.embedder.parameters() if p.requires_grad]
         groups_ = [{"params": emb, "lr": o.lr * o.embedder_lr_scale, "weight_decay": o.embedder_weight_decay},
