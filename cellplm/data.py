@@ -128,6 +128,11 @@ def counts_matrix(adata, layer: str | None = None):
     return adata.X
 
 
+def sentence_obs(adata, group_key: str | None) -> pd.DataFrame:
+    """The sentence column of ``obs`` (no column when absent: all cells then form one sentence)."""
+    return adata.obs[[group_key]] if group_key in adata.obs else adata.obs[[]]
+
+
 def groups(obs: pd.DataFrame, group_key: str | None) -> list[np.ndarray]:
     """Cell indices of each sentence, in order of first appearance."""
     if group_key is None or group_key not in obs.columns:
@@ -144,11 +149,12 @@ def scaled_coords(coords: np.ndarray) -> np.ndarray:
     return (coords - lo) / np.where(hi > lo, hi - lo, 1.0)
 
 
-def sentences(adata, match: GeneMatch, n_vocab: int, group_key: str | None = "batch", max_cells: int | None = None,
+def sentences(adata, vocab_index: np.ndarray, n_vocab: int, group_key: str | None = "batch", max_cells: int | None = None,
               layer: str | None = None, spatial_key: str | None = None,
               cells: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, Sentence]]:
     """Yield (cell indices, sentence) for each tissue, split into chunks of at most ``max_cells`` cells.
 
+    ``vocab_index`` gives each column's row in the vocabulary (-1: dropped), e.g. ``GeneMatch.vocab_index``.
     ``cells`` restricts to a subset of cells (indices into adata). Works on backed AnnData: only one chunk's
     rows are in memory at a time. Coordinates come from ``obsm[spatial_key]`` and are scaled to [0, 1] per
     sentence.
@@ -166,7 +172,7 @@ def sentences(adata, match: GeneMatch, n_vocab: int, group_key: str | None = "ba
             if spatial_key is not None:
                 coords = torch.as_tensor(scaled_coords(np.asarray(adata.obsm[spatial_key][idx], dtype=np.float64)[:, :2]),
                                          dtype=torch.float32)
-            yield idx, Sentence.from_csr(rows, match.vocab_index, n_vocab, coords=coords)
+            yield idx, Sentence.from_csr(rows, vocab_index, n_vocab, coords=coords)
 
 
 def gene_totals(adata, layer: str | None = None, chunk: int = 50_000) -> np.ndarray:

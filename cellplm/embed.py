@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .bench.errors import InputError
-from .data import check_counts, counts_matrix, gene_totals, groups, match_genes, require_coverage, sentences
+from .data import check_counts, counts_matrix, gene_totals, match_genes, require_coverage, sentences
 from .model import CellPLM, load_model
 from .runtime import Runtime
 
@@ -55,16 +55,17 @@ def embed_cells(adata, model: CellPLM, *, group_key: str | None = "batch", max_c
     model = model.to(runtime.device).eval()
     out = np.zeros((adata.n_obs, model.config.post_latent_dim), dtype=np.float32)
     clusters = np.zeros(adata.n_obs, dtype=np.int64)
-    n_sentences = sum(-(-len(g) // (max_cells or len(g))) for g in groups(adata.obs, group_key))
+    n_sentences = 0
     t0 = time.perf_counter()
     with torch.inference_mode(), runtime.autocast():
         bar = tqdm(total=adata.n_obs, unit="cell", desc="embedding", disable=not progress)
-        for idx, sentence in sentences(adata, match, model.config.n_genes, group_key=group_key, max_cells=max_cells,
+        for idx, sentence in sentences(adata, match.vocab_index, model.config.n_genes, group_key=group_key, max_cells=max_cells,
                                        layer=layer, spatial_key=spatial_key):
             result = model.embed(sentence.to(runtime.device), sample_cluster=sample_cluster)
             out[idx] = result.z.float().cpu().numpy()
             clusters[idx] = result.cluster.cpu().numpy()
             bar.update(len(idx))
+            n_sentences += 1
         bar.close()
     seconds = time.perf_counter() - t0
     info = {

@@ -34,9 +34,8 @@ from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
 from .bench.errors import InputError
-from .data import check_counts, counts_matrix, groups, match_genes, require_coverage
+from .data import check_counts, counts_matrix, match_genes, require_coverage, sentence_obs, sentences
 from .model import CellPLM, config_for_shape, load_model
-from .model.config import CellPLMConfig
 from .model.sentence import Sentence
 from .runtime import Runtime
 
@@ -99,8 +98,7 @@ class CellTypeAnnotator:
         if unlabelled is not None and not np.array_equal(unlabelled.var_names, train.var_names):
             unlabelled = unlabelled[:, train.var_names]  # KeyError names a missing gene
         X = sp.vstack([sp.csr_matrix(counts_matrix(p)) for p in parts], format="csr").astype(np.float32)
-        obs = pd.concat([train.obs[[c for c in (o.group_key,) if c in train.obs]]]
-                        + ([unlabelled.obs[[c for c in (o.group_key,) if c in unlabelled.obs]]] if unlabelled is not None else []))
+        obs = pd.concat([sentence_obs(p, o.group_key) for p in parts])
         role = np.concatenate([np.where(self._validation_mask(train), 1, 0)] +
                               ([np.full(unlabelled.n_obs, 2)] if unlabelled is not None else []))  # 0 train, 1 valid, 2 test
         joint = ad.AnnData(X, obs=pd.DataFrame(obs.values, index=np.arange(len(obs)).astype(str), columns=obs.columns),
@@ -133,16 +131,14 @@ class CellTypeAnnotator:
         return columns, match.vocab_index[columns]
 
     def _sentences(self, joint, columns, cells: np.ndarray) -> list[tuple[np.ndarray, Sentence]]:
-        X = joint.X[:, columns].tocsr()
-        local = np.arange(columns.size)
-        out = []
-        for group in groups(joint.obs.iloc[cells], self.options.group_key if self.options.group_key in joint.obs else None):
-            idx = np.sort(cells[group])
-            out.append((idx, Sentence.from_csr(X[idx], local, columns.size).to(self.runtime_.device)))
-        return out
+        """The sentences of ``cells`` over the genes in use; column j of ``columns`` is row j of the model's table."""
+        vocab_index = np.full(joint.n_vars, -1)
+        vocab_index[columns] = np.arange(columns.size)
+        return [(idx, sentence.to(self.runtime_.device)) for idx, sentence in
+                sentences(joint, vocab_index, columns.size, group_key=self.options.group_key, cells=cells)]
 
     # ---- model ---------------------------------------------------------------------------------------------
-    def _build_model(self, n_classes: int, vocab_rows: np.ndarray) -> CellPLM:
+    def _build_model(self, n_classes: int) -> CellPLM:
         o = self.options
         if self.checkpoint is None:
             base = config_for_shape(o.shape)
@@ -154,12 +150,15 @@ class CellTypeAnnotator:
                 pretrained, model = model, CellPLM(model.config.replace(model_dropout=o.dropout))
                 model.load_state_dict(pretrained.state_dict())
             self.info_["checkpoint"] = {"path": str(self.checkpoint), "load_report": report.summary()}
-        # Keep only the gene-embedding rows of the genes in use: the fine-tuned model's vocabulary is those genes.
+        return model
+
+    @staticmethod
+    def _keep_genes(model: CellPLM, vocab_rows: np.ndarray) -> None:
+        """Keep only the gene-embedding rows of the genes in use: the fine-tuned model's vocabulary is those genes."""
         genes = [model.config.gene_list[i] for i in vocab_rows]
         table = model.embedder.feat_enc.emb.detach()[torch.as_tensor(vocab_rows)]
         model.config = model.config.replace(gene_list=genes)
         model.embedder.feat_enc.emb = torch.nn.Parameter(table.clone())
-        return model
 
     def _optimizer(self, model: CellPLM):
         o = self.options
@@ -189,10 +188,11 @@ class CellTypeAnnotator:
         self.classes_ = np.array(sorted(set(labels)))
         y = np.full(joint.n_obs, -1, dtype=np.int64)
         y[: train.n_obs] = np.searchsorted(self.classes_, labels)
-        columns, vocab_rows = self._select_genes(joint, self._vocabulary())
+        model = self._build_model(len(self.classes_))
+        columns, vocab_rows = self._select_genes(joint, model.config.gene_list)
         self.genes_ = joint.var_names[columns].to_numpy()
-        self.var_names_ = train.var_names.copy()
-        model = self._build_model(len(self.classes_), vocab_rows).to(self.runtime_.device)
+        self._keep_genes(model, vocab_rows)
+        model = model.to(self.runtime_.device)
         opt, plateau = self._optimizer(model)
         fit_cells = np.arange(joint.n_obs)
         train_sentences = self._sentences(joint, columns, fit_cells)
@@ -249,20 +249,12 @@ class CellTypeAnnotator:
             "precision": self.runtime_.precision, "setting": "transductive" if o.transductive else "inductive",
             "options": asdict(o),
         })
-        self._columns, self._joint_sentences = columns, train_sentences
         if context is not None:  # predictions for the context cells, from the same sentences
             pred = self._predict_cells(model, train_sentences, joint.n_obs)[train.n_obs:]
             self._context = pd.Series(self.classes_[pred], index=context.obs_names)
         else:
             self._context = None
         return self
-
-    def _vocabulary(self) -> list[str]:
-        if self.checkpoint is None:
-            return config_for_shape(self.options.shape).gene_list
-        from .model.checkpoint import checkpoint_paths
-
-        return CellPLMConfig.load(checkpoint_paths(self.checkpoint)[0]).gene_list
 
     @torch.no_grad()
     def _predict_cells(self, model: CellPLM, sentences, n_cells: int) -> np.ndarray:
@@ -287,10 +279,8 @@ class CellTypeAnnotator:
             return self._context.loc[test.obs_names].to_numpy(dtype=object)
         check_counts(counts_matrix(test)[: min(test.n_obs, 2000)], "test data")
         X = sp.csr_matrix(counts_matrix(test[:, self.genes_])).astype(np.float32)
-        obs = test.obs[[c for c in (self.options.group_key,) if c in test.obs]]
-        joint = ad.AnnData(X, obs=pd.DataFrame(obs.to_numpy(), columns=obs.columns, index=np.arange(test.n_obs).astype(str)))
-        sentences = self._sentences(joint, np.arange(X.shape[1]), np.arange(test.n_obs))
-        pred = self._predict_cells(self.model_, sentences, test.n_obs)
+        joint = ad.AnnData(X, obs=sentence_obs(test, self.options.group_key).set_axis(np.arange(test.n_obs).astype(str)))
+        pred = self._predict_cells(self.model_, self._sentences(joint, np.arange(X.shape[1]), np.arange(test.n_obs)), test.n_obs)
         return self.classes_[pred].astype(object)
 
     def save(self, prefix) -> None:

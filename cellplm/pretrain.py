@@ -251,7 +251,7 @@ def _load_corpus(corpus, cfg: PretrainConfig, vocabulary: list[str]) -> tuple[li
 def _sentence(items: list[_Item], ref: _Ref, cells: np.ndarray, cfg: PretrainConfig) -> Sentence:
     item = items[ref.item]
     n_vocab = item.gene_mask.numel()
-    (_, s), = sentences(item.adata, item.match, n_vocab, group_key=None, layer=cfg.layer, spatial_key=item.spatial_key,
+    (_, s), = sentences(item.adata, item.match.vocab_index, n_vocab, group_key=None, layer=cfg.layer, spatial_key=item.spatial_key,
                         cells=cells)
     n = s.n_cells
     return dataclasses.replace(s, batch=torch.full((n,), ref.batch_id, dtype=torch.int64),

@@ -11,7 +11,6 @@ but the file lacks means the file and the architecture disagree: that is an erro
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -81,7 +80,8 @@ def read_checkpoint(path: str | Path) -> dict:
     if magic not in (b"PK", b"\x80\x02"):  # torch.save's zip container, or a legacy pickle
         raise InputError(path, "not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors are read when used, so a caller after the metadata only does not read 330 MB
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=magic == b"PK")
     except pickle.UnpicklingError as err:
         if "Unsupported global" not in str(err):
             raise InputError(path, f"not a readable PyTorch checkpoint ({str(err).splitlines()[0]})") from None
@@ -179,7 +179,3 @@ def save_checkpoint(model: CellPLM, prefix: str | Path, extra: dict | None = Non
         torch.save(blob, tmp)
     write_json(model.config.to_dict(), config_path)
     return config_path, weights_path
-
-
-def checkpoint_size(prefix: str | Path) -> int:
-    return os.path.getsize(checkpoint_paths(prefix)[1])

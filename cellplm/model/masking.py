@@ -42,8 +42,6 @@ def mask_sentence(
     """
     n = sentence.n_cells
     cells = torch.randperm(n, generator=generator, device="cpu")[: int(node_rate * n)].sort().values
-    chosen = torch.zeros(n, dtype=torch.bool)
-    chosen[cells] = True
     rows = sentence.row_ids().cpu()
     if dense_mask:
         entries = torch.zeros(n, sentence.n_vocab, dtype=torch.bool)
@@ -52,6 +50,8 @@ def mask_sentence(
         cells = torch.nonzero(entries.any(1)).flatten()  # the loss counts a cell as masked if any entry is
     else:
         entries = None
+        chosen = torch.zeros(n, dtype=torch.bool)
+        chosen[cells] = True
         hidden = chosen[rows] & (torch.rand(rows.numel(), generator=generator) < feature_rate)
     keep = (~hidden).to(sentence.values.dtype).to(sentence.device)
     mask = Mask(cells=cells.to(sentence.device), entries=None if entries is None else entries.to(sentence.device))
