@@ -5,7 +5,7 @@
 SNAKEMAKE = .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv upstream-env demo test lint report clean-demo speed
+.PHONY: venv upstream-env scgpt-env slurm-packages demo test lint report clean-demo speed
 
 venv:
 	bash tools/bootstrap.sh
@@ -18,7 +18,15 @@ demo: venv
 upstream-env:
 	bash tools/upstream_env.sh
 
-test: venv upstream-env
+# scGPT 0.2.4 needs torch 2.3 (torchtext): its own ~6 GB venv, cached in ~/.cache/cellplm-bench, linked as .venv-scgpt
+scgpt-env:
+	bash tools/scgpt_env.sh
+
+# slurm-wlm + munge for tests/test_slurm.py (a live one-node SLURM cluster); apt-get only when missing and root.
+slurm-packages:
+	bash tools/slurm_localhost.sh install
+
+test: venv upstream-env scgpt-env slurm-packages
 	.venv/bin/python -m pytest
 
 lint: venv

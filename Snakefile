@@ -19,6 +19,7 @@ include: "rules/data.smk"
 include: "rules/cellplm.smk"
 include: "rules/methods.smk"
 include: "rules/metrics.smk"
+include: "rules/speed.smk"
 include: "rules/report.smk"
 
 

@@ -24,6 +24,10 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+# The share of counts in the vocabulary is estimated on at most this many cells (spread over the input), so that
+# a backed million-cell file is read once in full (while embedding), not twice.
+COVERAGE_CELLS = 100_000
+
 
 @dataclass
 class EmbedResult:
@@ -49,7 +53,7 @@ def embed_cells(adata, model: CellPLM, *, group_key: str | None = "batch", max_c
     X = counts_matrix(adata, layer)
     check_counts(X[: min(adata.n_obs, 2000)], source)
     match = match_genes(adata.var, adata.var_names, model.config.gene_list, gene_ids=gene_ids,
-                        gene_totals=gene_totals(adata, layer))
+                        gene_totals=gene_totals(adata, layer, max_cells=COVERAGE_CELLS))
     log.info("%s: %s", source, match.describe())
     require_coverage(match, source, min_gene_share, min_count_share)
     model = model.to(runtime.device).eval()
@@ -69,7 +73,7 @@ def embed_cells(adata, model: CellPLM, *, group_key: str | None = "batch", max_c
         bar.close()
     seconds = time.perf_counter() - t0
     info = {
-        "genes": match.to_dict(), "device": runtime.device.type, "device_detail": runtime.describe(), "precision": runtime.precision,
+        "genes": match.to_dict(), "count_share_from_cells": min(adata.n_obs, COVERAGE_CELLS), "device": runtime.device.type, "device_detail": runtime.describe(), "precision": runtime.precision,
         "n_sentences": n_sentences, "group_key": group_key, "max_cells": max_cells, "seconds": seconds,
         "cells_per_second": adata.n_obs / seconds if seconds > 0 else None,
         "cluster_choice": "Gumbel-softmax sample (upstream, stochastic)" if sample_cluster else "most probable (deterministic)",

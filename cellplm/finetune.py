@@ -69,6 +69,13 @@ class FinetuneConfig:
     progress: bool = True
 
 
+def validation_macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro-F1 over the classes that occur in the labels or the predictions, as upstream's torchmetrics
+    ``multiclass_f1_score(num_classes=C)`` (a class with no true and no predicted cell is left out of the mean,
+    not counted as 0; upstream ``CellPLM/utils/eval.py::annotation_eval``). Used for best-epoch selection."""
+    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+
+
 class CellTypeAnnotator:
     """scikit-learn-style CellPLM annotator: ``fit(train)``, ``predict(test)``.
 
@@ -199,6 +206,8 @@ class CellTypeAnnotator:
         y_t = torch.as_tensor(y, device=self.runtime_.device)
         is_train = torch.as_tensor(role == 0, device=self.runtime_.device)
         valid = np.flatnonzero(role == 1)
+        # the validation pass skips sentences without validation cells, as upstream's inference(split='valid') does
+        valid_sentences = [(idx, sentence) for idx, sentence in train_sentences if (role[idx] == 1).any()]
 
         best = (-1.0, -1, None)  # (valid macro-F1, epoch, state)
         bar = tqdm(range(o.max_epochs), desc="fine-tuning", unit="epoch", disable=not o.progress)
@@ -229,8 +238,8 @@ class CellTypeAnnotator:
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                       "lr": opt.param_groups[1]["lr"]}
             if valid.size and (epoch % o.eval_every == 0 or epoch == o.max_epochs - 1):
-                pred = self._predict_cells(model, train_sentences, joint.n_obs)
-                f1 = f1_score(y[valid], pred[valid], labels=np.arange(len(self.classes_)), average="macro", zero_division=0)
+                pred = self._predict_cells(model, valid_sentences, joint.n_obs)
+                f1 = validation_macro_f1(y[valid], pred[valid])
                 record["valid_macro_f1"] = float(f1)
                 if f1 >= best[0]:  # ties go to the later epoch, as upstream
                     best = (f1, epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))

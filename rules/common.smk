@@ -3,6 +3,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -44,6 +45,8 @@ if CELLPLM_METHODS and CKPT["missing"]:
         "there (see README, 'CellPLM checkpoint'), or set cellplm.checkpoint.source to url, pretrain or none.",
         file=sys.stderr,
     )
+SPEED = config["speed"]
+SPEED_MODELS = wf.speed_models(config, CKPT) if SPEED["enabled"] else {}
 GPU_METHODS = [m for m in METHODS if config["methods"][m]["gpu"]]
 CPU_METHODS = [m for m in METHODS if not config["methods"][m]["gpu"]]
 
@@ -108,6 +111,11 @@ def final_outputs():
         "results/plots/published_comparison.png",
         "results/plots/speed.png",
     ] + [f"results/plots/confusion/{d}__{s}.png" for d, s in dataset_split_pairs()] + pretraining_outputs()
+
+
+def speed_outputs():
+    """The embedding-speed table, when speed.enabled (read by aggregate into results/tables/speed.tsv)."""
+    return ["results/speed/embedding.tsv"] if SPEED["enabled"] else []
 
 
 def pretraining_outputs():
@@ -184,7 +192,8 @@ def method_script_hash(wildcards):
 
 
 def method_python(wildcards):
-    return method_cfg(wildcards)["python"] or "python"
+    """The method's `python` key (a relative path is taken from the workflow root); null or missing -> python."""
+    return wf.method_python(method_cfg(wildcards)["python"], ROOT)
 
 
 def method_params_json(wildcards):
@@ -216,6 +225,37 @@ def confusion_inputs(wildcards):
 def pretraining_records():
     """pretraining.json of the checkpoint pretrained here (read by aggregate for the provenance labels)."""
     return [f"{CKPT['dir']}/pretraining.json"] if CORPUS_ITEMS else []
+
+
+# ---- speed -----------------------------------------------------------------------------------------
+
+
+def speed_cells_input(wildcards):
+    return f"results/data/{wf.speed_dataset(config)}/dataset.h5ad"
+
+
+def speed_interpreters():
+    """One file per model holding its interpreter's path (models whose method is missing get none)."""
+    return {m: f"results/speed/interpreters/{m}.txt" for m, spec in SPEED_MODELS.items() if not spec["reason"]}
+
+
+def speed_embedding_inputs(wildcards):
+    inputs = {"cells": "results/speed/cells.h5ad", **speed_interpreters()}
+    if SPEED_MODELS.get("cellplm", {}).get("options", {}).get("weights") == "checkpoint" and CKPT["files"]:
+        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT["files"]
+    return inputs
+
+
+def speed_model_method(wildcards):
+    return SimpleNamespace(method=SPEED_MODELS[wildcards.model]["method"])
+
+
+def speed_model_env(wildcards):
+    return method_env(speed_model_method(wildcards))
+
+
+def speed_model_python(wildcards):
+    return method_python(speed_model_method(wildcards))
 
 
 # ---- CellPLM ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ rule aggregate:
         qc=expand("results/data/{dataset}/qc.json", dataset=DATASETS),
         published=config["published"],
         pretraining=pretraining_records(),
+        speed_embedding=speed_outputs(),
     output:
         scores=report("results/tables/scores.tsv", caption="../workflow/report/scores.rst", category="Tables"),
         summary=report("results/tables/summary.tsv", caption="../workflow/report/summary.rst", category="Tables"),

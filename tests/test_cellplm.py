@@ -234,3 +234,17 @@ def test_spatial_encoding_switch():
     assert not torch.allclose(model.embed(placed).z, model.embed(plain).z)
     model.embedder.spatial_pe = False  # off (the released behaviour): coordinates are ignored
     assert torch.equal(model.embed(placed).z, model.embed(plain).z)
+
+
+def test_gene_totals_can_estimate_on_spread_blocks():
+    from cellplm.data import gene_totals
+
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix(rng.poisson(1.0, size=(1000, 7)).astype(np.float32))
+    adata = ad.AnnData(X)
+    assert np.allclose(gene_totals(adata, chunk=64), np.asarray(X.sum(0)).ravel())
+    assert np.allclose(gene_totals(adata, max_cells=5000), np.asarray(X.sum(0)).ravel())  # fewer cells: full pass
+    sampled = gene_totals(adata, max_cells=100)  # 20 blocks of 5 rows, first at 0, last ending at row 1000
+    starts = np.linspace(0, 995, 20).astype(int)
+    rows = np.concatenate([np.arange(s, s + 5) for s in starts])
+    assert np.allclose(sampled, np.asarray(X[rows].sum(0)).ravel())

@@ -44,6 +44,11 @@ def test_method_contract(method, split_files, tmp_path, tiny_checkpoint):
     params = dict(QUICK.get(method, {}))
     if method == "cellplm_zeroshot":
         params["checkpoint"] = str(tiny_checkpoint)
+    if method == "geneformer":  # a tiny BERT + dictionaries over the toy genes (tests/geneformer_tiny.py)
+        from conftest import SYMBOLS
+        from geneformer_tiny import write_tiny_geneformer_for_symbols
+
+        params.update(model_dir=str(write_tiny_geneformer_for_symbols(tmp_path / "gf", SYMBOLS)), epochs=2, warmup_steps=2)
     record = _run(cls, method, split_files, tmp_path, params)
     assert record.status == "ok", record.reason
     pred = read_h5ad(tmp_path / "prediction.h5ad")

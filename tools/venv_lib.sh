@@ -2,14 +2,19 @@
 #   venv_begin NAME DIR LOG FILE...   exits 0 at once when DIR/.stamp matches the hash of FILE...; otherwise
 #                                     starts a fresh DIR (torch first, from REQ's pin) and defines `install`
 #   venv_done                         writes the stamp
+#   venv_stamp FILE...                prints that hash (tools/scgpt_env.sh keys its cached venv by it)
 # Callers set REQ (the requirements file whose torch pin is installed first).
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
+venv_stamp() {  # venv_stamp FILE...: the hash venv_begin compares with DIR/.stamp (also names cached venvs)
+  cat "$@" | sha256sum | cut -c1-16
+}
+
 venv_begin() {
   VENV_NAME=$1 VENV_DIR=$2 VENV_LOG=$3
   shift 3
-  VENV_STAMP=$(cat "$@" | sha256sum | cut -c1-16)
+  VENV_STAMP=$(venv_stamp "$@")
   if [ -f "$VENV_DIR/.stamp" ] && [ "$(cat "$VENV_DIR/.stamp")" = "$VENV_STAMP" ]; then
     exit 0
   fi

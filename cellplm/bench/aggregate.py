@@ -260,29 +260,63 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
         lines += ["| dataset | split | method | seed | status | reason |", "|---|---|---|---|---|---|"]
         for _, r in bad.iterrows():
             lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['seed']} | {r['status']} | {r['reason']} |")
-    if not speed_df.empty:
-        lines += ["", "## Speed (mean over seeds)", "",
-                  "| dataset | split | method | fit s | predict s | job wall s | peak RSS MB | device |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for _, r in speed_df.iterrows():
-            lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['fit_s']:.2f} | {r['predict_s']:.2f} | "
-                         f"{r['job_wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['device']} |")
+    lines += _speed_lines(speed_df, label)
     return "\n".join(lines) + "\n"
 
 
+def _speed_lines(speed_df: pd.DataFrame, label: dict) -> list[str]:
+    """Embedding throughput (one job, same cells and device) and per-run wall times, with speed-ups over scGPT."""
+    if speed_df.empty:
+        return []
+    lines = []
+    emb = speed_df[speed_df["measure"] == "embedding_throughput"]
+    if not emb.empty:
+        first = emb.iloc[0]
+        lines += ["", "## Zero-shot embedding speed", "",
+                  f"All models embedded the same {first['n_cells']:.0f} cells x {first['n_genes']:.0f} genes on the same"
+                  " device, one after the other in one job (median of repeated calls after a warm-up).", "",
+                  "| model | weights | cells/s | speed-up vs scGPT | device | precision | peak RSS MB | peak GPU MB | status |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for _, r in emb.iterrows():
+            status = r["status"] + (f": {r['reason']}" if isinstance(r["reason"], str) and r["reason"] else "")
+            lines.append(f"| {r['method']} | {_text(r['weights'])} | {_num(r['value'], '.1f')} | "
+                         f"{_num(r['speedup_vs_scgpt'], '.1f', 'x')} | {_text(r['device'])} | {_text(r['precision'])} | "
+                         f"{_num(r['peak_rss_mb'], '.0f')} | {_num(r['peak_gpu_mb'], '.0f')} | {status} |")
+    fit = speed_df[speed_df["measure"] == "fit_wall"]
+    if not fit.empty:
+        pred = speed_df[speed_df["measure"] == "predict_wall"].set_index(["dataset", "split", "method"])["value"]
+        lines += ["", "## Time per run (mean over seeds)", "",
+                  "| dataset | split | method | fit s | fit speed-up vs scGPT | predict s | job wall s | peak RSS MB | device |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for _, r in fit.iterrows():
+            p = pred.get((r["dataset"], r["split"], r["method"]), float("nan"))
+            lines.append(f"| {r['dataset']} | {r['split']} | {label.get(r['method'], r['method'])} | {r['value']:.2f} | "
+                         f"{_num(r['speedup_vs_scgpt'], '.1f', 'x')} | {_num(p, '.2f')} | {_num(r['job_wall_s'], '.1f')} | "
+                         f"{_num(r['peak_rss_mb'], '.0f')} | {r['device']} |")
+    return lines
+
+
+def _num(x, spec: str, suffix: str = "") -> str:
+    return f"{x:{spec}}{suffix}" if pd.notna(x) else "–"
+
+
+def _text(x) -> str:
+    return str(x) if isinstance(x, str) and x else "–"
+
+
 def _checkpoint_lines(runs: pd.DataFrame, config: dict, label: dict) -> list[str]:
-    """One line per CellPLM method (methods with a checkpoint): which checkpoint produced its rows."""
+    """One line per method with a checkpoint (CellPLM, scGPT, Geneformer): which weights produced its rows."""
     if "checkpoint" not in runs.columns:
         return []
     ck = runs[runs["checkpoint"].fillna("") != ""]
     if ck.empty:
         return []
-    lines = ["", "## CellPLM checkpoints", "",
-             "Which weights produced each CellPLM row (also the `checkpoint` column of every table):", ""]
+    lines = ["", "## Checkpoints", "",
+             "Which weights produced the rows of each foundation-model method (also the `checkpoint` column of every table):", ""]
     for method, sub in ck.groupby("method", sort=False):
         statuses = ", ".join(f"{n} {s}" for s, n in sub["status"].value_counts().items())
         lines.append(f"- {label.get(method, method)} (`{method}`): {_join(sub['checkpoint'])} ({statuses} runs).")
     source = config.get("cellplm", {}).get("checkpoint", {}).get("source")
     if source:
-        lines.append(f"- Configured checkpoint source: `cellplm.checkpoint.source: {source}`.")
+        lines.append(f"- CellPLM checkpoint source configured: `cellplm.checkpoint.source: {source}`.")
     return lines

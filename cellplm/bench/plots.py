@@ -92,24 +92,52 @@ def confusion_grid(confusions: dict[str, pd.DataFrame], labels: dict, title: str
 
 
 def speed_bars(speed: pd.DataFrame, labels: dict, path) -> None:
-    if speed.empty:
-        return _placeholder(path, "no successful runs")
-    speed = speed.copy()
-    speed["column"] = speed["dataset"] + " / " + speed["split"]
-    groups = list(dict.fromkeys(speed["column"]))
-    methods = list(dict.fromkeys(speed["method"]))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * len(methods) / 3), 4))
-    width = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        r = speed[speed["method"] == m].set_index("column").reindex(groups)
-        ax.bar(np.arange(len(groups)) + i * width, r["total_s"].clip(lower=1e-3), width, label=labels.get(m, m))
-    ax.set_yscale("log")
-    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
-    ax.set_ylabel("fit + predict seconds (log scale)")
-    devices = ", ".join(sorted(set(speed["device"])))
-    ax.set_title(f"Time per run (mean over seeds; device: {devices})")
-    ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    """Left: zero-shot embedding throughput per model (one job, same cells and device) with the speed-up over
+    scGPT; right: fit + predict seconds per run (mean over seeds). Both on log scales."""
+    emb = speed[speed["measure"] == "embedding_throughput"]
+    fit = speed[speed["measure"] == "fit_wall"].copy()
+    pred = speed[speed["measure"] == "predict_wall"].set_index(["dataset", "split", "method"])["value"]
+    if emb.empty and fit.empty:
+        return _placeholder(path, "no speed measurements")
+    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 2]})
+    if emb.empty:
+        ax_e.axis("off")
+    else:
+        names = [SPEED_LABELS.get(m, m) for m in emb["method"]]
+        values = emb["value"].fillna(0).to_numpy(dtype=float)
+        ax_e.bar(np.arange(len(emb)), np.where(values > 0, values, np.nan), color="tab:blue")
+        for i, (_, r) in enumerate(emb.iterrows()):
+            text = (f"{r['speedup_vs_scgpt']:.0f}x scGPT" if pd.notna(r["speedup_vs_scgpt"]) else f"{r['value']:.1f}/s") \
+                if r["status"] == "ok" else r["status"].replace("_", " ")
+            ax_e.annotate(text, (i, values[i] if values[i] > 0 else 1), ha="center", va="bottom", fontsize=8)
+        ax_e.set_yscale("log")
+        ax_e.set_xticks(np.arange(len(emb)), names, rotation=15, fontsize=8)
+        ax_e.set_ylabel("cells per second (log scale)")
+        first = emb.iloc[0]
+        ax_e.set_title(f"Zero-shot embedding, {first['n_cells']:.0f} cells x {first['n_genes']:.0f} genes\n"
+                       f"device: {', '.join(sorted(set(emb['device'].dropna().astype(str)))) or 'n/a'}", fontsize=9)
+    if fit.empty:
+        ax_f.axis("off")
+    else:
+        fit["total"] = fit["value"] + pred.reindex(pd.MultiIndex.from_frame(fit[["dataset", "split", "method"]])).to_numpy()
+        fit["column"] = fit["dataset"] + " / " + fit["split"]
+        groups = list(dict.fromkeys(fit["column"]))
+        methods = list(dict.fromkeys(fit["method"]))
+        width = 0.8 / len(methods)
+        for i, m in enumerate(methods):
+            r = fit[fit["method"] == m].set_index("column").reindex(groups)
+            ax_f.bar(np.arange(len(groups)) + i * width, r["total"].clip(lower=1e-3), width, label=labels.get(m, m))
+        ax_f.set_yscale("log")
+        ax_f.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+        ax_f.set_ylabel("fit + predict seconds (log scale)")
+        ax_f.set_title(f"Time per run, mean over seeds (device: {', '.join(sorted(set(fit['device'].astype(str))))})",
+                       fontsize=9)
+        ax_f.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
     _save(fig, path)
+
+
+SPEED_LABELS = {"cellplm": "CellPLM", "scgpt": "scGPT", "geneformer": "Geneformer"}
 
 
 def pretraining_loss(loss: pd.DataFrame, title: str, path) -> None:

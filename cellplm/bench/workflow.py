@@ -62,6 +62,9 @@ def check_config(config: dict, root: Path) -> None:
             if not (root / m[key]).exists():
                 raise ConfigError(f"config: method '{name}': {key} file {m[key]} does not exist")
     check_cellplm(config)
+    speed = config["speed"]
+    if speed["enabled"] and speed["dataset"] and speed["dataset"] not in run["datasets"]:
+        raise ConfigError(f"config: speed.dataset '{speed['dataset']}' is not in run.datasets ({', '.join(run['datasets'])})")
     files = {}
     for name in run["datasets"]:
         for f in remote_files(config["datasets"][name]["source"]):
@@ -190,6 +193,31 @@ def with_checkpoint(params: dict, ckpt: dict) -> dict:
     return {**params, "checkpoint": ckpt["prefix"], "checkpoint_kind": ckpt["kind"] if ckpt["prefix"] else ""}
 
 
+def speed_models(config: dict, ckpt: dict) -> dict:
+    """The models of the embedding-speed job: ``{model: {"method", "options", "reason"}}``.
+
+    Each model runs in the environment of the method it names (``speed.models.<model>.method``); ``reason`` is
+    set (and the model becomes a not-applicable row) when that method is not in the registry. With
+    ``weights: checkpoint`` the options carry the checkpoint the workflow uses for that method.
+    """
+    out = {}
+    for name, spec in config["speed"]["models"].items():
+        spec = dict(spec)
+        method = spec.pop("method")
+        reason = "" if method in config["methods"] else f"method {method!r} is not in the method registry (config methods)"
+        if spec.get("weights") == "checkpoint":
+            if name == "cellplm":
+                spec["checkpoint"] = ckpt["prefix"]
+            elif method in config["methods"]:
+                spec.setdefault("model_dir", config["methods"][method].get("params", {}).get("model_dir"))
+        out[name] = {"method": method, "options": spec, "reason": reason}
+    return out
+
+
+def speed_dataset(config: dict) -> str:
+    return config["speed"]["dataset"] or config["run"]["datasets"][0]
+
+
 def remote_files(source: dict) -> list[dict]:
     """The files a dataset source downloads: [{url, filename, sha256}]."""
     kind = source["kind"]
@@ -218,6 +246,32 @@ def method_params(method: dict, param_set: str) -> dict:
     if param_set == "test":
         params.update(method.get("test_params") or {})
     return params
+
+
+def method_python(python: str | None, root: Path) -> str:
+    """Interpreter of a method script: the method's ``python`` key, or ``python`` on PATH when it is null.
+
+    A relative path (``.venv-scgpt/bin/python``) is taken from the workflow root; a bare name is looked up on
+    PATH. A path that does not exist falls back to ``python`` on PATH, with one warning: the method's script
+    then records a failed row saying which environment to build, and the rest of the workflow runs.
+    """
+    if not python:
+        return "python"
+    path = Path(python)
+    if not path.is_absolute():
+        if len(path.parts) == 1:
+            return python
+        path = Path(root) / path
+    if path.exists():
+        return str(path)
+    if str(path) not in _MISSING_PYTHON:
+        _MISSING_PYTHON.add(str(path))
+        print(f"WARNING: interpreter {path} not found (a method's `python` key); its jobs use `python` on PATH",
+              file=sys.stderr)
+    return "python"
+
+
+_MISSING_PYTHON: set[str] = set()
 
 
 def code_hash(root: Path) -> str:

@@ -20,6 +20,18 @@ def registry() -> dict:
         "knn_pca": KNNOnPCA,
     }
     try:
+        from .actinn import ACTINN
+
+        reg["actinn"] = ACTINN
+    except ImportError:
+        pass
+    try:
+        from .singlecellnet import SingleCellNet
+
+        reg["singlecellnet"] = SingleCellNet
+    except ImportError:
+        pass
+    try:
         from .celltypist_method import CellTypistFromScratch
 
         reg["celltypist"] = CellTypistFromScratch
@@ -36,6 +48,18 @@ def registry() -> dict:
         from .scanvi import SCANVIAnnotator
 
         reg["scanvi"] = SCANVIAnnotator
+    except ImportError:
+        pass
+    try:
+        from .scgpt_method import ScGPTAnnotator  # only in .venv-scgpt (scgpt 0.2.4 needs torch 2.3)
+
+        reg["scgpt"] = ScGPTAnnotator
+    except ImportError:
+        pass
+    try:
+        from .geneformer import Geneformer  # imports transformers only inside fit
+
+        reg["geneformer"] = Geneformer
     except ImportError:
         pass
     return reg

@@ -3,8 +3,11 @@
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from cellplm.bench import aggregate as agg
 from cellplm.bench.io import write_text, write_tsv
+from cellplm.bench.speed import speed_table
 from cellplm.bench.workflow import job
 
 with job(snakemake):
@@ -17,7 +20,9 @@ with job(snakemake):
     summary = agg.summarise(scores)
     comp = agg.comparison(summary, agg.read_published(inp.published), cfg, cfg["run"]["compare_metric"])
     runs = agg.runs_table(records)
-    speed = agg.speed(records, bench)
+    per_run = agg.speed(records, bench)
+    embedding = pd.read_csv(inp.speed_embedding[0], sep="\t") if inp.speed_embedding else pd.DataFrame()
+    speed = speed_table(embedding, per_run)
     qc = {d: json.load(open(p)) for d, p in zip(snakemake.params.datasets, inp.qc)}
     write_tsv(scores, out.scores)
     write_tsv(summary, out.summary)
