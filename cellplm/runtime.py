@@ -64,8 +64,11 @@ class Runtime:
         return contextlib.nullcontext()
 
     def describe(self) -> str:
-        if self.device.type == "cuda":
-            name = torch.cuda.get_device_name(self.device)
-        else:
-            name = f"CPU ({torch.get_num_threads()} threads)"
-        return f"{name}, {self.precision}"
+        return f"{device_name(self.device)}, {self.precision}"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"

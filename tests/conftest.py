@@ -24,6 +24,19 @@ def make_counts_adata(n_cells=60, n_types=3, seed=0, genes=SYMBOLS, batches=2) -
     return ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=list(genes)))
 
 
+def write_split_files(adata, folder) -> dict:
+    """train/test/solution h5ad files of ``adata`` under the published protocol (80/10/10), as the workflow writes them."""
+    from cellplm.bench.io import write_h5ad
+    from cellplm.bench.split import SplitSpec, make_split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, part in make_split(adata, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1}).items():
+        paths[name] = folder / f"{name}.h5ad"
+        write_h5ad(part, paths[name])
+    return paths
+
+
 @pytest.fixture
 def counts_adata():
     return make_counts_adata()

@@ -16,7 +16,7 @@ from cellplm.bench.methods import RunIds, run
 from cellplm.bench.methods.geneformer import (Geneformer, RankValueTokenizer, anndata_ensembl_ids, find_model_files,
                                               linear_schedule, sha256_of, training_batches)
 from cellplm.bench.split import SplitSpec, make_split
-from conftest import ROOT, SYMBOLS, make_counts_adata
+from conftest import ROOT, make_counts_adata
 from geneformer_tiny import write_tiny_geneformer
 
 pytest.importorskip("transformers")

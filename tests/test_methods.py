@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from cellplm.bench.errors import NotApplicable
-from cellplm.bench.io import read_h5ad, write_h5ad
+from cellplm.bench.io import read_h5ad
 from cellplm.bench.methods import RunIds, registry, run
 from cellplm.bench.methods.base import Annotator
-from cellplm.bench.split import SplitSpec, make_split
-from conftest import ROOT, make_counts_adata
+from conftest import ROOT, make_counts_adata, write_split_files
 
 QUICK = {"scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4}, "celltypist": {"max_iter": 20},
          "cellplm_finetune": {"shape": "tiny", "max_epochs": 5, "warmup_epochs": 2, "progress": False},
@@ -24,12 +23,7 @@ def split_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("split")
     a = make_counts_adata(n_cells=120, n_types=3, batches=2)
     a.uns["dataset_id"] = "toy"
-    parts = make_split(a, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})
-    paths = {}
-    for name, part in parts.items():
-        paths[name] = folder / f"{name}.h5ad"
-        write_h5ad(part, paths[name])
-    return paths
+    return write_split_files(a, folder)
 
 
 def _run(cls, method, split_files, tmp_path, params=None):

@@ -15,9 +15,8 @@ import pytest
 
 from cellplm.bench.aggregate import checkpoint_label
 from cellplm.bench.io import read_h5ad, write_h5ad
-from cellplm.bench.split import SplitSpec, make_split
 from cellplm.bench.workflow import method_python
-from conftest import ROOT, make_counts_adata
+from conftest import ROOT, make_counts_adata, write_split_files
 
 PYTHON = ROOT / ".venv-scgpt" / "bin" / "python"
 SCRIPT = ROOT / "workflow" / "scripts" / "methods" / "scgpt.py"
@@ -47,21 +46,11 @@ def run_method(files, out, params, on_error="record", python=PYTHON):
     return json.loads((out / "run.json").read_text()), read_h5ad(out / "prediction.h5ad"), proc.stdout
 
 
-def split_files_of(adata, folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    parts = make_split(adata, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})
-    paths = {}
-    for name, part in parts.items():
-        paths[name] = folder / f"{name}.h5ad"
-        write_h5ad(part, paths[name])
-    return paths
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     a = make_counts_adata(n_cells=150, n_types=3, batches=2)
     a.uns["dataset_id"] = "toy"
-    return split_files_of(a, tmp_path_factory.mktemp("scgpt_split"))
+    return write_split_files(a, tmp_path_factory.mktemp("scgpt_split"))
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +124,7 @@ def test_incomplete_model_directory_names_the_missing_file(files, model_dirs, tm
 @needs_env
 def test_no_genes_in_vocabulary_is_not_applicable(model_dirs, tmp_path):
     a = make_counts_adata(n_cells=60, genes=[f"NOTAGENE{i}" for i in range(12)])
-    paths = split_files_of(a, tmp_path / "split")
+    paths = write_split_files(a, tmp_path / "split")
     rec, pred, _ = run_method(paths, tmp_path / "out", dict(TINY, model_dir=str(model_dirs["a"])))
     assert rec["status"] == "not_applicable"
     assert "none of its 12 genes is in the scGPT vocabulary" in rec["reason"]

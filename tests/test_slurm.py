@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from test_workflow import COPY, snakemake
+from test_workflow import copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -53,14 +53,8 @@ def with_subset(args: list[str], subset: str) -> list[str]:
     return args[:i] + [subset] + args[i:]
 
 
-def copy_workflow(dest):
-    dest.mkdir()
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dest / name)
+def copy_subset_workflow(dest):
+    copy_workflow(dest)
     (dest / "config" / "slurm_subset.yaml").write_text(SUBSET)
     return dest
 
@@ -124,7 +118,7 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     assert command[:3] == ["snakemake", "--workflow-profile", "profiles/slurm"], command
     slurm_args = with_subset(command[1:], "config/slurm_subset.yaml")
 
-    slurm_dir = copy_workflow(tmp_path / "slurm")
+    slurm_dir = copy_subset_workflow(tmp_path / "slurm")
     dry = snakemake(slurm_dir, *slurm_args, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
     planned = collections.Counter(re.findall(r"^rule (\w+):$", dry.stdout, re.M))
@@ -159,7 +153,7 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
         assert list(slurm_log.glob(f"rule_{rule}/**/{jobid}.log")), f"no SLURM log of job {jobid} ({rule})"
 
     local_args = [a for a in slurm_args if a not in ("--workflow-profile", "profiles/slurm")] + ["--cores", "2"]
-    local_dir = copy_workflow(tmp_path / "local")
+    local_dir = copy_subset_workflow(tmp_path / "local")
     out, local_s = run(local_dir, local_args, timeout=900)
     print(f"local run of the demo subset: {local_s:.0f} s")
     assert out.returncode == 0, out.stderr[-3000:]

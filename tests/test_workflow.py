@@ -15,18 +15,23 @@ from conftest import ROOT, make_counts_adata
 COPY = ["Snakefile", "rules", "workflow", "config", "profiles", "cellplm"]
 
 
-@pytest.fixture
-def workdir(tmp_path):
-    """A copy of the workflow, so runs never touch the checkout's results/."""
+def copy_workflow(dest):
+    """A copy of the workflow in ``dest``, so runs never touch the checkout's results/."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in COPY:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(src, tmp_path / name)
+            shutil.copy(src, dest / name)
     if (ROOT / ".venv-scgpt").exists():  # the demo's scGPT interpreter (a link into the env cache), not a copy
-        (tmp_path / ".venv-scgpt").symlink_to((ROOT / ".venv-scgpt").resolve())
-    return tmp_path
+        (dest / ".venv-scgpt").symlink_to((ROOT / ".venv-scgpt").resolve())
+    return dest
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return copy_workflow(tmp_path)
 
 
 def snakemake(workdir, *args, timeout=2400):

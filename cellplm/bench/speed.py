@@ -51,22 +51,21 @@ def _cellplm(options: dict, device: str):
         shape = options.get("shape", "85M")
         model = CellPLM(config_for_shape(shape).for_embedding())
         weights = f"random weights, {shape} shape"
-    precision = options.get("precision", "auto")
+    meta = {"weights": weights}
 
     def run(adata):
         result = embed_cells(adata, model, group_key=None, max_cells=options.get("max_cells"), device=device,
-                             precision=precision, progress=False, source="speed input")
-        run.info = result.info
+                             precision=options.get("precision", "auto"), progress=False, source="speed input")
+        meta.update(precision=result.info["precision"], device=result.info["device_detail"])
         return result.embedding
 
-    run.info = {}
-    return run, {"weights": weights, "precision_of": lambda: run.info.get("precision"),
-                 "device_of": lambda: run.info.get("device_detail")}
+    return run, meta
 
 
 def _scgpt(options: dict, device: str):
     """scGPT 0.2.4 (the authors' package): CLS embedding of the expressed genes (include_zero_gene=False)."""
     from cellplm.bench.methods import scgpt_method
+    from cellplm.runtime import device_name, resolve_device
 
     model_dir = options.get("model_dir") if options.get("weights", "random") == "checkpoint" else None
     if options.get("weights") == "checkpoint" and not model_dir:
@@ -77,10 +76,10 @@ def _scgpt(options: dict, device: str):
     def run(adata):
         return scgpt_method.embed_cells(adata, model_dir=model_dir, shape=shape, device=device, **kwargs)
 
-    weights = f"checkpoint {model_dir}" if model_dir else f"random weights, {shape} shape"
-    amp = options.get("amp", True)
-    return run, {"weights": weights, "precision_of": lambda: "fp16 autocast" if amp and _on_cuda(device) else "fp32",
-                 "device_of": lambda: _device_detail(device)}
+    dev = resolve_device(device)
+    amp = options.get("amp", True) and dev.type == "cuda"
+    return run, {"weights": f"checkpoint {model_dir}" if model_dir else f"random weights, {shape} shape",
+                 "precision": "fp16 autocast" if amp else "fp32", "device": device_name(dev)}
 
 
 def _geneformer(options: dict, device: str):
@@ -90,32 +89,18 @@ def _geneformer(options: dict, device: str):
         raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
                             "its token and gene-median dictionaries cannot be made up")
     from cellplm.bench.methods import geneformer
+    from cellplm.runtime import device_name, resolve_device
 
     kwargs = {k: options[k] for k in ("batch_size", "max_input_size") if k in options}
 
     def run(adata):
         return geneformer.embed_cells(adata, model_dir=model_dir, device=device, **kwargs)
 
-    return run, {"weights": f"checkpoint {model_dir}", "precision_of": lambda: "fp32",
-                 "device_of": lambda: _device_detail(device)}
+    return run, {"weights": f"checkpoint {model_dir}", "precision": "fp32", "device": device_name(resolve_device(device))}
 
 
 EMBEDDERS = {"cellplm": _cellplm, "scgpt": _scgpt, "geneformer": _geneformer}
 LABELS = {"cellplm": "CellPLM (this project)", "scgpt": "scGPT 0.2.4", "geneformer": "Geneformer"}
-
-
-def _on_cuda(device: str) -> bool:
-    import torch
-
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
-
-
-def _device_detail(device: str) -> str:
-    import torch
-
-    if _on_cuda(device):
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def measure(model: str, cells_path, options: dict | None = None, device: str = "auto", repeats: int = 3,
@@ -144,7 +129,7 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
             raise RuntimeError(f"{model} returned {z.shape[0]} embeddings for {adata.n_obs} cells")
         seconds = statistics.median(times)
         row.update(seconds=seconds, times=times, value=adata.n_obs / seconds, dim=int(z.shape[1]),
-                   weights=meta["weights"], precision=meta["precision_of"](), device=meta["device_of"]())
+                   weights=meta["weights"], precision=meta["precision"], device=meta["device"])
         if torch.cuda.is_available():
             row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     except NotApplicable as e:
