@@ -40,6 +40,7 @@ def _cellplm(options: dict, device: str):
     """CellPLM, this project's implementation: all cells of the input as sentences of ``max_cells``."""
     from cellplm.embed import embed_cells, load_embedder
     from cellplm.model import CellPLM, config_for_shape
+    from cellplm.runtime import device_name, resolve_device
 
     checkpoint = options.get("checkpoint")
     if options.get("weights", "random") == "checkpoint":
@@ -56,7 +57,7 @@ def _cellplm(options: dict, device: str):
     def run(adata):
         result = embed_cells(adata, model, group_key=None, max_cells=options.get("max_cells"), device=device,
                              precision=options.get("precision", "auto"), progress=False, source="speed input")
-        meta.update(precision=result.info["precision"], device=result.info["device_detail"])
+        meta.update(precision=result.info["precision"], device=device_name(resolve_device(device)))
         return result.embedding
 
     return run, meta
