@@ -21,10 +21,11 @@ from .bench.errors import BenchError
 DESCRIPTION = __doc__.split("\n\n")[0]
 
 
-def _common(p: argparse.ArgumentParser, precision: str = "auto") -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16"],
-                   help=f"matrix-product precision: auto = bf16 where the hardware has native bf16, else fp32 (default: {precision})")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="matrix-product precision: auto = bf16 where the hardware has native bf16, else fp32 "
+                   "(upstream's arithmetic) (default: auto)")
     p.add_argument("--group-key", default="batch", help="obs column whose values are the sentences (tissues); "
                    "missing column = one sentence (default: batch)")
     p.add_argument("--min-gene-share", type=float, default=0.3, help="refuse (exit 3, not applicable) below this share "
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--save-model", metavar="PREFIX", help="also write the fine-tuned model as a checkpoint")
     f.add_argument("--history", metavar="JSON", help="write the per-epoch history and run info")
-    _common(f, precision="fp32")
+    _common(f)
     f.set_defaults(func=cmd_finetune)
 
     from . import pretrain

@@ -12,8 +12,10 @@ Transductive (default, as upstream): test cells sit in the sentences as context,
 only. Inductive: train sentences hold train cells only and test cells are predicted in sentences of their own.
 
 Faster than upstream at the same arithmetic: only the rows of the gene-embedding table for the genes in use are
-trained (the fine-tuned model's vocabulary is those genes) and AdamW is fused. Optional: bf16 autocast
-(``precision``; default fp32, upstream's arithmetic) and a validation pass every ``eval_every`` epochs (1 = upstream).
+trained (the fine-tuned model's vocabulary is those genes) and AdamW is fused. bf16 autocast where the hardware
+has it (``precision="auto"``, the default; accuracy equal to fp32 and to upstream over many seeds, see README
+"CellPLM speed"; ``"fp32"`` is upstream's arithmetic) and, optionally, a validation pass every ``eval_every``
+epochs (1 = upstream).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class FinetuneConfig:
     min_count_share: float = 0.5  # below this share of counts in the vocabulary: not applicable
     shape: str = "85M"  # model shape when there is no checkpoint (random initialisation)
     device: str = "auto"
-    precision: str = "fp32"  # fp32 (upstream's arithmetic) | bf16 | auto; bf16 is faster, equal accuracy not yet shown
+    precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32 (upstream's arithmetic); equal accuracy shown
     seed: int = 0
     progress: bool = True
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from snakemake.utils import validate
 
 ROOT = Path(workflow.basedir)
@@ -27,6 +28,7 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 RUN = config["run"]
+USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 DATASETS = RUN["datasets"]
 METHODS = RUN["methods"]
 SEEDS = RUN["seeds"]
@@ -192,7 +194,10 @@ def method_script_hash(wildcards):
 
 
 def method_python(wildcards):
-    """The method's `python` key (a relative path is taken from the workflow root); null or missing -> python."""
+    """With --use-conda: `python` (the rule's conda env). Otherwise the method's `python` key (a relative path is
+    taken from the workflow root); null or missing -> python on PATH."""
+    if USE_CONDA:
+        return "python"
     return wf.method_python(method_cfg(wildcards)["python"], ROOT)
 
 

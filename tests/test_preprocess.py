@@ -1,9 +1,7 @@
 """Canonical preprocessing: layout, count recovery, filtering, and one-line errors on bad input."""
 
 import anndata as ad
-import h5py
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 

@@ -160,3 +160,16 @@ def test_method_python_resolves_against_the_workflow_root(tmp_path, capsys):
     assert method_python(str(tmp_path / ".venv-x/bin/python"), "/elsewhere") == str(tmp_path / ".venv-x/bin/python")
     assert method_python(".venv-missing/bin/python", tmp_path) == "python"
     assert "not found" in capsys.readouterr().err
+
+
+@needs_env
+def test_conda_post_deploy_script_installs_the_pinned_scgpt():
+    """snakemake --use-conda runs envs/scgpt.post-deploy.sh inside the new env; here inside .venv-scgpt, where the
+    pinned scgpt is already installed (pip then has nothing to do) and the import check must pass."""
+    script = ROOT / "workflow" / "envs" / "scgpt.post-deploy.sh"
+    pin = next(w for w in (ROOT / "tools" / "scgpt_env.sh").read_text().split() if w.startswith("SCGPT="))
+    assert pin.split("=", 1)[1] in script.read_text()  # the conda env and the venv install the same scgpt
+    env = dict(scgpt_env(), PATH=f"{PYTHON.parent}{os.pathsep}{os.environ['PATH']}", PIP_NO_INDEX="1")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "already satisfied" in proc.stdout

@@ -1,7 +1,6 @@
 """Splits: the published seed-10 protocol exactly, stored splits, validation carve, contracts, batch hold-out."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cellplm.bench.errors import InputError
