@@ -5,7 +5,7 @@
 SNAKEMAKE = .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv upstream-env scgpt-env slurm-packages demo test lint report clean-demo speed
+.PHONY: venv upstream-env scgpt-env slurm-packages demo test lint report clean-demo speed scale
 
 venv:
 	bash tools/bootstrap.sh
@@ -39,3 +39,7 @@ report: venv
 # CellPLM speed, ours vs the authors' package, side by side in one process (see README, "CellPLM speed").
 speed: venv upstream-env
 	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python tools/benchmark_speed.py
+
+# Preprocessing, splitting and CellPLM embedding at 50k-500k synthetic cells, peak memory (see README, "Scale").
+scale: venv
+	.venv/bin/python tools/benchmark_scale.py

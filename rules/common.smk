@@ -28,6 +28,16 @@ except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 RUN = config["run"]
+
+
+onstart:
+    # Before any job: output folders writable and enough free space (one-line message otherwise).
+    try:
+        wf.check_output_space(Path.cwd(), RUN["min_free_gb"])
+    except ConfigError as e:
+        raise WorkflowError(str(e)) from None
+
+
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 DATASETS = RUN["datasets"]
 METHODS = RUN["methods"]

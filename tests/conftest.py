@@ -1,5 +1,6 @@
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import anndata as ad
 import numpy as np
@@ -62,3 +63,40 @@ def tiny_checkpoint(tmp_path_factory):
     prefix = tmp_path_factory.mktemp("ckpt") / "tiny"
     save_checkpoint(CellPLM(config_for_shape("tiny")), prefix)
     return prefix
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``.path``: a folder on its own tmpfs of 1 MiB (needs root); ``.resize(bytes)`` gives it more room."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    opts = ["-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]
+    if subprocess.run(["mount", *opts], capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+
+    def resize(size: int):
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+
+    yield SimpleNamespace(path=mount, resize=resize)
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only():
+    """``read_only(folder)`` makes an existing folder read-only (a read-only bind mount; needs root)."""
+    import subprocess
+
+    mounted = []
+
+    def make(folder):
+        out = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True)
+        if out.returncode != 0:
+            pytest.skip("a read-only bind mount needs root (CAP_SYS_ADMIN)")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

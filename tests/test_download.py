@@ -1,6 +1,7 @@
 """Downloads against a local HTTP server on 127.0.0.1: good file, wrong checksum, 404, interrupted transfer."""
 
 import hashlib
+import re
 
 import pytest
 
@@ -89,3 +90,18 @@ def test_cellxgene_dataset_id_resolved(server, tmp_path):
     info = fetch(f"cellxgene://{dataset_id}", tmp_path / "cxg.h5ad", sha256=SHA, progress=False,
                  cellxgene_api=f"{server.url}/curation/v1")
     assert info["resolved_url"].endswith("/data.h5ad") and (tmp_path / "cxg.h5ad").read_bytes() == DATA
+
+
+def test_full_disk_stops_at_once_and_resumes_after_space_is_freed(server, small_disk):
+    big = bytes(range(256)) * 12_000  # 3 MB: does not fit the 1 MiB disk
+    server.state.files["/big.h5ad"] = big
+    dest = small_disk.path / "big.h5ad"
+    with pytest.raises(DownloadError, match=r"\.big\.h5ad\.part: cannot write the download \(No space left on device\); "
+                                            r"the \d+ bytes already fetched are kept: free space") as e:
+        fetch(f"{server.url}/big.h5ad", dest, retries=3, backoff=0, progress=False)
+    assert len(server.state.requests) == 1  # a full disk is not retried
+    kept = int(re.search(r"the (\d+) bytes", str(e.value)).group(1))
+    assert kept > 0 and leftovers(small_disk.path) == [".big.h5ad.part"]
+    small_disk.resize(8 << 20)
+    fetch(f"{server.url}/big.h5ad", dest, sha256=hashlib.sha256(big).hexdigest(), backoff=0, progress=False)
+    assert dest.read_bytes() == big and server.state.requests[-1] == ("/big.h5ad", f"bytes={kept}-")

@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -107,6 +108,20 @@ def scontrol(jobid: str) -> dict:
     return dict(item.split("=", 1) for item in out.split() if "=" in item)
 
 
+def cancel_when_running(comment_prefix: str, proc, timeout: float) -> str:
+    """scancel the first SLURM job whose comment starts with ``comment_prefix`` once it has run 3 s; its id."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        out = subprocess.run(["squeue", "-h", "-o", "%i %T %M %k"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            jobid, state, elapsed, comment = (line.split(maxsplit=3) + [""])[:4]
+            if comment.startswith(comment_prefix) and state == "RUNNING" and elapsed not in ("0:00", "0:01", "0:02"):
+                subprocess.run(["scancel", jobid], check=True)
+                return jobid
+        time.sleep(0.5)
+    raise AssertionError(f"no running SLURM job {comment_prefix}* to cancel (snakemake exit {proc.poll()})")
+
+
 def run(workdir, args, timeout):
     t0 = time.monotonic()
     out = snakemake(workdir, *args, timeout=timeout)
@@ -127,17 +142,31 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     assert planned_remote["run_method_gpu"] == 1 and planned_remote["run_method"] == 2, planned
     assert {"aggregate", "plots", "all"} <= set(planned) & local_rules, planned
 
-    out, slurm_s = run(slurm_dir, slurm_args, timeout=900)
-    log = out.stdout + out.stderr
-    print(f"SLURM run of the demo subset: {slurm_s:.0f} s")
-    assert out.returncode == 0, log[-5000:]
-    # Every non-local job, and only those, went through sbatch, each exactly once; snakemake ran the local rules
-    # (localrule: True) on this host.
+    # The scANVI job is cancelled once while it runs (scancel, as a user or an admin would): the profile's
+    # retries resubmit it, and the run still ends with the local run's results.
+    t0 = time.monotonic()
+    with open(tmp_path / "slurm.log", "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "snakemake", *slurm_args], cwd=slurm_dir,
+                                env=dict(os.environ, PYTHONPATH=str(slurm_dir)), stdout=log_file,
+                                stderr=subprocess.STDOUT)
+        try:
+            cancelled = cancel_when_running("rule_run_method_gpu", proc, timeout=900)
+            proc.wait(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    log = (tmp_path / "slurm.log").read_text()
+    print(f"SLURM run of the demo subset (one job cancelled): {time.monotonic() - t0:.0f} s")
+    assert proc.returncode == 0, log[-5000:]
+    # Every non-local job, and only those, went through sbatch, once (the cancelled one twice); snakemake ran the
+    # local rules (localrule: True) on this host.
     submitted = submissions(log)
-    assert collections.Counter(rule for _, rule in submitted) == planned_remote
+    assert collections.Counter(rule for _, rule in submitted) == planned_remote + collections.Counter(run_method_gpu=1)
     ran_here = collections.Counter(re.findall(r"^localrule (\w+):$", log, re.M))
     assert ran_here == planned - planned_remote, ran_here
     assert len({jobid for jobid, _ in submitted}) == len(submitted)
+    assert scontrol(cancelled)["JobState"] == "CANCELLED" and cancelled in {jobid for jobid, _ in submitted}
+    submitted = [(jobid, rule) for jobid, rule in submitted if jobid != cancelled]
     run_uuid = re.search(r"SLURM run ID: (\S+)", log).group(1)
     for jobid, rule in submitted:
         job = scontrol(jobid)

@@ -1,15 +1,21 @@
 """The Snakemake workflow itself: lint, offline dry run of the full config, config errors, bad input, demo."""
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from cellplm.bench.io import read_h5ad
 from conftest import ROOT, make_counts_adata
 
 COPY = ["Snakefile", "rules", "workflow", "config", "profiles", "cellplm"]
@@ -155,10 +161,18 @@ def test_bad_input_stops_with_one_line_and_no_output(workdir):
     assert not (workdir / "results/data/mine").exists() or not any((workdir / "results/data/mine").iterdir())
 
 
-@pytest.mark.slow
-def test_demo_end_to_end(workdir):
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """One run of the whole offline demo (`make demo`'s snakemake command), shared by the tests below."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
     out = snakemake(workdir, "--cores", "2", "--configfile", "config/demo.yaml")
     assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(demo):
+    workdir = demo
     tables = workdir / "results" / "tables"
     summary = pd.read_csv(tables / "summary.tsv", sep="\t")
     bal = summary[summary["metric"] == "balanced_accuracy"].set_index(["dataset", "split", "method"])["mean"]
@@ -211,3 +225,151 @@ def test_demo_end_to_end(workdir):
     assert (workdir / "results" / "report.html").stat().st_size > 100_000
     again = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+# Columns that measure the run rather than its result (time, memory, host, date) differ between identical runs.
+VOLATILE = re.compile(r"(^|_)(s|seconds|wall|wall_s|time|rss|rss_mb|mb|date|host|started|finished|versions)$|peak|throughput")
+
+
+def stable(value):
+    """``value`` without its volatile entries, JSON objects (run-record extras) included."""
+    if isinstance(value, dict):
+        return {k: stable(v) for k, v in value.items() if not VOLATILE.search(k)}
+    if isinstance(value, list):
+        return [stable(v) for v in value]
+    if isinstance(value, str) and value.startswith("{"):
+        return json.dumps(stable(json.loads(value)), sort_keys=True)
+    return value
+
+
+def result_tables(workdir) -> dict[str, pd.DataFrame]:
+    tables = {}
+    for path in sorted((workdir / "results" / "tables").glob("*.tsv")):
+        if path.name == "speed.tsv":  # timings only
+            continue
+        df = pd.read_csv(path, sep="\t", keep_default_na=False)
+        tables[path.name] = df.drop(columns=[c for c in df.columns if VOLATILE.search(c)]).map(stable)
+    return tables
+
+
+def predictions(workdir) -> dict[str, list]:
+    runs = workdir / "results" / "runs"
+    return {str(p.relative_to(runs)): read_h5ad(p).obs["label_pred"].astype(str).tolist()
+            for p in sorted(runs.rglob("prediction.h5ad"))}
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic(demo, tmp_path):
+    """A second demo run with the same seeds gives identical data, splits, predictions and tables on CPU."""
+    again = copy_workflow(tmp_path)
+    out = snakemake(again, "--cores", "2", "--configfile", "config/demo.yaml")
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, second = predictions(demo), predictions(again)
+    assert len(first) == 3 * 2 * len(yaml.safe_load((ROOT / "config/demo.yaml").read_text())["run"]["methods"])
+    assert first.keys() == second.keys()
+    differ = [k for k in first if first[k] != second[k]]
+    assert not differ, differ
+    t1, t2 = result_tables(demo), result_tables(again)
+    assert t1.keys() == t2.keys() and "scores.tsv" in t1 and "runs.tsv" in t1
+    for name in t1:
+        pd.testing.assert_frame_equal(t1[name], t2[name], obj=name)
+    for rel in ["data/synthetic/dataset.h5ad", "data/pbmc68k/published/train.h5ad"]:
+        a, b = read_h5ad(demo / "results" / rel), read_h5ad(again / "results" / rel)
+        assert (a.X != b.X).nnz == 0 and a.obs.equals(b.obs)
+    (w1,), (w2,) = (sorted((w / "results/cellplm/pretrained").glob("*/model.best.ckpt")) for w in (demo, again))
+    s1, s2 = (torch.load(w, map_location="cpu", weights_only=True)["model_state_dict"] for w in (w1, w2))
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)  # the pretrained weights too
+
+
+def processes(needle: str) -> list[int]:
+    """PIDs with ``needle`` as one of their arguments (the python running a script, not the shell around it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and needle in (proc / "cmdline").read_bytes().decode(errors="replace").split("\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_for_process(needle: str, exclude=(), timeout=900) -> int:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pids = [p for p in processes(needle) if p not in exclude]
+        if pids:
+            return pids[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no process running {needle} after {timeout} s")
+
+
+@pytest.mark.slow
+def test_killed_jobs_are_retried_and_resumed(demo, tmp_path):
+    """SIGKILL the fine-tuning process: snakemake retries the job. Then SIGKILL snakemake and everything under it
+    (a crashed node): the next run asks for --unlock, and --rerun-incomplete finishes with the undisturbed run's
+    results."""
+    workdir = copy_workflow(tmp_path)
+    target = "results/runs/synthetic/published/cellplm_finetune/seed0"
+    outputs = [f"{target}/prediction.h5ad", f"{target}/run.json"]
+    cmd = [sys.executable, "-m", "snakemake", *outputs, "--cores", "2", "--retries", "1", "--configfile",
+           "config/demo.yaml"]
+    env = dict(os.environ, PYTHONPATH=str(workdir))
+    with open(tmp_path / "first.log", "w") as log:
+        run = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            first = wait_for_process(f"{workdir}/workflow/scripts/methods/cellplm_finetune.py")
+            time.sleep(1.5)
+            os.kill(first, signal.SIGKILL)  # the job dies mid-run: snakemake restarts it (--retries 1)
+            wait_for_process(f"{workdir}/workflow/scripts/methods/cellplm_finetune.py", exclude={first})
+            time.sleep(1.5)
+            os.killpg(run.pid, signal.SIGKILL)  # the whole run dies, the retried job with it
+            run.wait(timeout=60)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+    assert "Trying to restart job" in (tmp_path / "first.log").read_text()
+    assert not any((workdir / p).exists() for p in outputs)
+    locked = snakemake(workdir, *outputs, "--cores", "2", "--configfile", "config/demo.yaml")
+    assert locked.returncode != 0 and "--unlock" in locked.stderr
+    assert snakemake(workdir, "--unlock", "--configfile", "config/demo.yaml").returncode == 0
+    resumed = snakemake(workdir, *outputs, "--cores", "2", "--rerun-incomplete", "--configfile", "config/demo.yaml")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not list((workdir / target).glob(".*partial*"))
+    mine, reference = (read_h5ad(w / outputs[0]).obs["label_pred"].tolist() for w in (workdir, demo))
+    assert mine == reference
+    record, reference = (json.loads((w / outputs[1]).read_text()) for w in (workdir, demo))
+    assert record["status"] == "ok" and stable(record) == stable(reference)
+
+
+def test_unwritable_results_stop_before_any_job(workdir, read_only):
+    (workdir / "results").mkdir()
+    read_only(workdir / "results")
+    out = snakemake(workdir, "--cores", "1", "--configfile", "config/demo.yaml")
+    assert out.returncode != 0
+    assert f"{workdir}/results/: not writable (Read-only file system); run from a writable" in out.stderr
+    assert not (workdir / "logs" / "data").exists()  # no job ran
+
+
+def test_full_disk_stops_with_one_line_then_the_rerun_completes(workdir, small_disk):
+    (workdir / "results").symlink_to(small_disk.path)
+    cfg = _config(workdir, "disk.yaml", "run: {min_free_gb: 0}\n")  # the pre-run check is tested below
+    target = "results/data/synthetic/published/train.h5ad"
+    out = snakemake(workdir, target, "--cores", "1", "--configfile", "config/demo.yaml", cfg)
+    assert out.returncode != 0
+    assert re.search(r"ERROR: results/data/synthetic/\S+\.h5ad: no space left on device while writing "
+                     r"\(nothing was written\)", out.stderr), out.stderr[-3000:]
+    assert "SIGSEGV" not in out.stderr and "Traceback" not in out.stderr
+    assert not [p for p in small_disk.path.rglob("*") if p.is_file()]  # nothing half-written
+    small_disk.resize(256 << 20)
+    again = snakemake(workdir, target, "--cores", "1", "--configfile", "config/demo.yaml", cfg)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert read_h5ad(workdir / target).n_obs > 0
+
+
+def test_low_free_space_stops_before_any_job(workdir, small_disk):
+    (workdir / "results").symlink_to(small_disk.path)
+    out = snakemake(workdir, "--cores", "1", "--configfile", "config/demo.yaml")
+    assert out.returncode != 0
+    assert re.search(r"results/: only 0\.00 GB free on its filesystem, below run.min_free_gb \(1\); free space",
+                     out.stderr), out.stderr[-2000:]
+    assert not (workdir / "logs" / "data").exists()

@@ -10,6 +10,7 @@ mismatch removes the partial file and raises :class:`DownloadError` with a one-l
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -27,6 +28,7 @@ from .errors import DownloadError
 
 CHUNK = 1 << 20
 USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
+LOCAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
 CELLXGENE_API = "https://api.cellxgene.cziscience.com/curation/v1"
 
@@ -110,6 +112,10 @@ def _open(url: str, headers: dict | None = None, timeout: float = 60):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 def _reason(e: Exception) -> str:
     return str(getattr(e, "reason", None) or e) or type(e).__name__
 
@@ -175,10 +181,14 @@ def fetch(
             part.unlink(missing_ok=True)
             raise
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            if getattr(e, "errno", None) in LOCAL_WRITE_ERRORS:  # the local disk, not the network: no retry
+                raise DownloadError(
+                    f"{part}: cannot write the download ({e.strerror}); the {_size(part)} bytes already fetched are "
+                    f"kept: free space or fix permissions, then rerun to resume") from None
             if attempt >= retries:
                 raise DownloadError(
                     f"{real_url}: download failed after {retries + 1} attempts ({_reason(e)}); "
-                    f"rerun to resume from {part.stat().st_size if part.exists() else 0} bytes"
+                    f"rerun to resume from {_size(part)} bytes"
                 ) from None
         attempt += 1
         time.sleep(backoff * attempt)

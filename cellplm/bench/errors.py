@@ -20,6 +20,30 @@ class ConfigError(BenchError):
     """The workflow configuration is inconsistent (beyond what the JSON schema checks)."""
 
 
+class OutputError(BenchError):
+    """An output could not be written (disk full, folder not writable). Nothing half-written is left behind.
+
+    :func:`exit_after_output_error` ends the process after reporting it.
+    """
+
+
+def exit_after_output_error(code: int = 1) -> None:
+    """End the process at once, skipping interpreter teardown.
+
+    After a failed write, HDF5 may still hold buffers for the file it could not write and crash (SIGSEGV) while
+    flushing them at exit; the job would then look like a crash instead of ending with its one-line message.
+    """
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)
+
+
 class DownloadError(BenchError):
     """A remote file could not be fetched or failed verification."""
 

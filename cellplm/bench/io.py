@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
+import glob
 import json
 import os
+import sys
+import traceback
 from pathlib import Path
 
 import anndata as ad
@@ -21,35 +25,88 @@ try:  # anndata >= 0.11
 except ImportError:  # pragma: no cover - older anndata
     from anndata.experimental import read_elem
 
-from .errors import BenchError, InputError
+from .errors import InputError, OutputError
+
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @contextlib.contextmanager
 def atomic_path(dest):
-    """Yield a temporary path beside ``dest``; rename it to ``dest`` only if the block succeeds."""
+    """Yield a temporary path beside ``dest``; rename it to ``dest`` only if the block succeeds.
+
+    A full disk or an unwritable folder raises a one-line :class:`OutputError` and removes the temporary file.
+    Temporary files of ``dest`` left by a killed writer are removed first (one job writes a given output).
+    """
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-    except PermissionError as e:
-        raise BenchError(f"{dest.parent}: cannot create output folder ({e.strerror})") from None
-    tmp = dest.parent / f".{dest.stem}.partial-{os.getpid()}{dest.suffix}"
-    try:
-        yield tmp
-        os.replace(tmp, dest)
     except OSError as e:
-        _remove(tmp)
-        if e.errno == errno.ENOSPC:
-            raise BenchError(f"{dest}: no space left on device while writing") from None
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise BenchError(f"{dest}: output folder is not writable ({e.strerror})") from None
+        if e.errno in _UNWRITABLE or e.errno == errno.ENOSPC:
+            raise OutputError(f"{dest.parent}: cannot create output folder ({e.strerror})") from None
         raise
-    except BaseException:
-        _remove(tmp)
-        raise
+    for stale in dest.parent.glob(f".{glob.escape(dest.stem)}.partial-*{glob.escape(dest.suffix)}"):
+        _remove(stale)
+    tmp = dest.parent / f".{dest.stem}.partial-{os.getpid()}{dest.suffix}"
+    with _h5py_close_errors() as failed:
+        try:
+            yield tmp
+            os.replace(tmp, dest)
+        except OSError as e:
+            failed()
+            if e.errno not in _UNWRITABLE and e.errno != errno.ENOSPC:
+                _remove(tmp)
+                raise
+            problem = ("no space left on device while writing (nothing was written)" if e.errno == errno.ENOSPC
+                       else f"output folder is not writable ({e.strerror})")
+            e.__traceback__ = None  # free the writer's h5py objects now, while their close errors are held back
+            del e
+            gc.collect()
+            _remove(tmp)
+            raise OutputError(f"{dest}: {problem}") from None
+        except BaseException:
+            failed()
+            _remove(tmp)
+            raise
+
+
+@contextlib.contextmanager
+def _h5py_close_errors():
+    """Hold back the errors h5py reports while closing objects of a file whose write failed.
+
+    When a write fails (disk full), every h5py object of the file prints its failed flush (a traceback through
+    ``sys.excepthook``, then an "Exception ignored" line through ``sys.unraisablehook``) while the error unwinds;
+    the one-line error says it all. Reports from a write that succeeds are passed on unchanged.
+    """
+    held, write_failed = [], []
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def from_h5py(tb) -> bool:
+        return any("h5py" in frame.filename for frame in traceback.extract_tb(tb))
+
+    def hold_excepthook(*exc):
+        if from_h5py(exc[2]):
+            held.append(lambda: excepthook(*exc))
+        else:
+            excepthook(*exc)
+
+    def hold_unraisablehook(unraisable):
+        if "h5py" in repr(unraisable.object) or from_h5py(unraisable.exc_traceback):
+            held.append(lambda: unraisablehook(unraisable))
+        else:
+            unraisablehook(unraisable)
+
+    sys.excepthook, sys.unraisablehook = hold_excepthook, hold_unraisablehook
+    try:
+        yield lambda: write_failed.append(True)
+    finally:
+        sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+        if not write_failed:
+            for report in held:
+                report()
 
 
 def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # missing, or on a read-only filesystem where it cannot exist anyway
         path.unlink()
 
 

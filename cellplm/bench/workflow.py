@@ -10,11 +10,13 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
-from .errors import BenchError, ConfigError
+from .errors import BenchError, ConfigError, OutputError, exit_after_output_error
 
 # name: (package, path inside the package, what it is)
 BUILTIN = {
@@ -36,6 +38,30 @@ def builtin_path(name: str) -> Path:
         raise KeyError(f"unknown builtin dataset {name!r}; choose from {sorted(BUILTIN)}")
     package, relpath, _ = BUILTIN[name]
     return package_file(package, relpath)
+
+
+OUTPUT_FOLDERS = ("results", "logs", "benchmarks", "resources")
+
+
+def check_output_space(root: Path, min_free_gb: float, folders=OUTPUT_FOLDERS) -> None:
+    """Before a run: every output folder is writable and results/ has ``min_free_gb`` free; else ConfigError.
+
+    One line names the folder and the problem, so a run on a read-only or full disk stops before any job starts
+    instead of failing job by job.
+    """
+    for name in folders:
+        folder = Path(root) / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"{folder}/: not writable ({e.strerror}); run from a writable working directory "
+                              "or fix its permissions") from None
+    free_gb = shutil.disk_usage(Path(root) / folders[0]).free / 1e9
+    if free_gb < min_free_gb:
+        raise ConfigError(f"{Path(root) / folders[0]}/: only {free_gb:.2f} GB free on its filesystem, below "
+                          f"run.min_free_gb ({min_free_gb:g}); free space or lower run.min_free_gb") from None
 
 
 def check_config(config: dict, root: Path) -> None:
@@ -308,6 +334,10 @@ def job(snakemake):
     except BenchError as e:
         print(f"ERROR: {e}", file=log)
         print(f"ERROR: {e}", file=console)
+        if isinstance(e, OutputError):
+            if log is not console:
+                log.close()
+            exit_after_output_error()
         raise SystemExit(1) from None
     except Exception:
         traceback.print_exc(file=log)

@@ -175,7 +175,9 @@ def save_checkpoint(model: CellPLM, prefix: str | Path, extra: dict | None = Non
     config_path, weights_path = checkpoint_paths(prefix)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **(extra or {})}
-    with atomic_path(weights_path) as tmp:
-        torch.save(blob, tmp)
+    # Through a file object: torch.save names the zip's records after a path's file name, which here would be the
+    # temporary name with its process id, so identical weights would give different files.
+    with atomic_path(weights_path) as tmp, open(tmp, "wb") as fh:
+        torch.save(blob, fh)
     write_json(model.config.to_dict(), config_path)
     return config_path, weights_path

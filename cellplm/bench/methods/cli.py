@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from ..errors import BenchError
+from ..errors import BenchError, OutputError, exit_after_output_error
 from .base import RunIds, run
 
 
@@ -52,6 +52,8 @@ def main(annotator_cls, argv=None) -> int:
                      solution_path=args.solution, on_error=args.on_error, log=print)
     except BenchError as e:
         print(f"ERROR: {e}", file=sys.stderr)
+        if isinstance(e, OutputError):
+            exit_after_output_error()
         return 1
     print(f"status: {record.status}" + (f" ({record.reason})" if record.reason else ""))
     return 0
