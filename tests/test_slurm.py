@@ -33,6 +33,7 @@ datasets: {synthetic: {splits: [published]}}
 speed: {enabled: false}
 """
 GPU_METHOD = "scanvi"  # gpu: true in config/methods.yaml: its job goes to rule run_method_gpu
+CANCEL = "rule_run_method_wildcards_synthetic_published_logistic_regression_0"  # the SLURM comment of the job
 # Run-record columns that legitimately differ between two runs of the same job.
 VOLATILE = {"fit_s", "predict_s", "peak_rss_mb", "peak_gpu_mb", "host", "finished"}
 
@@ -112,7 +113,7 @@ def cancel_when_running(comment_prefix: str, proc, timeout: float) -> str:
     """scancel the first SLURM job whose comment starts with ``comment_prefix`` once it has run 3 s; its id."""
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T %M %k"], capture_output=True, text=True).stdout
+        out = subprocess.run(["squeue", "-h", "-o", "%i %T %M %200k"], capture_output=True, text=True).stdout
         for line in out.splitlines():
             jobid, state, elapsed, comment = (line.split(maxsplit=3) + [""])[:4]
             if comment.startswith(comment_prefix) and state == "RUNNING" and elapsed not in ("0:00", "0:01", "0:02"):
@@ -142,15 +143,16 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     assert planned_remote["run_method_gpu"] == 1 and planned_remote["run_method"] == 2, planned
     assert {"aggregate", "plots", "all"} <= set(planned) & local_rules, planned
 
-    # The scANVI job is cancelled once while it runs (scancel, as a user or an admin would): the profile's
-    # retries resubmit it, and the run still ends with the local run's results.
+    # The logistic-regression job is cancelled once while it runs (scancel, as a user or an admin would): the
+    # profile's retries resubmit it (with twice the memory: a CPU job, so that still fits this one node), and the
+    # run still ends with the local run's results.
     t0 = time.monotonic()
     with open(tmp_path / "slurm.log", "w") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "snakemake", *slurm_args], cwd=slurm_dir,
                                 env=dict(os.environ, PYTHONPATH=str(slurm_dir)), stdout=log_file,
                                 stderr=subprocess.STDOUT)
         try:
-            cancelled = cancel_when_running("rule_run_method_gpu", proc, timeout=900)
+            cancelled = cancel_when_running(CANCEL, proc, timeout=900)
             proc.wait(timeout=900)
         finally:
             if proc.poll() is None:
@@ -161,7 +163,7 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     # Every non-local job, and only those, went through sbatch, once (the cancelled one twice); snakemake ran the
     # local rules (localrule: True) on this host.
     submitted = submissions(log)
-    assert collections.Counter(rule for _, rule in submitted) == planned_remote + collections.Counter(run_method_gpu=1)
+    assert collections.Counter(rule for _, rule in submitted) == planned_remote + collections.Counter(run_method=1)
     ran_here = collections.Counter(re.findall(r"^localrule (\w+):$", log, re.M))
     assert ran_here == planned - planned_remote, ran_here
     assert len({jobid for jobid, _ in submitted}) == len(submitted)
