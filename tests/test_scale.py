@@ -2,11 +2,11 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 TOOL = ROOT / "tools" / "benchmark_scale.py"
 
 

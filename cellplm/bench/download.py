@@ -10,7 +10,6 @@ mismatch removes the partial file and raises :class:`DownloadError` with a one-l
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import http.client
@@ -24,11 +23,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import DownloadError
+from .errors import DISK_FULL, UNWRITABLE, DownloadError
 
 CHUNK = 1 << 20
 USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
-LOCAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
 CELLXGENE_API = "https://api.cellxgene.cziscience.com/curation/v1"
 
@@ -181,7 +179,7 @@ def fetch(
             part.unlink(missing_ok=True)
             raise
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            if getattr(e, "errno", None) in LOCAL_WRITE_ERRORS:  # the local disk, not the network: no retry
+            if getattr(e, "errno", None) in DISK_FULL + UNWRITABLE:  # the local disk, not the network: no retry
                 raise DownloadError(
                     f"{part}: cannot write the download ({e.strerror}); the {_size(part)} bytes already fetched are "
                     f"kept: free space or fix permissions, then rerun to resume") from None

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import sys
+
+# Write errors of the local disk, not of the data: retrying cannot help, freeing space or fixing permissions can.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
 
 class BenchError(Exception):
     """Base class for errors the workflow reports to the user as one line."""
@@ -33,9 +41,6 @@ def exit_after_output_error(code: int = 1) -> None:
     After a failed write, HDF5 may still hold buffers for the file it could not write and crash (SIGSEGV) while
     flushing them at exit; the job would then look like a crash instead of ending with its one-line message.
     """
-    import os
-    import sys
-
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()

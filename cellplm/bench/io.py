@@ -25,9 +25,11 @@ try:  # anndata >= 0.11
 except ImportError:  # pragma: no cover - older anndata
     from anndata.experimental import read_elem
 
-from .errors import InputError, OutputError
+from .errors import DISK_FULL, UNWRITABLE, InputError, OutputError
 
-_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+# h5py's OSError carries HDF5's whole error report as strerror: the reason is named here instead
+_FULL_REASON = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
 
 
 @contextlib.contextmanager
@@ -41,7 +43,7 @@ def atomic_path(dest):
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        if e.errno in _UNWRITABLE or e.errno == errno.ENOSPC:
+        if e.errno in UNWRITABLE + DISK_FULL:
             raise OutputError(f"{dest.parent}: cannot create output folder ({e.strerror})") from None
         raise
     for stale in dest.parent.glob(f".{glob.escape(dest.stem)}.partial-*{glob.escape(dest.suffix)}"):
@@ -53,12 +55,14 @@ def atomic_path(dest):
             os.replace(tmp, dest)
         except OSError as e:
             failed()
-            if e.errno not in _UNWRITABLE and e.errno != errno.ENOSPC:
+            if e.errno not in UNWRITABLE + DISK_FULL:
                 _remove(tmp)
                 raise
-            problem = ("no space left on device while writing (nothing was written)" if e.errno == errno.ENOSPC
+            problem = (f"{_FULL_REASON[e.errno]} while writing (nothing was written)" if e.errno in DISK_FULL
                        else f"output folder is not writable ({e.strerror})")
-            e.__traceback__ = None  # free the writer's h5py objects now, while their close errors are held back
+            # Free the failed writer's h5py objects now, while their close errors are held back: as the context of
+            # the OutputError, this exception's traceback would keep them alive until long after this block.
+            e.__traceback__ = None
             del e
             gc.collect()
             _remove(tmp)

@@ -61,7 +61,7 @@ def check_output_space(root: Path, min_free_gb: float, folders=OUTPUT_FOLDERS) -
     free_gb = shutil.disk_usage(Path(root) / folders[0]).free / 1e9
     if free_gb < min_free_gb:
         raise ConfigError(f"{Path(root) / folders[0]}/: only {free_gb:.2f} GB free on its filesystem, below "
-                          f"run.min_free_gb ({min_free_gb:g}); free space or lower run.min_free_gb") from None
+                          f"run.min_free_gb ({min_free_gb:g}); free space or lower run.min_free_gb")
 
 
 def check_config(config: dict, root: Path) -> None:
