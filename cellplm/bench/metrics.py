@@ -1,14 +1,25 @@
 """Scores of one prediction against its solution.
 
-Definitions (all from scikit-learn, stated because the published table is ambiguous):
+Definitions, stated because the published table is ambiguous. Four come from scikit-learn:
 
 - ``accuracy``: micro accuracy, the share of test cells labelled correctly.
-- ``balanced_accuracy``: mean per-class recall over the cell types present in the solution. This is what the
-  CellPLM README table calls "accuracy" (torchmetrics ``multiclass_accuracy`` defaults to ``average="macro"``).
+- ``balanced_accuracy``: mean per-class recall over the cell types present in the solution only
+  (``sklearn.metrics.balanced_accuracy_score``).
 - ``macro_f1``: unweighted mean F1 over the union of true and predicted labels (a label never predicted has
   F1 0; a predicted label absent from the truth has F1 0).
 - ``macro_precision``: unweighted mean precision over the same union (precision 0 for labels never predicted).
-  scDiff's evaluation swaps predictions and truth, so its "accuracy" is effectively this number.
+
+Two are the readings of the published table's "accuracy", computed with torchmetrics itself (its functional
+``multiclass_accuracy``, default ``average="macro"``), labels encoded over the sorted union of true and predicted
+labels as scDiff's ``evaluate_annotation`` does:
+
+- ``tm_macro_accuracy``: ``multiclass_accuracy(preds, target)``, the call in CellPLM's
+  ``CellPLM/utils/eval.py::annotation_eval``. Mean recall over every class with tp + fp + fn > 0, so a class that
+  is predicted but absent from the truth counts as recall 0 (``balanced_accuracy`` leaves it out and can only be
+  higher: truth A A B B, prediction A D B B gives 0.50 here, 0.75 there).
+- ``tm_macro_accuracy_swapped``: ``multiclass_accuracy(target, preds)``, the argument order of scDiff's
+  ``scdiff/evaluate.py::evaluate_annotation`` (``multiclass_accuracy(true, pred, num_classes)``): per class it
+  divides by the predicted count, so it is a macro precision.
 """
 
 from __future__ import annotations
@@ -26,12 +37,15 @@ from sklearn.metrics import (
     precision_score,
 )
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_precision")
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_precision", "tm_macro_accuracy",
+           "tm_macro_accuracy_swapped")
 METRIC_LABELS = {
     "accuracy": "Accuracy (micro)",
-    "balanced_accuracy": "Balanced accuracy (macro recall)",
+    "balanced_accuracy": "Balanced accuracy (macro recall, classes in the truth)",
     "macro_f1": "Macro F1",
     "macro_precision": "Macro precision",
+    "tm_macro_accuracy": "torchmetrics macro accuracy (CellPLM's call)",
+    "tm_macro_accuracy_swapped": "torchmetrics macro accuracy, arguments swapped (scDiff's call = macro precision)",
 }
 
 
@@ -52,7 +66,24 @@ def score(y_true, y_pred) -> dict[str, float]:
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
             "macro_precision": float(precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            **torchmetrics_readings(y_true, y_pred, labels),
         }
+
+
+def torchmetrics_readings(y_true, y_pred, labels=None) -> dict[str, float]:
+    """The published table's two readings of "accuracy", computed by torchmetrics (see the module docstring)."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    labels = _labels(y_true, y_pred) if labels is None else labels
+    code = {label: i for i, label in enumerate(labels)}
+    target = torch.tensor([code[str(v)] for v in y_true], dtype=torch.long)
+    preds = torch.tensor([code[str(v)] for v in y_pred], dtype=torch.long)
+    n = max(len(labels), 2)  # torchmetrics needs two classes; an unused one has tp + fp + fn = 0 and weight 0
+    return {
+        "tm_macro_accuracy": float(multiclass_accuracy(preds, target, num_classes=n)),
+        "tm_macro_accuracy_swapped": float(multiclass_accuracy(target, preds, num_classes=n)),
+    }
 
 
 def per_class(y_true, y_pred) -> pd.DataFrame:
