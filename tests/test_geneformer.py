@@ -14,8 +14,9 @@ from cellplm.bench.errors import ConfigError, InputError
 from cellplm.bench.io import write_h5ad
 from cellplm.bench.methods import RunIds, run
 from cellplm.bench.methods.geneformer import (Geneformer, RankValueTokenizer, anndata_ensembl_ids, find_model_files,
-                                              linear_schedule, sha256_of, training_batches)
+                                              linear_schedule, training_batches)
 from cellplm.bench.split import SplitSpec, make_split
+from cellplm.checksum import sha256_file
 from conftest import ROOT, make_counts_adata
 from geneformer_tiny import write_tiny_geneformer
 
@@ -194,7 +195,7 @@ def test_script_end_to_end(split_files, model_dir, tmp_path):
     assert rec["status"] == "ok" and rec["device"] == "cpu" and rec["n_genes_used"] == 12
     assert rec["versions"]["transformers"] and "BertForSequenceClassification" in rec["implementation"]
     assert extra["checkpoint"] == str(model_dir) and extra["checkpoint_kind"] == "pretrained"
-    assert extra["checkpoint_sha256"] == sha256_of(model_dir / "model.safetensors")
+    assert extra["checkpoint_sha256"] == sha256_file(model_dir / "model.safetensors")
     assert checkpoint_label(extra, rec["params"]) == f"pretrained ({model_dir})"
     assert extra["genes"]["n_matched"] == 12 and extra["genes"]["gene_share"] == 1.0
     assert extra["tokenisation"]["max_input_size"] == 16 and extra["tokenisation"]["special_tokens"] is False

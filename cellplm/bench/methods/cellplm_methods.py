@@ -7,11 +7,11 @@ the checkpoint's provenance in the run record, so that no row pretends to come f
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from ...checksum import sha256_file
 from ...model.checkpoint import checkpoint_paths, read_checkpoint
 from ..errors import NotApplicable
 from .base import Annotator
@@ -30,11 +30,7 @@ def checkpoint_provenance(checkpoint: str | None, kind: str | None, shape: str =
     meta = blob.get("pretraining")
     if kind in (None, "", "auto"):
         kind = "pretrained here" if meta else "user-supplied"
-    sha = hashlib.sha256()
-    with open(weights, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    out = {"checkpoint": str(Path(checkpoint)), "checkpoint_kind": kind, "checkpoint_sha256": sha.hexdigest()}
+    out = {"checkpoint": str(Path(checkpoint)), "checkpoint_kind": kind, "checkpoint_sha256": sha256_file(weights)}
     if meta:
         out["pretraining"] = {k: meta[k] for k in ("shape", "steps", "corpus", "seed") if k in meta}
         out["pretraining"]["epochs"] = meta.get("hyperparameters", {}).get("epochs", meta.get("epochs"))

@@ -26,7 +26,6 @@ zero-shot cell embeddings (mean of the penultimate layer's gene states), used by
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import pickle
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from ...checksum import sha256_file
 from ..errors import ConfigError, InputError, NotApplicable
 from .base import Annotator
 
@@ -113,23 +113,36 @@ def find_model_files(model_dir, token_dictionary=None, gene_median_dictionary=No
     return GeneformerFiles(folder, config, weights, *pair)
 
 
+class _DictUnpickler(pickle.Unpickler):
+    """Unpickles dicts of strings and numbers only: the one global admitted is numpy's scalar constructor (and
+    ``numpy.dtype``), which medians saved as numpy floats need. Any other global, which unpickling would call, is
+    refused before anything runs."""
+
+    ALLOWED = {("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused the global {module}.{name} (only dicts of strings and numbers are read)")
+
+
 def read_pickled_dict(path, what: str) -> dict:
+    """A Geneformer dictionary (token ids or gene medians): a non-empty dict of strings to numbers, read with a
+    restricted unpickler, so that a swapped or corrupted file cannot run code."""
     try:
         with open(path, "rb") as fh:
-            obj = pickle.load(fh)
+            obj = _DictUnpickler(fh).load()
+    except pickle.UnpicklingError as e:
+        raise InputError(path, f"cannot read the {what}: {e}") from None
     except Exception as e:  # noqa: BLE001 -- any unreadable pickle is the same user error
         raise InputError(path, f"cannot read the {what} ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict) or not obj:
         raise InputError(path, f"the {what} is not a non-empty dict (got {type(obj).__name__})")
+    bad = next((k for k, v in obj.items() if not isinstance(k, str) or isinstance(v, (bool, np.bool_))
+                or not isinstance(v, (int, float, np.integer, np.floating))), None)
+    if bad is not None:
+        raise InputError(path, f"the {what} maps {bad!r} to {type(obj[bad]).__name__}: expected strings to numbers")
     return obj
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------------ tokeniser
@@ -361,7 +374,7 @@ class Geneformer(Annotator):
                            "weights_file": files.weights.name, "token_dictionary": str(files.token_dictionary),
                            "gene_median_dictionary": str(files.gene_median_dictionary)})
         if files.weights.suffix != ".json":  # a single weights file (not a sharded index)
-            self.extra["checkpoint_sha256"] = sha256_of(files.weights)
+            self.extra["checkpoint_sha256"] = sha256_file(files.weights)
         return files
 
     def _make_tokenizer(self, files: GeneformerFiles) -> RankValueTokenizer:

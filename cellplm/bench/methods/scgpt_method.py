@@ -38,6 +38,8 @@ import copy
 import json
 import logging
 import os
+import pickle
+import re
 import time
 import warnings
 from contextlib import contextmanager
@@ -284,8 +286,13 @@ def load_weights(model, weights_path) -> dict:
     PyTorch attention (``in_proj_``), so keys are renamed as ``scgpt.utils.load_pretrained`` does. Loading is refused
     when any weight of the gene encoder, value encoder or transformer would stay at random initialisation.
     """
-    try:
-        state = torch.load(weights_path, map_location="cpu")
+    try:  # data only: a pickle that names any other Python object (which unpickling would call) is refused
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        name = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(e))  # as torch's weights-only unpickler says
+        what = f"the Python object {name.group(1)}" if name else "Python objects beyond tensors"
+        raise InputError(weights_path, f"refused: its pickle calls {what}, and unpickling it could run code "
+                                       "(a scGPT best_model.pt is a plain state dict of tensors)") from None
     except Exception as e:  # noqa: BLE001
         raise InputError(weights_path, f"cannot be read as a PyTorch state dict ({type(e).__name__}: {e})") from None
     if isinstance(state, dict) and "model_state_dict" in state:
