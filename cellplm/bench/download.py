@@ -1,48 +1,80 @@
-"""Resumable, retried, verified downloads.
+"""Resumable, retried, verified downloads, each through its service's public contract.
 
-A file is fetched into a hidden ``.part`` file beside its destination, resuming from where an earlier
-attempt stopped (HTTP Range requests), and renamed into place only after its sha256 has been checked:
-against the checksum in the config when one is given, otherwise against the checksum recorded in the
-manifest by the first successful download (which later runs then verify). An HTTP error or a checksum
-mismatch removes the partial file and raises :class:`DownloadError` with a one-line message.
+A source is named by a URL:
+
+- ``http(s)://...``: fetched here (urllib), optionally with ``mirrors`` tried in order. Only an answer of 200 or
+  206 with a non-empty body that is not an HTML page is data; anything else (figshare's bot challenge answers an
+  empty 202 or a 403, Dropbox and Google Drive answer HTML pages) is a refusal that moves on to the next mirror and
+  finally ends in one line naming the service and what to do. Redirects are followed; a host that ignores HTTP
+  Range requests (Dropbox's content host) makes a resumed transfer start again from the first byte.
+- ``gdrive://<file id>``: Google Drive, through ``gdown`` (:mod:`.services`), which answers Drive's large-file
+  confirmation form.
+- ``cellxgene://<dataset id or dataset version id>``: CELLxGENE Discover, resolved to one dataset version through
+  the curation API (:mod:`.services`), pinned by ``version_id`` or chosen by ``as_of``, then fetched from the
+  public datasets host; its ``cell_count`` is checked against the file.
+
+The file is written to a hidden ``.part`` file beside its destination and renamed into place only after its
+sha256 has been checked: against the checksum in the config when one is given, otherwise against the checksum
+recorded in the manifest by the first successful download (which later runs then verify). The manifest also
+records the version a service resolved (a CELLxGENE dataset version id), which later runs reuse: a lock, like
+the checksum. A refusal, an HTTP error or a checksum mismatch removes the partial file and raises
+:class:`DownloadError` with a one-line message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import http.client
-import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import zipfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..checksum import sha256_file
 from .errors import DISK_FULL, UNWRITABLE, DownloadError
 
 CHUNK = 1 << 20
 USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
+# No retry can change these answers; the next mirror may.
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
-CELLXGENE_API = "https://api.cellxgene.cziscience.com/curation/v1"
+ENDPOINTS = {
+    "cellxgene_api": "https://api.cellxgene.cziscience.com/curation/v1",
+    "cellxgene_datasets": "https://datasets.cellxgene.cziscience.com",
+    "huggingface": "https://huggingface.co",
+}
+# Host suffix -> the service's name in messages.
+SERVICES = {
+    "figshare.com": "figshare", "amazonaws.com": "figshare's file store (S3)", "dropbox.com": "Dropbox",
+    "dropboxusercontent.com": "Dropbox", "cziscience.com": "CELLxGENE Discover", "10xgenomics.com": "10x Genomics",
+    "github.com": "GitHub", "githubusercontent.com": "GitHub", "google.com": "Google Drive",
+    "huggingface.co": "Hugging Face", "hf.co": "Hugging Face",
+}
 
 
-def sha256sum(path, chunk: int = CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def service_name(url: str) -> str:
+    if url.startswith("gdrive://"):
+        return "Google Drive"
+    if url.startswith("cellxgene://"):
+        return "CELLxGENE Discover"
+    host = urllib.parse.urlsplit(url).hostname or url
+    return next((name for suffix, name in SERVICES.items() if host == suffix or host.endswith("." + suffix)), host)
 
 
 class Manifest:
-    """A TSV of first-download checksums (filename, url, sha256, bytes, recorded), safe under parallel jobs."""
+    """A TSV of first downloads (filename, url, sha256, bytes, version, recorded), safe under parallel jobs.
 
-    COLUMNS = ("filename", "url", "sha256", "bytes", "recorded")
+    ``version`` is what the service resolved (e.g. a CELLxGENE dataset version id); empty for plain files.
+    """
+
+    COLUMNS = ("filename", "url", "sha256", "bytes", "version", "recorded")
 
     def __init__(self, path):
         self.path = Path(path)
@@ -60,23 +92,29 @@ class Manifest:
     def _read(self) -> dict[str, dict]:
         if not self.path.exists():
             return {}
+        lines = self.path.read_text().splitlines()
+        header = lines[0].split("\t") if lines else list(self.COLUMNS)
         rows = {}
-        for line in self.path.read_text().splitlines()[1:]:
+        for line in lines[1:]:
             if line.strip():
-                row = dict(zip(self.COLUMNS, line.split("\t")))
+                row = {c: "" for c in self.COLUMNS} | dict(zip(header, line.split("\t")))
                 rows[row["filename"]] = row
         return rows
 
-    def get(self, filename: str) -> str | None:
+    def row(self, filename: str) -> dict | None:
         with self._locked():
-            row = self._read().get(filename)
+            return self._read().get(filename)
+
+    def get(self, filename: str) -> str | None:
+        """The recorded sha256 of ``filename``, or None."""
+        row = self.row(filename)
         return row["sha256"] if row else None
 
-    def record(self, filename: str, url: str, digest: str, size: int) -> None:
+    def record(self, filename: str, url: str, digest: str, size: int, version: str = "") -> None:
         with self._locked():
             rows = self._read()
             rows[filename] = dict(
-                filename=filename, url=url, sha256=digest, bytes=str(size),
+                filename=filename, url=url, sha256=digest, bytes=str(size), version=version or "",
                 recorded=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             text = "\t".join(self.COLUMNS) + "\n"
@@ -86,28 +124,29 @@ class Manifest:
             os.replace(tmp, self.path)
 
 
-def resolve_url(url: str, api: str = CELLXGENE_API, timeout: float = 60) -> str:
-    """Turn ``cellxgene://<dataset_id>`` into the dataset's current H5AD asset URL (curation API)."""
-    if not url.startswith("cellxgene://"):
-        return url
-    dataset_id = url.removeprefix("cellxgene://").strip("/")
-    meta_url = f"{api.rstrip('/')}/datasets/{dataset_id}"
-    try:
-        with _open(meta_url, timeout=timeout) as r:
-            meta = json.load(r)
-    except urllib.error.HTTPError as e:
-        raise DownloadError(f"{meta_url}: CELLxGENE dataset {dataset_id} lookup failed (HTTP {e.code})") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise DownloadError(f"{meta_url}: CELLxGENE lookup failed ({_reason(e)})") from None
-    for asset in meta.get("assets", []):
-        if str(asset.get("filetype", "")).upper() == "H5AD" and asset.get("url"):
-            return asset["url"]
-    raise DownloadError(f"{meta_url}: CELLxGENE dataset {dataset_id} lists no H5AD asset")
+@dataclass
+class Resolved:
+    """Where a source's bytes come from after its service resolved it."""
+
+    urls: list[str]  # candidates, tried in order (mirrors)
+    service: str
+    version: str = ""  # the service's version of the data, recorded in the manifest and reused
+    expected_cells: int | None = None  # checked against the file (CELLxGENE's cell_count)
+    detail: dict | None = None  # what the service said, for the provenance record
 
 
-def _open(url: str, headers: dict | None = None, timeout: float = 60):
+class Refused(Exception):
+    """The server answered, but not with the file (status, empty body, HTML page); ``url``: who answered."""
+
+    def __init__(self, reason: str, url: str):
+        super().__init__(reason)
+        self.url = url
+
+
+def open_url(url: str, headers: dict | None = None, timeout: float = 60):
+    """urllib with this project's user agent; proxies and CA bundle from the environment at each call."""
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
-    return urllib.request.urlopen(req, timeout=timeout)
+    return urllib.request.build_opener().open(req, timeout=timeout)
 
 
 def _size(path: Path) -> int:
@@ -123,17 +162,20 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
-        r = _open(url, headers, timeout)
+        r = open_url(url, headers, timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # range not satisfiable: the partial file is already complete (or wrong)
             return
         raise
     with r:
-        if have and r.status != 206:  # server ignored the range: start over
+        if r.status not in (200, 206):  # 202: figshare's bot challenge (empty); 203/204: no file either
+            raise Refused(f"HTTP {r.status} {r.reason}" + (" with an empty body" if not r.headers.get("Content-Length")
+                                                            or r.headers.get("Content-Length") == "0" else ""), r.url)
+        if have and r.status != 206:  # the server ignored the range (e.g. Dropbox's content host): start over
             have = 0
         ctype = r.headers.get("Content-Type", "")
         if ctype.startswith("text/html"):
-            raise DownloadError(f"{url}: server sent an HTML page instead of the file (login, quota or confirmation page?)")
+            raise Refused("an HTML page instead of the file (a login, preview, quota or confirmation page)", r.url)
         length = r.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         mode = "ab" if have else "wb"
@@ -147,35 +189,24 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
         got = part.stat().st_size
         if total is not None and got < total:
             raise http.client.IncompleteRead(b"", total - got)
+        if got == 0:
+            raise Refused(f"HTTP {r.status} with an empty body", r.url)
 
 
-def fetch(
-    url: str,
-    dest,
-    sha256: str | None = None,
-    manifest: Manifest | None = None,
-    retries: int = 4,
-    timeout: float = 60,
-    backoff: float = 2.0,
-    progress: bool = True,
-    cellxgene_api: str = CELLXGENE_API,
-) -> dict:
-    """Download ``url`` to ``dest`` (resumable, retried, verified, atomic). Returns a provenance record."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
-    real_url = resolve_url(url, cellxgene_api, timeout)
-    expected = sha256.lower() if sha256 else (manifest.get(dest.name) if manifest else None)
+def _download_url(url: str, part: Path, dest: Path, retries: int, timeout: float, backoff: float,
+                  progress: bool) -> None:
+    """One candidate URL, retried and resumed; Refused/DownloadError when it cannot give the file."""
     attempt = 0
     while True:
         try:
-            _transfer(real_url, part, timeout, progress)
-            break
+            _transfer(url, part, timeout, progress)
+            _check_complete(part)
+            return
         except urllib.error.HTTPError as e:
             if e.code in PERMANENT_HTTP or attempt >= retries:
                 part.unlink(missing_ok=True)
-                raise DownloadError(f"{real_url}: HTTP {e.code} {e.reason}; nothing was saved to {dest}") from None
-        except DownloadError:
+                raise Refused(f"HTTP {e.code} {e.reason}", e.url or url) from None
+        except Refused:
             part.unlink(missing_ok=True)
             raise
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
@@ -185,21 +216,96 @@ def fetch(
                     f"kept: free space or fix permissions, then rerun to resume") from None
             if attempt >= retries:
                 raise DownloadError(
-                    f"{real_url}: download failed after {retries + 1} attempts ({_reason(e)}); "
+                    f"{url}: download failed after {retries + 1} attempts ({_reason(e)}); "
                     f"rerun to resume from {_size(part)} bytes"
                 ) from None
+        except _Corrupt as e:  # a whole-looking transfer that is not: fetch it again from the first byte
+            part.unlink(missing_ok=True)
+            if attempt >= retries:
+                raise DownloadError(f"{url}: {e} after {retries + 1} attempts; nothing was saved to {dest}") from None
         attempt += 1
         time.sleep(backoff * attempt)
-    digest = sha256sum(part)
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _check_complete(part: Path) -> None:
+    """A zip container (torch.save checkpoints) must be whole: a cut-off transfer without Content-Length (a
+    known failure of scripted Dropbox downloads) is caught here, not at load time."""
+    with open(part, "rb") as fh:
+        if fh.read(2) != b"PK":
+            return
+    try:
+        with zipfile.ZipFile(part) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise _Corrupt(f"incomplete or corrupt zip container ({e})") from None
+    if bad is not None:
+        raise _Corrupt(f"corrupt zip member {bad}")
+
+
+def _refusal_message(dest: Path, url: str, refusals: list[tuple[str, str]]) -> str:
+    said = "; ".join(f"{service_name(u)} {urllib.parse.urlsplit(u).netloc or u}: {why}" for u, why in refusals)
+    return (f"{dest.name}: no source gave the file ({said}); nothing was saved. Download {url} in a browser, save it "
+            f"as {dest}, and rerun (its sha256 is then checked or recorded)")
+
+
+def fetch(
+    url: str,
+    dest,
+    sha256: str | None = None,
+    manifest: Manifest | None = None,
+    mirrors: list[str] | tuple = (),
+    version_id: str | None = None,
+    as_of: str | None = None,
+    retries: int = 4,
+    timeout: float = 60,
+    backoff: float = 2.0,
+    progress: bool = True,
+    endpoints: dict | None = None,
+) -> dict:
+    """Download ``url`` (or its first mirror that gives the file) to ``dest``: resumable, retried, verified,
+    atomic. Returns a provenance record (service, version, URL used, sha256, bytes, what it was verified against)."""
+    from . import services
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(f".{dest.name}.part")
+    endpoints = {**ENDPOINTS, **(endpoints or {})}
+    locked = manifest.row(dest.name) if manifest else None
+    resolved = services.resolve(url, mirrors, version_id=version_id, as_of=as_of,
+                                locked_version=(locked or {}).get("version") or None, endpoints=endpoints,
+                                timeout=timeout)
+    recorded = locked if locked and (locked.get("version") or "") == resolved.version else None
+    expected = sha256.lower() if sha256 else (recorded["sha256"] if recorded else None)
+    if url.startswith("gdrive://"):
+        used = services.gdrive_download(resolved.urls[0], part, dest, retries=retries, progress=progress)
+    else:
+        refusals = []
+        for candidate in resolved.urls:
+            try:
+                _download_url(candidate, part, dest, retries, timeout, backoff, progress)
+                used = candidate
+                break
+            except Refused as e:
+                refusals.append((e.url, str(e)))
+        else:
+            raise DownloadError(_refusal_message(dest, resolved.urls[0], refusals))
+    digest = sha256_file(part)
     if expected and digest != expected:
         part.unlink(missing_ok=True)
         source = "config" if sha256 else f"manifest {manifest.path}"
         raise DownloadError(
             f"{dest}: sha256 mismatch (got {digest}, expected {expected} from {source}); the download was deleted"
         )
+    if resolved.expected_cells is not None:
+        services.check_cell_count(part, resolved.expected_cells, dest, resolved)
     size = part.stat().st_size
     os.replace(part, dest)
-    if not expected and manifest is not None:
-        manifest.record(dest.name, url, digest, size)
-    return {"url": url, "resolved_url": real_url, "sha256": digest, "bytes": size,
+    if manifest is not None and not recorded:
+        manifest.record(dest.name, url, digest, size, resolved.version)
+    return {"url": url, "resolved_url": used, "service": resolved.service, "version": resolved.version,
+            "sha256": digest, "bytes": size, "detail": resolved.detail or {},
             "verified_against": "config" if sha256 else ("manifest" if expected else "recorded now")}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anndata as ad
 import h5py
+import hdf5plugin  # noqa: F401 - registers HDF5's extra filters with h5py: scDiff's HLCA_zstd_sub.h5ad uses Zstd
 import pandas as pd
 
 try:  # anndata >= 0.11
@@ -159,6 +160,15 @@ def open_h5ad(path) -> h5py.File:
         return f
     except Exception as e:  # h5py raises many types for damaged files
         raise _unreadable(path, e) from None
+
+
+def h5ad_n_obs(path) -> int:
+    """The number of cells of an h5ad file, read from its obs index alone."""
+    with open_h5ad(path) as f:
+        obs = f["obs"]
+        if isinstance(obs, h5py.Dataset):  # anndata < 0.7: a structured array
+            return int(obs.shape[0])
+        return int(obs[obs.attrs["_index"]].shape[0])
 
 
 def read_h5ad(path, layers: bool = True) -> ad.AnnData:

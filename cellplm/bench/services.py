@@ -1,0 +1,260 @@
+"""The download services, each by its public contract (where each was read is cited beside its code).
+
+- **CELLxGENE Discover** (curation API, OpenAPI spec ``backend/curation/api/curation-api.yml`` in
+  chanzuckerberg/single-cell-data-portal): ``GET /v1/datasets/{dataset_id}/versions`` lists every version of a
+  dataset, newest first (a bare array in the current spec and code, ``{"datasets": [...]}`` in older ones: both
+  are accepted), each with ``dataset_version_id``, ``published_at`` (ISO 8601), ``cell_count`` and ``assets``;
+  ``GET /v1/dataset_versions/{dataset_version_id}`` is one version. There is no ``GET /v1/datasets/{dataset_id}``.
+  The H5AD of a version is ``https://datasets.cellxgene.cziscience.com/{dataset_version_id}.h5ad``.
+- **Google Drive**, through ``gdown`` (wkentaro/gdown 6.5.1, ``gdown/download.py``, ``gdown/download_folder.py``):
+  a large file first answers an HTML warning page whose ``<form id="download-form">`` (hidden inputs ``id``,
+  ``export``, ``confirm``, ``uuid``) must be resubmitted with the session's cookies; a quota page carries
+  ``<p class="uc-error-subcaption">``. A public folder is listed from ``/embeddedfolderview?id=<folder id>``.
+- **Hugging Face**, through ``huggingface_hub.snapshot_download`` at a pinned commit (``revision``), with
+  ``allow_patterns``: ``GET /api/models/{repo}/tree/{revision}?recursive=true``, then per file
+  ``HEAD``/``GET /{repo}/resolve/{revision}/{path}`` (LFS files redirect to a CDN).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import urllib.error
+import urllib.parse
+from datetime import date, datetime
+from pathlib import Path
+
+from ..checksum import sha256_file
+from .errors import DownloadError
+
+GDRIVE_UC = "https://drive.google.com/uc?id={}"
+
+
+def resolve(url: str, mirrors=(), *, version_id=None, as_of=None, locked_version=None, endpoints: dict,
+            timeout: float = 60):
+    """The candidate URLs (and version) behind a source URL; see :mod:`.download`."""
+    from .download import Resolved, service_name
+
+    if url.startswith("cellxgene://"):
+        return cellxgene_resolve(url.removeprefix("cellxgene://").strip("/"), version_id=version_id, as_of=as_of,
+                                 locked_version=locked_version, endpoints=endpoints, timeout=timeout)
+    if url.startswith("gdrive://"):
+        file_id = url.removeprefix("gdrive://").strip("/")
+        return Resolved(urls=[GDRIVE_UC.format(file_id)], service="Google Drive", detail={"file_id": file_id})
+    return Resolved(urls=[url, *mirrors], service=service_name(url))
+
+
+# ---- CELLxGENE Discover ----------------------------------------------------------------------------------------
+
+def _get_json(url: str, timeout: float):
+    from .download import open_url
+
+    try:
+        with open_url(url, {"Accept": "application/json"}, timeout) as r:
+            return json.load(r)
+    except urllib.error.HTTPError:  # the callers name what the status means
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise DownloadError(f"{url}: CELLxGENE curation API did not answer ({getattr(e, 'reason', e)})") from None
+
+
+def _published(version: dict) -> date | None:
+    value = version.get("published_at") or version.get("revised_at")
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).date()
+
+
+def cellxgene_versions(dataset_id: str, api: str, timeout: float = 60) -> list[dict]:
+    """Every version of a dataset, newest first (``GET /datasets/{dataset_id}/versions``)."""
+    url = f"{api.rstrip('/')}/datasets/{dataset_id}/versions"
+    try:
+        body = _get_json(url, timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            raise DownloadError(f"{url}: CELLxGENE knows no dataset {dataset_id} (HTTP 404); if it is a dataset "
+                                "version id, set it as the source's version_id") from None
+        raise DownloadError(f"{url}: CELLxGENE dataset {dataset_id} lookup failed (HTTP {e.code})") from None
+    versions = body.get("datasets", []) if isinstance(body, dict) else body
+    if not isinstance(versions, list) or not versions:
+        raise DownloadError(f"{url}: CELLxGENE lists no version of dataset {dataset_id}")
+    return versions
+
+
+def cellxgene_version(version_id: str, api: str, timeout: float = 60) -> dict:
+    """One dataset version (``GET /dataset_versions/{dataset_version_id}``)."""
+    url = f"{api.rstrip('/')}/dataset_versions/{version_id}"
+    try:
+        body = _get_json(url, timeout)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"{url}: CELLxGENE dataset version {version_id} lookup failed (HTTP {e.code})") from None
+    return body[0] if isinstance(body, list) and body else body
+
+
+def pick_version(versions: list[dict], version_id=None, as_of=None, where: str = "") -> dict:
+    """The pinned version, else the newest published on or before ``as_of``, else the newest."""
+    if version_id:
+        hit = [v for v in versions if v.get("dataset_version_id") == version_id]
+        if not hit:
+            raise DownloadError(f"{where}: no version {version_id} (listed: "
+                                + ", ".join(str(v.get("dataset_version_id")) for v in versions) + ")")
+        return hit[0]
+    if as_of:
+        limit = date.fromisoformat(str(as_of))
+        dated = [(d, v) for v in versions if (d := _published(v)) is not None and d <= limit]
+        if not dated:
+            first = min((d for v in versions if (d := _published(v))), default=None)
+            raise DownloadError(f"{where}: no version was published on or before {limit} (the oldest listed is "
+                                f"from {first}); set version_id or a later as_of")
+        return max(dated, key=lambda dv: dv[0])[1]
+    return versions[0]
+
+
+def cellxgene_resolve(ident: str, *, version_id=None, as_of=None, locked_version=None, endpoints: dict,
+                      timeout: float = 60):
+    """A CELLxGENE source: dataset id (with ``version_id``/``as_of``, or the version locked in the manifest) or a
+    dataset version id alone, to the URL of that version's H5AD and its cell count."""
+    from .download import Resolved
+
+    api = endpoints["cellxgene_api"]
+    pin = version_id or locked_version
+    try:
+        versions = cellxgene_versions(ident, api, timeout)
+    except DownloadError:
+        if version_id or as_of:
+            raise
+        versions = [cellxgene_version(ident, api, timeout)]  # the id names one dataset version
+        if versions[0].get("dataset_version_id") != ident:
+            raise
+    how = ("pinned by version_id" if version_id else "locked in the manifest" if locked_version
+           else f"newest published on or before {as_of}" if as_of else "newest")
+    if locked_version and not any(v.get("dataset_version_id") == locked_version for v in versions):
+        versions = versions + [cellxgene_version(locked_version, api, timeout)]
+    chosen = pick_version(versions, pin, None if pin else as_of, where=f"CELLxGENE dataset {ident}")
+    vid = chosen["dataset_version_id"]
+    url = f"{endpoints['cellxgene_datasets'].rstrip('/')}/{vid}.h5ad"
+    cells = chosen.get("cell_count")
+    detail = {"dataset_id": chosen.get("dataset_id", ident), "dataset_version_id": vid, "chosen": how,
+              "published_at": chosen.get("published_at"), "cell_count": cells,
+              "schema_version": chosen.get("schema_version"), "n_versions_listed": len(versions)}
+    return Resolved(urls=[url], service="CELLxGENE Discover", version=vid,
+                    expected_cells=int(cells) if cells is not None else None, detail=detail)
+
+
+def check_cell_count(path: Path, expected: int, dest: Path, resolved) -> None:
+    """The downloaded H5AD holds the number of cells the service announced (else it is removed)."""
+    from .io import h5ad_n_obs
+
+    try:
+        n = h5ad_n_obs(path)
+    except Exception as e:  # noqa: BLE001 - unreadable is the same failure
+        path.unlink(missing_ok=True)
+        raise DownloadError(f"{dest}: the download is not a readable h5ad ({type(e).__name__}: {e}); it was deleted") from None
+    if n != expected:
+        path.unlink(missing_ok=True)
+        raise DownloadError(f"{dest}: {n} cells, but {resolved.service} announces {expected} for version "
+                            f"{resolved.version}; the download was deleted")
+
+
+# ---- Google Drive (gdown) ---------------------------------------------------------------------------------------
+
+def _gdown_error(what: str, err: Exception, manual: str) -> DownloadError:
+    said = " ".join(str(err).split())  # gdown's messages span several lines
+    return DownloadError(f"{what}: Google Drive did not give the file ({said}); {manual}")
+
+
+def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress: bool = True) -> str:
+    """Download one Drive file into ``part`` with gdown (confirmation form, cookies, resume)."""
+    import gdown
+    import requests
+
+    staging = part.with_name(part.name + ".gdown")  # gdown renames its own .part files into this name
+    staging.unlink(missing_ok=True)
+    manual = f"download {url} in a browser, save it as {dest}, and rerun (its sha256 is then checked or recorded)"
+    try:
+        out = gdown.download(url=url, output=str(staging), quiet=not progress, resume=True, retries=retries)
+    except (gdown.exceptions.DownloadError, requests.RequestException) as e:
+        raise _gdown_error(dest.name, e, manual) from None
+    if not out or not staging.exists() or staging.stat().st_size == 0:
+        staging.unlink(missing_ok=True)
+        raise DownloadError(f"{dest.name}: Google Drive gave an empty answer; {manual}")
+    with open(staging, "rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        staging.unlink(missing_ok=True)
+        raise DownloadError(f"{dest.name}: Google Drive answered an HTML page, not the file; {manual}")
+    os.replace(staging, part)
+    return url
+
+
+def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retries: int = 4,
+                  progress: bool = True) -> dict:
+    """Download the public Drive folder ``folder_id`` with ``gdown.download_folder`` into ``dest`` (atomically:
+    a staging folder renamed into place), keeping ``files`` (name -> pinned sha256 or None), verified."""
+    import gdown
+    import requests
+
+    url = f"https://drive.google.com/drive/folders/{folder_id}"
+    manual = (f"download the files {', '.join(files)} from {url} in a browser into {dest}/ and rerun "
+              "(their sha256 are then checked or recorded)")
+    staging = dest.with_name(f".{dest.name}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        gdown.download_folder(id=folder_id, output=str(staging), quiet=not progress, resume=True, retries=retries)
+    except (gdown.exceptions.DownloadError, requests.RequestException) as e:
+        raise _gdown_error(dest.name, e, manual) from None
+    return _finish_tree(staging, dest, files, manifest, url, manual)
+
+
+# ---- Hugging Face (huggingface_hub) -----------------------------------------------------------------------------
+
+def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: str, manifest=None) -> dict:
+    """The ``files`` (repository path -> pinned sha256 or None) of ``repo_id`` at commit ``revision``, downloaded
+    with ``huggingface_hub.snapshot_download`` into ``dest`` (a staging folder renamed into place), verified."""
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise DownloadError(f"{repo_id}: revision {revision!r} is not a commit sha (40 hex digits); pin a commit, since "
+                            "the repository's layout has been renamed before")
+    url = f"{endpoint.rstrip('/')}/{repo_id}/tree/{revision}"
+    manual = f"download {', '.join(files)} from {url} into {dest}/ (same paths) and rerun"
+    staging = dest.with_name(f".{dest.name}.partial")
+    try:
+        huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(files),
+                                          local_dir=str(staging), endpoint=endpoint)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
+        said = " ".join(str(e).split())[:300]
+        raise DownloadError(f"{dest.name}: Hugging Face did not give {repo_id}@{revision[:12]} "
+                            f"({type(e).__name__}: {said}); {manual}") from None
+    shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's own bookkeeping
+    return _finish_tree(staging, dest, files, manifest, url, manual, version=revision)
+
+
+def _finish_tree(staging: Path, dest: Path, files: dict, manifest, url: str, manual: str, version: str = "") -> dict:
+    """Check that every wanted file arrived, verify each sha256 (pin, else manifest), record, rename into place."""
+    record = {}
+    missing = [name for name in files if not (staging / name).is_file()]
+    if missing:
+        raise DownloadError(f"{dest.name}: {url} did not provide {', '.join(missing)}; {manual}")
+    for name, pinned in files.items():
+        path = staging / name
+        key = f"{dest.name}/{name}"
+        digest = sha256_file(path)
+        row = manifest.row(key) if manifest else None
+        expected = (pinned or "").lower() or (row["sha256"] if row and row.get("version", "") == version else None)
+        if expected and digest != expected:
+            path.unlink()
+            source = "config" if pinned else f"manifest {manifest.path}"
+            raise DownloadError(f"{dest / name}: sha256 mismatch (got {digest}, expected {expected} from {source}); "
+                                "the download was deleted")
+        if manifest is not None and not (row and row["sha256"] == digest):
+            manifest.record(key, url, digest, path.stat().st_size, version)
+        record[name] = {"sha256": digest, "bytes": path.stat().st_size,
+                        "verified_against": "config" if pinned else ("manifest" if expected else "recorded now")}
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staging, dest)
+    return {"url": url, "version": version, "files": record}
