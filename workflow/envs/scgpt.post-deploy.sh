@@ -4,4 +4,4 @@
 # the modules the method imports need and which would pull in a second torch stack; see scgpt.yaml.
 set -euo pipefail
 python -m pip install --no-deps --no-input scgpt==0.2.4
-python -c "import scgpt.model, scgpt.tokenizer" >/dev/null
+python -c "import scgpt, scgpt.model, scgpt.tokenizer, scgpt.preprocess" >/dev/null  # as tools/scgpt_env.sh checks

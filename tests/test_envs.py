@@ -1,0 +1,103 @@
+"""The conda env files (the `--use-conda` half of the user's command) pin what the tests run.
+
+Every pinned package of every ``workflow/envs/*.yaml`` must have the same major.minor as the lock the tests install
+(``requirements/lock.txt``; an env file may name another lock in its header, ``lock: requirements/scgpt.txt``), or
+carry a ``lock-exception:`` comment that says why it differs. conda-forge names are mapped to their PyPI
+names (pytorch and pytorch-cpu are torch, matplotlib-base is matplotlib).
+"""
+
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+ENVS = sorted((ROOT / "workflow" / "envs").glob("*.yaml"))
+CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-cpu": "torch", "pytorch-gpu": "torch", "matplotlib-base": "matplotlib"}
+CPU_RULE_ENVS = {"actinn.yaml", "data.yaml"}  # used only by CPU rules (actinn: gpu false; download, score, ...)
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[norm(name)] = version.split("+")[0].strip()
+    return pins
+
+
+def pins(env_path) -> list[tuple[str, str, str]]:
+    """(pypi name, pinned version, the line's comment) of every pinned dependency, conda and pip."""
+    comments = {}
+    for line in env_path.read_text().splitlines():
+        m = re.match(r"\s*-\s*([A-Za-z0-9_.\-]+)\s*(==|=)\s*([0-9][^\s#]*)\s*(#.*)?$", line)
+        if m:
+            comments[norm(m.group(1))] = m.group(4) or ""
+    out = []
+    spec = yaml.safe_load(env_path.read_text())
+    for dep in spec["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        sep = "==" if isinstance(dep, dict) else "="
+        for entry in entries:
+            if sep not in entry:
+                continue
+            name, version = entry.split(sep, 1)
+            if name in ("python",):
+                continue
+            out.append((norm(CONDA_TO_PYPI.get(name, name)), version, comments.get(norm(name), "")))
+    return out
+
+
+def major_minor(version: str) -> tuple:
+    return tuple(version.split(".")[:2])
+
+
+@pytest.mark.parametrize("env", ENVS, ids=[e.name for e in ENVS])
+def test_env_file_pins_match_the_lock(env):
+    header = re.search(r"lock: (requirements/[\w.-]+)", env.read_text())
+    lock = read_lock(ROOT / (header.group(1) if header else "requirements/lock.txt"))
+    found = pins(env)
+    assert found, f"{env.name} pins nothing"
+    problems = []
+    for name, version, comment in found:
+        if "lock-exception:" in comment:
+            continue
+        if name not in lock:
+            problems.append(f"{name}={version} is not in the lock")
+        elif major_minor(version) != major_minor(lock[name]):
+            problems.append(f"{name}={version} but the lock has {lock[name]}")
+    assert not problems, f"{env.name}: " + "; ".join(problems)
+
+
+def test_cpu_rules_take_the_cpu_build_of_pytorch():
+    for env in ENVS:
+        text = env.read_text()
+        if env.name in CPU_RULE_ENVS:
+            assert "pytorch-cpu=" in text and re.search(r"-\s*pytorch=", text) is None, env.name
+        elif re.search(r"-\s*pytorch(-cpu)?=", text):
+            assert "pytorch-cpu" not in text, env.name
+
+
+def test_env_checks_really_fail_on_a_drifted_pin(tmp_path):
+    """The checks above can fail: a pin of another minor version, and a package the lock lacks."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("channels: [conda-forge]\ndependencies:\n  - numpy=1.26\n  - pip\n  - pip:\n      - notalib==1.0\n")
+    lock = read_lock(ROOT / "requirements/lock.txt")
+    found = {n: v for n, v, _ in pins(bad)}
+    assert major_minor(found["numpy"]) != major_minor(lock["numpy"]) and "notalib" not in lock
+
+
+def test_conda_post_deploy_imports_what_the_venv_build_checks():
+    deploy = (ROOT / "workflow/envs/scgpt.post-deploy.sh").read_text()
+    venv = (ROOT / "tools/scgpt_env.sh").read_text()
+    def modules(text):  # the scgpt modules of the script's `python -c "import ..."` check
+        checked = re.search(r'"import (scgpt[^"]*)"', text).group(1)
+        return {m.strip() for m in checked.split(",") if m.strip().split(".")[0] == "scgpt"}
+
+    wanted, imported = modules(venv), modules(deploy)
+    assert wanted and wanted <= imported, wanted - imported
