@@ -1,4 +1,6 @@
 # CellPLM checkpoint, obtained as config key `cellplm.checkpoint.source` says:
+#   release   the authors' file from their shared Dropbox folder (cellplm.releases) into <download dir>/cellplm/,
+#             verified (sha256 pinned or recorded, whole zip, released architecture), linked as below
 #   path      a checkpoint on disk, linked into results/cellplm/checkpoints/<kind>__<name>/model.*
 #   url       downloaded (resumable, retried, sha256-verified) into <download dir>/cellplm/, then linked as above
 #   pretrain  corpus (results/cellplm/corpus/<item>.h5ad) -> results/cellplm/pretrained/<shape>_e<N>_seed<S>_<hash>/
@@ -13,8 +15,7 @@ rule cellplm_download:
     log:
         "logs/cellplm/download/{ckpt_file}.log",
     params:
-        url=lambda w: CKPT["url"][f"{DL}/cellplm/{w.ckpt_file}"]["url"],
-        sha256=lambda w: CKPT["url"][f"{DL}/cellplm/{w.ckpt_file}"]["sha256"],
+        spec=lambda w: CKPT["url"][f"{DL}/cellplm/{w.ckpt_file}"],
         settings=config["download"],
     retries: 2
     localrule: True
@@ -24,6 +25,8 @@ rule cellplm_download:
         "../workflow/scripts/data/download.py"
 
 
+# Links the checkpoint and loads it once: config and weights must agree, and a `released` one must have the
+# released architecture (cellplm/bench/checkpoints.py), so a wrong file stops here, not in every method job.
 rule cellplm_link_checkpoint:
     input:
         unpack(checkpoint_link_inputs),
@@ -37,9 +40,10 @@ rule cellplm_link_checkpoint:
         source=CKPT["source"],
         kind=CKPT["kind"],
         url=CKPT["url"],
+        trusted_sha256=CKPT["trusted_sha256"],
     localrule: True
     conda:
-        "../workflow/envs/data.yaml"
+        "../workflow/envs/cellplm.yaml"
     script:
         "../workflow/scripts/cellplm/link_checkpoint.py"
 

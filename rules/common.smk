@@ -45,6 +45,7 @@ SEEDS = RUN["seeds"]
 DL = config["download"]["dir"]
 CODE_HASH = wf.code_hash(ROOT)
 REMOTE = {f["filename"]: f for ds in DATASETS for f in wf.remote_files(config["datasets"][ds]["source"])}
+ARCHIVES = wf.archive_members(config)  # archive file name -> members extracted (one pass per archive)
 # CellPLM: how the checkpoint is obtained (cellplm.checkpoint) and which methods get it.
 CKPT = wf.cellplm_checkpoint(config, ROOT, DL)
 CELLPLM_METHODS = [m for m in METHODS if config["methods"][m]["cellplm_checkpoint"]]
@@ -74,6 +75,8 @@ wildcard_constraints:
     method=alternatives(METHODS),
     seed=r"\d+",
     file=alternatives(REMOTE),
+    archive=alternatives(ARCHIVES),
+    model=alternatives(config["models"]),
     ckpt=alternatives([Path(CKPT["dir"]).name] if CKPT["files"] and CKPT["source"] != "pretrain" else []),
     ckpt_file=alternatives([Path(p).name for p in CKPT["url"]]),
     item=alternatives(CORPUS_ITEMS),
@@ -113,6 +116,7 @@ def dataset_split_pairs():
 
 def final_outputs():
     return [
+        "results/tables/datasets.tsv",
         "results/tables/scores.tsv",
         "results/tables/summary.tsv",
         "results/tables/comparison.tsv",
@@ -147,8 +151,8 @@ def source_h5ad(wildcards):
     kind = src["kind"]
     if kind in ("download", "cellxgene"):
         return f"{DL}/{wf.remote_files(src)[0]['filename']}"
-    if kind == "archive":
-        return f"resources/extracted/{wildcards.dataset}.h5ad"
+    if kind == "archive":  # the folder its members are extracted to; the member is params.member
+        return f"resources/extracted/{src['filename']}"
     if kind == "local":
         return src["path"]
     if kind == "builtin":
@@ -166,8 +170,10 @@ def source_downloads(wildcards):
     return {f["filename"]: f"{DL}/{f['filename']}" for f in wf.remote_files(source(wildcards))}
 
 
-def archive_download(wildcards):
-    return f"{DL}/{source(wildcards)['filename']}"
+def source_member(wildcards):
+    """The h5ad inside the extracted folder of an archive source; "" for every other source."""
+    src = source(wildcards)
+    return src["member"] if src["kind"] == "archive" else ""
 
 
 def split_spec(wildcards):
@@ -188,6 +194,8 @@ def method_inputs(wildcards):
         inputs["solution"] = f"{base}/solution.h5ad"
     if wildcards.method in CELLPLM_METHODS and CKPT["files"]:  # only CellPLM methods get the checkpoint
         inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT["files"]
+    if method_cfg(wildcards)["model"]:  # a fetched pretrained model (scGPT, Geneformer)
+        inputs["model"] = wf.model_dir(method_cfg(wildcards)["model"])
     return inputs
 
 
@@ -212,7 +220,7 @@ def method_python(wildcards):
 
 
 def method_params_json(wildcards):
-    params = wf.method_params(method_cfg(wildcards), RUN["param_set"])
+    params = {**wf.method_params(method_cfg(wildcards), RUN["param_set"]), **wf.fetched_model_params(config, wildcards.method)}
     if wildcards.method in CELLPLM_METHODS:
         params = wf.with_checkpoint(params, CKPT)
     return wf.to_json(params)
@@ -258,6 +266,10 @@ def speed_embedding_inputs(wildcards):
     inputs = {"cells": "results/speed/cells.h5ad", **speed_interpreters()}
     if SPEED_MODELS.get("cellplm", {}).get("options", {}).get("weights") == "checkpoint" and CKPT["files"]:
         inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT["files"]
+    for name, spec in SPEED_MODELS.items():
+        model = None if spec["reason"] else config["methods"][spec["method"]]["model"]
+        if model and spec["options"].get("weights") == "checkpoint":
+            inputs[f"model_{name}"] = wf.model_dir(model)
     return inputs
 
 

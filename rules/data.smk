@@ -1,14 +1,15 @@
 # Data: download -> (extract | assemble) -> canonical dataset -> train/test/solution per split variant.
 
 
+# A file that a download could not get can be put at its place by hand (the error names it); it is then used as is,
+# and its sha256 is recorded in the dataset table (results/tables/datasets.tsv) beside the pinned or recorded one.
 rule download:
     output:
         f"{DL}/{{file}}",
     log:
         "logs/download/{file}.log",
     params:
-        url=lambda w: REMOTE[w.file]["url"],
-        sha256=lambda w: REMOTE[w.file]["sha256"],
+        spec=lambda w: REMOTE[w.file],
         settings=config["download"],
     retries: 2
     localrule: True
@@ -20,13 +21,13 @@ rule download:
 
 rule extract_archive:
     input:
-        archive_download,
+        f"{DL}/{{archive}}",
     output:
-        "resources/extracted/{dataset}.h5ad",
+        directory("resources/extracted/{archive}"),
     log:
-        "logs/extract/{dataset}.log",
+        "logs/extract/{archive}.log",
     params:
-        member=lambda w: source(w)["member"],
+        members=lambda w: ARCHIVES[w.archive],
     conda:
         "../workflow/envs/data.yaml"
     script:
@@ -61,6 +62,8 @@ rule preprocess:
         "benchmarks/preprocess/{dataset}.tsv"
     params:
         spec=lambda w: config["datasets"][w.dataset],
+        member=source_member,
+        manifest=config["download"]["manifest"],
         code=CODE_HASH,
     resources:
         mem_mb=lambda w, input, attempt: max(4000, int(input.size_mb * 4 * attempt)),

@@ -8,9 +8,11 @@ rule aggregate:
         benchmarks=all_benchmarks(),
         qc=expand("results/data/{dataset}/qc.json", dataset=DATASETS),
         published=config["published"],
+        published_datasets=config["published_datasets"],
         pretraining=pretraining_records(),
         speed_embedding=speed_outputs(),
     output:
+        datasets=report("results/tables/datasets.tsv", caption="../workflow/report/datasets.rst", category="Tables"),
         scores=report("results/tables/scores.tsv", caption="../workflow/report/scores.rst", category="Tables"),
         summary=report("results/tables/summary.tsv", caption="../workflow/report/summary.rst", category="Tables"),
         comparison=report(

@@ -38,6 +38,16 @@ def write_split_files(adata, folder) -> dict:
     return paths
 
 
+def released_shaped_state() -> dict:
+    """A state dict of the released 85M architecture (every name and shape of the key table) at almost no size:
+    zero tensors expanded from one element, which torch.save stores as that one element."""
+    import torch
+
+    from cellplm.bench.checkpoints import released_architecture
+
+    return {k: torch.zeros(()).expand(shape) for k, shape in released_architecture().items()}
+
+
 @pytest.fixture
 def counts_adata():
     return make_counts_adata()

@@ -4,7 +4,6 @@ Each test writes a file whose pickle calls ``os.system("touch <marker>")`` and c
 with a one-line message and that the marker was never created (the code did not run).
 """
 
-import json
 import os
 import pickle
 import shutil

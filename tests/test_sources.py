@@ -1,12 +1,14 @@
 """Data sources: the seeded synthetic generator, CellTypist's unlabelled corpus, archive members."""
 
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
 import pytest
 
 from cellplm.bench.errors import InputError
-from cellplm.bench.sources import celltypist_sample, extract_member, synthetic
+from cellplm.bench.sources import celltypist_sample, extract_members, synthetic
 
 
 def test_synthetic_is_seeded_counts_with_types_and_batches():
@@ -28,16 +30,44 @@ def test_celltypist_sample_corpus():
     assert (a.var["ensembl_id"] != "").mean() > 0.5
 
 
-def test_extract_member(tmp_path):
+def test_extract_members_in_one_pass(tmp_path):
     (tmp_path / "inner").mkdir()
-    (tmp_path / "inner" / "Immune_sub.h5ad").write_bytes(b"payload")
+    for name in ("Immune_sub.h5ad", "HLCA_zstd_sub.h5ad", "other.ckpt"):
+        (tmp_path / "inner" / name).write_bytes(name.encode())
     with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "inner", arcname="reproduce")
-    extract_member(tmp_path / "a.tar.gz", "Immune_sub.h5ad", tmp_path / "out.h5ad")
-    assert (tmp_path / "out.h5ad").read_bytes() == b"payload"
-    with pytest.raises(InputError, match="archive has no file named 'HLCA_zstd_sub.h5ad'"):
-        extract_member(tmp_path / "a.tar.gz", "HLCA_zstd_sub.h5ad", tmp_path / "none.h5ad")
-    assert not (tmp_path / "none.h5ad").exists()
+    extract_members(tmp_path / "a.tar.gz", ["Immune_sub.h5ad", "HLCA_zstd_sub.h5ad"], tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["HLCA_zstd_sub.h5ad", "Immune_sub.h5ad"]
+    assert (tmp_path / "out" / "Immune_sub.h5ad").read_bytes() == b"Immune_sub.h5ad"
+    with pytest.raises(InputError, match="archive has no file named 'Brain_processed.h5ad'"):
+        extract_members(tmp_path / "a.tar.gz", ["Immune_sub.h5ad", "Brain_processed.h5ad"], tmp_path / "none")
+    assert not (tmp_path / "none").exists() and not (tmp_path / ".none.partial").exists()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes((tmp_path / "a.tar.gz").read_bytes()[:-40])  # a truncated download
+    with pytest.raises(InputError, match="truncated or corrupt|has no file named"):
+        extract_members(cut, ["other.ckpt", "HLCA_zstd_sub.h5ad", "Immune_sub.h5ad"], tmp_path / "cut")
+    assert not (tmp_path / "cut").exists()
+
+
+def test_zstd_compressed_h5ad_is_read(tmp_path):
+    """scDiff's HLCA_zstd_sub.h5ad: HDF5 with the Zstd filter, readable once hdf5plugin is loaded (bench.preprocess)."""
+    import anndata as ad
+    import h5py
+    import hdf5plugin
+
+    from cellplm.bench.preprocess import DatasetSpec, preprocess
+    from conftest import make_counts_adata
+
+    a = make_counts_adata(n_cells=80)
+    a.write_h5ad(tmp_path / "zstd.h5ad", compression=hdf5plugin.Zstd(clevel=3))
+    with h5py.File(tmp_path / "zstd.h5ad") as f:  # really Zstd: HDF5 filter id 32015
+        assert "32015" in f["X/data"]._filters
+    plain = subprocess.run([sys.executable, "-c", "import h5py, sys; h5py.File(sys.argv[1])['X/data'][:]",
+                            str(tmp_path / "zstd.h5ad")], capture_output=True, text=True)
+    assert plain.returncode != 0 and "read data" in plain.stderr  # h5py alone cannot read it (no Zstd filter)
+    out, report = preprocess(tmp_path / "zstd.h5ad", DatasetSpec("zstd", min_cells_per_type=0))
+    assert out.shape == (80, a.n_vars) and report.counts_from == "X"
+    assert (out.X != ad.read_h5ad(tmp_path / "zstd.h5ad").X).nnz == 0
 
 
 def test_synthetic_spatial_is_seeded_clustered_and_in_vocabulary():

@@ -40,10 +40,10 @@ def workdir(tmp_path):
     return copy_workflow(tmp_path)
 
 
-def snakemake(workdir, *args, timeout=2400):
+def snakemake(workdir, *args, timeout=2400, extra_env=None):
     env = dict(os.environ, PYTHONPATH=str(workdir))
-    # Any attempt to reach the network would go to a closed local port.
-    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", no_proxy="")
+    # Any attempt to reach the network would go to a closed local port (or to the emulated internet of extra_env).
+    env.update({"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": "", **(extra_env or {})})
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
                           env=env, timeout=timeout)
 
@@ -64,17 +64,26 @@ def test_full_config_dry_run_is_offline(workdir):
     out = snakemake(workdir, "-n")
     assert out.returncode == 0, out.stderr
     jobs = job_counts(out.stdout)
-    # 4 PBMC12K files + Pancreas + the scDiff archive (shared by HLCA and Immune) + Brain + Liver
-    assert jobs["download"] == 8 and jobs["extract_archive"] == 2 and jobs["preprocess"] == 6
+    # the scDiff archive once (six members, one extraction); the CellPLM release, linked and checked; two models
+    assert jobs["download"] == 1 and jobs["extract_archive"] == 1 and jobs["preprocess"] == 6
+    assert jobs["cellplm_download"] == 1 and jobs["cellplm_link_checkpoint"] == 1 and jobs["fetch_model"] == 2
     n_methods = len(yaml.safe_load((ROOT / "config/config.yaml").read_text())["run"]["methods"])
     assert jobs["run_method"] + jobs["run_method_gpu"] == 6 * n_methods * 3  # every method in run.methods
-    # The released checkpoint is not on disk here: no CellPLM job is planned, and a warning says what happens.
-    assert not any(rule.startswith("cellplm_") for rule in jobs)
-    assert "CellPLM checkpoint not found: resources/cellplm/20230926_85M.best.ckpt" in out.stderr
+    assert "WARNING" not in out.stderr  # no manual step is missing
     for dataset in ("pbmc12k", "pancreas", "hlca", "immune", "brain", "liver"):
         assert f"results/data/{dataset}/dataset.h5ad" in out.stdout
-    assert "cellxgene_c05e6940-729c-47bd-a2a6-6ce3730c4919.h5ad" in out.stdout
+    for path in ("resources/downloads/scdiff_reproducibility.tar.gz", "resources/extracted/scdiff_reproducibility.tar.gz",
+                 "resources/downloads/cellplm/20230926_85M.best.ckpt", "resources/models/scgpt_whole_human",
+                 "resources/models/geneformer_v1_10m", "results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt"):
+        assert path in out.stdout
     assert not (workdir / "resources").exists()  # nothing was downloaded
+    # the datasets rebuilt from their original sources: PBMC12K's four files, figshare, two CELLxGENE datasets
+    origin = _config(workdir, "origin.yaml", "run: {datasets: [pbmc12k_origin, pancreas_origin, brain_origin, "
+                                             "liver_origin], methods: [true_labels]}\n")
+    out = snakemake(workdir, "-n", "--configfile", origin)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert job_counts(out.stdout)["download"] == 4 + 1 + 2 and "extract_archive" not in job_counts(out.stdout)
+    assert "resources/downloads/cellxgene_c05e6940-729c-47bd-a2a6-6ce3730c4919.h5ad" in out.stdout
 
 
 def _config(workdir, name, text):
@@ -202,6 +211,19 @@ def test_demo_end_to_end(demo):
         assert (rows["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
     comparison = pd.read_csv(tables / "comparison.tsv", sep="\t", keep_default_na=False)
     assert (comparison.loc[comparison["method"] == "cellplm_finetune", "checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    # the demo exercises the comparison: pbmc68k is shown beside the published PBMC12K column, every published row
+    # with our number of its reading, and no difference, because it is not that data
+    assert len(comparison) == 8 and set(comparison["published_dataset"]) == {"PBMC12K"}
+    assert set(comparison["dataset"]) == {"pbmc68k"} and (comparison["difference"] == "NA").all()
+    assert comparison["not_comparable_reason"].str.startswith("not the published dataset (differs: cells 700 vs "
+                                                              "published 11,990").all()
+    ours = comparison.set_index("published_method")
+    assert ours.loc["CellPLM", "reading"] == "tm_macro_accuracy" and ours.loc["scANVI", "reading"] == "tm_macro_accuracy_swapped"
+    assert "checkpoint pretrained here (tiny, 4 epochs), not the authors' release" in ours.loc["CellPLM", "not_comparable_reason"]
+    assert ours.loc["scDiff", "method"] == "(not run here)"
+    datasets = pd.read_csv(tables / "datasets.tsv", sep="\t", keep_default_na=False).set_index("dataset")
+    assert datasets.loc["pbmc68k", "data"] == "not the published data: pbmc68k_reduced"
+    assert datasets.loc["pbmc68k", "comparable"] == "False" and datasets.loc["synthetic", "published_as"] == ""
     pretrained = list((workdir / "results" / "cellplm" / "pretrained").glob("tiny_e4_seed0_*/loss.tsv"))
     assert len(pretrained) == 1 and len(pd.read_csv(pretrained[0], sep="\t")) > 4
     assert (workdir / "results" / "plots" / "cellplm_pretraining_loss.png").stat().st_size > 5000
@@ -215,8 +237,8 @@ def test_demo_end_to_end(demo):
     assert emb.loc["geneformer", "status"] == "not_applicable"
     md = (tables / "benchmark.md").read_text()
     assert "## Zero-shot embedding speed" in md
-    assert "NOT the published protocol" in md and "Balanced accuracy (macro recall)" in md
-    assert "## Checkpoints" in md
+    assert "NOT the published protocol" in md and "Balanced accuracy (macro recall, classes in the truth)" in md
+    assert "## Checkpoints" in md and "## Ours beside the published table, reading for reading" in md
     assert "- CellPLM (fine-tuned) (`cellplm_finetune`): pretrained here (tiny, 4 epochs) (6 ok runs)." in md
     for png in ["score_heatmap", "published_comparison", "speed", "confusion/pbmc68k__published"]:
         assert (workdir / "results" / "plots" / f"{png}.png").stat().st_size > 5000

@@ -115,54 +115,157 @@ def read_published(path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", comment="#")
 
 
-def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, metric: str) -> pd.DataFrame:
-    """Ours beside the published value for every (dataset, method) that has one, with the difference.
+# ---- datasets: what each one is, and whether it is the published one ----------------------------------------------
 
-    Published rows whose method is not run here are listed too (ours NA), so nothing published is hidden.
-    Only splits that follow the published protocol are compared.
-    """
-    ds_map = {d: c.get("published_as") for d, c in config["datasets"].items() if d in config["run"]["datasets"]}
-    m_map = {m: c.get("published_as") for m, c in config["methods"].items() if m in config["run"]["methods"]}
+FINGERPRINT = (("cells", "n_cells"), ("genes", "n_genes"), ("classes", "n_cell_types"))
+VARIANT_LABELS = {"published_file": "published file", "origin": "rebuilt from origin", "other": "not the published data"}
+
+
+def data_label(spec: dict, qc: dict) -> str:
+    """The data behind a dataset's rows, in words: variant, source and version."""
+    src, rec = spec["source"], qc.get("source_record") or {}
+    kind = src["kind"]
+    if kind == "archive":
+        what = f"{src['member']} in {src['filename']}"
+    elif kind == "cellxgene":
+        what = f"CELLxGENE {src.get('dataset_id') or src.get('version_id')}, version {rec.get('version') or '?'}"
+    elif kind in ("download", "pbmc12k"):
+        what = ", ".join(f["filename"] for f in rec.get("files", [])) or kind
+    else:
+        what = src.get("name") or src.get("path") or kind
+    return f"{VARIANT_LABELS[spec.get('variant', 'other')]}: {what}"
+
+
+def fingerprint(qc: dict, published: dict | None) -> tuple[str, bool | None]:
+    """Our cells/genes/classes against the published ones, where known: (text, all known ones match or None)."""
+    if not published:
+        return "no published statistics", None
+    known = [(name, int(qc[key]), int(published[name])) for name, key in FINGERPRINT if pd.notna(published.get(name))]
+    if not known:
+        return "no published statistics", None
+    diffs = [f"{name} {ours:,} vs published {pub:,}" for name, ours, pub in known if ours != pub]
+    if diffs:
+        return "differs: " + "; ".join(diffs), False
+    return "matches (" + ", ".join(f"{name} {ours:,}" for name, ours, _ in known) + ")", True
+
+
+def dataset_comparability(variant: str, matches: bool | None, text: str) -> tuple[bool, str]:
+    """Whether rows of this dataset may be diffed against the published scores, and if not, why."""
+    if matches is False:
+        return False, f"not the published dataset ({text})"
+    if variant == "published_file":
+        return True, ""
+    if variant == "origin":
+        if matches:
+            return True, ""
+        return False, "rebuilt from origin, and no published statistics confirm it is the published data"
+    return False, "not the published data (variant: other)"
+
+
+def dataset_table(config: dict, qc: dict, published_datasets: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset of the run: source, version, sha256, shape after preprocessing, published fingerprint."""
+    pub = {r["dataset"]: r for r in published_datasets.to_dict("records")} if not published_datasets.empty else {}
     rows = []
-    ours = summary[summary["metric"] == metric]
-    for dataset, pub_ds in ds_map.items():
-        if not pub_ds:
+    for name in config["run"]["datasets"]:
+        spec, q = config["datasets"][name], qc[name]
+        rec = q.get("source_record") or {}
+        files = rec.get("files", [])
+        pinned = [f for f in files if f.get("pinned_sha256")]
+        text, matches = fingerprint(q, pub.get(spec.get("published_as")))
+        comparable, why = dataset_comparability(spec.get("variant", "other"), matches, text)
+        if spec.get("published_as") is None:
+            comparable, why = False, "no published counterpart (published_as: null)"
+        p = pub.get(spec.get("published_as")) or {}
+        rows.append({
+            "dataset": name, "published_as": spec.get("published_as") or "", "variant": spec.get("variant", "other"),
+            "data": data_label(spec, q), "source_kind": spec["source"]["kind"], "version": rec.get("version", ""),
+            "downloads": "; ".join(f"{f['filename']} sha256 {f['sha256'] or '?'}"
+                                   + (" (pinned)" if f.get("pinned_sha256") == f.get("sha256") and f.get("sha256") else "")
+                                   for f in files),
+            "pinned_sha256_ok": (all(f["pinned_sha256"] == f["sha256"] for f in pinned) if pinned else np.nan),
+            "source_sha256": rec.get("sha256", ""), "cells": q["n_cells"], "genes": q["n_genes"],
+            "classes": q["n_cell_types"], "batches": q["n_batches"],
+            "published_cells": p.get("cells", np.nan), "published_genes": p.get("genes", np.nan),
+            "published_classes": p.get("classes", np.nan), "fingerprint": text,
+            "comparable": comparable, "not_comparable_reason": why,
+        })
+    return pd.DataFrame(rows)
+
+
+# ---- ours beside the published table, reading for reading -----------------------------------------------------------
+
+def checkpoint_reason(label: str) -> str:
+    """Why a foundation-model row's weights are not those behind the published row ("" when they are)."""
+    if not label or label.startswith("released"):
+        return ""
+    if label.startswith("random initialisation"):
+        return f"{label}, not the pretrained weights behind the published row"
+    if label.startswith("pretrained here"):
+        return f"checkpoint {label}, not the authors' release"
+    return f"weights not known to be the published ones ({label}; set checkpoint_kind: released if they are)"
+
+
+def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, datasets: pd.DataFrame) -> pd.DataFrame:
+    """Every published value of a dataset in this run beside our number of the same reading.
+
+    The difference is ours minus published, and only where the two are the same quantity on comparable setups;
+    otherwise it is empty and ``not_comparable_reason`` says why (data, split, parameters, weights, failed run,
+    nothing published). Published rows whose method is not run here are listed too, so nothing published is hidden.
+    """
+    ds = datasets.set_index("dataset") if not datasets.empty else datasets
+    m_map = {m: c.get("published_as") for m, c in config["methods"].items() if m in config["run"]["methods"]}
+    test_params = config["run"]["param_set"] == "test"
+    rows = []
+    for dataset, d in ds.iterrows():
+        if not d["published_as"]:
             continue
-        pub = published[published["dataset"] == pub_ds]
+        pub = published[published["dataset"] == d["published_as"]]
         for split in dataset_splits(config, dataset):
-            if config["splits"][split]["strategy"] != "random":
-                continue
-            matched = set()
-            for method, pub_m in m_map.items():
-                row = ours[(ours["dataset"] == dataset) & (ours["split"] == split) & (ours["method"] == method)]
-                if row.empty:
-                    continue
-                p = pub[pub["method"] == pub_m] if pub_m else pub.iloc[0:0]
-                matched.add(pub_m)
-                rows.append(_comparison_row(dataset, split, method, pub_m, metric, row.iloc[0], p))
-            for _, p in pub[~pub["method"].isin(matched)].iterrows():
-                rows.append(_comparison_row(dataset, split, None, p["method"], metric, None, pub[pub.index == p.name]))
-    cols = ["dataset", "split", "method", "checkpoint", "published_method", "our_metric", "ours_mean", "ours_std",
-            "ours_n_seeds", "ours_status", "published_value", "published_std", "published_metric", "difference", "published_source"]
+            protocol = config["splits"][split]["strategy"] == "random"
+            for _, p in pub.iterrows():
+                ours_methods = [m for m, pm in m_map.items() if pm == p["method"]] or [None]
+                for method in ours_methods:
+                    row = summary[(summary["dataset"] == dataset) & (summary["split"] == split)
+                                  & (summary["method"] == method) & (summary["metric"] == p["reading"])]
+                    ours = row.iloc[0] if len(row) else None
+                    reasons = []
+                    if pd.isna(p["value"]):
+                        reasons.append("nothing published (the table shows '-')")
+                    if ours is None:
+                        reasons.append("method not run here")
+                    else:
+                        if not d["comparable"]:
+                            reasons.append(d["not_comparable_reason"])
+                        if not protocol:
+                            reasons.append(f"split '{split}' is not the published protocol")
+                        if test_params:
+                            reasons.append("quick test parameters (run.param_set: test), not the protocol's")
+                        if ours["n_seeds"] == 0:
+                            reasons.append(f"no successful run ({ours['statuses']}: {ours['reason']})")
+                        if why := checkpoint_reason(ours.get("checkpoint", "") if isinstance(ours.get("checkpoint"), str) else ""):
+                            reasons.append(why)
+                    mean = float(ours["mean"]) if ours is not None and pd.notna(ours["mean"]) else np.nan
+                    rows.append({
+                        "dataset": dataset, "data": d["data"], "split": split,
+                        "method": method or "(not run here)",
+                        "checkpoint": (ours.get("checkpoint", "") if ours is not None else "") or "",
+                        "published_method": p["method"], "published_dataset": d["published_as"],
+                        "reading": p["reading"], "reading_basis": p.get("reading_basis", ""),
+                        "ours_mean": mean,
+                        "ours_std": float(ours["std"]) if ours is not None and pd.notna(ours["std"]) else np.nan,
+                        "ours_n_seeds": int(ours["n_seeds"]) if ours is not None else 0,
+                        "ours_status": ours["statuses"] if ours is not None else "not run",
+                        "published_value": float(p["value"]) if pd.notna(p["value"]) else np.nan,
+                        "published_std": float(p["std"]) if pd.notna(p["std"]) else np.nan,
+                        "comparable": not reasons,
+                        "difference": mean - float(p["value"]) if not reasons else np.nan,
+                        "not_comparable_reason": "; ".join(reasons),
+                        "published_source": p["source"],
+                    })
+    cols = ["dataset", "data", "split", "method", "checkpoint", "published_method", "published_dataset", "reading",
+            "reading_basis", "ours_mean", "ours_std", "ours_n_seeds", "ours_status", "published_value",
+            "published_std", "comparable", "difference", "not_comparable_reason", "published_source"]
     return pd.DataFrame(rows, columns=cols)
-
-
-def _comparison_row(dataset, split, method, pub_method, metric, ours, pub) -> dict:
-    pv = float(pub["value"].iloc[0]) if len(pub) and pd.notna(pub["value"].iloc[0]) else np.nan
-    ps = float(pub["std"].iloc[0]) if len(pub) and pd.notna(pub["std"].iloc[0]) else np.nan
-    mean = float(ours["mean"]) if ours is not None and pd.notna(ours["mean"]) else np.nan
-    return {
-        "dataset": dataset, "split": split, "method": method if method else "(not run here)",
-        "checkpoint": ours.get("checkpoint", "") if ours is not None else "",
-        "published_method": pub_method if pub_method else "(none published)", "our_metric": metric,
-        "ours_mean": mean, "ours_std": float(ours["std"]) if ours is not None and pd.notna(ours["std"]) else np.nan,
-        "ours_n_seeds": int(ours["n_seeds"]) if ours is not None else 0,
-        "ours_status": ours["statuses"] if ours is not None else "not run",
-        "published_value": pv, "published_std": ps,
-        "published_metric": pub["metric_as_published"].iloc[0] if len(pub) else "",
-        "difference": mean - pv if np.isfinite(mean) and np.isfinite(pv) else np.nan,
-        "published_source": pub["source"].iloc[0] if len(pub) else "",
-    }
 
 
 def speed(records: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:
@@ -191,11 +294,19 @@ def _fmt(mean, std) -> str:
     return f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}"
 
 
+def with_data(table: pd.DataFrame, datasets: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the ``data`` column (which data produced the row) after ``dataset``."""
+    if table.empty or datasets.empty or "dataset" not in table.columns:
+        return table
+    out = table.drop(columns=["data"], errors="ignore")
+    out.insert(out.columns.get_loc("dataset") + 1, "data", out["dataset"].map(datasets.set_index("dataset")["data"]))
+    return out
+
+
 def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, speed_df: pd.DataFrame,
-             config: dict, qc: dict) -> str:
+             config: dict, datasets: pd.DataFrame) -> str:
     """The benchmark as one Markdown page: provenance first, then methods x datasets per metric."""
     run = config["run"]
-    metric = run["compare_metric"]
     label = method_labels(config)
     devices = ", ".join(sorted(set(map(str, runs["device"].dropna())))) or "n/a"
     lines = [
@@ -205,30 +316,33 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
         "- Every number below was computed by this workflow from its own predictions, except the columns marked"
         " *published*, which are copied from `config/published_scores.tsv` with their source.",
         "- Metric definitions: " + "; ".join(f"`{m}` = {METRIC_LABELS[m]}" for m in METRICS) + ".",
-        f"- The published table's \"accuracy\" is compared with our `{metric}` ({METRIC_LABELS[metric]}).",
+        "- The published table's \"accuracy\" is not one quantity: each published row is compared with our number of"
+        " its own reading (`tm_macro_accuracy` for the CellPLM authors' rows, `tm_macro_accuracy_swapped` = macro"
+        " precision for the rows copied from the scDiff paper; see the comparison section).",
     ]
     lines += _checkpoint_lines(runs, config, label)
     lines += [
         "",
         "## Datasets",
         "",
-        "| dataset | cells | genes | cell types | batches | counts from | Ensembl-mapped genes |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | data | version | cells | genes | cell types | batches | published fingerprint | comparable |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for d, q in qc.items():
-        lines.append(f"| {d} | {q['n_cells']} | {q['n_genes']} | {q['n_cell_types']} | {q['n_batches']} | "
-                     f"{q['counts_from']} | {q['ensembl_mapped_fraction']:.1%} |")
+    for _, d in datasets.iterrows():
+        ok = "yes" if d["comparable"] else f"no: {d['not_comparable_reason']}"
+        lines.append(f"| {d['dataset']} | {d['data']} | {d['version'] or '–'} | {d['cells']:,} | {d['genes']:,} | "
+                     f"{d['classes']} | {d['batches']} | {d['fingerprint']} | {ok} |")
     for split, sub in summary.groupby("split", sort=False):
         strategy = config["splits"][split]["strategy"]
         tag = "published protocol" if strategy == "random" else "NOT the published protocol"
         for m in METRICS:
             piv = sub[sub["metric"] == m]
-            datasets = list(dict.fromkeys(piv["dataset"]))
+            datasets_here = list(dict.fromkeys(piv["dataset"]))
             lines += ["", f"## {METRIC_LABELS[m]}, split `{split}` ({strategy}, {tag})", "",
-                      "| method | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+                      "| method | " + " | ".join(datasets_here) + " |", "|---" * (len(datasets_here) + 1) + "|"]
             for method in dict.fromkeys(piv["method"]):
                 cells = []
-                for d in datasets:
+                for d in datasets_here:
                     r = piv[(piv["dataset"] == d) & (piv["method"] == method)]
                     if r.empty:
                         cells.append("")
@@ -240,18 +354,21 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
                 ck = _join(piv[piv["method"] == method].get("checkpoint", pd.Series(dtype=str)))
                 lines.append(f"| {name + f' [{ck}]' if ck else name} | " + " | ".join(cells) + " |")
     if not comp.empty:
-        lines += ["", f"## Ours ({metric}) beside the published table", "",
-                  "The *published* column is copied from the source named in the last column, never computed here;"
-                  " for CellPLM it is the authors' number with their released checkpoint, whatever checkpoint ours used.",
-                  "", "| dataset | method (our checkpoint) | ours | published | difference | published source |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "## Ours beside the published table, reading for reading", "",
+                  "The *published* column is copied from the source named in the last column, never computed here."
+                  " Each row compares the published value with our number of the same reading; the difference (ours"
+                  " minus published) is given only where both are the same quantity on comparable setups, and"
+                  " otherwise the row says why not.",
+                  "", "| dataset | method (our checkpoint) | reading | ours | published | difference | why not comparable "
+                  "| published source |", "|---|---|---|---|---|---|---|---|"]
         for _, r in comp.iterrows():
             pub = "published: " + _fmt(r["published_value"], r["published_std"]) + f" ({r['published_method']})"
             diff = f"{r['difference']:+.3f}" if pd.notna(r["difference"]) else "–"
             ck = r.get("checkpoint", "")
             method = f"{r['method']} ({ck})" if isinstance(ck, str) and ck else r["method"]
-            lines.append(f"| {r['dataset']} | {method} | {_fmt(r['ours_mean'], r['ours_std'])} | {pub} | "
-                         f"{diff} | {r['published_source']} |")
+            why = r["not_comparable_reason"] if isinstance(r["not_comparable_reason"], str) else ""
+            lines.append(f"| {r['dataset']} | {method} | `{r['reading']}` | {_fmt(r['ours_mean'], r['ours_std'])} | "
+                         f"{pub} | {diff} | {why or '–'} | {r['published_source']} |")
     bad = runs[runs["status"] != "ok"]
     lines += ["", "## Runs that did not produce predictions", ""]
     if bad.empty:

@@ -1,6 +1,6 @@
 """``cellplm-bench``: the benchmark's data steps from the command line, outside Snakemake.
 
-    cellplm-bench download URL DEST [--sha256 HEX] [--manifest TSV]
+    cellplm-bench download URL DEST [--sha256 HEX] [--manifest TSV] [--mirror URL ...] [--version-id ID] [--as-of DATE]
     cellplm-bench preprocess INPUT.h5ad OUTPUT.h5ad [--label-key ...] [--batch-key ...] [--counts ...]
     cellplm-bench split DATASET.h5ad OUTDIR [--strategy random|batch_holdout] [--seed 10] [--fractions 0.9 0 0.1]
     cellplm-bench synthetic OUTPUT.h5ad [--n-cells N] [--n-genes G] [--seed S]
@@ -20,7 +20,7 @@ def _download(args):
     from .download import Manifest, fetch
 
     info = fetch(args.url, args.dest, sha256=args.sha256, manifest=Manifest(args.manifest) if args.manifest else None,
-                 retries=args.retries)
+                 mirrors=args.mirror, version_id=args.version_id, as_of=args.as_of, retries=args.retries)
     print(json.dumps(info))
 
 
@@ -65,12 +65,16 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellplm-bench", description="Data steps of the CellPLM annotation benchmark.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("download", help="resumable, retried, sha256-verified download")
-    d.add_argument("url", help="http(s) URL or cellxgene://<dataset_id>")
+    d = sub.add_parser("download", help="resumable, retried, sha256-verified download, by each service's contract")
+    d.add_argument("url", help="http(s) URL, gdrive://<Google Drive file id> (through gdown) or "
+                               "cellxgene://<dataset id or dataset version id> (CELLxGENE curation API)")
     d.add_argument("dest", help="destination file")
     d.add_argument("--sha256", help="expected checksum")
     d.add_argument("--manifest", help="TSV recording first-download checksums (verified on later downloads)")
     d.add_argument("--retries", type=int, default=4)
+    d.add_argument("--mirror", action="append", default=[], help="URL tried when the URL refuses the file (repeatable)")
+    d.add_argument("--version-id", help="cellxgene: pin this dataset version")
+    d.add_argument("--as-of", help="cellxgene: the newest version published on or before this date (YYYY-MM-DD)")
     d.set_defaults(func=_download)
 
     pp = sub.add_parser("preprocess", help="write the canonical h5ad (raw counts, symbols, cell_type, batch)")

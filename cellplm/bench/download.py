@@ -216,7 +216,7 @@ def _download_url(url: str, part: Path, dest: Path, retries: int, timeout: float
                     f"kept: free space or fix permissions, then rerun to resume") from None
             if attempt >= retries:
                 raise DownloadError(
-                    f"{url}: download failed after {retries + 1} attempts ({_reason(e)}); "
+                    f"{url}: {service_name(url)} download failed after {retries + 1} attempts ({_reason(e)}); "
                     f"rerun to resume from {_size(part)} bytes"
                 ) from None
         except _Corrupt as e:  # a whole-looking transfer that is not: fetch it again from the first byte

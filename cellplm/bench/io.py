@@ -18,7 +18,6 @@ from pathlib import Path
 
 import anndata as ad
 import h5py
-import hdf5plugin  # noqa: F401 - registers HDF5's extra filters with h5py: scDiff's HLCA_zstd_sub.h5ad uses Zstd
 import pandas as pd
 
 try:  # anndata >= 0.11

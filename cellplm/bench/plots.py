@@ -44,24 +44,34 @@ def score_heatmap(summary: pd.DataFrame, metric: str, labels: dict, path) -> Non
     _save(fig, path)
 
 
+READING_SHORT = {"tm_macro_accuracy": "tm macro acc.", "tm_macro_accuracy_swapped": "tm swapped (macro prec.)"}
+
+
 def published_comparison(comp: pd.DataFrame, labels: dict, path) -> None:
+    """Per dataset: our mean of each published row's reading (grey and hatched where not comparable), the
+    published value as a red mark."""
     sub = comp[comp["method"] != "(not run here)"]
     if sub.empty:
         return _placeholder(path, "No dataset in this run has published values (see config: published_as).")
-    datasets = list(dict.fromkeys(sub["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.5), squeeze=False, sharey=True)
-    for ax, d in zip(axes[0], datasets):
-        r = sub[sub["dataset"] == d]
+    panels = list(dict.fromkeys(zip(sub["dataset"], sub["split"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, (d, split) in zip(axes[0], panels):
+        r = sub[(sub["dataset"] == d) & (sub["split"] == split)]
         x = np.arange(len(r))
-        ax.bar(x, r["ours_mean"], yerr=r["ours_std"].fillna(0), color="tab:blue", label="ours (this run)")
+        ok = r["comparable"].astype(bool).to_numpy()
+        ax.bar(x[ok], r["ours_mean"][ok], yerr=r["ours_std"][ok].fillna(0), color="tab:blue",
+               label="ours, comparable")
+        ax.bar(x[~ok], r["ours_mean"][~ok].fillna(0), yerr=r["ours_std"][~ok].fillna(0), color="lightgrey",
+               hatch="//", edgecolor="grey", label="ours, not comparable")
         has = r["published_value"].notna().to_numpy()
         ax.scatter(x[has], r["published_value"][has], marker="_", s=600, color="tab:red", linewidths=3,
                    label="published", zorder=3)
-        ax.set_xticks(x, [labels.get(m, m) for m in r["method"]], rotation=60, ha="right", fontsize=8)
+        ticks = [f"{labels.get(m, m)}\n[{READING_SHORT.get(g, g)}]" for m, g in zip(r["method"], r["reading"])]
+        ax.set_xticks(x, ticks, rotation=60, ha="right", fontsize=7)
         ax.set_ylim(0, 1.05)
-        ax.set_title(d)
-    axes[0][0].set_ylabel(METRIC_LABELS[sub["our_metric"].iloc[0]])
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{d} ({split})\n{r['data'].iloc[0]}", fontsize=8)
+    axes[0][0].set_ylabel("score, in the reading of each published row")
+    axes[0][-1].legend(loc="lower right", fontsize=7)
     _save(fig, path)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anndata as ad
 import h5py
+import hdf5plugin  # noqa: F401 - registers HDF5's extra filters with h5py: scDiff's HLCA_zstd_sub.h5ad uses Zstd
 import numpy as np
 import pandas as pd
 

@@ -145,6 +145,8 @@ def cellxgene_resolve(ident: str, *, version_id=None, as_of=None, locked_version
 
 def check_cell_count(path: Path, expected: int, dest: Path, resolved) -> None:
     """The downloaded H5AD holds the number of cells the service announced (else it is removed)."""
+    import hdf5plugin  # noqa: F401 - any HDF5 filter the file may use
+
     from .io import h5ad_n_obs
 
     try:
@@ -206,6 +208,20 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
         raise _gdown_error(dest.name, e, manual) from None
     return _finish_tree(staging, dest, files, manifest, url, manual)
+
+
+def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, endpoints: dict | None = None,
+                progress: bool = True) -> dict:
+    """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``."""
+    from .download import ENDPOINTS
+
+    source, files, dest = spec["source"], dict(spec["files"]), Path(dest)
+    endpoints = {**ENDPOINTS, **(endpoints or {})}
+    if source["kind"] == "gdrive_folder":
+        return gdrive_folder(source["folder_id"], dest, files, manifest, retries=retries, progress=progress)
+    if source["kind"] == "huggingface":
+        return hf_snapshot(source["repo_id"], source["revision"], dest, files, endpoints["huggingface"], manifest)
+    raise DownloadError(f"{dest}: unknown model source kind {source['kind']!r}")
 
 
 # ---- Hugging Face (huggingface_hub) -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import anndata as ad
@@ -194,19 +195,41 @@ def _default_symbols(n_genes: int, rng) -> list[str]:
         return [f"GENE{i:05d}" for i in range(n_genes)]
 
 
-def extract_member(archive, member_name: str, dest) -> None:
-    """Stream the archive member whose file name is ``member_name`` to ``dest`` (atomically)."""
+def extract_members(archive, members, dest_dir) -> None:
+    """Stream the archive members whose file names are ``members`` into ``dest_dir`` in one pass over the archive.
+
+    A member is found by its file name in any folder (scDiff's archive has them under ``reproduce/``). The folder
+    appears only when every member is out (written to a hidden staging folder, then renamed), so an interrupted
+    extraction leaves nothing that looks complete.
+    """
+    dest_dir = Path(dest_dir)
+    wanted = set(members)
+    staging = dest_dir.with_name(f".{dest_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as e:
         raise InputError(archive, f"not a readable tar archive ({e})") from None
     with tar:
-        member = next((m for m in tar if m.isfile() and Path(m.name).name == member_name), None)
-        if member is None:
-            raise InputError(archive, f"archive has no file named {member_name!r}")
-        src = tar.extractfile(member)
-        with atomic_path(dest) as tmp, open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out, length=1 << 20)
+        try:
+            for member in tar:  # one sequential pass: a .tar.gz cannot seek
+                name = Path(member.name).name
+                if member.isfile() and name in wanted:
+                    with atomic_path(staging / name) as tmp, open(tmp, "wb") as out:
+                        shutil.copyfileobj(tar.extractfile(member), out, length=1 << 20)
+                    wanted.discard(name)
+                    if not wanted:
+                        break
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise InputError(archive, f"archive is truncated or corrupt ({type(e).__name__}: {e})") from None
+    if wanted:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InputError(archive, f"archive has no file named {', '.join(map(repr, sorted(wanted)))}")
+    if dest_dir.exists():
+        shutil.rmtree(dest_dir)
+    os.replace(staging, dest_dir)
 
 
 # scvi-tools reads the PBMC 4k + 8k files from these names inside its save_path.
@@ -284,3 +307,21 @@ def corpus_item(name: str, train_files: list[str] | None = None, spec: dict | No
     adata.obs = adata.obs[keep_obs].copy()  # no labels in the corpus
     adata.obsm = {k: v for k, v in adata.obsm.items() if k == "spatial"}
     return adata
+
+
+def source_record(source: dict, path, manifest=None) -> dict:
+    """What a dataset's source h5ad is, for its row of the dataset table: the configured source, the downloads it
+    came from as the manifest recorded them (URL, sha256, bytes, the version a service resolved, when), and the
+    sha256 of the h5ad that preprocessing read (for an archive, the member)."""
+    from ..checksum import sha256_file
+    from .workflow import remote_files
+
+    files = []
+    for f in remote_files(source):
+        row = manifest.row(f["filename"]) if manifest is not None else None
+        files.append({"filename": f["filename"], "url": f["url"], "pinned_sha256": f["sha256"] or "",
+                      **({k: row[k] for k in ("sha256", "bytes", "version", "recorded")} if row else
+                         {"sha256": "", "bytes": "", "version": "", "recorded": "not in the manifest (placed by hand?)"})})
+    return {"kind": source["kind"], "member": source.get("member", ""), "files": files,
+            "version": "; ".join(v for v in (f["version"] for f in files) if v),
+            "sha256": sha256_file(path), "path": str(path)}

@@ -92,7 +92,8 @@ def _geneformer(options: dict, device: str):
     from cellplm.bench.methods import geneformer
     from cellplm.runtime import device_name, resolve_device
 
-    kwargs = {k: options[k] for k in ("batch_size", "max_input_size") if k in options}
+    kwargs = {k: options[k] for k in ("batch_size", "max_input_size", "token_dictionary", "gene_median_dictionary")
+              if options.get(k) is not None}
 
     def run(adata):
         return geneformer.embed_cells(adata, model_dir=model_dir, device=device, **kwargs)

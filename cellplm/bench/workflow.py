@@ -95,13 +95,16 @@ def check_config(config: dict, root: Path) -> None:
     for name in run["datasets"]:
         for f in remote_files(config["datasets"][name]["source"]):
             old = files.setdefault(f["filename"], f)
-            if old["url"] != f["url"]:
-                raise ConfigError(f"config: download file name '{f['filename']}' is used for two URLs")
+            if old != f:
+                what = "URLs" if old["url"] != f["url"] else "settings (sha256, mirrors, version_id or as_of)"
+                raise ConfigError(f"config: download file name '{f['filename']}' is used with two different {what}")
+    check_models(config)
 
 
 # ---- CellPLM checkpoint -----------------------------------------------------------------------------------------
 
 RELEASED_CONFIG = "cellplm/resources/20230926_85M.config.json"  # shipped with the package (from the workflow root)
+RELEASES = ("20230926_85M", "20231027_85M")  # in the authors' Dropbox folder, subfolder ckpt/
 CKPT_CONFIG, CKPT_WEIGHTS = ".config.json", ".best.ckpt"
 # Settings that do not change the weights; left out of the pretraining folder's hash.
 _PRETRAIN_UNHASHED = ("gpu", "threads", "device", "resume")
@@ -129,6 +132,9 @@ def check_cellplm(config: dict) -> None:
         for key in ("weights_url", "config_url", "sha256"):
             if ck.get(key):
                 raise ConfigError(f"config: {where}.{key} is only used with source 'url' (source is {source!r})")
+    if source == "release" and ck.get("release") not in RELEASES:
+        raise ConfigError(f"config: {where}.release {ck.get('release')!r} is not a released checkpoint "
+                          f"({', '.join(RELEASES)})")
     if source == "pretrain" and not cellplm_corpus_items(config):
         raise ConfigError("config: cellplm.pretrain.corpus: every corpus item is off; turn at least one on")
 
@@ -171,7 +177,7 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
     ck = cp.get("checkpoint", {})
     source = ck.get("source", "path")
     out = {"source": source, "kind": "", "prefix": "", "dir": "", "files": [], "config_src": "", "weights_src": "",
-           "missing": [], "url": {}}
+           "missing": [], "url": {}, "trusted_sha256": [d.lower() for d in ck.get("trusted_sha256") or []]}
     if source == "none":
         out["kind"] = "random initialisation"
         return out
@@ -197,14 +203,18 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
             config_src = RELEASED_CONFIG
             missing.remove(prefix + CKPT_CONFIG)
         out.update(missing=missing)
-    else:  # url
+    else:  # url, or release: the authors' file in their shared Dropbox folder
+        if source == "release":
+            ck = {**ck, **release_urls(cp.get("releases", {}), ck["release"])}
         name = ck.get("name") or _url_name(ck["weights_url"])
         kind = ck.get("kind") or "released"
         weights_src = f"{download_dir}/cellplm/{name}{CKPT_WEIGHTS}"
         config_src = f"{download_dir}/cellplm/{name}{CKPT_CONFIG}" if ck.get("config_url") else RELEASED_CONFIG
         out["url"] = {weights_src: {"url": ck["weights_url"], "sha256": ck.get("sha256")}}
         if ck.get("config_url"):
-            out["url"][config_src] = {"url": ck["config_url"], "sha256": None}
+            out["url"][config_src] = {"url": ck["config_url"], "sha256": ck.get("config_sha256")}
+        if ck.get("sha256") and source == "release":  # a pinned, known release may be fully unpickled if it must
+            out["trusted_sha256"].append(ck["sha256"].lower())
     folder = f"results/cellplm/checkpoints/{_slug(kind or 'local')}__{name}"
     out.update(kind=kind, dir=folder, config_src=config_src, weights_src=weights_src)
     if out["missing"]:
@@ -214,9 +224,58 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
     return out
 
 
+def release_urls(releases: dict, name: str) -> dict:
+    """Download URLs (and pinned sha256) of a released CellPLM checkpoint in the authors' shared Dropbox folder.
+
+    A single file inside a Dropbox shared folder is ``<folder>/<path>?rlkey=<key>&dl=1`` (``dl=1`` forces the
+    download; the ``rlkey`` must be kept; the pattern BiomedSciAI/gene-benchmark uses). 20230926_85M's config ships
+    with this package (it is committed in OmicsML/CellPLM), so only its weights are fetched; every other release's
+    config is read from the same folder.
+    """
+    base = f"{releases['folder_url'].rstrip('/')}/ckpt/{name}"
+    query = f"?rlkey={releases['rlkey']}&dl=1"
+    pins = releases.get("sha256") or {}
+    out = {"weights_url": f"{base}{CKPT_WEIGHTS}{query}", "sha256": pins.get(f"{name}{CKPT_WEIGHTS}"), "name": name}
+    if name != "20230926_85M":
+        out.update(config_url=f"{base}{CKPT_CONFIG}{query}", config_sha256=pins.get(f"{name}{CKPT_CONFIG}"))
+    return out
+
+
 def with_checkpoint(params: dict, ckpt: dict) -> dict:
-    """A CellPLM method's params with the workflow's checkpoint prefix and provenance kind."""
-    return {**params, "checkpoint": ckpt["prefix"], "checkpoint_kind": ckpt["kind"] if ckpt["prefix"] else ""}
+    """A CellPLM method's params with the workflow's checkpoint prefix, provenance kind and trusted digests."""
+    out = {**params, "checkpoint": ckpt["prefix"], "checkpoint_kind": ckpt["kind"] if ckpt["prefix"] else ""}
+    if ckpt["trusted_sha256"]:
+        out["trusted_sha256"] = ckpt["trusted_sha256"]
+    return out
+
+
+# ---- pretrained foundation models fetched by the workflow (config `models`) --------------------------------------
+
+MODELS_DIR = "resources/models"
+
+
+def check_models(config: dict) -> None:
+    """Every method of the run that names a ``models`` entry names one that exists (one-line ConfigError)."""
+    for name in config["run"]["methods"]:
+        model = config["methods"][name].get("model")
+        if model and model not in config.get("models", {}):
+            raise ConfigError(f"config: method '{name}' uses model '{model}', which is not in `models` "
+                              f"(known: {', '.join(sorted(config.get('models', {}))) or 'none'})")
+
+
+def model_dir(model: str) -> str:
+    return f"{MODELS_DIR}/{model}"
+
+
+def fetched_model_params(config: dict, method: str) -> dict:
+    """Params a method gets from the fetched model it names (paths inside its folder), plus its provenance kind."""
+    model = config["methods"][method].get("model")
+    if not model:
+        return {}
+    entry = config["models"][model]
+    folder = model_dir(model)
+    out = {key: folder if rel in (".", "") else f"{folder}/{rel}" for key, rel in (entry.get("params") or {}).items()}
+    return {**out, "checkpoint_kind": "released"}
 
 
 def speed_models(config: dict, ckpt: dict) -> dict:
@@ -235,7 +294,10 @@ def speed_models(config: dict, ckpt: dict) -> dict:
             if name == "cellplm":
                 spec["checkpoint"] = ckpt["prefix"]
             elif method in config["methods"]:
-                spec.setdefault("model_dir", config["methods"][method].get("params", {}).get("model_dir"))
+                params = {**(config["methods"][method].get("params") or {}), **fetched_model_params(config, method)}
+                for key in ("model_dir", "token_dictionary", "gene_median_dictionary"):
+                    if params.get(key):
+                        spec.setdefault(key, params[key])
         out[name] = {"method": method, "options": spec, "reason": reason}
     return out
 
@@ -245,16 +307,32 @@ def speed_dataset(config: dict) -> str:
 
 
 def remote_files(source: dict) -> list[dict]:
-    """The files a dataset source downloads: [{url, filename, sha256}]."""
+    """The files a dataset source downloads: [{url, filename, sha256, mirrors, version_id, as_of}]."""
+    def entry(spec: dict, url: str | None = None, filename: str | None = None) -> dict:
+        return {"url": url or spec["url"], "filename": filename or spec["filename"], "sha256": spec.get("sha256"),
+                "mirrors": list(spec.get("mirrors") or []), "version_id": spec.get("version_id"),
+                "as_of": str(spec["as_of"]) if spec.get("as_of") else None}
+
     kind = source["kind"]
     if kind in ("download", "archive"):
-        return [{"url": source["url"], "filename": source["filename"], "sha256": source.get("sha256")}]
-    if kind == "cellxgene":
-        return [{"url": f"cellxgene://{source['dataset_id']}", "filename": f"cellxgene_{source['dataset_id']}.h5ad",
-                 "sha256": source.get("sha256")}]
+        return [entry(source)]
+    if kind == "cellxgene":  # a dataset id (with an optional version pin or date), or a dataset version id alone
+        ident = source.get("dataset_id") or source["version_id"]
+        spec = source if source.get("dataset_id") else {**source, "version_id": None}
+        return [entry(spec, url=f"cellxgene://{ident}", filename=f"cellxgene_{ident}.h5ad")]
     if kind == "pbmc12k":
-        return [{"url": f["url"], "filename": f["filename"], "sha256": f.get("sha256")} for f in source["files"]]
+        return [entry(f) for f in source["files"]]
     return []
+
+
+def archive_members(config: dict) -> dict[str, list[str]]:
+    """Archive file name -> the members that the datasets of this run extract from it (one pass per archive)."""
+    out: dict[str, set] = {}
+    for name in config["run"]["datasets"]:
+        src = config["datasets"][name]["source"]
+        if src["kind"] == "archive":
+            out.setdefault(src["filename"], set()).add(src["member"])
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def dataset_splits(config: dict, dataset: str) -> list[str]:

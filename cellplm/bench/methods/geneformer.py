@@ -53,7 +53,8 @@ TARGET_SUM = 10_000
 # Defaults of Geneformer's classic cell-classification example (see the module docstring).
 DEFAULTS = dict(max_input_size=2048, max_lr=5e-5, freeze_layers=0, batch_size=12, warmup_steps=500, epochs=10,
                 weight_decay=0.001, max_grad_norm=1.0, eval_batch_size=64, group_by_length=True,
-                special_tokens="auto", min_gene_share=0.3, min_count_share=0.5, device="auto", precision="auto")
+                special_tokens="auto", min_gene_share=0.3, min_count_share=0.5, device="auto", precision="auto",
+                checkpoint_kind="pretrained")  # "released" when the workflow fetched the authors' files
 
 
 # --------------------------------------------------------------------------------------------------- model files
@@ -347,7 +348,8 @@ def macro_f1(y_true, y_pred) -> float:
 class Geneformer(Annotator):
     """Geneformer fine-tuned for cell-type annotation (see the module docstring; params in ``DEFAULTS``).
 
-    Other params: ``model_dir`` (required; null -> not applicable), ``token_dictionary`` and
+    Other params: ``model_dir`` (required; null -> not applicable; the workflow sets it, the dictionaries and
+    ``checkpoint_kind: released`` for the model it fetches, config ``models``), ``token_dictionary`` and
     ``gene_median_dictionary`` (paths; default: found in ``model_dir``), ``gene_ids`` (a ``var`` column with
     Ensembl ids, or "var_names"; default: detected, symbols mapped offline with GENCODE v44).
     """
@@ -366,11 +368,11 @@ class Geneformer(Annotator):
         model_dir = self.params.get("model_dir")
         if not model_dir:
             raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
-                                "download a Geneformer checkpoint (Hugging Face ctheodoris/Geneformer) with its token "
-                                "and gene median dictionaries and point model_dir at it")
+                                "set methods.geneformer.model: geneformer_v1_10m to have the workflow fetch it from "
+                                "Hugging Face (as the full config does), or point model_dir at a copy of your own")
         files = find_model_files(model_dir, self.params.get("token_dictionary"),
                                  self.params.get("gene_median_dictionary"))
-        self.extra.update({"checkpoint": str(files.model_dir), "checkpoint_kind": "pretrained",
+        self.extra.update({"checkpoint": str(files.model_dir), "checkpoint_kind": self._param("checkpoint_kind"),
                            "weights_file": files.weights.name, "token_dictionary": str(files.token_dictionary),
                            "gene_median_dictionary": str(files.gene_median_dictionary)})
         if files.weights.suffix != ".json":  # a single weights file (not a sharded index)

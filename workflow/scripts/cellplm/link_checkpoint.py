@@ -1,21 +1,11 @@
-"""Link a CellPLM checkpoint (local files or a download) into its provenance-named folder as model.*."""
+"""Link a CellPLM checkpoint (local files or a download) into its provenance-named folder as model.*, and verify
+it (cellplm/bench/checkpoints.py)."""
 
-import os
-from pathlib import Path
-
-from cellplm.bench.io import write_json
+from cellplm.bench.checkpoints import link
 from cellplm.bench.workflow import job
 
 with job(snakemake):
-    inp, out = snakemake.input, snakemake.output
-    for src, dest in ((inp.config, out.config), (inp.weights, out.weights)):
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_symlink() or dest.exists():
-            dest.unlink()
-        os.symlink(Path(src).resolve(), dest)  # never copied: the released weights are ~330 MB
-        print(f"{dest} -> {Path(src).resolve()}")
-    p = snakemake.params
-    write_json({"source": p.source, "kind": p.kind, "config": str(Path(inp.config).resolve()),
-                "weights": str(Path(inp.weights).resolve()),
-                "urls": {Path(k).name: v for k, v in p.url.items()}}, out.provenance)
+    inp, out, p = snakemake.input, snakemake.output, snakemake.params
+    record = link(inp.config, inp.weights, out.config, out.weights, out.provenance, source=p.source, kind=p.kind,
+                  urls=p.url, trusted_sha256=p.trusted_sha256)
+    print(record["load_report"], "released architecture:", record["architecture"]["released_architecture"])

@@ -1,11 +1,14 @@
-"""Fetch one remote file (resumable, retried, sha256-verified, atomic). See cellplm/bench/download.py."""
+"""Fetch one remote file through its service's contract (resumable, retried, verified, atomic); see
+cellplm/bench/download.py."""
+
+import json
 
 from cellplm.bench.download import Manifest, fetch
 from cellplm.bench.workflow import job
 
 with job(snakemake) as log:
-    s = snakemake.params.settings
-    info = fetch(snakemake.params.url, snakemake.output[0], sha256=snakemake.params.sha256,
-                 manifest=Manifest(s["manifest"]), retries=s["retries"], timeout=s["timeout"],
-                 cellxgene_api=s["cellxgene_api"])
-    print(info)
+    s, spec = snakemake.params.settings, snakemake.params.spec
+    info = fetch(spec["url"], snakemake.output[0], sha256=spec.get("sha256"), manifest=Manifest(s["manifest"]),
+                 mirrors=spec.get("mirrors") or [], version_id=spec.get("version_id"), as_of=spec.get("as_of"),
+                 retries=s["retries"], timeout=s["timeout"], endpoints=s["endpoints"])
+    print(json.dumps(info, indent=2))

@@ -1,7 +1,8 @@
-"""Stream one h5ad out of a downloaded archive."""
+"""Extract the members of one downloaded archive that this run's datasets use (one pass over the archive)."""
 
-from cellplm.bench.sources import extract_member
+from cellplm.bench.sources import extract_members
 from cellplm.bench.workflow import job
 
 with job(snakemake):
-    extract_member(snakemake.input[0], snakemake.params.member, snakemake.output[0])
+    extract_members(snakemake.input[0], snakemake.params.members, snakemake.output[0])
+    print(f"{snakemake.output[0]}: {', '.join(snakemake.params.members)}")

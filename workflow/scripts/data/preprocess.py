@@ -1,12 +1,18 @@
-"""Write the canonical h5ad of one dataset and its QC report."""
+"""Write the canonical h5ad of one dataset and its QC report (with where its source came from)."""
 
+from pathlib import Path
+
+from cellplm.bench.download import Manifest
 from cellplm.bench.io import write_h5ad, write_json
 from cellplm.bench.preprocess import DatasetSpec, preprocess
+from cellplm.bench.sources import source_record
 from cellplm.bench.workflow import job
 
 with job(snakemake):
     spec = DatasetSpec.from_config(snakemake.wildcards.dataset, snakemake.params.spec)
-    adata, report = preprocess(snakemake.input[0], spec)
+    source = Path(snakemake.input[0]) / snakemake.params.member if snakemake.params.member else snakemake.input[0]
+    adata, report = preprocess(source, spec)
     print(report)
     write_h5ad(adata, snakemake.output.h5ad)
-    write_json(report.__dict__, snakemake.output.qc)
+    record = source_record(snakemake.params.spec["source"], source, Manifest(snakemake.params.manifest))
+    write_json({**report.__dict__, "source_record": record}, snakemake.output.qc)

@@ -14,19 +14,21 @@ with job(snakemake):
     cfg = snakemake.config
     inp, out = snakemake.input, snakemake.output
     pretraining = {str(Path(p).parent): json.load(open(p)) for p in inp.pretraining}
+    qc = {d: json.load(open(p)) for d, p in zip(snakemake.params.datasets, inp.qc)}
+    datasets = agg.dataset_table(cfg, qc, agg.read_published(inp.published_datasets))
     records = agg.read_records(inp.records, pretraining)
     scores = agg.with_checkpoint(agg.read_tsvs(inp.scores), records)
     bench = agg.read_benchmarks(inp.benchmarks, snakemake.params.runs)
     summary = agg.summarise(scores)
-    comp = agg.comparison(summary, agg.read_published(inp.published), cfg, cfg["run"]["compare_metric"])
+    comp = agg.comparison(summary, agg.read_published(inp.published), cfg, datasets)
     runs = agg.runs_table(records)
     per_run = agg.speed(records, bench)
     embedding = pd.read_csv(inp.speed_embedding[0], sep="\t") if inp.speed_embedding else pd.DataFrame()
     speed = speed_table(embedding, per_run)
-    qc = {d: json.load(open(p)) for d, p in zip(snakemake.params.datasets, inp.qc)}
-    write_tsv(scores, out.scores)
-    write_tsv(summary, out.summary)
+    write_tsv(datasets, out.datasets)
+    write_tsv(agg.with_data(scores, datasets), out.scores)
+    write_tsv(agg.with_data(summary, datasets), out.summary)
     write_tsv(comp, out.comparison)
-    write_tsv(runs, out.runs)
+    write_tsv(agg.with_data(runs, datasets), out.runs)
     write_tsv(speed, out.speed)
-    write_text(agg.markdown(summary, comp, runs, speed, cfg, qc), out.markdown)
+    write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets), out.markdown)

@@ -9,6 +9,6 @@ with job(snakemake):
     cfg = snakemake.config
     labels = method_labels(cfg)
     inp, out = snakemake.input, snakemake.output
-    plots.score_heatmap(pd.read_csv(inp.summary, sep="\t"), cfg["run"]["compare_metric"], labels, out.heatmap)
+    plots.score_heatmap(pd.read_csv(inp.summary, sep="\t"), cfg["run"]["heatmap_metric"], labels, out.heatmap)
     plots.published_comparison(pd.read_csv(inp.comparison, sep="\t"), labels, out.published)
     plots.speed_bars(pd.read_csv(inp.speed, sep="\t"), labels, out.speed)

@@ -1,0 +1,126 @@
+"""Ours beside the published table, reading for reading: the dataset fingerprint, every reason a pair is not
+comparable, and the differences, against values worked out by hand."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellplm.bench.aggregate import checkpoint_reason, comparison, dataset_table, fingerprint, read_published
+from conftest import ROOT
+
+PUBLISHED = pd.DataFrame([
+    {"method": "CellPLM", "dataset": "PBMC12K", "value": 0.975, "std": np.nan, "reading": "tm_macro_accuracy",
+     "reading_basis": "b1", "source": "s"},
+    {"method": "scANVI", "dataset": "PBMC12K", "value": 0.930, "std": 0.0148, "reading": "tm_macro_accuracy_swapped",
+     "reading_basis": "b2", "source": "s"},
+    {"method": "Geneformer", "dataset": "PBMC12K", "value": np.nan, "std": np.nan, "reading": "tm_macro_accuracy",
+     "reading_basis": "b1", "source": "s"},
+    {"method": "scDiff", "dataset": "PBMC12K", "value": 0.967, "std": 0.0042, "reading": "tm_macro_accuracy_swapped",
+     "reading_basis": "b2", "source": "s"},
+])
+PUBLISHED_DATASETS = pd.DataFrame([{"dataset": "PBMC12K", "cells": 11990, "genes": 3346, "classes": 9, "source": "s"}])
+QC = {"n_cells": 11990, "n_genes": 3346, "n_cell_types": 9, "n_batches": 2,
+      "source_record": {"files": [], "version": "", "sha256": "ab" * 32}}
+
+
+def config(variant="published_file", param_set="default", splits=("published",)):
+    return {
+        "run": {"datasets": ["pbmc12k"], "methods": ["cellplm_finetune", "scanvi", "geneformer"], "param_set": param_set,
+                "splits": list(splits)},
+        "splits": {"published": {"strategy": "random"}, "batch_holdout": {"strategy": "batch_holdout"}},
+        "datasets": {"pbmc12k": {"published_as": "PBMC12K", "variant": variant, "splits": None,
+                                 "source": {"kind": "archive", "filename": "a.tar.gz", "member": "PBMC12K_processed.h5ad"}}},
+        "methods": {"cellplm_finetune": {"published_as": "CellPLM"}, "scanvi": {"published_as": "scANVI"},
+                    "geneformer": {"published_as": "Geneformer"}},
+    }
+
+
+def summary(rows):
+    """Summary rows: (split, method, metric, mean, std, n_seeds, checkpoint)."""
+    return pd.DataFrame([{"dataset": "pbmc12k", "split": s, "method": m, "metric": metric, "mean": mean, "std": std,
+                          "n_seeds": n, "n_runs": 3, "statuses": "ok" if n else "not_applicable",
+                          "reason": "" if n else "no model", "checkpoint": ck}
+                         for s, m, metric, mean, std, n, ck in rows])
+
+
+OURS = [("published", "cellplm_finetune", "tm_macro_accuracy", 0.95, 0.01, 3, "released (20230926_85M)"),
+        ("published", "cellplm_finetune", "tm_macro_accuracy_swapped", 0.50, 0.01, 3, "released (20230926_85M)"),
+        ("published", "scanvi", "tm_macro_accuracy", 0.10, 0.0, 3, ""),
+        ("published", "scanvi", "tm_macro_accuracy_swapped", 0.90, 0.02, 3, ""),
+        ("published", "geneformer", "tm_macro_accuracy", np.nan, np.nan, 0, "")]
+
+
+def test_each_published_value_meets_our_number_of_its_reading():
+    cfg = config()
+    ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
+    assert ds.loc[0, "fingerprint"] == "matches (cells 11,990, genes 3,346, classes 9)" and ds.loc[0, "comparable"]
+    comp = comparison(summary(OURS), PUBLISHED, cfg, ds).set_index("published_method")
+    # CellPLM: its own reading (tm_macro_accuracy 0.95, not the 0.50 of the other reading), diffed by hand
+    assert comp.loc["CellPLM", "reading"] == "tm_macro_accuracy" and comp.loc["CellPLM", "ours_mean"] == 0.95
+    assert comp.loc["CellPLM", "difference"] == pytest.approx(0.95 - 0.975) and comp.loc["CellPLM", "comparable"]
+    # scANVI: the copied scDiff row is macro precision: our swapped reading, 0.90 (not the 0.10 of the other)
+    assert comp.loc["scANVI", "ours_mean"] == 0.90 and comp.loc["scANVI", "difference"] == pytest.approx(-0.03)
+    # nothing published for Geneformer, and our run did not apply: both said, no difference
+    assert np.isnan(comp.loc["Geneformer", "difference"])
+    assert comp.loc["Geneformer", "not_comparable_reason"] == ("nothing published (the table shows '-'); no successful "
+                                                              "run (not_applicable: no model)")
+    # a published method we do not run is listed, not hidden
+    assert comp.loc["scDiff", "method"] == "(not run here)" and comp.loc["scDiff", "not_comparable_reason"] == \
+        "method not run here"
+    assert comp.loc["scDiff", "published_value"] == 0.967
+
+
+@pytest.mark.parametrize("label, reason", [
+    ("random initialisation (85M shape)", "random initialisation (85M shape), not the pretrained weights behind the "
+                                          "published row"),
+    ("pretrained here (tiny, 4 epochs)", "checkpoint pretrained here (tiny, 4 epochs), not the authors' release"),
+    ("pretrained (/data/scgpt)", "weights not known to be the published ones (pretrained (/data/scgpt); set "
+                                 "checkpoint_kind: released if they are)"),
+    ("released (20231027_85M)", ""),
+])
+def test_weights_that_are_not_the_published_ones(label, reason):
+    assert checkpoint_reason(label) == reason
+    cfg = config()
+    ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
+    rows = [r[:6] + (label,) for r in OURS[:2]]
+    comp = comparison(summary(rows), PUBLISHED, cfg, ds).set_index("published_method")
+    assert comp.loc["CellPLM", "not_comparable_reason"] == reason
+    assert np.isnan(comp.loc["CellPLM", "difference"]) == bool(reason)
+
+
+def test_data_split_and_parameters_that_are_not_the_published_ones():
+    small = {**QC, "n_cells": 700, "n_genes": 765, "n_cell_types": 10}
+    cfg = config(variant="other")
+    ds = dataset_table(cfg, {"pbmc12k": small}, PUBLISHED_DATASETS)
+    assert ds.loc[0, "fingerprint"] == ("differs: cells 700 vs published 11,990; genes 765 vs published 3,346; classes "
+                                        "10 vs published 9")
+    comp = comparison(summary(OURS), PUBLISHED, cfg, ds).set_index("published_method")
+    assert comp.loc["CellPLM", "not_comparable_reason"] == f"not the published dataset ({ds.loc[0, 'fingerprint']})"
+    # origin data needs a published fingerprint to be confirmed; a matching one confirms it
+    cfg = config(variant="origin")
+    assert dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS).loc[0, "comparable"]
+    unknown = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS.iloc[0:0])
+    assert unknown.loc[0, "not_comparable_reason"] == ("rebuilt from origin, and no published statistics confirm it is "
+                                                      "the published data")
+    # another split protocol, quick test parameters
+    cfg = config(param_set="test", splits=("published", "batch_holdout"))
+    ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
+    rows = OURS + [("batch_holdout",) + r[1:] for r in OURS]
+    comp = comparison(summary(rows), PUBLISHED, cfg, ds)
+    held = comp[(comp["split"] == "batch_holdout") & (comp["published_method"] == "CellPLM")].iloc[0]
+    assert held["not_comparable_reason"] == ("split 'batch_holdout' is not the published protocol; quick test "
+                                             "parameters (run.param_set: test), not the protocol's")
+    assert comp["difference"].isna().all()
+
+
+def test_partial_fingerprint_and_the_shipped_tables():
+    assert fingerprint(QC, {"cells": 11990, "genes": np.nan, "classes": 9}) == ("matches (cells 11,990, classes 9)", True)
+    assert fingerprint(QC, None) == ("no published statistics", None)
+    scores = read_published(ROOT / "config/published_scores.tsv")
+    assert set(scores["reading"]) == {"tm_macro_accuracy", "tm_macro_accuracy_swapped"}
+    own = scores["method"].isin(["scGPT", "Geneformer", "CellPLM"])
+    assert (scores.loc[own, "reading"] == "tm_macro_accuracy").all()
+    assert (scores.loc[~own, "reading"] == "tm_macro_accuracy_swapped").all()
+    assert len(scores) == 8 * 6 and scores["reading_basis"].str.startswith("inferred").all()
+    datasets = read_published(ROOT / "config/published_datasets.tsv").set_index("dataset")
+    assert datasets.loc["PBMC12K", ["cells", "genes", "classes"]].tolist() == [11990, 3346, 9]

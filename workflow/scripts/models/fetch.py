@@ -1,0 +1,13 @@
+"""Fetch one pretrained model folder (config `models`): see cellplm/bench/services.py."""
+
+import json
+
+from cellplm.bench.download import Manifest
+from cellplm.bench.services import fetch_model
+from cellplm.bench.workflow import job
+
+with job(snakemake):
+    s = snakemake.params.settings
+    info = fetch_model(snakemake.params.spec, snakemake.output[0], Manifest(s["manifest"]), retries=s["retries"],
+                       endpoints=s["endpoints"])
+    print(json.dumps(info, indent=2))
