@@ -124,3 +124,25 @@ def test_partial_fingerprint_and_the_shipped_tables():
     assert len(scores) == 8 * 6 and scores["reading_basis"].str.startswith("inferred").all()
     datasets = read_published(ROOT / "config/published_datasets.tsv").set_index("dataset")
     assert datasets.loc["PBMC12K", ["cells", "genes", "classes"]].tolist() == [11990, 3346, 9]
+
+
+def test_source_record_of_a_file_placed_by_hand_is_checked_against_its_pin(tmp_path):
+    """The manual route (a download saved by hand): its sha256 is still compared with the config's pin."""
+    import hashlib
+
+    from cellplm.bench.download import Manifest
+    from cellplm.bench.sources import source_record
+
+    path = tmp_path / "pancreas.h5ad"
+    path.write_bytes(b"placed by hand")
+    digest = hashlib.sha256(b"placed by hand").hexdigest()
+    source = {"kind": "download", "url": "https://ndownloader.figshare.com/files/36086813", "filename": "pancreas.h5ad",
+              "sha256": "0" * 64}
+    rec = source_record(source, path, Manifest(tmp_path / "checksums.tsv"))
+    assert rec["sha256"] == digest and rec["files"][0]["sha256"] == digest
+    assert rec["files"][0]["recorded"] == "not in the manifest (placed by hand?)"
+    cfg = config(variant="origin")
+    cfg["datasets"]["pbmc12k"]["source"] = source
+    table = dataset_table(cfg, {"pbmc12k": {**QC, "source_record": rec}}, PUBLISHED_DATASETS)
+    assert table.loc[0, "pinned_sha256_ok"] == False  # noqa: E712 - the pin says another file
+    assert table.loc[0, "downloads"] == f"pancreas.h5ad sha256 {digest}"

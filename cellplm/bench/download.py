@@ -30,9 +30,7 @@ import os
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,32 +38,11 @@ from tqdm.auto import tqdm
 
 from ..checksum import sha256_file
 from .errors import DISK_FULL, UNWRITABLE, DownloadError
+from .services import ENDPOINTS, check_cell_count, gdrive_download, open_url, resolve, service_name
 
 CHUNK = 1 << 20
-USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
 # No retry can change these answers; the next mirror may.
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
-ENDPOINTS = {
-    "cellxgene_api": "https://api.cellxgene.cziscience.com/curation/v1",
-    "cellxgene_datasets": "https://datasets.cellxgene.cziscience.com",
-    "huggingface": "https://huggingface.co",
-}
-# Host suffix -> the service's name in messages.
-SERVICES = {
-    "figshare.com": "figshare", "amazonaws.com": "figshare's file store (S3)", "dropbox.com": "Dropbox",
-    "dropboxusercontent.com": "Dropbox", "cziscience.com": "CELLxGENE Discover", "10xgenomics.com": "10x Genomics",
-    "github.com": "GitHub", "githubusercontent.com": "GitHub", "google.com": "Google Drive",
-    "huggingface.co": "Hugging Face", "hf.co": "Hugging Face",
-}
-
-
-def service_name(url: str) -> str:
-    if url.startswith("gdrive://"):
-        return "Google Drive"
-    if url.startswith("cellxgene://"):
-        return "CELLxGENE Discover"
-    host = urllib.parse.urlsplit(url).hostname or url
-    return next((name for suffix, name in SERVICES.items() if host == suffix or host.endswith("." + suffix)), host)
 
 
 class Manifest:
@@ -124,29 +101,12 @@ class Manifest:
             os.replace(tmp, self.path)
 
 
-@dataclass
-class Resolved:
-    """Where a source's bytes come from after its service resolved it."""
-
-    urls: list[str]  # candidates, tried in order (mirrors)
-    service: str
-    version: str = ""  # the service's version of the data, recorded in the manifest and reused
-    expected_cells: int | None = None  # checked against the file (CELLxGENE's cell_count)
-    detail: dict | None = None  # what the service said, for the provenance record
-
-
 class Refused(Exception):
     """The server answered, but not with the file (status, empty body, HTML page); ``url``: who answered."""
 
     def __init__(self, reason: str, url: str):
         super().__init__(reason)
         self.url = url
-
-
-def open_url(url: str, headers: dict | None = None, timeout: float = 60):
-    """urllib with this project's user agent; proxies and CA bundle from the environment at each call."""
-    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
-    return urllib.request.build_opener().open(req, timeout=timeout)
 
 
 def _size(path: Path) -> int:
@@ -268,20 +228,18 @@ def fetch(
 ) -> dict:
     """Download ``url`` (or its first mirror that gives the file) to ``dest``: resumable, retried, verified,
     atomic. Returns a provenance record (service, version, URL used, sha256, bytes, what it was verified against)."""
-    from . import services
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
     endpoints = {**ENDPOINTS, **(endpoints or {})}
     locked = manifest.row(dest.name) if manifest else None
-    resolved = services.resolve(url, mirrors, version_id=version_id, as_of=as_of,
+    resolved = resolve(url, mirrors, version_id=version_id, as_of=as_of,
                                 locked_version=(locked or {}).get("version") or None, endpoints=endpoints,
                                 timeout=timeout)
     recorded = locked if locked and (locked.get("version") or "") == resolved.version else None
     expected = sha256.lower() if sha256 else (recorded["sha256"] if recorded else None)
     if url.startswith("gdrive://"):
-        used = services.gdrive_download(resolved.urls[0], part, dest, retries=retries, progress=progress)
+        used = gdrive_download(resolved.urls[0], part, dest, retries=retries, progress=progress)
     else:
         refusals = []
         for candidate in resolved.urls:
@@ -301,7 +259,7 @@ def fetch(
             f"{dest}: sha256 mismatch (got {digest}, expected {expected} from {source}); the download was deleted"
         )
     if resolved.expected_cells is not None:
-        services.check_cell_count(part, resolved.expected_cells, dest, resolved)
+        check_cell_count(part, resolved.expected_cells, dest, resolved)
     size = part.stat().st_size
     os.replace(part, dest)
     if manifest is not None and not recorded:

@@ -59,10 +59,12 @@ def published_comparison(comp: pd.DataFrame, labels: dict, path) -> None:
         r = sub[(sub["dataset"] == d) & (sub["split"] == split)]
         x = np.arange(len(r))
         ok = r["comparable"].astype(bool).to_numpy()
-        ax.bar(x[ok], r["ours_mean"][ok], yerr=r["ours_std"][ok].fillna(0), color="tab:blue",
-               label="ours, comparable")
-        ax.bar(x[~ok], r["ours_mean"][~ok].fillna(0), yerr=r["ours_std"][~ok].fillna(0), color="lightgrey",
-               hatch="//", edgecolor="grey", label="ours, not comparable")
+        if ok.any():
+            ax.bar(x[ok], r["ours_mean"][ok], yerr=r["ours_std"][ok].fillna(0), color="tab:blue",
+                   label="ours, comparable")
+        if (~ok).any():
+            ax.bar(x[~ok], r["ours_mean"][~ok].fillna(0), yerr=r["ours_std"][~ok].fillna(0), color="lightgrey",
+                   hatch="//", edgecolor="grey", label="ours, not comparable")
         has = r["published_value"].notna().to_numpy()
         ax.scatter(x[has], r["published_value"][has], marker="_", s=600, color="tab:red", linewidths=3,
                    label="published", zorder=3)

@@ -23,6 +23,8 @@ import re
 import shutil
 import urllib.error
 import urllib.parse
+import urllib.request
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
@@ -30,13 +32,51 @@ from ..checksum import sha256_file
 from .errors import DownloadError
 
 GDRIVE_UC = "https://drive.google.com/uc?id={}"
+USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
+ENDPOINTS = {
+    "cellxgene_api": "https://api.cellxgene.cziscience.com/curation/v1",
+    "cellxgene_datasets": "https://datasets.cellxgene.cziscience.com",
+    "huggingface": "https://huggingface.co",
+}
+# Host suffix -> the service's name in messages.
+SERVICES = {
+    "figshare.com": "figshare", "amazonaws.com": "figshare's file store (S3)", "dropbox.com": "Dropbox",
+    "dropboxusercontent.com": "Dropbox", "cziscience.com": "CELLxGENE Discover", "10xgenomics.com": "10x Genomics",
+    "github.com": "GitHub", "githubusercontent.com": "GitHub", "google.com": "Google Drive",
+    "huggingface.co": "Hugging Face", "hf.co": "Hugging Face",
+}
+
+
+def service_name(url: str) -> str:
+    """The service behind a URL, as messages name it (the host where none is known)."""
+    if url.startswith("gdrive://"):
+        return "Google Drive"
+    if url.startswith("cellxgene://"):
+        return "CELLxGENE Discover"
+    host = urllib.parse.urlsplit(url).hostname or url
+    return next((name for suffix, name in SERVICES.items() if host == suffix or host.endswith("." + suffix)), host)
+
+
+def open_url(url: str, headers: dict | None = None, timeout: float = 60):
+    """urllib with this project's user agent; proxies and CA bundle from the environment at each call."""
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **(headers or {})})
+    return urllib.request.build_opener().open(req, timeout=timeout)
+
+
+@dataclass
+class Resolved:
+    """Where a source's bytes come from after its service resolved it."""
+
+    urls: list[str]  # candidates, tried in order (mirrors)
+    service: str
+    version: str = ""  # the service's version of the data, recorded in the manifest and reused
+    expected_cells: int | None = None  # checked against the file (CELLxGENE's cell_count)
+    detail: dict | None = None  # what the service said, for the provenance record
 
 
 def resolve(url: str, mirrors=(), *, version_id=None, as_of=None, locked_version=None, endpoints: dict,
             timeout: float = 60):
     """The candidate URLs (and version) behind a source URL; see :mod:`.download`."""
-    from .download import Resolved, service_name
-
     if url.startswith("cellxgene://"):
         return cellxgene_resolve(url.removeprefix("cellxgene://").strip("/"), version_id=version_id, as_of=as_of,
                                  locked_version=locked_version, endpoints=endpoints, timeout=timeout)
@@ -49,8 +89,6 @@ def resolve(url: str, mirrors=(), *, version_id=None, as_of=None, locked_version
 # ---- CELLxGENE Discover ----------------------------------------------------------------------------------------
 
 def _get_json(url: str, timeout: float):
-    from .download import open_url
-
     try:
         with open_url(url, {"Accept": "application/json"}, timeout) as r:
             return json.load(r)
@@ -116,8 +154,6 @@ def cellxgene_resolve(ident: str, *, version_id=None, as_of=None, locked_version
                       timeout: float = 60):
     """A CELLxGENE source: dataset id (with ``version_id``/``as_of``, or the version locked in the manifest) or a
     dataset version id alone, to the URL of that version's H5AD and its cell count."""
-    from .download import Resolved
-
     api = endpoints["cellxgene_api"]
     pin = version_id or locked_version
     try:
@@ -213,8 +249,6 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
 def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, endpoints: dict | None = None,
                 progress: bool = True) -> dict:
     """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``."""
-    from .download import ENDPOINTS
-
     source, files, dest = spec["source"], dict(spec["files"]), Path(dest)
     endpoints = {**ENDPOINTS, **(endpoints or {})}
     if source["kind"] == "gdrive_folder":

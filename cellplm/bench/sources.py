@@ -316,12 +316,15 @@ def source_record(source: dict, path, manifest=None) -> dict:
     from ..checksum import sha256_file
     from .workflow import remote_files
 
+    digest = sha256_file(path)
     files = []
     for f in remote_files(source):
         row = manifest.row(f["filename"]) if manifest is not None else None
+        if row is None:  # put there by hand: for a single-file source, the file read is that download
+            whole = source["kind"] in ("download", "cellxgene")
+            row = {"sha256": digest if whole else "", "bytes": str(Path(path).stat().st_size) if whole else "",
+                   "version": "", "recorded": "not in the manifest (placed by hand?)"}
         files.append({"filename": f["filename"], "url": f["url"], "pinned_sha256": f["sha256"] or "",
-                      **({k: row[k] for k in ("sha256", "bytes", "version", "recorded")} if row else
-                         {"sha256": "", "bytes": "", "version": "", "recorded": "not in the manifest (placed by hand?)"})})
+                      **{k: row[k] for k in ("sha256", "bytes", "version", "recorded")}})
     return {"kind": source["kind"], "member": source.get("member", ""), "files": files,
-            "version": "; ".join(v for v in (f["version"] for f in files) if v),
-            "sha256": sha256_file(path), "path": str(path)}
+            "version": "; ".join(v for v in (f["version"] for f in files) if v), "sha256": digest, "path": str(path)}

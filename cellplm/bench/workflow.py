@@ -113,7 +113,7 @@ _PRETRAIN_UNHASHED = ("gpu", "threads", "device", "resume")
 def check_cellplm(config: dict) -> None:
     """The ``cellplm`` section: the keys each checkpoint source needs (one-line ConfigError otherwise)."""
     ck = config.get("cellplm", {}).get("checkpoint", {})
-    source = ck.get("source", "path")
+    source = ck.get("source", "release")
     where = "cellplm.checkpoint"
     if source == "path" and not ck.get("prefix"):
         raise ConfigError(f"config: {where}.source is 'path' but {where}.prefix is not set (the checkpoint files are "
@@ -175,7 +175,7 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
     """
     cp = config.get("cellplm", {})
     ck = cp.get("checkpoint", {})
-    source = ck.get("source", "path")
+    source = ck.get("source", "release")
     out = {"source": source, "kind": "", "prefix": "", "dir": "", "files": [], "config_src": "", "weights_src": "",
            "missing": [], "url": {}, "trusted_sha256": [d.lower() for d in ck.get("trusted_sha256") or []]}
     if source == "none":
