@@ -80,7 +80,7 @@ def test_404_names_the_service_and_leaves_nothing(net, tmp_path):
         get(url, tmp_path / "dl" / "missing.csv")
     assert str(e.value) == (f"missing.csv: no source gave the file (GitHub github.com: HTTP 404 Not Found); nothing was "
                             f"saved. Download {url} in a browser, save it as {tmp_path / 'dl' / 'missing.csv'}, and "
-                            "rerun (its sha256 is then checked or recorded)")
+                            "rerun (its sha256 is then recorded with the results)")
     assert leftovers(tmp_path / "dl") == []
 
 
@@ -139,7 +139,7 @@ def test_figshare_refusing_everywhere_saves_nothing_and_says_what_to_do(net, tmp
     assert str(e.value) == (
         "pancreas.h5ad: no source gave the file (figshare ndownloader.figshare.com: HTTP 202 Accepted with an empty "
         "body; figshare api.figshare.com: HTTP 403 Forbidden); nothing was saved. Download "
-        f"{PANCREAS} in a browser, save it as {dest}, and rerun (its sha256 is then checked or recorded)")
+        f"{PANCREAS} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)")
     assert leftovers(dest.parent) == [] and manifest.row("pancreas.h5ad") is None  # no checksum of an empty 202
 
 
@@ -248,6 +248,9 @@ def test_cellxgene_version_id_alone_and_unknown_ids(net, brain, tmp_path):
     assert info["version"] == V_2023 and info["detail"]["dataset_id"] == BRAIN
     assert net.hits("api.cellxgene.cziscience.com") == [f"GET /curation/v1/datasets/{V_2023}/versions",
                                                          f"GET /curation/v1/dataset_versions/{V_2023}"]
+    assert info["detail"]["chosen"] == "the id names this dataset version"
+    again = get(f"cellxgene://{V_OLD}", tmp_path / "w.h5ad", as_of="2023-09-27")  # as_of cannot move a named version
+    assert again["version"] == V_OLD
     with pytest.raises(DownloadError, match="CELLxGENE knows no dataset 00000000-0000-4000-8000-0000000000ff"):
         get("cellxgene://00000000-0000-4000-8000-0000000000ff", tmp_path / "x.h5ad", as_of="2023-09-27")
 
@@ -286,7 +289,7 @@ def test_google_drive_quota_page_is_one_line_with_the_manual_route(net, tmp_path
     assert "\n" not in message and message.startswith("scdiff.tar.gz: Google Drive did not give the file (")
     assert "Too many users have viewed or downloaded this file recently" in message
     assert message.endswith(f"download https://drive.google.com/uc?id={SCDIFF} in a browser, save it as {dest}, "
-                            "and rerun (its sha256 is then checked or recorded)")
+                            "and rerun (its sha256 is then recorded with the results)")
     assert not dest.exists()
 
 

@@ -139,6 +139,14 @@ def test_checkpoint_url_and_none_dry_runs(workdir):
     assert jobs["cellplm_download"] == 1 and jobs["cellplm_link_checkpoint"] == 1 and "cellplm_pretrain" not in jobs
     assert "resources/downloads/cellplm/20230926_85M.best.ckpt" in out.stdout
     assert "results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in out.stdout
+    # the other release: its config comes from the authors' folder too, both files pinned (cellplm.releases.sha256)
+    later = "cellplm: {checkpoint: {source: release, release: 20231027_85M}}\n"
+    out = snakemake(workdir, "-n", "--configfile", _config(workdir, "later.yaml", CELLPLM_RUN + later))
+    assert out.returncode == 0, out.stderr
+    assert job_counts(out.stdout)["cellplm_download"] == 2
+    for name in ("20231027_85M.best.ckpt", "20231027_85M.config.json"):
+        assert f"resources/downloads/cellplm/{name}" in out.stdout
+    assert "results/cellplm/checkpoints/released__20231027_85M/model.config.json" in out.stdout
     none = "cellplm: {checkpoint: {source: none}}\n"
     out = snakemake(workdir, "-n", "--configfile", _config(workdir, "none.yaml", CELLPLM_RUN + none))
     assert out.returncode == 0, out.stderr

@@ -101,6 +101,10 @@ class Manifest:
             os.replace(tmp, self.path)
 
 
+class _Corrupt(Exception):
+    """A transfer that looks whole but is not (a cut-off zip container)."""
+
+
 class Refused(Exception):
     """The server answered, but not with the file (status, empty body, HTML page); ``url``: who answered."""
 
@@ -187,10 +191,6 @@ def _download_url(url: str, part: Path, dest: Path, retries: int, timeout: float
         time.sleep(backoff * attempt)
 
 
-class _Corrupt(Exception):
-    pass
-
-
 def _check_complete(part: Path) -> None:
     """A zip container (torch.save checkpoints) must be whole: a cut-off transfer without Content-Length (a
     known failure of scripted Dropbox downloads) is caught here, not at load time."""
@@ -209,7 +209,7 @@ def _check_complete(part: Path) -> None:
 def _refusal_message(dest: Path, url: str, refusals: list[tuple[str, str]]) -> str:
     said = "; ".join(f"{service_name(u)} {urllib.parse.urlsplit(u).netloc or u}: {why}" for u, why in refusals)
     return (f"{dest.name}: no source gave the file ({said}); nothing was saved. Download {url} in a browser, save it "
-            f"as {dest}, and rerun (its sha256 is then checked or recorded)")
+            f"as {dest}, and rerun (its sha256 is then recorded with the results)")
 
 
 def fetch(
@@ -234,8 +234,7 @@ def fetch(
     endpoints = {**ENDPOINTS, **(endpoints or {})}
     locked = manifest.row(dest.name) if manifest else None
     resolved = resolve(url, mirrors, version_id=version_id, as_of=as_of,
-                                locked_version=(locked or {}).get("version") or None, endpoints=endpoints,
-                                timeout=timeout)
+                       locked_version=(locked or {}).get("version") or None, endpoints=endpoints, timeout=timeout)
     recorded = locked if locked and (locked.get("version") or "") == resolved.version else None
     expected = sha256.lower() if sha256 else (recorded["sha256"] if recorded else None)
     if url.startswith("gdrive://"):

@@ -112,8 +112,7 @@ def cellxgene_versions(dataset_id: str, api: str, timeout: float = 60) -> list[d
         body = _get_json(url, timeout)
     except urllib.error.HTTPError as e:
         if e.code == 404:
-            raise DownloadError(f"{url}: CELLxGENE knows no dataset {dataset_id} (HTTP 404); if it is a dataset "
-                                "version id, set it as the source's version_id") from None
+            raise DownloadError(f"{url}: CELLxGENE knows no dataset {dataset_id} (HTTP 404)") from None
         raise DownloadError(f"{url}: CELLxGENE dataset {dataset_id} lookup failed (HTTP {e.code})") from None
     versions = body.get("datasets", []) if isinstance(body, dict) else body
     if not isinstance(versions, list) or not versions:
@@ -155,16 +154,21 @@ def cellxgene_resolve(ident: str, *, version_id=None, as_of=None, locked_version
     """A CELLxGENE source: dataset id (with ``version_id``/``as_of``, or the version locked in the manifest) or a
     dataset version id alone, to the URL of that version's H5AD and its cell count."""
     api = endpoints["cellxgene_api"]
-    pin = version_id or locked_version
     try:
         versions = cellxgene_versions(ident, api, timeout)
-    except DownloadError:
-        if version_id or as_of:
-            raise
-        versions = [cellxgene_version(ident, api, timeout)]  # the id names one dataset version
+        named = False
+    except DownloadError as unknown:  # not a dataset id: perhaps a dataset version id (one version)
+        try:
+            versions = [cellxgene_version(ident, api, timeout)]
+        except DownloadError:
+            versions = [{}]
         if versions[0].get("dataset_version_id") != ident:
-            raise
-    how = ("pinned by version_id" if version_id else "locked in the manifest" if locked_version
+            raise DownloadError(f"{unknown}, nor a dataset version {ident}: check the id on "
+                                "https://cellxgene.cziscience.com/datasets") from None
+        named, version_id, locked_version, as_of = True, ident, None, None
+    pin = version_id or locked_version
+    how = ("the id names this dataset version" if named else "pinned by version_id" if version_id
+           else "locked in the manifest" if locked_version
            else f"newest published on or before {as_of}" if as_of else "newest")
     if locked_version and not any(v.get("dataset_version_id") == locked_version for v in versions):
         versions = versions + [cellxgene_version(locked_version, api, timeout)]
@@ -210,7 +214,7 @@ def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress
 
     staging = part.with_name(part.name + ".gdown")  # gdown renames its own .part files into this name
     staging.unlink(missing_ok=True)
-    manual = f"download {url} in a browser, save it as {dest}, and rerun (its sha256 is then checked or recorded)"
+    manual = f"download {url} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)"
     try:
         out = gdown.download(url=url, output=str(staging), quiet=not progress, resume=True, retries=retries)
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
@@ -236,7 +240,7 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
 
     url = f"https://drive.google.com/drive/folders/{folder_id}"
     manual = (f"download the files {', '.join(files)} from {url} in a browser into {dest}/ and rerun "
-              "(their sha256 are then checked or recorded)")
+              "(the folder is then used as it is)")
     staging = dest.with_name(f".{dest.name}.partial")
     staging.mkdir(parents=True, exist_ok=True)
     try:
@@ -264,7 +268,6 @@ def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: 
     """The ``files`` (repository path -> pinned sha256 or None) of ``repo_id`` at commit ``revision``, downloaded
     with ``huggingface_hub.snapshot_download`` into ``dest`` (a staging folder renamed into place), verified."""
     import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
         raise DownloadError(f"{repo_id}: revision {revision!r} is not a commit sha (40 hex digits); pin a commit, since "
@@ -275,7 +278,7 @@ def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: 
     try:
         huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(files),
                                           local_dir=str(staging), endpoint=endpoint)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - HTTP answers, network and proxy failures alike: one line, manual route
         said = " ".join(str(e).split())[:300]
         raise DownloadError(f"{dest.name}: Hugging Face did not give {repo_id}@{revision[:12]} "
                             f"({type(e).__name__}: {said}); {manual}") from None
