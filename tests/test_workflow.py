@@ -234,7 +234,7 @@ def test_demo_end_to_end(demo):
     assert ours.loc["scDiff", "method"] == "(not run here)"
     datasets = pd.read_csv(tables / "datasets.tsv", sep="\t", keep_default_na=False).set_index("dataset")
     assert datasets.loc["pbmc68k", "data"] == "not the published data: pbmc68k_reduced"
-    assert datasets.loc["pbmc68k", "comparable"] == "False" and datasets.loc["synthetic", "published_as"] == ""
+    assert str(datasets.loc["pbmc68k", "comparable"]) == "False" and datasets.loc["synthetic", "published_as"] == ""
     pretrained = list((workdir / "results" / "cellplm" / "pretrained").glob("tiny_e4_seed0_*/loss.tsv"))
     assert len(pretrained) == 1 and len(pd.read_csv(pretrained[0], sep="\t")) > 4
     assert (workdir / "results" / "plots" / "cellplm_pretraining_loss.png").stat().st_size > 5000
