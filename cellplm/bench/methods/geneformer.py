@@ -7,7 +7,8 @@ descending order, become token ids, truncated to the model's input size. The 202
 input size 4096) wrap the sentence in ``<cls>`` ... ``<eos>``; the 2023 6-layer model (30M cells, 2048) has no
 special tokens in the sentence.
 
-The weights are a Hugging Face BERT checkpoint that the user supplies (``params.model_dir``): ``config.json``
+The weights are a Hugging Face BERT checkpoint (``params.model_dir``; the workflow fetches the V1 model from Hugging
+Face at a pinned commit, config ``models``, or the user supplies one): ``config.json``
 plus ``model.safetensors`` or ``pytorch_model.bin``, with Geneformer's two pickled dictionaries next to it
 (or wherever ``params.token_dictionary`` / ``params.gene_median_dictionary`` point). Without a model directory the
 method is not applicable. Annotation follows Geneformer's cell-classification example: a
@@ -355,7 +356,7 @@ class Geneformer(Annotator):
     """
 
     label = "Geneformer (fine-tuned)"
-    implementation = ("transformers BertForSequenceClassification on a user-supplied Geneformer checkpoint; rank-value "
+    implementation = ("transformers BertForSequenceClassification on a pretrained Geneformer checkpoint; rank-value "
                       "tokeniser and fine-tuning loop written here (Geneformer cell-classification protocol)")
     packages = ("torch", "transformers", "safetensors")
 
