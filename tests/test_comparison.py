@@ -54,6 +54,7 @@ def test_each_published_value_meets_our_number_of_its_reading():
     cfg = config()
     ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
     assert ds.loc[0, "fingerprint"] == "matches (cells 11,990, genes 3,346, classes 9)" and ds.loc[0, "comparable"]
+    assert ds.loc[0, "published_statistics_source"] == "s"  # published numbers keep their source
     comp = comparison(summary(OURS), PUBLISHED, cfg, ds).set_index("published_method")
     # CellPLM: its own reading (tm_macro_accuracy 0.95, not the 0.50 of the other reading), diffed by hand
     assert comp.loc["CellPLM", "reading"] == "tm_macro_accuracy" and comp.loc["CellPLM", "ours_mean"] == 0.95

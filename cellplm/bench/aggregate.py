@@ -186,7 +186,8 @@ def dataset_table(config: dict, qc: dict, published_datasets: pd.DataFrame) -> p
             "source_sha256": rec.get("sha256", ""), "cells": q["n_cells"], "genes": q["n_genes"],
             "classes": q["n_cell_types"], "batches": q["n_batches"],
             "published_cells": p.get("cells", np.nan), "published_genes": p.get("genes", np.nan),
-            "published_classes": p.get("classes", np.nan), "fingerprint": text,
+            "published_classes": p.get("classes", np.nan), "published_statistics_source": p.get("source", ""),
+            "fingerprint": text,
             "comparable": comparable, "not_comparable_reason": why,
         })
     return pd.DataFrame(rows)
