@@ -267,9 +267,8 @@ def speed_embedding_inputs(wildcards):
     if SPEED_MODELS.get("cellplm", {}).get("options", {}).get("weights") == "checkpoint" and CKPT["files"]:
         inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT["files"]
     for name, spec in SPEED_MODELS.items():
-        model = None if spec["reason"] else config["methods"][spec["method"]]["model"]
-        if model and spec["options"].get("weights") == "checkpoint":
-            inputs[f"model_{name}"] = wf.model_dir(model)
+        if spec["fetched"]:
+            inputs[f"model_{name}"] = wf.model_dir(spec["fetched"])
     return inputs
 
 

@@ -171,11 +171,11 @@ def dataset_table(config: dict, qc: dict, published_datasets: pd.DataFrame) -> p
         rec = q.get("source_record") or {}
         files = rec.get("files", [])
         pinned = [f for f in files if f.get("pinned_sha256")]
-        text, matches = fingerprint(q, pub.get(spec.get("published_as")))
+        p = pub.get(spec.get("published_as")) or {}
+        text, matches = fingerprint(q, p)
         comparable, why = dataset_comparability(spec.get("variant", "other"), matches, text)
         if spec.get("published_as") is None:
             comparable, why = False, "no published counterpart (published_as: null)"
-        p = pub.get(spec.get("published_as")) or {}
         rows.append({
             "dataset": name, "published_as": spec.get("published_as") or "", "variant": spec.get("variant", "other"),
             "data": data_label(spec, q), "source_kind": spec["source"]["kind"], "version": rec.get("version", ""),
@@ -206,6 +206,24 @@ def checkpoint_reason(label: str) -> str:
     return f"weights not known to be the published ones ({label}; set checkpoint_kind: released if they are)"
 
 
+def _not_comparable(pub, ours, dataset, other_split: str | None, test_params: bool, checkpoint: str) -> list[str]:
+    """Every reason a published value and our number cannot be diffed (none: they can)."""
+    reasons = ["nothing published (the table shows '-')"] if pd.isna(pub["value"]) else []
+    if ours is None:
+        return reasons + ["method not run here"]
+    if not dataset["comparable"]:
+        reasons.append(dataset["not_comparable_reason"])
+    if other_split:
+        reasons.append(f"split '{other_split}' is not the published protocol")
+    if test_params:
+        reasons.append("quick test parameters (run.param_set: test), not the protocol's")
+    if ours["n_seeds"] == 0:
+        reasons.append(f"no successful run ({ours['statuses']}: {ours['reason']})")
+    if why := checkpoint_reason(checkpoint):
+        reasons.append(why)
+    return reasons
+
+
 def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, datasets: pd.DataFrame) -> pd.DataFrame:
     """Every published value of a dataset in this run beside our number of the same reading.
 
@@ -229,27 +247,14 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
                     row = summary[(summary["dataset"] == dataset) & (summary["split"] == split)
                                   & (summary["method"] == method) & (summary["metric"] == p["reading"])]
                     ours = row.iloc[0] if len(row) else None
-                    reasons = []
-                    if pd.isna(p["value"]):
-                        reasons.append("nothing published (the table shows '-')")
-                    if ours is None:
-                        reasons.append("method not run here")
-                    else:
-                        if not d["comparable"]:
-                            reasons.append(d["not_comparable_reason"])
-                        if not protocol:
-                            reasons.append(f"split '{split}' is not the published protocol")
-                        if test_params:
-                            reasons.append("quick test parameters (run.param_set: test), not the protocol's")
-                        if ours["n_seeds"] == 0:
-                            reasons.append(f"no successful run ({ours['statuses']}: {ours['reason']})")
-                        if why := checkpoint_reason(ours.get("checkpoint", "") if isinstance(ours.get("checkpoint"), str) else ""):
-                            reasons.append(why)
+                    checkpoint = ours.get("checkpoint") if ours is not None else ""
+                    checkpoint = checkpoint if isinstance(checkpoint, str) else ""
+                    reasons = _not_comparable(p, ours, d, split if not protocol else None, test_params, checkpoint)
                     mean = float(ours["mean"]) if ours is not None and pd.notna(ours["mean"]) else np.nan
                     rows.append({
                         "dataset": dataset, "data": d["data"], "split": split,
                         "method": method or "(not run here)",
-                        "checkpoint": (ours.get("checkpoint", "") if ours is not None else "") or "",
+                        "checkpoint": checkpoint,
                         "published_method": p["method"], "published_dataset": d["published_as"],
                         "reading": p["reading"], "reading_basis": p.get("reading_basis", ""),
                         "ours_mean": mean,

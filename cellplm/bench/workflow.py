@@ -279,26 +279,29 @@ def fetched_model_params(config: dict, method: str) -> dict:
 
 
 def speed_models(config: dict, ckpt: dict) -> dict:
-    """The models of the embedding-speed job: ``{model: {"method", "options", "reason"}}``.
+    """The models of the embedding-speed job: ``{model: {"method", "options", "reason", "fetched"}}``.
 
     Each model runs in the environment of the method it names (``speed.models.<model>.method``); ``reason`` is
     set (and the model becomes a not-applicable row) when that method is not in the registry. With
-    ``weights: checkpoint`` the options carry the checkpoint the workflow uses for that method.
+    ``weights: checkpoint`` the options carry the checkpoint the workflow uses for that method, and ``fetched``
+    names the ``models`` entry the job then needs (or is None).
     """
     out = {}
     for name, spec in config["speed"]["models"].items():
         spec = dict(spec)
         method = spec.pop("method")
         reason = "" if method in config["methods"] else f"method {method!r} is not in the method registry (config methods)"
+        fetched = None
         if spec.get("weights") == "checkpoint":
             if name == "cellplm":
                 spec["checkpoint"] = ckpt["prefix"]
             elif method in config["methods"]:
+                fetched = config["methods"][method].get("model")
                 params = {**(config["methods"][method].get("params") or {}), **fetched_model_params(config, method)}
                 for key in ("model_dir", "token_dictionary", "gene_median_dictionary"):
                     if params.get(key):
                         spec.setdefault(key, params[key])
-        out[name] = {"method": method, "options": spec, "reason": reason}
+        out[name] = {"method": method, "options": spec, "reason": reason, "fetched": fetched}
     return out
 
 
