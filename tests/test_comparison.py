@@ -39,7 +39,7 @@ def summary(rows):
     """Summary rows: (split, method, metric, mean, std, n_seeds, checkpoint)."""
     return pd.DataFrame([{"dataset": "pbmc12k", "split": s, "method": m, "metric": metric, "mean": mean, "std": std,
                           "n_seeds": n, "n_runs": 3, "statuses": "ok" if n else "not_applicable",
-                          "reason": "" if n else "no model", "checkpoint": ck}
+                          "reason": "" if n else "no model", "checkpoint": ck, "device": "cuda (NVIDIA H200)"}
                          for s, m, metric, mean, std, n, ck in rows])
 
 
@@ -59,6 +59,7 @@ def test_each_published_value_meets_our_number_of_its_reading():
     # CellPLM: its own reading (tm_macro_accuracy 0.95, not the 0.50 of the other reading), diffed by hand
     assert comp.loc["CellPLM", "reading"] == "tm_macro_accuracy" and comp.loc["CellPLM", "ours_mean"] == 0.95
     assert comp.loc["CellPLM", "difference"] == pytest.approx(0.95 - 0.975) and comp.loc["CellPLM", "comparable"]
+    assert comp.loc["CellPLM", "device"] == "cuda (NVIDIA H200)" and comp.loc["scDiff", "device"] == ""
     # scANVI: the copied scDiff row is macro precision: our swapped reading, 0.90 (not the 0.10 of the other)
     assert comp.loc["scANVI", "ours_mean"] == 0.90 and comp.loc["scANVI", "difference"] == pytest.approx(-0.03)
     # nothing published for Geneformer, and our run did not apply: both said, no difference

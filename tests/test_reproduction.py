@@ -87,6 +87,8 @@ def test_comparison_pairs_each_published_value_with_our_number_of_its_reading(to
     assert row.loc["Truth", "reading"] == "tm_macro_accuracy_swapped" and row.loc["Truth", "ours_mean"] == 1.0
     assert row.loc["Truth", "difference"] == pytest.approx(0.10)
     assert row.loc["Nobody", "method"] == "(not run here)" and pd.isna(row.loc["Nobody", "difference"])
+    ran = comp[comp["method"] != "(not run here)"]
+    assert (ran["device"] == "cpu").all() and (comp.loc[comp["method"] == "(not run here)", "device"] == "").all()
     held = comp[(comp["dataset"] == "toy") & (comp["split"] == "batch_holdout")]
     assert held["difference"].isna().all()
     assert (held.loc[held["method"] != "(not run here)", "not_comparable_reason"]

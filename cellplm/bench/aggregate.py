@@ -76,14 +76,18 @@ def read_benchmarks(paths, runs: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def with_checkpoint(scores: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
-    """Scores with the run's ``checkpoint`` provenance column (empty for methods without a checkpoint)."""
+PROVENANCE = ("checkpoint", "device")  # what each run record says produced its scores
+
+
+def with_provenance(scores: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Scores with the run's ``checkpoint`` (empty for methods without one) and ``device`` columns."""
     keys = RUN_KEYS + ["seed"]
     if scores.empty or records.empty:
-        return scores.assign(checkpoint="")
-    ck = records[keys + ["checkpoint"]].drop_duplicates(keys)
-    out = scores.drop(columns=["checkpoint"], errors="ignore").merge(ck, on=keys, how="left")
-    out["checkpoint"] = out["checkpoint"].fillna("")
+        return scores.assign(**{c: "" for c in PROVENANCE})
+    prov = records[keys + list(PROVENANCE)].drop_duplicates(keys)
+    out = scores.drop(columns=list(PROVENANCE), errors="ignore").merge(prov, on=keys, how="left")
+    for c in PROVENANCE:
+        out[c] = out[c].fillna("").astype(str)
     return out
 
 
@@ -93,8 +97,7 @@ def _join(values) -> str:
 
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds (ok runs only), with the count of seeds that succeeded."""
-    if "checkpoint" not in scores.columns:
-        scores = scores.assign(checkpoint="")
+    scores = scores.assign(**{c: "" for c in PROVENANCE if c not in scores.columns})
     ok = scores[scores["status"] == "ok"]
     g = ok.groupby(RUN_KEYS + ["metric"], sort=False)["value"]
     summary = g.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan,
@@ -105,10 +108,11 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
         reason=("reason", lambda r: next((x for x in r if isinstance(x, str) and x), "")),
         n_runs=("status", "size"),
         checkpoint=("checkpoint", _join),
+        device=("device", _join),
     ).reset_index()
     out = status.merge(summary, on=RUN_KEYS + ["metric"], how="left")
     out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
-    return out[RUN_KEYS + ["metric", "mean", "std", "n_seeds", "n_runs", "statuses", "reason", "checkpoint"]]
+    return out[RUN_KEYS + ["metric", "mean", "std", "n_seeds", "n_runs", "statuses", "reason", *PROVENANCE]]
 
 
 def read_published(path) -> pd.DataFrame:
@@ -254,7 +258,7 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
                     rows.append({
                         "dataset": dataset, "data": d["data"], "split": split,
                         "method": method or "(not run here)",
-                        "checkpoint": checkpoint,
+                        "checkpoint": checkpoint, "device": (ours.get("device") or "") if ours is not None else "",
                         "published_method": p["method"], "published_dataset": d["published_as"],
                         "reading": p["reading"], "reading_basis": p.get("reading_basis", ""),
                         "ours_mean": mean,
@@ -268,7 +272,7 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
                         "not_comparable_reason": "; ".join(reasons),
                         "published_source": p["source"],
                     })
-    cols = ["dataset", "data", "split", "method", "checkpoint", "published_method", "published_dataset", "reading",
+    cols = ["dataset", "data", "split", "method", "checkpoint", "device", "published_method", "published_dataset", "reading",
             "reading_basis", "ours_mean", "ours_std", "ours_n_seeds", "ours_status", "published_value",
             "published_std", "comparable", "difference", "not_comparable_reason", "published_source"]
     return pd.DataFrame(rows, columns=cols)

@@ -17,7 +17,7 @@ with job(snakemake):
     qc = {d: json.load(open(p)) for d, p in zip(snakemake.params.datasets, inp.qc)}
     datasets = agg.dataset_table(cfg, qc, agg.read_published(inp.published_datasets))
     records = agg.read_records(inp.records, pretraining)
-    scores = agg.with_checkpoint(agg.read_tsvs(inp.scores), records)
+    scores = agg.with_provenance(agg.read_tsvs(inp.scores), records)
     bench = agg.read_benchmarks(inp.benchmarks, snakemake.params.runs)
     summary = agg.summarise(scores)
     comp = agg.comparison(summary, agg.read_published(inp.published), cfg, datasets)
