@@ -75,7 +75,7 @@ rule cellplm_pretrain:
     log:
         "logs/cellplm/pretrain/{pretrained}.log",
     benchmark:
-        "benchmarks/cellplm/pretrain/{pretrained}.tsv"
+        "results/benchmarks/cellplm/pretrain/{pretrained}.tsv"
     params:
         args=pretrain_args(),
         keep_last="true" if PRETRAIN["resume"] else "false",

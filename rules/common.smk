@@ -107,7 +107,7 @@ def all_records():
 
 
 def all_benchmarks():
-    return [f"benchmarks/methods/{d}/{s}/{m}/seed{seed}.tsv" for d, s, m, seed in runs()]
+    return [f"results/benchmarks/methods/{d}/{s}/{m}/seed{seed}.tsv" for d, s, m, seed in runs()]
 
 
 def dataset_split_pairs():

@@ -59,7 +59,7 @@ rule preprocess:
     log:
         "logs/preprocess/{dataset}.log",
     benchmark:
-        "benchmarks/preprocess/{dataset}.tsv"
+        "results/benchmarks/preprocess/{dataset}.tsv"
     params:
         spec=lambda w: config["datasets"][w.dataset],
         member=source_member,

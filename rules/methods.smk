@@ -20,7 +20,7 @@ rule run_method:
     log:
         "logs/methods/{dataset}/{split}/{method}/seed{seed}.log",
     benchmark:
-        "benchmarks/methods/{dataset}/{split}/{method}/seed{seed}.tsv"
+        "results/benchmarks/methods/{dataset}/{split}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=alternatives(CPU_METHODS),
     params:

@@ -62,7 +62,7 @@ def test_files_left_by_a_killed_writer_are_removed(tmp_path):
 
 def test_pre_run_check_names_the_folder(read_only, tmp_path):
     check_output_space(tmp_path, min_free_gb=0)
-    assert {p.name for p in tmp_path.iterdir()} == {"results", "logs", "benchmarks", "resources"}
+    assert {p.name for p in tmp_path.iterdir()} == {"results", "logs", "resources"}
     assert not any((tmp_path / "results").iterdir())  # the probe file is gone
     with pytest.raises(ConfigError, match=r"only [0-9.]+ GB free on its filesystem, below run.min_free_gb \(1e\+09\)"):
         check_output_space(tmp_path, min_free_gb=1e9)

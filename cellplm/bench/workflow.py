@@ -40,7 +40,7 @@ def builtin_path(name: str) -> Path:
     return package_file(package, relpath)
 
 
-OUTPUT_FOLDERS = ("results", "logs", "benchmarks", "resources")
+OUTPUT_FOLDERS = ("results", "logs", "resources")
 
 
 def check_output_space(root: Path, min_free_gb: float, folders=OUTPUT_FOLDERS) -> None:
