@@ -7,7 +7,6 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/methods.yaml"
 configfile: "config/config.yaml"
 
 

@@ -21,6 +21,8 @@ os.environ.update(
 from cellplm.bench import workflow as wf
 from cellplm.bench.errors import ConfigError
 
+# The method registry: every method folder's method.yaml, updated by the config's `methods` section.
+config["methods"] = wf.method_registry(config.get("methods"))
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 try:
     wf.check_config(config, ROOT)
@@ -96,6 +98,11 @@ def runs():
 
 def run_dir(d, s, m, seed):
     return f"results/runs/{d}/{s}/{m}/seed{seed}"
+
+
+def run_files(name):
+    """The file `name` of every run of the wildcards' dataset split, ordered method by method, seed by seed."""
+    return [f"results/runs/{{dataset}}/{{split}}/{m}/seed{seed}/{name}" for m in METHODS for seed in SEEDS]
 
 
 def all_scores():
@@ -203,12 +210,8 @@ def method_env(wildcards):
     return str(ROOT / method_cfg(wildcards)["env"])
 
 
-def method_script(wildcards):
-    return str(ROOT / method_cfg(wildcards)["script"])
-
-
-def method_script_hash(wildcards):
-    return wf.file_hash(ROOT / method_cfg(wildcards)["script"])
+def method_command(wildcards):
+    return wf.method_command(wildcards.method, method_cfg(wildcards))
 
 
 def method_python(wildcards):

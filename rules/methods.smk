@@ -1,12 +1,12 @@
-# Methods: one command-line script per method, run in its own env. CPU and GPU methods are separate rules
-# so that profiles can request a GPU for the latter only (resources: gpu=1).
+# Methods: one folder each (cellplm/bench/methods/<id>/), run by one command in the method's own env. CPU and GPU
+# methods are separate rules so that profiles can request a GPU for the latter only (resources: gpu=1).
 
-# PYTHONSAFEPATH: a script named like a package it imports (celltypist.py) must not shadow that package.
+# PYTHONSAFEPATH: no folder of the working directory shadows a package a method imports.
 # OMP_NUM_THREADS: numpy, scikit-learn and torch use the threads the job was given, not every core.
 METHOD_SHELL = (
-    "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} {params.script} --train {input.train} --test {input.test} {params.solution}"
+    "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} {params.command} --train {input.train} --test {input.test} {params.solution}"
     " --prediction {output.prediction} --record {output.record}"
-    " --dataset {wildcards.dataset} --split {wildcards.split} --method {wildcards.method} --seed {wildcards.seed}"
+    " --dataset {wildcards.dataset} --split {wildcards.split} --seed {wildcards.seed}"
     " --param-set {params.param_set} --params {params.params:q} --on-error {params.on_error} > {log} 2>&1"
 )
 
@@ -25,13 +25,12 @@ rule run_method:
         method=alternatives(CPU_METHODS),
     params:
         python=method_python,
-        script=method_script,
+        command=method_command,
         solution=solution_arg,
         params=method_params_json,
         param_set=RUN["param_set"],
         on_error=RUN["on_method_error"],
         code=CODE_HASH,
-        script_hash=method_script_hash,
     threads: method_threads
     conda:
         method_env

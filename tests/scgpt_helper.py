@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.simplefilter("ignore")
 
-from cellplm.bench.methods import scgpt_method as sm  # noqa: E402
+from cellplm.bench.methods.scgpt import method as sm  # noqa: E402
 
 SYMBOLS = ["CD3E", "CD4", "CD8A", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "PPBP", "FCGR3A", "IL7R", "CCR7"]
 VOCAB_GENES = SYMBOLS + ["A1BG", "A2M", "ACTB", "GAPDH"]  # a few genes the test data lack
@@ -119,7 +119,7 @@ def embed_checks(model_dir: Path, other_dir: Path, data: Path) -> dict:
         sm.ScGPTAnnotator(epoch=3).fit(adata)
         facts["unknown_parameter_refused"] = False
     except ValueError as e:
-        facts["unknown_parameter_refused"] = "unknown scGPT parameter(s) epoch" in str(e)
+        facts["unknown_parameter_refused"] = "unknown scGPT (fine-tuned) parameter(s): epoch" in str(e)
     facts["ensembl_embedding_equal"] = bool(np.allclose(
         sm.embed_cells(ens, model_dir=model_dir, device="cpu", min_gene_share=0, min_count_share=0),
         sm.embed_cells(sub, model_dir=model_dir, device="cpu", min_gene_share=0, min_count_share=0), atol=1e-6))

@@ -11,12 +11,10 @@ import torch
 import yaml
 
 from cellplm.bench.errors import NotApplicable
-from cellplm.bench.methods import registry
-from cellplm.bench.methods.actinn import DEFAULTS as ACTINN_DEFAULTS
-from cellplm.bench.methods.actinn import ACTINN, ACTINNNetwork, actinn_gene_filter, actinn_normalise
+from cellplm.bench.methods import metadata, registry
+from cellplm.bench.methods.actinn.method import ACTINN, ACTINNNetwork, actinn_gene_filter, actinn_normalise
 from cellplm.bench.methods.normalise import log1p_cp10k
-from cellplm.bench.methods.singlecellnet import (
-    DEFAULTS as SCN_DEFAULTS,
+from cellplm.bench.methods.singlecellnet.method import (
     SingleCellNet,
     best_pairs,
     gene_stats_filter,
@@ -224,25 +222,21 @@ def test_singlecellnet_seeded_and_reserved_name(separable):
 # ---- wiring ---------------------------------------------------------------------------------------------
 
 
-def test_config_entries_match_the_classes():
-    methods = yaml.safe_load((ROOT / "config/methods.yaml").read_text())["methods"]
+def test_method_folders_match_the_classes():
     published = set(pd.read_csv(ROOT / "config/published_scores.tsv", sep="\t", comment="#")["method"])
-    for mid, cls, defaults in (("actinn", ACTINN, ACTINN_DEFAULTS), ("singlecellnet", SingleCellNet, SCN_DEFAULTS)):
-        cfg = methods[mid]
-        assert registry()[mid] is cls and cfg["published_as"] in published
-        for key in ("params", "test_params"):
-            assert set(cfg.get(key, {})) <= set(defaults), (mid, key)
-        for key, value in cfg["params"].items():
-            assert value == defaults[key], (mid, key)  # the config states the class defaults, nothing hidden
-        assert (ROOT / cfg["env"]).is_file() and (ROOT / cfg["script"]).is_file()
+    for mid, cls in (("actinn", ACTINN), ("singlecellnet", SingleCellNet)):
+        cfg = metadata(mid)
+        assert registry()[mid] is cls and cls.metadata() == cfg and cfg["published_as"] in published
+        assert set(cfg.get("test_params", {})) <= set(cfg["params"]), mid  # every option has its default there
+        assert (ROOT / cfg["env"]).is_file()
         for config in ("config/config.yaml", "config/demo.yaml"):
             assert mid in yaml.safe_load((ROOT / config).read_text())["run"]["methods"], config
 
 
-@pytest.mark.parametrize("script, name", [("actinn.py", "ACTINN"), ("singlecellnet.py", "SingleCellNet")])
-def test_method_scripts_help(script, name):
+@pytest.mark.parametrize("method, name", [("actinn", "ACTINN"), ("singlecellnet", "SingleCellNet")])
+def test_method_help(method, name):
     env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, ROOT / "workflow/scripts/methods" / script, "--help"],
+    out = subprocess.run([sys.executable, "-m", "cellplm.bench.methods", method, "--help"],
                          capture_output=True, text=True, env=env, check=True)
     text = " ".join(out.stdout.split()).replace("re- implementation", "re-implementation")  # argparse wraps
     assert "--prediction" in text and f"re-implementation of {name}" in text and "this project's" in text

@@ -101,3 +101,12 @@ def test_conda_post_deploy_imports_what_the_venv_build_checks():
 
     wanted, imported = modules(venv), modules(deploy)
     assert wanted and wanted <= imported, wanted - imported
+
+
+def test_every_method_env_has_what_the_runner_needs():
+    """python -m cellplm.bench.methods reads the method's method.yaml: its env must install PyYAML."""
+    from cellplm.bench.methods import metadata, method_ids
+
+    for method in method_ids():
+        env = ROOT / metadata(method)["env"]
+        assert "pyyaml" in {name for name, _, _ in pins(env)}, env

@@ -12,8 +12,8 @@ import scipy.sparse as sp
 from cellplm.bench.aggregate import checkpoint_label
 from cellplm.bench.errors import ConfigError, InputError
 from cellplm.bench.io import write_h5ad
-from cellplm.bench.methods import RunIds, run
-from cellplm.bench.methods.geneformer import (Geneformer, RankValueTokenizer, anndata_ensembl_ids, find_model_files,
+from cellplm.bench.methods.base import RunIds, run
+from cellplm.bench.methods.geneformer.method import (Geneformer, RankValueTokenizer, anndata_ensembl_ids, find_model_files,
                                               linear_schedule, training_batches)
 from cellplm.bench.split import SplitSpec, make_split
 from cellplm.checksum import sha256_file
@@ -24,7 +24,7 @@ pytest.importorskip("transformers")
 
 A, B, C, D, U = "ENSG00000000001", "ENSG00000000002", "ENSG00000000003", "ENSG00000000004", "ENSG00000000099"
 MEDIANS = {A: 1.0, B: 2.0, C: 0.5, D: 4.0}
-SCRIPT = ROOT / "workflow/scripts/methods/geneformer.py"
+RUNNER = ["-m", "cellplm.bench.methods", "geneformer"]
 # GENCODE v44 ids of the test symbols (conftest.SYMBOLS), as the offline mapping gives them
 ENSEMBL = ["ENSG00000198851", "ENSG00000010610", "ENSG00000153563", "ENSG00000156738", "ENSG00000170458",
            "ENSG00000090382", "ENSG00000105374", "ENSG00000115523", "ENSG00000163736", "ENSG00000203747",
@@ -126,8 +126,8 @@ def test_model_files_and_their_errors(model_dir, tmp_path):
 
 
 def test_no_model_dir_is_not_applicable_without_transformers(split_files, tmp_path):
-    code = ("import sys; from pathlib import Path; from cellplm.bench.methods import RunIds, run; "
-            "from cellplm.bench.methods.geneformer import Geneformer; "
+    code = ("import sys; from pathlib import Path; from cellplm.bench.methods.base import RunIds, run; "
+            "from cellplm.bench.methods.geneformer.method import Geneformer; "
             f"r = run(Geneformer, RunIds('toy', 'published', 'geneformer', 0), {str(split_files['train'])!r}, "
             f"{str(split_files['test'])!r}, Path({str(tmp_path)!r}) / 'p.h5ad', Path({str(tmp_path)!r}) / 'r.json', "
             "params={'model_dir': None}, log=lambda *a: None); "
@@ -182,13 +182,13 @@ def test_pretrained_weights_are_loaded_and_frozen_layers_stay(split_files, model
 
 def test_script_end_to_end(split_files, model_dir, tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    help_text = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True, env=env, check=True)
+    help_text = subprocess.run([sys.executable, *RUNNER, "--help"], capture_output=True, text=True, env=env, check=True)
     assert "Geneformer" in help_text.stdout and "--params" in help_text.stdout
     params = {"model_dir": str(model_dir), "epochs": 3, "warmup_steps": 2, "max_lr": 1e-3, "max_input_size": 16,
               "device": "cpu", "precision": "fp32"}
-    out = subprocess.run([sys.executable, SCRIPT, "--train", split_files["train"], "--test", split_files["test"],
-                          "--prediction", tmp_path / "p.h5ad", "--record", tmp_path / "r.json", "--method",
-                          "geneformer", "--params", json.dumps(params)], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, *RUNNER, "--train", split_files["train"], "--test", split_files["test"],
+                          "--prediction", tmp_path / "p.h5ad", "--record", tmp_path / "r.json",
+                          "--params", json.dumps(params)], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "status: ok" in out.stdout, out.stdout + out.stderr
     rec = json.loads((tmp_path / "r.json").read_text())
     extra = rec["extra"]
@@ -214,7 +214,7 @@ def test_zero_shot_embeddings_mask_padding_and_special_tokens(tmp_path):
     import torch
     from transformers import BertModel
 
-    from cellplm.bench.methods.geneformer import embed_cells, find_model_files, make_tokenizer
+    from cellplm.bench.methods.geneformer.method import embed_cells, find_model_files, make_tokenizer
 
     folder = write_tiny_geneformer(tmp_path / "v2", ENSEMBL, special_tokens=True)
     a = make_counts_adata(n_cells=6)

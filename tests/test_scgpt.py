@@ -19,7 +19,7 @@ from cellplm.bench.workflow import method_python
 from conftest import ROOT, make_counts_adata, write_split_files
 
 PYTHON = ROOT / ".venv-scgpt" / "bin" / "python"
-SCRIPT = ROOT / "workflow" / "scripts" / "methods" / "scgpt.py"
+RUNNER = ["-m", "cellplm.bench.methods", "scgpt"]
 HELPER = ROOT / "tests" / "scgpt_helper.py"
 needs_env = pytest.mark.skipif(not PYTHON.exists(), reason=".venv-scgpt is missing: build it with `make scgpt-env`")
 TINY = {"shape": "tiny", "epochs": 2, "max_seq_len": 64, "n_hvg": None, "device": "cpu"}
@@ -38,9 +38,9 @@ def helper(*args):
 
 def run_method(files, out, params, on_error="record", python=PYTHON):
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), str(SCRIPT), "--train", files["train"], "--test", files["test"],
+    cmd = [str(python), *RUNNER, "--train", files["train"], "--test", files["test"],
            "--prediction", out / "prediction.h5ad", "--record", out / "run.json", "--dataset", "toy",
-           "--method", "scgpt", "--params", json.dumps(params), "--on-error", on_error]
+           "--params", json.dumps(params), "--on-error", on_error]
     proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=scgpt_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "run.json").read_text()), read_h5ad(out / "prediction.h5ad"), proc.stdout
@@ -145,10 +145,11 @@ def test_embed_cells(model_dirs, tmp_path):
     assert facts["hvg_selected"] == 100 and facts["hvg_flavor"].startswith("seurat_v3 (scanpy) on the training counts")
 
 
-def test_without_scgpt_the_script_records_a_failed_row(files, tmp_path):
-    """The interpreter of the main .venv has no scgpt: the row says which environment to build."""
+def test_without_scgpt_the_run_is_a_not_applicable_row(files, tmp_path):
+    """The interpreter of the main .venv has no scgpt: the row says what is missing and which environment to build."""
     rec, pred, _ = run_method(files, tmp_path, TINY, python=sys.executable)
-    assert rec["status"] == "failed" and "cannot import scgpt" in rec["reason"] and "make scgpt-env" in rec["reason"]
+    assert rec["status"] == "not_applicable" and "cannot import package" in rec["reason"]
+    assert "make scgpt-env" in rec["reason"]
     assert pred.obs["label_pred"].isna().all()
 
 

@@ -32,7 +32,7 @@ run: {datasets: [synthetic], methods: [majority_class, logistic_regression, scan
 datasets: {synthetic: {splits: [published]}}
 speed: {enabled: false}
 """
-GPU_METHOD = "scanvi"  # gpu: true in config/methods.yaml: its job goes to rule run_method_gpu
+GPU_METHOD = "scanvi"  # gpu: true in its method.yaml: its job goes to rule run_method_gpu
 CANCEL = "rule_run_method_wildcards_synthetic_published_logistic_regression_0"  # the SLURM comment of the job
 # Run-record columns that legitimately differ between two runs of the same job.
 VOLATILE = {"fit_s", "predict_s", "peak_rss_mb", "peak_gpu_mb", "host", "finished"}

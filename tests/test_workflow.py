@@ -350,10 +350,10 @@ def test_killed_jobs_are_retried_and_resumed(demo, tmp_path):
     with open(tmp_path / "first.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            first = wait_for_process(f"{workdir}/workflow/scripts/methods/cellplm_finetune.py")
+            first = wait_for_process("cellplm_finetune")  # the runner: python -m cellplm.bench.methods cellplm_finetune
             time.sleep(1.5)
             os.kill(first, signal.SIGKILL)  # the job dies mid-run: snakemake restarts it (--retries 1)
-            wait_for_process(f"{workdir}/workflow/scripts/methods/cellplm_finetune.py", exclude={first})
+            wait_for_process("cellplm_finetune", exclude={first})
             time.sleep(1.5)
             os.killpg(run.pid, signal.SIGKILL)  # the whole run dies, the retried job with it
             run.wait(timeout=60)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) the isolated environment for scGPT 0.2.4 (PyPI scgpt), used by the `scgpt` method
-# (cellplm/bench/methods/scgpt_method.py), its tests (tests/test_scgpt.py) and the embedding-speed benchmark.
+# (cellplm/bench/methods/scgpt/), its tests (tests/test_scgpt.py) and the embedding-speed benchmark.
 # scGPT needs torchtext, which needs torch 2.3: the venv is ~6 GB (torch 2.3.0 from PyPI is a CUDA build), so it
 # lives in a cache outside the checkout, keyed by the hash of its inputs (requirements/scgpt.txt and this script):
 #   ${CELLPLM_BENCH_ENV_CACHE:-$HOME/.cache/cellplm-bench}/scgpt-<hash>
@@ -27,5 +27,5 @@ install "$VENV/bin/pip" install -r "$REQ"
 # scgpt's declared dependencies (scvi-tools<1.0, scib, orbax, wandb, ...) are not imported by what we use.
 install "$VENV/bin/pip" install --no-deps "$SCGPT"
 install env PYTHONPATH="$PWD" "$VENV/bin/python" -W ignore -c \
-  "import scgpt, scgpt.model, scgpt.tokenizer, scgpt.preprocess, cellplm.bench.methods.scgpt_method"
+  "import scgpt, scgpt.model, scgpt.tokenizer, scgpt.preprocess, cellplm.bench.methods.scgpt.method"
 venv_done

@@ -65,7 +65,7 @@ def _cellplm(options: dict, device: str):
 
 def _scgpt(options: dict, device: str):
     """scGPT 0.2.4 (the authors' package): CLS embedding of the expressed genes (include_zero_gene=False)."""
-    from cellplm.bench.methods import scgpt_method
+    from cellplm.bench.methods.scgpt import method as scgpt_method
     from cellplm.runtime import device_name, resolve_device
 
     model_dir = options.get("model_dir") if options.get("weights", "random") == "checkpoint" else None
@@ -89,7 +89,7 @@ def _geneformer(options: dict, device: str):
     if not model_dir:
         raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
                             "its token and gene-median dictionaries cannot be made up")
-    from cellplm.bench.methods import geneformer
+    from cellplm.bench.methods.geneformer import method as geneformer
     from cellplm.runtime import device_name, resolve_device
 
     kwargs = {k: options[k] for k in ("batch_size", "max_input_size", "token_dictionary", "gene_median_dictionary")

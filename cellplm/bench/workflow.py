@@ -84,8 +84,10 @@ def check_config(config: dict, root: Path) -> None:
             raise ConfigError(f"config: dataset '{name}': local file {src['path']} does not exist")
     for name in run["methods"]:
         m = config["methods"][name]
+        if not m.get("entry") and not m.get("script"):
+            raise ConfigError(f"config: method '{name}' has neither an `entry` (a method folder's class) nor a `script`")
         for key in ("script", "env"):
-            if not (root / m[key]).exists():
+            if m.get(key) and not (root / m[key]).exists():
                 raise ConfigError(f"config: method '{name}': {key} file {m[key]} does not exist")
     check_cellplm(config)
     speed = config["speed"]
@@ -346,6 +348,29 @@ def dataset_splits(config: dict, dataset: str) -> list[str]:
 def method_labels(config: dict) -> dict[str, str]:
     """Method id -> the name shown in tables and plots."""
     return {m: c["label"] for m, c in config["methods"].items()}
+
+
+def method_registry(overrides: dict | None) -> dict:
+    """Every method folder's metadata (cellplm/bench/methods/<id>/method.yaml) updated key by key with the
+    config's ``methods`` section (which may also define methods of its own, with a ``script``)."""
+    from .methods import metadata, method_ids
+
+    overrides = overrides or {}
+    registry = {m: deep_update(metadata(m), overrides.get(m) or {}) for m in method_ids()}
+    return {**{m: spec for m, spec in overrides.items() if m not in registry}, **registry}
+
+
+def deep_update(base: dict, update: dict) -> dict:
+    """A copy of ``base`` with ``update`` merged in, mappings recursively (as Snakemake merges config files)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def method_command(method_id: str, method: dict) -> str:
+    """What follows the interpreter on a method job's command line: the method's own ``script``, or the runner."""
+    return method["script"] if method.get("script") else f"-m cellplm.bench.methods {method_id}"
 
 
 def method_params(method: dict, param_set: str) -> dict:

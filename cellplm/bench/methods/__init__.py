@@ -1,65 +1,77 @@
-"""Annotation methods: control methods, classic baselines, CellTypist and scANVI.
+"""Annotation methods, one folder each (the OpenProblems layout).
 
-Each method is an :class:`~.base.Annotator`; :data:`REGISTRY` maps the method ids used in the config to
-their classes, so that a workflow script (or a user) can run any of them with :func:`.base.run`.
+``<id>/method.yaml`` holds what describes the method (label, implementation, env, GPU, control or not, published
+name, default params, test params, threads, interpreter) and names its Annotator class (:mod:`.base`, with the harness :func:`.base.run`)
+(``entry: <module>:<class>``, a module of the same folder). The workflow reads every folder's metadata as its
+method registry, and runs any method with one command (``python -m cellplm.bench.methods <id> --help``).
+Adding a method is adding a folder. A method is imported only when it runs, so a method whose packages are
+missing from the interpreter is a ``not_applicable`` run that names them, never a silently missing row.
 """
 
-from .base import Annotator, RunIds, RunRecord, run  # noqa: F401
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+FOLDER = Path(__file__).parent
+METADATA = "method.yaml"
 
 
-def registry() -> dict:
-    """Method id -> Annotator class. Imported lazily: heavy methods pull in their own packages."""
-    from .classic import KNNOnPCA, LogisticRegressionHVG
-    from .controls import MajorityClass, RandomLabels, TrueLabels
+class MethodUnavailable(ImportError):
+    """The method's code cannot be imported by this interpreter (its packages are missing)."""
 
-    reg = {
-        "majority_class": MajorityClass,
-        "random_labels": RandomLabels,
-        "true_labels": TrueLabels,
-        "logistic_regression": LogisticRegressionHVG,
-        "knn_pca": KNNOnPCA,
-    }
+
+@functools.lru_cache(maxsize=None)
+def read_metadata(folder: Path) -> dict:
+    """A method folder's ``method.yaml``; {} when the folder has none."""
+    path = Path(folder) / METADATA
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        meta = yaml.safe_load(f) or {}
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: not a mapping of method metadata")
+    return meta
+
+
+def method_ids() -> list[str]:
+    """Ids of the method folders (every folder here with a method.yaml)."""
+    return sorted(p.parent.name for p in FOLDER.glob(f"*/{METADATA}"))
+
+
+def metadata(method_id: str) -> dict:
+    if not (FOLDER / method_id / METADATA).exists():
+        raise ConfigError(f"method {method_id!r}: no folder {FOLDER / method_id} with a {METADATA} "
+                          f"(known: {', '.join(method_ids())})")
+    return dict(read_metadata(FOLDER / method_id))
+
+
+def load(method_id: str) -> type:
+    """The method's Annotator class; :class:`MethodUnavailable` when its packages are not importable here."""
+    module, _, name = metadata(method_id)["entry"].partition(":")
     try:
-        from .actinn import ACTINN
+        return getattr(importlib.import_module(f"{__name__}.{method_id}.{module}"), name)
+    except ImportError as e:
+        if (e.name or "").split(".")[0] in ("cellplm", ""):  # our own code is broken: say so, do not hide it
+            raise
+        meta = metadata(method_id)
+        setup = meta.get("setup") or f"run it in its environment ({meta.get('env')})"
+        raise MethodUnavailable(f"{sys.executable} cannot import package {e.name!r}, which method {method_id} "
+                                f"needs; {setup}") from e
 
-        reg["actinn"] = ACTINN
-    except ImportError:
-        pass
-    try:
-        from .singlecellnet import SingleCellNet
 
-        reg["singlecellnet"] = SingleCellNet
-    except ImportError:
-        pass
-    try:
-        from .celltypist_method import CellTypistFromScratch
-
-        reg["celltypist"] = CellTypistFromScratch
-    except ImportError:
-        pass
-    try:
-        from .cellplm_methods import CellPLMFinetune, CellPLMZeroShot
-
-        reg["cellplm_finetune"] = CellPLMFinetune
-        reg["cellplm_zeroshot"] = CellPLMZeroShot
-    except ImportError:
-        pass
-    try:
-        from .scanvi import SCANVIAnnotator
-
-        reg["scanvi"] = SCANVIAnnotator
-    except ImportError:
-        pass
-    try:
-        from .scgpt_method import ScGPTAnnotator  # only in .venv-scgpt (scgpt 0.2.4 needs torch 2.3)
-
-        reg["scgpt"] = ScGPTAnnotator
-    except ImportError:
-        pass
-    try:
-        from .geneformer import Geneformer  # imports transformers only inside fit
-
-        reg["geneformer"] = Geneformer
-    except ImportError:
-        pass
-    return reg
+def registry() -> dict[str, type | MethodUnavailable]:
+    """Method id -> its Annotator class, or the :class:`MethodUnavailable` saying why it cannot run here."""
+    out = {}
+    for method_id in method_ids():
+        try:
+            out[method_id] = load(method_id)
+        except MethodUnavailable as e:
+            out[method_id] = e
+    return out

@@ -23,6 +23,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -30,18 +31,17 @@ import pandas as pd
 
 from ..errors import NotApplicable
 from ..io import read_h5ad, write_h5ad, write_json
+from . import read_metadata
 
 STATUSES = ("ok", "not_applicable", "failed")
 
 
 class Annotator:
-    """Base class of all methods. Subclasses set the class attributes and implement fit/predict."""
+    """Base class of all methods. Subclasses implement fit/predict; what describes them (label, implementation,
+    control or not, default params) is the ``method.yaml`` beside their module."""
 
-    label: str = ""  # human-readable name
-    implementation: str = ""  # which code produced the predictions (package, version-independent)
     packages: tuple[str, ...] = ()  # distributions whose versions go into the run record
     needs_solution: bool = False  # control methods only
-    is_control: bool = False
     transductive: bool = False  # fit also sees the (unlabelled) test cells, as scANVI and CellPLM do
 
     def __init__(self, seed: int = 0, **params):
@@ -50,6 +50,28 @@ class Annotator:
         self.n_genes_used: int | None = None
         self.device = "cpu"
         self.extra: dict = {}  # anything else worth recording (e.g. checkpoint provenance)
+
+    @classmethod
+    def metadata(cls) -> dict:
+        """The ``method.yaml`` of the folder of the class's module ({} for a class defined elsewhere)."""
+        module = sys.modules[cls.__module__]
+        return read_metadata(Path(module.__file__).parent) if getattr(module, "__file__", None) else {}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return dict(cls.metadata().get("params") or {})
+
+    def param(self, key):
+        """Hyperparameter ``key``: the value given, else the method's default (``params`` of its method.yaml)."""
+        return self.params[key] if key in self.params else self.defaults()[key]
+
+    def check_params(self) -> None:
+        """ValueError naming any given parameter the method does not know (i.e. not among its defaults)."""
+        known = self.defaults()
+        unknown = sorted(set(self.params) - set(known))
+        if unknown:
+            name = self.metadata().get("label", type(self).__name__)
+            raise ValueError(f"unknown {name} parameter(s): {', '.join(unknown)} (known: {', '.join(known)})")
 
     def fit(self, train: ad.AnnData, solution: ad.AnnData | None = None,
             unlabelled: ad.AnnData | None = None) -> "Annotator":
@@ -129,7 +151,7 @@ def _peak_gpu_mb() -> float | None:
 
 
 def run(
-    annotator_cls,
+    method,
     ids: RunIds,
     train_path,
     test_path,
@@ -140,16 +162,33 @@ def run(
     on_error: str = "record",
     log=print,
 ) -> RunRecord:
-    """Fit and predict one method on one split; always write ``prediction_path`` and ``record_path``."""
+    """Fit and predict one method on one split; always write ``prediction_path`` and ``record_path``.
+
+    ``method`` is an Annotator class or a method id (its folder); a method that this interpreter cannot import
+    is recorded as ``not_applicable`` with what is missing.
+    """
     params = dict(params or {})
-    record = RunRecord(ids=ids, params=params, implementation=annotator_cls.implementation,
-                       is_control=annotator_cls.is_control, versions=versions(annotator_cls.packages))
+    unavailable = None
+    if isinstance(method, str):
+        from . import MethodUnavailable, load, metadata
+
+        meta = metadata(method)
+        try:
+            annotator_cls = load(method)
+        except MethodUnavailable as e:
+            annotator_cls, unavailable = Annotator, e
+    else:
+        annotator_cls, meta = method, method.metadata()
+    record = RunRecord(ids=ids, params=params, implementation=meta.get("implementation", ""),
+                       is_control=bool(meta.get("control", False)), versions=versions(annotator_cls.packages))
     train = read_h5ad(train_path)
     test = read_h5ad(test_path)
     record.n_train, record.n_test = train.n_obs, test.n_obs
     predictions = pd.Series(pd.NA, index=test.obs_names, dtype="string")
     model = None
     try:
+        if unavailable is not None:
+            raise NotApplicable(str(unavailable))
         seed_everything(ids.seed)
         model = annotator_cls(seed=ids.seed, **params)
         solution = read_h5ad(solution_path) if annotator_cls.needs_solution else None

@@ -1,10 +1,13 @@
-"""Shared input transforms for the classic methods: log1p(CP10k) and highly variable genes."""
+"""Shared input transforms for the classic methods: log1p(CP10k), highly variable genes, and the base of the
+methods that fit on the HVGs of the training cells."""
 
 from __future__ import annotations
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+
+from .base import Annotator
 
 
 def log1p_cp10k(X) -> sp.csr_matrix:
@@ -26,3 +29,16 @@ def select_hvg(train: ad.AnnData, n_top: int) -> np.ndarray:
     tmp = ad.AnnData(log1p_cp10k(train.X))
     sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
     return tmp.var["highly_variable"].to_numpy()
+
+
+class HVGAnnotator(Annotator):
+    """Features: log1p-CP10k of the ``n_hvg`` (default 2,000) most variable training genes."""
+
+    packages = ("scikit-learn",)
+
+    def _features(self, adata):
+        return log1p_cp10k(adata.X)[:, self.genes_]
+
+    def _fit_genes(self, train):
+        self.genes_ = select_hvg(train, self.params.get("n_hvg", 2000))
+        self.n_genes_used = int(self.genes_.sum())

@@ -1,0 +1,1 @@
+"""Method actinn: method.yaml (its metadata) and method.py (its Annotator)."""

@@ -1,0 +1,1 @@
+"""Method cellplm_finetune: method.yaml (its metadata) and method.py (its Annotator)."""

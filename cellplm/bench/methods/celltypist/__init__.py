@@ -1,0 +1,1 @@
+"""Method celltypist: method.yaml (its metadata) and method.py (its Annotator)."""

@@ -1,0 +1,1 @@
+"""Method geneformer: method.yaml (its metadata) and method.py (its Annotator)."""

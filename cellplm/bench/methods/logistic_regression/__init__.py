@@ -1,0 +1,1 @@
+"""Method logistic_regression: method.yaml (its metadata) and method.py (its Annotator)."""

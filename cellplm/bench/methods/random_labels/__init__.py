@@ -1,0 +1,1 @@
+"""Method random_labels: method.yaml (its metadata) and method.py (its Annotator)."""

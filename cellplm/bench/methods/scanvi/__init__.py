@@ -1,0 +1,1 @@
+"""Method scanvi: method.yaml (its metadata) and method.py (its Annotator)."""

@@ -1,0 +1,50 @@
+"""scANVI (scvi-tools): an SCVI model on train + test counts, then SCANVI with the test cells unlabelled."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+import scvi
+
+from ..base import Annotator
+from ..normalise import select_hvg
+
+UNLABELLED = "__unlabelled__"
+
+
+class SCANVIAnnotator(Annotator):
+    packages = ("scvi-tools", "torch")
+    transductive = True
+
+    def fit(self, train, solution=None, unlabelled=None):
+        import torch
+
+        test = unlabelled
+        p = self.params
+        scvi.settings.seed = self.seed
+        genes = select_hvg(train, p.get("n_hvg", 2000))
+        self.n_genes_used = int(genes.sum())
+        labels = np.concatenate([train.obs["cell_type"].astype(str), np.full(test.n_obs, UNLABELLED)])
+        batches = np.concatenate([train.obs["batch"].astype(str), test.obs["batch"].astype(str)])
+        joint = ad.AnnData(sp.vstack([train.X[:, genes], test.X[:, genes]], format="csr"),
+                           obs=pd.DataFrame({"label": labels, "batch": batches},
+                                            index=np.concatenate([train.obs_names, test.obs_names])))
+        accelerator = "gpu" if torch.cuda.is_available() and p.get("use_gpu", True) else "cpu"
+        self.device = "cuda" if accelerator == "gpu" else "cpu"
+        scvi.model.SCVI.setup_anndata(joint, batch_key="batch", labels_key="label")
+        vae = scvi.model.SCVI(joint, n_latent=p.get("n_latent", 30), n_layers=p.get("n_layers", 2))
+        vae.train(max_epochs=p.get("scvi_epochs", 100), accelerator=accelerator, enable_progress_bar=True,
+                  early_stopping=p.get("early_stopping", False))
+        model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=UNLABELLED)
+        model.train(max_epochs=p.get("scanvi_epochs", 20), n_samples_per_label=p.get("n_samples_per_label", 100),
+                    accelerator=accelerator, enable_progress_bar=True)
+        self.model_, self.joint_ = model, joint
+        self.extra = {"scvi_epochs": p.get("scvi_epochs", 100), "scanvi_epochs": p.get("scanvi_epochs", 20)}
+        return self
+
+    def predict(self, test):
+        query = self.joint_[test.obs_names]
+        return np.asarray(self.model_.predict(query), dtype=object)

@@ -1,0 +1,1 @@
+"""Method scgpt: method.yaml (its metadata) and method.py (its Annotator)."""

@@ -1,0 +1,1 @@
+"""Method singlecellnet: method.yaml (its metadata) and method.py (its Annotator)."""
