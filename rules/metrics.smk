@@ -1,17 +1,19 @@
-# Metrics: score each prediction against its solution.
+# Metrics: score every prediction of a dataset's split against its solution, in one job per (dataset, split)
+# (scoring takes milliseconds; a job per prediction would spend its time importing torch).
 
 
 rule score:
     input:
         solution="results/data/{dataset}/{split}/solution.h5ad",
-        prediction="results/runs/{dataset}/{split}/{method}/seed{seed}/prediction.h5ad",
+        predictions=run_files("prediction.h5ad"),
     output:
-        scores="results/runs/{dataset}/{split}/{method}/seed{seed}/scores.tsv",
-        per_class="results/runs/{dataset}/{split}/{method}/seed{seed}/per_class.tsv",
-        confusion="results/runs/{dataset}/{split}/{method}/seed{seed}/confusion.tsv",
+        scores=run_files("scores.tsv"),
+        per_class=run_files("per_class.tsv"),
+        confusion=run_files("confusion.tsv"),
     log:
-        "logs/score/{dataset}/{split}/{method}/seed{seed}.log",
+        "logs/score/{dataset}/{split}.log",
     params:
+        runs=[{"method": m, "seed": seed} for m in METHODS for seed in SEEDS],
         code=CODE_HASH,
     conda:
         "../workflow/envs/data.yaml"

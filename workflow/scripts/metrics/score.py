@@ -1,4 +1,4 @@
-"""Score one prediction: summary metrics, per-class scores, confusion matrix."""
+"""Score the predictions of one dataset split: summary metrics, per-class scores, confusion matrix of each run."""
 
 from cellplm.bench.io import read_h5ad, write_tsv
 from cellplm.bench.metrics import evaluate
@@ -6,9 +6,12 @@ from cellplm.bench.workflow import job
 
 with job(snakemake):
     w = snakemake.wildcards
-    ids = {"dataset": w.dataset, "split": w.split, "method": w.method, "seed": int(w.seed)}
-    out = evaluate(read_h5ad(snakemake.input.solution), read_h5ad(snakemake.input.prediction), ids)
-    print(out["scores"])
-    write_tsv(out["scores"], snakemake.output.scores)
-    write_tsv(out["per_class"], snakemake.output.per_class)
-    write_tsv(out["confusion"], snakemake.output.confusion, index=True)
+    solution = read_h5ad(snakemake.input.solution)
+    out = snakemake.output
+    for i, run in enumerate(snakemake.params.runs):
+        ids = {"dataset": w.dataset, "split": w.split, **run}
+        scored = evaluate(solution, read_h5ad(snakemake.input.predictions[i]), ids)
+        print(scored["scores"])
+        write_tsv(scored["scores"], out.scores[i])
+        write_tsv(scored["per_class"], out.per_class[i])
+        write_tsv(scored["confusion"], out.confusion[i], index=True)
