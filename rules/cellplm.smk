@@ -57,7 +57,7 @@ rule cellplm_corpus:
         "logs/cellplm/corpus/{item}.log",
     params:
         spec=corpus_spec,
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/cellplm/corpus.py"),
     conda:
         "../workflow/envs/data.yaml"
     script:
@@ -79,7 +79,7 @@ rule cellplm_pretrain:
     params:
         args=pretrain_args(),
         keep_last="true" if PRETRAIN["resume"] else "false",
-        code=CODE_HASH,
+        code=code_hash("cellplm.pretrain", "cellplm.pretrain.__main__"),
     threads: PRETRAIN["threads"]
     resources:
         gpu=1 if PRETRAIN["gpu"] else 0,
@@ -104,7 +104,7 @@ rule cellplm_loss_plot:
         "logs/report/cellplm_pretraining_loss.log",
     params:
         title=lambda w: f"CellPLM pretrained here: {Path(CKPT['dir']).name}",
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/report/pretraining_loss.py"),
     localrule: True
     conda:
         "../workflow/envs/report.yaml"

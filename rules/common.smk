@@ -45,7 +45,6 @@ DATASETS = RUN["datasets"]
 METHODS = RUN["methods"]
 SEEDS = RUN["seeds"]
 DL = config["download"]["dir"]
-CODE_HASH = wf.code_hash(ROOT)
 REMOTE = {f["filename"]: f for ds in DATASETS for f in wf.remote_files(config["datasets"][ds]["source"])}
 ARCHIVES = wf.archive_members(config)  # archive file name -> members extracted (one pass per archive)
 # CellPLM: how the checkpoint is obtained (cellplm.checkpoint) and which methods get it.
@@ -64,6 +63,12 @@ SPEED = config["speed"]
 SPEED_MODELS = wf.speed_models(config, CKPT) if SPEED["enabled"] else {}
 GPU_METHODS = [m for m in METHODS if config["methods"][m]["gpu"]]
 CPU_METHODS = [m for m in METHODS if not config["methods"][m]["gpu"]]
+
+
+def code_hash(*entries):
+    """The code a rule's jobs run (its script or modules and every cellplm module they import): a param, so that
+    only the jobs whose code changed rerun."""
+    return wf.code_hash(ROOT, *entries)
 
 
 def alternatives(names):
@@ -208,6 +213,14 @@ def method_inputs(wildcards):
 
 def method_env(wildcards):
     return str(ROOT / method_cfg(wildcards)["env"])
+
+
+def method_code_hash(wildcards):
+    method = method_cfg(wildcards)
+    if method.get("script"):
+        return code_hash(method["script"])
+    entry_module = method["entry"].partition(":")[0]
+    return code_hash("cellplm.bench.methods.__main__", f"cellplm.bench.methods.{wildcards.method}.{entry_module}")
 
 
 def method_command(wildcards):

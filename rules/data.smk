@@ -43,7 +43,7 @@ rule build_source:
         "logs/build_source/{dataset}.log",
     params:
         source=source,
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/data/build_source.py"),
     conda:
         build_source_env
     script:
@@ -64,7 +64,7 @@ rule preprocess:
         spec=lambda w: config["datasets"][w.dataset],
         member=source_member,
         manifest=config["download"]["manifest"],
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/data/preprocess.py"),
     resources:
         mem_mb=lambda w, input, attempt: max(4000, int(input.size_mb * 4 * attempt)),
     conda:
@@ -85,7 +85,7 @@ rule split:
     params:
         spec=split_spec,
         fractions=lambda w: config["datasets"][w.dataset]["split_fractions"],
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/data/split.py"),
     conda:
         "../workflow/envs/data.yaml"
     script:

@@ -30,7 +30,7 @@ rule run_method:
         params=method_params_json,
         param_set=RUN["param_set"],
         on_error=RUN["on_method_error"],
-        code=CODE_HASH,
+        code=method_code_hash,
     threads: method_threads
     conda:
         method_env

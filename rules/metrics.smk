@@ -14,7 +14,7 @@ rule score:
         "logs/score/{dataset}/{split}.log",
     params:
         runs=[{"method": m, "seed": seed} for m in METHODS for seed in SEEDS],
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/metrics/score.py"),
     conda:
         "../workflow/envs/data.yaml"
     script:

@@ -26,7 +26,7 @@ rule aggregate:
     params:
         runs=runs(),
         datasets=DATASETS,
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/report/aggregate.py"),
     localrule: True
     conda:
         "../workflow/envs/report.yaml"
@@ -48,7 +48,7 @@ rule plots:
     log:
         "logs/report/plots.log",
     params:
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/report/plots.py"),
     localrule: True
     conda:
         "../workflow/envs/report.yaml"
@@ -71,7 +71,7 @@ rule confusion_plot:
     params:
         methods=METHODS,
         seed=confusion_seed(),
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/report/confusion.py"),
     localrule: True
     conda:
         "../workflow/envs/report.yaml"

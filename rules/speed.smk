@@ -14,7 +14,7 @@ rule speed_cells:
         n_cells=SPEED["n_cells"],
         n_genes=SPEED["n_genes"],
         seed=SPEED["seed"],
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/speed/cells.py"),
     conda:
         "../workflow/envs/data.yaml"
     script:
@@ -50,7 +50,7 @@ rule speed_embedding:
         device=SPEED["device"],
         repeats=SPEED["repeats"],
         timeout_s=SPEED["timeout_s"],
-        code=CODE_HASH,
+        code=code_hash("workflow/scripts/speed/embedding.py"),
     threads: SPEED["threads"]
     resources:
         gpu=1 if SPEED["gpu"] else 0,

@@ -336,6 +336,39 @@ def wait_for_process(needle: str, exclude=(), timeout=900) -> int:
     raise AssertionError(f"no process running {needle} after {timeout} s")
 
 
+def planned_jobs(workdir) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job `snakemake -n` would run for the demo."""
+    out = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = []
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S):
+        wild = re.search(r"^\s+wildcards: (.*)$", m.group(2), re.M)
+        jobs.append((m.group(1), dict(kv.split("=", 1) for kv in wild.group(1).split(", ")) if wild else {}))
+    return jobs
+
+
+@pytest.mark.slow
+def test_only_jobs_whose_code_changed_rerun(demo, tmp_path):
+    """After a completed demo, an edit to the plotting code reruns only plot jobs, and an edit to one method's code
+    only that method's jobs and what is downstream of them (each rule's params carry the hash of its own code)."""
+    work = tmp_path / "work"
+    shutil.copytree(demo, work, symlinks=True)  # results, .snakemake metadata and mtimes as the demo left them
+    assert planned_jobs(work) == []
+    for path, expected in [
+        ("cellplm/bench/plots.py", {"plots", "confusion_plot", "cellplm_loss_plot", "all"}),
+        ("cellplm/bench/methods/knn_pca/method.py", {"run_method", "score", "aggregate", "plots", "confusion_plot", "all"}),
+    ]:
+        original = (work / path).read_bytes()
+        (work / path).write_bytes(original + b"\n# an edit\n")
+        jobs = planned_jobs(work)
+        assert {rule for rule, _ in jobs} == expected, (path, jobs)
+        if "methods/" in path:
+            reran = [w for rule, w in jobs if rule == "run_method"]
+            assert {w["method"] for w in reran} == {"knn_pca"} and len(reran) == 3 * 2  # 3 dataset splits, 2 seeds
+        (work / path).write_bytes(original)
+        assert planned_jobs(work) == [], path
+
+
 @pytest.mark.slow
 def test_killed_jobs_are_retried_and_resumed(demo, tmp_path):
     """SIGKILL the fine-tuning process: snakemake retries the job. Then SIGKILL snakemake and everything under it

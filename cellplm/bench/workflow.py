@@ -6,7 +6,9 @@ Config checks beyond the JSON schema, the table of remote files, per-job paramet
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -406,13 +408,93 @@ def method_python(python: str | None, root: Path) -> str:
 _MISSING_PYTHON: set[str] = set()
 
 
-def code_hash(root: Path) -> str:
-    """sha256 over the cellplm package sources (file names and contents), first 16 hex digits."""
+def code_hash(root: Path, *entries: str) -> str:
+    """sha256 (first 16 hex digits) of the code one job runs, so that Snakemake reruns a job only when that code
+    changed (``params: code=...``).
+
+    ``entries`` are scripts (paths from the workflow root) or modules (``cellplm.bench.methods.__main__``). Their
+    code is every ``cellplm`` module they import, directly or through others (read from the import statements,
+    including those inside functions, so lazy imports count), the ``__init__`` of each package on the way, the
+    method folders' ``method.yaml`` beside any of their modules, and ``cellplm/resources`` when the model package
+    is among them. A module imported by name at run time (the method registry's) is not followed: a method's
+    jobs name their method's module themselves.
+    """
+    root = Path(root)
+    files = set()
+    for entry in entries:
+        if entry.endswith(".py"):
+            files.add(root / entry)
+            files |= _imported_files(root, root / entry, None)
+        else:
+            files |= _module_files(root, entry)
+    for path in list(files):
+        if (path.parent / "method.yaml").exists():
+            files.add(path.parent / "method.yaml")
+    if any(_is_model_file(root, path) for path in files):
+        files |= {p for p in (root / "cellplm" / "resources").iterdir() if p.suffix != ".md"}
     h = hashlib.sha256()
-    for p in sorted((root / "cellplm").rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
+    for path in sorted(files):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _is_model_file(root: Path, path: Path) -> bool:
+    rel = path.relative_to(root).parts
+    return rel[0] == "cellplm" and (len(rel) < 2 or rel[1] != "bench")
+
+
+def _module_path(root: Path, name: str) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _module_files(root: Path, name: str) -> frozenset:
+    """The file of module ``name``, the __init__ of its packages, and every cellplm module it imports (transitively)."""
+    seen: dict[str, Path] = {}
+    todo = [name]
+    while todo:
+        module = todo.pop()
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, then a/b/c
+            parent = ".".join(parts[:i])
+            path = _module_path(root, parent)
+            if path is None or parent in seen:
+                continue
+            seen[parent] = path
+            todo += _imports(root, path, parent)
+    return frozenset(seen.values())
+
+
+def _imported_files(root: Path, script: Path, package: str | None) -> set:
+    out = set()
+    for module in _imports(root, script, package):
+        out |= _module_files(root, module)
+    return out
+
+
+def _imports(root: Path, path: Path, module: str | None) -> list[str]:
+    """cellplm modules that ``path`` (module ``module``, or a script when None) imports, anywhere in the file."""
+    package = None
+    if module is not None:
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append(target)
+            found += [f"{target}.{alias.name}" for alias in node.names if _module_path(root, f"{target}.{alias.name}")]
+    return [m for m in found if m == "cellplm" or m.startswith("cellplm.")]
 
 
 def file_hash(path: Path) -> str:
