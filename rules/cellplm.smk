@@ -15,7 +15,7 @@ rule cellplm_download:
     log:
         "logs/cellplm/download/{ckpt_file}.log",
     params:
-        spec=lambda w: CKPT["url"][f"{DL}/cellplm/{w.ckpt_file}"],
+        spec=lambda w: CKPT.url[f"{DL}/cellplm/{w.ckpt_file}"],
         settings=config["download"],
     retries: 2
     localrule: True
@@ -37,10 +37,10 @@ rule cellplm_link_checkpoint:
     log:
         "logs/cellplm/link_checkpoint/{ckpt}.log",
     params:
-        source=CKPT["source"],
-        kind=CKPT["kind"],
-        url=CKPT["url"],
-        trusted_sha256=CKPT["trusted_sha256"],
+        source=CKPT.source,
+        kind=CKPT.kind,
+        url=CKPT.url,
+        trusted_sha256=CKPT.trusted_sha256,
     localrule: True
     conda:
         "../workflow/envs/cellplm.yaml"
@@ -93,7 +93,7 @@ rule cellplm_pretrain:
 
 rule cellplm_loss_plot:
     input:
-        lambda w: f"{CKPT['dir']}/loss.tsv",
+        lambda w: f"{CKPT.dir}/loss.tsv",
     output:
         report(
             "results/plots/cellplm_pretraining_loss.png",
@@ -103,7 +103,7 @@ rule cellplm_loss_plot:
     log:
         "logs/report/cellplm_pretraining_loss.log",
     params:
-        title=lambda w: f"CellPLM pretrained here: {Path(CKPT['dir']).name}",
+        title=lambda w: f"CellPLM pretrained here: {Path(CKPT.dir).name}",
         code=code_hash("workflow/scripts/report/pretraining_loss.py"),
     localrule: True
     conda:

@@ -50,11 +50,11 @@ ARCHIVES = wf.archive_members(config)  # archive file name -> members extracted 
 # CellPLM: how the checkpoint is obtained (cellplm.checkpoint) and which methods get it.
 CKPT = wf.cellplm_checkpoint(config, ROOT, DL)
 CELLPLM_METHODS = [m for m in METHODS if config["methods"][m]["cellplm_checkpoint"]]
-CORPUS_ITEMS = wf.cellplm_corpus_items(config) if CKPT["source"] == "pretrain" and CELLPLM_METHODS else []
+CORPUS_ITEMS = wf.cellplm_corpus_items(config) if CKPT.source == "pretrain" and CELLPLM_METHODS else []
 PRETRAIN = config["cellplm"]["pretrain"]
-if CELLPLM_METHODS and CKPT["missing"]:
+if CELLPLM_METHODS and CKPT.missing:
     print(
-        f"WARNING: CellPLM checkpoint not found: {', '.join(CKPT['missing'])}. The rows of "
+        f"WARNING: CellPLM checkpoint not found: {', '.join(CKPT.missing)}. The rows of "
         f"{', '.join(CELLPLM_METHODS)} will be recorded as failed ('checkpoint file not found'). Put the files "
         "there (see README, 'CellPLM checkpoint'), or set cellplm.checkpoint.source to url, pretrain or none.",
         file=sys.stderr,
@@ -84,10 +84,10 @@ wildcard_constraints:
     file=alternatives(REMOTE),
     archive=alternatives(ARCHIVES),
     model=alternatives(config["models"]),
-    ckpt=alternatives([Path(CKPT["dir"]).name] if CKPT["files"] and CKPT["source"] != "pretrain" else []),
-    ckpt_file=alternatives([Path(p).name for p in CKPT["url"]]),
+    ckpt=alternatives([Path(CKPT.dir).name] if CKPT.files and CKPT.source != "pretrain" else []),
+    ckpt_file=alternatives([Path(p).name for p in CKPT.url]),
     item=alternatives(CORPUS_ITEMS),
-    pretrained=alternatives([Path(CKPT["dir"]).name] if CORPUS_ITEMS else []),
+    pretrained=alternatives([Path(CKPT.dir).name] if CORPUS_ITEMS else []),
 
 
 def runs():
@@ -204,8 +204,8 @@ def method_inputs(wildcards):
     inputs = {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
     if method_cfg(wildcards)["control"]:  # only control methods may see the truth
         inputs["solution"] = f"{base}/solution.h5ad"
-    if wildcards.method in CELLPLM_METHODS and CKPT["files"]:  # only CellPLM methods get the checkpoint
-        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT["files"]
+    if wildcards.method in CELLPLM_METHODS and CKPT.files:  # only CellPLM methods get the checkpoint
+        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT.files
     if method_cfg(wildcards)["model"]:  # a fetched pretrained model (scGPT, Geneformer)
         inputs["model"] = wf.model_dir(method_cfg(wildcards)["model"])
     return inputs
@@ -263,7 +263,7 @@ def confusion_inputs(wildcards):
 
 def pretraining_records():
     """pretraining.json of the checkpoint pretrained here (read by aggregate for the provenance labels)."""
-    return [f"{CKPT['dir']}/pretraining.json"] if CORPUS_ITEMS else []
+    return [f"{CKPT.dir}/pretraining.json"] if CORPUS_ITEMS else []
 
 
 # ---- speed -----------------------------------------------------------------------------------------
@@ -280,8 +280,8 @@ def speed_interpreters():
 
 def speed_embedding_inputs(wildcards):
     inputs = {"cells": "results/speed/cells.h5ad", **speed_interpreters()}
-    if SPEED_MODELS.get("cellplm", {}).get("options", {}).get("weights") == "checkpoint" and CKPT["files"]:
-        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT["files"]
+    if SPEED_MODELS.get("cellplm", {}).get("options", {}).get("weights") == "checkpoint" and CKPT.files:
+        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT.files
     for name, spec in SPEED_MODELS.items():
         if spec["fetched"]:
             inputs[f"model_{name}"] = wf.model_dir(spec["fetched"])
@@ -304,7 +304,7 @@ def speed_model_python(wildcards):
 
 
 def checkpoint_link_inputs(wildcards):
-    return {"config": CKPT["config_src"], "weights": CKPT["weights_src"]}
+    return {"config": CKPT.config_src, "weights": CKPT.weights_src}
 
 
 def corpus_inputs(wildcards):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -167,23 +168,32 @@ def cellplm_corpus_items(config: dict) -> list[str]:
     return items
 
 
-def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/downloads") -> dict:
-    """How this config obtains the CellPLM checkpoint, as plain paths (relative to the workflow root).
+@dataclasses.dataclass
+class CheckpointPlan:
+    """How this config obtains the CellPLM checkpoint, as plain paths (relative to the workflow root)."""
 
-    Keys: ``source``; ``kind`` (provenance shown in the tables); ``prefix`` (what the methods get: the
-    provenance-named link folder's ``model``, or the configured prefix when its files are missing, or "" for
-    random initialisation); ``dir`` (provenance-named folder of ``model.config.json`` + ``model.best.ckpt``);
-    ``files`` (the two checkpoint files the method jobs take as inputs; empty when none can be made);
-    ``config_src``/``weights_src`` (what the link rule links, for path and url); ``missing`` (files of a
-    ``path`` source that do not exist).
-    """
+    source: str  # cellplm.checkpoint.source: release, path, url, pretrain or none
+    kind: str = ""  # provenance shown in the tables ("released", "pretrained here", ...)
+    # What the methods get: the provenance-named link folder's ``model``, the configured prefix when its files are
+    # missing, or "" for random initialisation.
+    prefix: str = ""
+    dir: str = ""  # provenance-named folder of model.config.json + model.best.ckpt
+    files: list = dataclasses.field(default_factory=list)  # the two files method jobs take as inputs (none: [])
+    config_src: str = ""  # what the link rule links (path, url and release sources)
+    weights_src: str = ""
+    missing: list = dataclasses.field(default_factory=list)  # files of a path source that do not exist
+    url: dict = dataclasses.field(default_factory=dict)  # download target -> {"url", "sha256"}
+    trusted_sha256: list = dataclasses.field(default_factory=list)  # digests that may be fully unpickled
+
+
+def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/downloads") -> CheckpointPlan:
+    """The :class:`CheckpointPlan` of this config (its ``cellplm.checkpoint`` section)."""
     cp = config.get("cellplm", {})
     ck = cp.get("checkpoint", {})
     source = ck.get("source", "release")
-    out = {"source": source, "kind": "", "prefix": "", "dir": "", "files": [], "config_src": "", "weights_src": "",
-           "missing": [], "url": {}, "trusted_sha256": [d.lower() for d in ck.get("trusted_sha256") or []]}
+    out = CheckpointPlan(source=source, trusted_sha256=[d.lower() for d in ck.get("trusted_sha256") or []])
     if source == "none":
-        out["kind"] = "random initialisation"
+        out.kind = "random initialisation"
         return out
     if source == "pretrain":
         pt = cp.get("pretrain", {})
@@ -192,8 +202,8 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
         settings["splits"] = {d: dataset_splits(config, d) for d in config["run"]["datasets"]}
         tag = hashlib.sha256(to_json(settings).encode()).hexdigest()[:8]
         folder = f"results/cellplm/pretrained/{pt.get('shape', 'small')}_e{pt.get('epochs', 10)}_seed{pt.get('seed', 0)}_{tag}"
-        out.update(kind="pretrained here", dir=folder, prefix=f"{folder}/model",
-                   files=[f"{folder}/model{CKPT_CONFIG}", f"{folder}/model{CKPT_WEIGHTS}"])
+        out.kind, out.dir, out.prefix = "pretrained here", folder, f"{folder}/model"
+        out.files = [f"{folder}/model{CKPT_CONFIG}", f"{folder}/model{CKPT_WEIGHTS}"]
         return out
     if source == "path":
         prefix = str(ck["prefix"])
@@ -206,7 +216,7 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
         if config_src in missing and kind == "released":  # the released config ships with the package
             config_src = RELEASED_CONFIG
             missing.remove(prefix + CKPT_CONFIG)
-        out.update(missing=missing)
+        out.missing = missing
     else:  # url, or release: the authors' file in their shared Dropbox folder
         if source == "release":
             ck = {**ck, **release_urls(cp.get("releases", {}), ck["release"])}
@@ -214,17 +224,18 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
         kind = ck.get("kind") or "released"
         weights_src = f"{download_dir}/cellplm/{name}{CKPT_WEIGHTS}"
         config_src = f"{download_dir}/cellplm/{name}{CKPT_CONFIG}" if ck.get("config_url") else RELEASED_CONFIG
-        out["url"] = {weights_src: {"url": ck["weights_url"], "sha256": ck.get("sha256")}}
+        out.url = {weights_src: {"url": ck["weights_url"], "sha256": ck.get("sha256")}}
         if ck.get("config_url"):
-            out["url"][config_src] = {"url": ck["config_url"], "sha256": ck.get("config_sha256")}
+            out.url[config_src] = {"url": ck["config_url"], "sha256": ck.get("config_sha256")}
         if ck.get("sha256") and source == "release":  # a pinned, known release may be fully unpickled if it must
-            out["trusted_sha256"].append(ck["sha256"].lower())
+            out.trusted_sha256.append(ck["sha256"].lower())
     folder = f"results/cellplm/checkpoints/{_slug(kind or 'local')}__{name}"
-    out.update(kind=kind, dir=folder, config_src=config_src, weights_src=weights_src)
-    if out["missing"]:
-        out["prefix"] = prefix  # the methods fail with "checkpoint file not found" naming the expected file
+    out.kind, out.dir, out.config_src, out.weights_src = kind, folder, config_src, weights_src
+    if out.missing:
+        out.prefix = prefix  # the methods fail with "checkpoint file not found" naming the expected file
     else:
-        out.update(prefix=f"{folder}/model", files=[f"{folder}/model{CKPT_CONFIG}", f"{folder}/model{CKPT_WEIGHTS}"])
+        out.prefix = f"{folder}/model"
+        out.files = [f"{folder}/model{CKPT_CONFIG}", f"{folder}/model{CKPT_WEIGHTS}"]
     return out
 
 
@@ -245,11 +256,11 @@ def release_urls(releases: dict, name: str) -> dict:
     return out
 
 
-def with_checkpoint(params: dict, ckpt: dict) -> dict:
+def with_checkpoint(params: dict, ckpt: CheckpointPlan) -> dict:
     """A CellPLM method's params with the workflow's checkpoint prefix, provenance kind and trusted digests."""
-    out = {**params, "checkpoint": ckpt["prefix"], "checkpoint_kind": ckpt["kind"] if ckpt["prefix"] else ""}
-    if ckpt["trusted_sha256"]:
-        out["trusted_sha256"] = ckpt["trusted_sha256"]
+    out = {**params, "checkpoint": ckpt.prefix, "checkpoint_kind": ckpt.kind if ckpt.prefix else ""}
+    if ckpt.trusted_sha256:
+        out["trusted_sha256"] = ckpt.trusted_sha256
     return out
 
 
@@ -282,7 +293,7 @@ def fetched_model_params(config: dict, method: str) -> dict:
     return {**out, "checkpoint_kind": "released"}
 
 
-def speed_models(config: dict, ckpt: dict) -> dict:
+def speed_models(config: dict, ckpt: CheckpointPlan) -> dict:
     """The models of the embedding-speed job: ``{model: {"method", "options", "reason", "fetched"}}``.
 
     Each model runs in the environment of the method it names (``speed.models.<model>.method``); ``reason`` is
@@ -298,7 +309,7 @@ def speed_models(config: dict, ckpt: dict) -> dict:
         fetched = None
         if spec.get("weights") == "checkpoint":
             if name == "cellplm":
-                spec["checkpoint"] = ckpt["prefix"]
+                spec["checkpoint"] = ckpt.prefix
             elif method in config["methods"]:
                 fetched = config["methods"][method].get("model")
                 params = {**(config["methods"][method].get("params") or {}), **fetched_model_params(config, method)}
