@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .bench.errors import InputError, NotApplicable
+from .errors import InputError, NotApplicable
 from .bench.genes import ENSEMBL_RE, ensembl_fraction, strip_version, symbols_to_ensembl
 from .model.sentence import Sentence
 

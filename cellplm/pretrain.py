@@ -53,8 +53,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .bench.errors import BenchError, ConfigError, InputError
-from .bench.io import atomic_path, write_json
+from .errors import CellPLMError, ConfigError, InputError
+from .io import atomic_path, write_json
 from .data import GeneMatch, check_counts, counts_matrix, gene_totals, groups, match_genes, sentences
 from .model.cellplm import CellPLM
 from .model.checkpoint import checkpoint_paths, read_checkpoint, save_checkpoint
@@ -175,7 +175,7 @@ def _as_items(corpus) -> list[CorpusItem]:
 
 
 def _open(item: CorpusItem, backed: bool):
-    from .bench.io import read_h5ad
+    from .io import read_h5ad
 
     if isinstance(item.data, (str, Path)):
         path = Path(item.data)
@@ -622,7 +622,7 @@ def _pretrain(corpus, out: Path, cfg, model_config, resume, progress, dist_: _Di
                 optimizer.zero_grad(set_to_none=True)
                 loss, latent, recon = train_module(s, gen)
                 if not torch.isfinite(loss):
-                    raise BenchError(f"pretraining diverged: non-finite loss at step {g + 1} (sentence {ref.label}); "
+                    raise CellPLMError(f"pretraining diverged: non-finite loss at step {g + 1} (sentence {ref.label}); "
                                      "lower --lr or use --precision fp32")
                 loss.backward()
                 if cfg.clip > 0:
@@ -734,7 +734,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         )
         model_config = config_for_shape(args.shape, spatial_pe=bool(getattr(args, "spatial_pe", False)))
         result = pretrain(args.corpus, args.out, cfg, model_config, resume=args.resume, progress=not args.no_progress)
-    except BenchError as e:
+    except CellPLMError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .bench.errors import ConfigError
+from .errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
