@@ -4,6 +4,10 @@
 capability 8 or newer; x86 CPUs with AVX512-BF16 or AMX) and float32 elsewhere. The sparse gene-embedding sum,
 the flow-attention normalisers and all losses stay in float32 either way. ``"fp32"`` reproduces upstream's
 arithmetic exactly (the parity tests use it).
+
+Also the one home of device resolution for the benchmark's methods and speed jobs (peak memory:
+:mod:`cellplm.memory`).
+Standard library, torch and numpy only: the scGPT environment (torch 2.3) imports this module too.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
+def resolve_device(device: str | None = "auto", unavailable: type[Exception] = ConfigError) -> torch.device:
+    """``"auto"`` (or empty): CUDA if visible, else CPU; a CUDA device that is not visible raises ``unavailable``
+    (:class:`ConfigError`; the scGPT method passes :class:`NotApplicable`)."""
+    if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is visible")
+        raise unavailable(f"device {device!r} requested but no CUDA GPU is visible")
     return dev
 
 
@@ -72,3 +78,4 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({torch.get_num_threads()} threads)"
+
