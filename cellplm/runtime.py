@@ -7,7 +7,8 @@ arithmetic exactly (the parity tests use it).
 
 Also the one home of device resolution for the benchmark's methods and speed jobs (peak memory:
 :mod:`cellplm.memory`).
-Standard library, torch and numpy only: the scGPT environment (torch 2.3) imports this module too.
+Standard library only at import (torch is imported by the functions that need it): the scGPT environment
+(torch 2.3) and the pretraining options (parsed by Snakemake) import this module too.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-
-import torch
 
 from .errors import ConfigError
 
@@ -36,6 +35,8 @@ def cpu_has_native_bf16() -> bool:
 def resolve_device(device: str | None = "auto", unavailable: type[Exception] = ConfigError) -> torch.device:
     """``"auto"`` (or empty): CUDA if visible, else CPU; a CUDA device that is not visible raises ``unavailable``
     (:class:`ConfigError`; the scGPT method passes :class:`NotApplicable`)."""
+    import torch
+
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -49,6 +50,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ConfigError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
+    import torch
+
     if device.type == "cuda":
         return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
@@ -65,6 +68,8 @@ class Runtime:
         return cls(dev, resolve_precision(precision, dev))
 
     def autocast(self):
+        import torch
+
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -75,6 +80,8 @@ class Runtime:
 
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU with the threads torch uses."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({torch.get_num_threads()} threads)"
