@@ -57,8 +57,8 @@ def synthetic(
     """Seeded synthetic counts: cell types with marker programs, multiplicative batch effects, Poisson noise.
 
     Memory grows with the number of non-zeros only: cells are generated in chunks straight into CSR.
-    Gene names are real GENCODE symbols of genes in the CellPLM vocabulary when celltypist is installed (so
-    gene matching works as on real data), otherwise ``GENE00001``-style names.
+    Gene names are real GENCODE symbols of genes in the CellPLM vocabulary (so gene matching works as on real
+    data), or ``GENE00001``-style names when more genes are asked for than the vocabulary has symbols.
     """
     rng = np.random.default_rng(seed)
     if gene_symbols is None:
