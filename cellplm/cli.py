@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 
-from .bench.errors import BenchError
+from .errors import CellPLMError
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 
@@ -35,7 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _read(path):
-    from .bench.io import read_h5ad
+    from .io import read_h5ad
 
     return read_h5ad(path)
 
@@ -43,7 +43,7 @@ def _read(path):
 def cmd_embed(args) -> int:
     import anndata as ad
 
-    from .bench.io import write_h5ad
+    from .io import write_h5ad
     from .embed import embed_cells, h5ad_safe, load_embedder
 
     adata = ad.read_h5ad(args.data, backed="r") if args.backed else _read(args.data)
@@ -66,7 +66,7 @@ def cmd_finetune(args) -> int:
     import anndata as ad
     import pandas as pd
 
-    from .bench.io import write_h5ad, write_json
+    from .io import write_h5ad, write_json
     from .finetune import CellTypeAnnotator
 
     train = _read(args.train)
@@ -160,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .bench.errors import NotApplicable
+    from .errors import NotApplicable
 
     try:
         return args.func(args)
     except NotApplicable as err:
         print(f"not applicable: {err}", file=sys.stderr)
         return 3
-    except (BenchError, KeyError, FileNotFoundError) as err:
+    except (CellPLMError, KeyError, FileNotFoundError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,7 @@
 """From AnnData to CellPLM sentences: gene matching to the vocabulary, count checks, grouping into tissues.
 
 Genes are matched offline: Ensembl ids from a ``var`` column or ``var_names``, otherwise symbols mapped with the
-GENCODE v44 table that CellTypist ships. The share of genes and of counts that land in the vocabulary is
+GENCODE v44 table this package ships (CellTypist's; :mod:`cellplm.genes`). The share of genes and of counts that land in the vocabulary is
 measured; below a threshold the model would embed noise, so :func:`require_coverage` raises
 :class:`NotApplicable` instead.
 
@@ -21,8 +21,9 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .bench.errors import InputError, NotApplicable
-from .bench.genes import ENSEMBL_RE, ensembl_fraction, strip_version, symbols_to_ensembl
+from . import genes as _genes
+from .errors import InputError
+from .genes import ENSEMBL_RE, ensembl_fraction, strip_version, symbols_to_ensembl
 from .model.sentence import Sentence
 
 log = logging.getLogger(__name__)
@@ -86,20 +87,16 @@ def match_genes(var: pd.DataFrame, var_names, vocabulary: list[str], gene_ids: s
             seen.add(v)
     n = len(index)
     matched = int((index >= 0).sum())
-    if gene_totals is not None and float(gene_totals.sum()) > 0:
-        count_share = float(gene_totals[index >= 0].sum() / gene_totals.sum())
-    else:
-        count_share = float("nan")
+    count_share = _genes.count_share(gene_totals, index >= 0)
     return GeneMatch(index, source, n, matched, matched / n if n else 0.0, count_share, dup)
 
 
 def require_coverage(match: GeneMatch, source, min_gene_share: float, min_count_share: float) -> None:
-    """Raise :class:`NotApplicable` when too little of the data lands in the vocabulary."""
-    if match.n_matched == 0:
-        raise NotApplicable(f"{source}: no genes in the CellPLM vocabulary ({match.n_genes} genes; ids from {match.id_source})")
-    if match.gene_share < min_gene_share or (not np.isnan(match.count_share) and match.count_share < min_count_share):
-        raise NotApplicable(
-            f"{source}: only {match.describe()}; below the thresholds (genes {min_gene_share:.0%}, counts {min_count_share:.0%})")
+    """Raise :class:`~cellplm.errors.NotApplicable` when too little of the data lands in the vocabulary."""
+    _genes.require_coverage(
+        source, n_matched=match.n_matched, gene_share=match.gene_share, count_share=match.count_share,
+        min_gene_share=min_gene_share, min_count_share=min_count_share, describe=match.describe(),
+        none_matched=f"no genes in the CellPLM vocabulary ({match.n_genes} genes; ids from {match.id_source})")
 
 
 def check_counts(X, source, sample: int = 200_000) -> None:

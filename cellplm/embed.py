@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .bench.errors import InputError
+from .errors import InputError
 from .data import check_counts, counts_matrix, gene_totals, match_genes, require_coverage, sentences
 from .model import CellPLM, load_model
 from .runtime import Runtime

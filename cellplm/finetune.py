@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass, fields
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scanpy as sc
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 from tqdm.auto import tqdm
 
-from .bench.errors import InputError
+from .errors import InputError
+from .hvg import highly_variable_genes
+from .metrics import macro_f1 as validation_macro_f1  # best-epoch selection
 from .data import check_counts, counts_matrix, match_genes, require_coverage, sentence_obs, sentences
 from .model import CellPLM, config_for_shape, load_model
 from .model.sentence import Sentence
@@ -69,13 +69,6 @@ class FinetuneConfig:
     precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32 (upstream's arithmetic); equal accuracy shown
     seed: int = 0
     progress: bool = True
-
-
-def validation_macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Macro-F1 over the classes that occur in the labels or the predictions, as upstream's torchmetrics
-    ``multiclass_f1_score(num_classes=C)`` (a class with no true and no predicted cell is left out of the mean,
-    not counted as 0; upstream ``CellPLM/utils/eval.py::annotation_eval``). Used for best-epoch selection."""
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 class CellTypeAnnotator:
@@ -130,9 +123,8 @@ class CellTypeAnnotator:
         log.info("genes: %s", match.describe())
         require_coverage(match, "training data", o.min_gene_share, o.min_count_share)
         columns = np.arange(joint.n_vars)
-        if o.n_hvg and o.n_hvg < joint.n_vars:
-            hvg = sc.pp.highly_variable_genes(joint, n_top_genes=o.n_hvg, flavor="seurat_v3", inplace=False)
-            columns = np.flatnonzero(hvg["highly_variable"].to_numpy())
+        if o.n_hvg:
+            columns = np.flatnonzero(highly_variable_genes(joint, o.n_hvg, flavor="seurat_v3"))
         columns = columns[match.vocab_index[columns] >= 0]
         if columns.size == 0:
             raise InputError("training data", "none of the selected genes is in the CellPLM vocabulary")

@@ -32,6 +32,6 @@ def write_tiny_geneformer(folder, genes, medians=None, special_tokens=False, max
 
 def write_tiny_geneformer_for_symbols(folder, symbols, **kw) -> Path:
     """A tiny model directory whose dictionary holds the GENCODE v44 Ensembl ids of ``symbols``."""
-    from cellplm.bench.genes import symbols_to_ensembl
+    from cellplm.genes import symbols_to_ensembl
 
     return write_tiny_geneformer(folder, [g for g in symbols_to_ensembl(symbols) if g], **kw)

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from cellplm.bench.errors import InputError, NotApplicable
-from cellplm.bench.genes import gencode_symbol_to_id
+from cellplm.genes import gencode_symbol_to_id
 from cellplm.bench.sources import synthetic
 from cellplm.embed import embed
 from cellplm.finetune import CellTypeAnnotator

@@ -154,7 +154,7 @@ def scdiff_like(n, seed, label_key, batch_key, split=False):
 
 def cellxgene_like(n, seed):
     """As CELLxGENE files: Ensembl ids as var_names, symbols in feature_name, counts in raw."""
-    from cellplm.bench.genes import symbols_to_ensembl
+    from cellplm.genes import symbols_to_ensembl
 
     a = make_counts_adata(n_cells=n, n_types=3, seed=seed)
     ids = symbols_to_ensembl(a.var_names)

@@ -1,60 +1,19 @@
-"""Errors that carry a one-line message naming the offending file and the problem."""
+"""Errors that carry a one-line message naming the offending file and the problem.
+
+The classes the model needs live in :mod:`cellplm.errors` and are re-exported here (the same classes, so
+``except InputError`` catches errors raised on either side); :class:`DownloadError` is the benchmark's own.
+"""
 
 from __future__ import annotations
 
-import errno
-import os
-import sys
+from ..errors import (DISK_FULL, UNWRITABLE, CellPLMError, ConfigError, InputError, NotApplicable, OutputError,
+                      exit_after_output_error)
 
-# Write errors of the local disk, not of the data: retrying cannot help, freeing space or fixing permissions can.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+BenchError = CellPLMError  # base class for errors the workflow reports to the user as one line
 
-
-class BenchError(Exception):
-    """Base class for errors the workflow reports to the user as one line."""
-
-
-class InputError(BenchError):
-    """A file given to the workflow cannot be used. The message names the file and the problem."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
-class ConfigError(BenchError):
-    """The workflow configuration is inconsistent (beyond what the JSON schema checks)."""
-
-
-class OutputError(BenchError):
-    """An output could not be written (disk full, folder not writable). Nothing half-written is left behind.
-
-    :func:`exit_after_output_error` ends the process after reporting it.
-    """
-
-
-def exit_after_output_error(code: int = 1) -> None:
-    """End the process at once, skipping interpreter teardown.
-
-    After a failed write, HDF5 may still hold buffers for the file it could not write and crash (SIGSEGV) while
-    flushing them at exit; the job would then look like a crash instead of ending with its one-line message.
-    """
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    os._exit(code)
+__all__ = ["DISK_FULL", "UNWRITABLE", "BenchError", "ConfigError", "DownloadError", "InputError", "NotApplicable",
+           "OutputError", "exit_after_output_error"]
 
 
 class DownloadError(BenchError):
     """A remote file could not be fetched or failed verification."""
-
-
-class NotApplicable(BenchError):
-    """A method cannot run on this input (e.g. too few genes in its vocabulary).
-
-    The harness records it as a ``not_applicable`` row instead of failing the workflow.
-    """

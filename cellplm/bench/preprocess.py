@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover
 
 from . import counts as counts_mod
 from .errors import InputError
-from .genes import ensembl_fraction, strip_version, symbols_to_ensembl
+from ..genes import ensembl_fraction, strip_version, symbols_to_ensembl
 from .io import open_h5ad
 
 

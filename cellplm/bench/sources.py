@@ -29,7 +29,7 @@ def celltypist_sample() -> ad.AnnData:
 
     Useful as an unlabelled corpus; ``var['ensembl_id']`` is filled from the GENCODE table.
     """
-    from .genes import symbols_to_ensembl
+    from ..genes import symbols_to_ensembl
 
     path = package_file("celltypist", "data/samples/sample_cell_by_gene.csv")
     df = pd.read_csv(path, index_col=0)
@@ -57,8 +57,8 @@ def synthetic(
     """Seeded synthetic counts: cell types with marker programs, multiplicative batch effects, Poisson noise.
 
     Memory grows with the number of non-zeros only: cells are generated in chunks straight into CSR.
-    Gene names are real GENCODE symbols of genes in the CellPLM vocabulary when celltypist is installed (so
-    gene matching works as on real data), otherwise ``GENE00001``-style names.
+    Gene names are real GENCODE symbols of genes in the CellPLM vocabulary (so gene matching works as on real
+    data), or ``GENE00001``-style names when more genes are asked for than the vocabulary has symbols.
     """
     rng = np.random.default_rng(seed)
     if gene_symbols is None:
@@ -95,19 +95,14 @@ RELEASED_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "20230926_
 
 def vocabulary_symbols(n_genes: int, rng) -> tuple[list[str], list[str]]:
     """``n_genes`` GENCODE symbols whose Ensembl ids are in the released CellPLM vocabulary (sorted), with their ids.
-
-    Falls back to the vocabulary's Ensembl ids as names when the GENCODE table (celltypist) is not installed.
     """
     import json
 
+    from ..genes import gencode_symbol_to_id
+
     vocab = json.loads(RELEASED_CONFIG.read_text())["gene_list"]
     in_vocab = set(vocab)
-    try:
-        from .genes import gencode_symbol_to_id
-
-        pairs = sorted((s, g) for s, g in gencode_symbol_to_id().items() if g in in_vocab)
-    except ModuleNotFoundError:
-        pairs = [(g, g) for g in vocab]
+    pairs = sorted((s, g) for s, g in gencode_symbol_to_id().items() if g in in_vocab)
     seen, unique = set(), []
     for sym, gid in pairs:  # one symbol per id
         if gid not in seen:
@@ -186,12 +181,8 @@ def synthetic_spatial(
 def _default_symbols(n_genes: int, rng) -> list[str]:
     """Symbols of genes in the CellPLM vocabulary (mostly protein-coding, as measured by scRNA-seq panels)."""
     try:
-        from .genes import gencode_symbol_to_id
-
-        gencode_symbol_to_id()
-        symbols = sorted(vocabulary_symbols(n_genes, rng)[0])
-        return symbols
-    except (ModuleNotFoundError, ValueError):
+        return sorted(vocabulary_symbols(n_genes, rng)[0])
+    except ValueError:
         return [f"GENE{i:05d}" for i in range(n_genes)]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..memory import peak_gpu_mb, peak_rss_mb, reset_peak_gpu_memory
 from .errors import BenchError, NotApplicable
 
 REFERENCE = "scgpt"  # speed-ups are relative to scGPT, as in the CellPLM paper
@@ -118,8 +118,7 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
         row.update(n_cells=adata.n_obs, n_genes=adata.n_vars)
         embed, meta = EMBEDDERS[model](options, device)
         embed(adata[: min(warmup_cells, adata.n_obs)].copy())  # kernels, allocator, lazy imports
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak_gpu_memory()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -132,14 +131,14 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
         seconds = statistics.median(times)
         row.update(seconds=seconds, times=times, value=adata.n_obs / seconds, dim=int(z.shape[1]),
                    weights=meta["weights"], precision=meta["precision"], device=meta["device"])
-        if torch.cuda.is_available():
-            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        if (gpu_mb := peak_gpu_mb()) is not None:
+            row["peak_gpu_mb"] = gpu_mb
     except NotApplicable as e:
         row.update(status="not_applicable", reason=str(e))
     except Exception as e:  # noqa: BLE001 - a model that fails is a row, not a crash of the job
         row.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0][:300])
         traceback.print_exc()
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_rss_mb"] = peak_rss_mb()
     return row
 
 

@@ -19,6 +19,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from ..checksum import sha256_file
 from .errors import BenchError, ConfigError, OutputError, exit_after_output_error
 
 # name: (package, path inside the package, what it is)
@@ -509,7 +510,7 @@ def _imports(root: Path, path: Path, module: str | None) -> list[str]:
 
 
 def file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def to_json(obj) -> str:

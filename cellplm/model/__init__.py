@@ -9,12 +9,21 @@
 - :mod:`.masking`: cell dropping, cell and entry masking
 - :mod:`.cellplm`: the model and its task heads
 - :mod:`.checkpoint`: upstream-format checkpoints with a full key report
+
+The names below are imported on first use, so that :mod:`.config` (shapes, the released config) can be read
+without importing torch (the pretraining options, parsed by Snakemake, do).
 """
 
-from .cellplm import CellPLM
-from .checkpoint import LoadReport, load_model, read_checkpoint, save_checkpoint
-from .config import CellPLMConfig, config_for_shape, released_config
-from .sentence import Sentence
+from __future__ import annotations
 
-__all__ = ["CellPLM", "CellPLMConfig", "LoadReport", "Sentence", "config_for_shape", "load_model", "read_checkpoint",
-           "released_config", "save_checkpoint"]
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "CellPLM": ".cellplm", "LoadReport": ".checkpoint", "load_model": ".checkpoint", "read_checkpoint": ".checkpoint",
+    "save_checkpoint": ".checkpoint", "CellPLMConfig": ".config", "config_for_shape": ".config",
+    "released_config": ".config", "Sentence": ".sentence",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

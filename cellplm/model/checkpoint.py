@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bench.errors import InputError
+from ..errors import InputError
 from ..checksum import sha256_file
-from ..bench.io import atomic_path, write_json
+from ..io import atomic_path, write_json
 from .cellplm import CellPLM
 from .config import CellPLMConfig
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..bench.errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 RELEASED_CONFIG = "20230926_85M.config.json"
 

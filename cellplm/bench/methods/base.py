@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import random
-import resource
 import socket
 import sys
 import time
@@ -29,6 +28,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ...memory import peak_gpu_mb, peak_rss_mb
 from ..errors import NotApplicable
 from ..io import read_h5ad, write_h5ad, write_json
 from . import read_metadata
@@ -136,20 +136,6 @@ def versions(packages) -> dict:
     return out
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-def _peak_gpu_mb() -> float | None:
-    if "torch" not in sys.modules:
-        return None
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.max_memory_allocated() / 2**20
-
-
 def run(
     method,
     ids: RunIds,
@@ -214,8 +200,8 @@ def run(
         log(f"{ids.method}: FAILED\n{traceback.format_exc()}")
     if model is not None and record.status != "ok":  # what the method learnt before stopping (e.g. checkpoint provenance)
         record.extra = model.extra
-    record.peak_rss_mb = _peak_rss_mb()
-    record.peak_gpu_mb = _peak_gpu_mb()
+    record.peak_rss_mb = peak_rss_mb()
+    record.peak_gpu_mb = peak_gpu_mb()
     record.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     pred = ad.AnnData(obs=pd.DataFrame({"label_pred": predictions}, index=test.obs_names))

@@ -7,6 +7,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from ...hvg import highly_variable_genes
 from .base import Annotator
 
 
@@ -22,13 +23,9 @@ def log1p_cp10k(X) -> sp.csr_matrix:
 
 def select_hvg(train: ad.AnnData, n_top: int) -> np.ndarray:
     """Boolean mask of the ``n_top`` most variable genes of the training cells (scanpy 'seurat' flavour)."""
-    import scanpy as sc
-
     if n_top is None or n_top >= train.n_vars:
         return np.ones(train.n_vars, dtype=bool)
-    tmp = ad.AnnData(log1p_cp10k(train.X))
-    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
-    return tmp.var["highly_variable"].to_numpy()
+    return highly_variable_genes(log1p_cp10k(train.X), n_top, flavor="seurat")
 
 
 class HVGAnnotator(Annotator):

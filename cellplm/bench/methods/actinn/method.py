@@ -31,6 +31,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ....runtime import resolve_device
 from ..base import Annotator
 
 
@@ -87,12 +88,6 @@ class ACTINNNetwork(nn.Sequential):
     def l2_penalty(self) -> torch.Tensor:
         """TensorFlow's ``sum(tf.nn.l2_loss(W))`` over weight matrices: sum of squares / 2."""
         return sum((m.weight**2).sum() for m in self.linear_layers()) / 2
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class _Rows:

@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from .... import genes as genes_
 from ....checksum import sha256_file
+from ....metrics import macro_f1
 from ...errors import ConfigError, InputError, NotApplicable
 from ..base import Annotator
 
@@ -225,11 +227,7 @@ class RankValueTokenizer:
         aggregate = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (np.arange(len(rows)), cols)),
                                   shape=(len(rows), len(used)))
         genes = list(used)
-        count_share = float("nan")
-        if counts is not None:
-            totals = np.asarray(counts.sum(axis=0)).ravel()
-            if totals.sum() > 0:
-                count_share = float(totals[columns].sum() / totals.sum())
+        count_share = genes_.count_share(None if counts is None else np.asarray(counts.sum(axis=0)).ravel(), columns)
         n = len(ids)
         coverage = GeneCoverage(n, len(rows), len(used), len(rows) / n if n else 0.0, count_share, id_source)
         return GeneMapping(columns, aggregate, np.array([self.gene_token[g] for g in genes], dtype=np.int64),
@@ -335,10 +333,6 @@ def linear_schedule(warmup_steps: int, total_steps: int):
     return factor
 
 
-def macro_f1(y_true, y_pred) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 class Geneformer(Annotator):
@@ -382,13 +376,11 @@ class Geneformer(Annotator):
         if check:
             self.extra["genes"] = asdict(cov)
             print(f"geneformer: {source}: {cov.describe()}")
-            if cov.n_matched == 0:
-                raise NotApplicable(f"{source}: no genes in the Geneformer token dictionary ({cov.n_genes} genes; "
-                                    f"ids from {cov.id_source})")
-            min_genes, min_counts = float(self.param("min_gene_share")), float(self.param("min_count_share"))
-            if cov.gene_share < min_genes or (not math.isnan(cov.count_share) and cov.count_share < min_counts):
-                raise NotApplicable(f"{source}: only {cov.describe()}; below the thresholds (genes {min_genes:.0%}, "
-                                    f"counts {min_counts:.0%})")
+            genes_.require_coverage(
+                source, n_matched=cov.n_matched, gene_share=cov.gene_share, count_share=cov.count_share,
+                min_gene_share=float(self.param("min_gene_share")), min_count_share=float(self.param("min_count_share")),
+                describe=cov.describe(),
+                none_matched=f"no genes in the Geneformer token dictionary ({cov.n_genes} genes; ids from {cov.id_source})")
         return self.tokenizer.tokenize(adata.X, mapping)
 
     # --- the BERT --------------------------------------------------------------------------------------------------

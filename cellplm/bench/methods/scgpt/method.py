@@ -63,8 +63,11 @@ with warnings.catch_warnings():  # torchtext's deprecation notice and scgpt's "f
     from scgpt.tokenizer.gene_tokenizer import GeneVocab
     from scgpt.utils import load_pretrained
 
+from .... import genes as genes_
+from .... import runtime
+from ....hvg import highly_variable_genes
+from ....genes import ensembl_fraction, ensembl_to_symbols
 from ...errors import InputError, NotApplicable
-from ...genes import ENSEMBL_RE, ensembl_fraction, gencode_table_path, strip_version
 from ..base import Annotator
 
 
@@ -101,11 +104,7 @@ def gene_symbols(adata) -> tuple[np.ndarray, str]:
     for col in SYMBOL_COLUMNS:
         if col in adata.var.columns and ensembl_fraction(adata.var[col].astype(str)) < 0.5:
             return adata.var[col].astype(str).to_numpy(dtype=object), f"var['{col}']"
-    table = pd.read_csv(gencode_table_path(), header=None, names=["gene_id", "symbol"], dtype=str).dropna()
-    id_to_symbol = dict(zip(strip_version(table["gene_id"]), table["symbol"]))
-    ids = strip_version(names)
-    symbols = np.array([id_to_symbol.get(i, "") if ENSEMBL_RE.match(i) else n for i, n in zip(ids, names)], dtype=object)
-    return symbols, "Ensembl ids mapped to symbols with GENCODE v44 (CellTypist's table)"
+    return ensembl_to_symbols(names), "Ensembl ids mapped to symbols with GENCODE v44 (CellTypist's table)"
 
 
 def counts_of(adata, source: str) -> sp.csr_matrix:
@@ -130,22 +129,22 @@ def match_vocabulary(symbols: np.ndarray, counts: sp.csr_matrix, vocab) -> tuple
         "n_genes": int(len(symbols)),
         "n_in_vocabulary": int(keep.sum()),
         "gene_share": float(keep.mean()) if len(symbols) else 0.0,
-        "count_share": float(totals[keep].sum() / totals.sum()) if totals.sum() > 0 else float("nan"),
+        "count_share": genes_.count_share(totals, keep),
         "vocabulary_size": int(len(vocab)),
     }
     return keep, coverage
 
 
 def require_coverage(coverage: dict, source: str, min_gene_share: float, min_count_share: float) -> None:
-    if coverage["n_in_vocabulary"] == 0:
-        raise NotApplicable(f"{source}: none of its {coverage['n_genes']} genes is in the scGPT vocabulary "
-                            f"({coverage['vocabulary_size']} tokens; genes are matched by symbol)")
-    low_counts = not np.isnan(coverage["count_share"]) and coverage["count_share"] < min_count_share
-    if coverage["gene_share"] < min_gene_share or low_counts:
-        raise NotApplicable(
-            f"{source}: only {coverage['n_in_vocabulary']}/{coverage['n_genes']} genes ({coverage['gene_share']:.1%}) "
-            f"and {coverage['count_share']:.1%} of counts in the scGPT vocabulary; below the thresholds "
-            f"(genes {min_gene_share:.0%}, counts {min_count_share:.0%})")
+    """Raise :class:`NotApplicable` when too little of the data lands in the scGPT vocabulary (``coverage``: see
+    :func:`match_vocabulary`)."""
+    genes_.require_coverage(
+        source, n_matched=coverage["n_in_vocabulary"], gene_share=coverage["gene_share"],
+        count_share=coverage["count_share"], min_gene_share=min_gene_share, min_count_share=min_count_share,
+        none_matched=(f"none of its {coverage['n_genes']} genes is in the scGPT vocabulary "
+                      f"({coverage['vocabulary_size']} tokens; genes are matched by symbol)"),
+        describe=(f"{coverage['n_in_vocabulary']}/{coverage['n_genes']} genes ({coverage['gene_share']:.1%}) "
+                  f"and {coverage['count_share']:.1%} of counts in the scGPT vocabulary"))
 
 
 def select_hvg(counts: sp.csr_matrix, n_hvg: int | None) -> tuple[np.ndarray, dict]:
@@ -160,13 +159,12 @@ def select_hvg(counts: sp.csr_matrix, n_hvg: int | None) -> tuple[np.ndarray, di
     flavor = "seurat_v3 (scanpy) on the training counts"
     with _quiet_scgpt():
         try:
-            sc.pp.highly_variable_genes(tmp, n_top_genes=int(n_hvg), flavor="seurat_v3", batch_key=None)
+            mask = highly_variable_genes(tmp, n_hvg, flavor="seurat_v3")
         except ValueError as e:  # skmisc's loess fails on very few genes ("near singularities")
             sc.pp.normalize_total(tmp, target_sum=1e4)
             sc.pp.log1p(tmp)
-            sc.pp.highly_variable_genes(tmp, n_top_genes=int(n_hvg), flavor="seurat", batch_key=None)
+            mask = highly_variable_genes(tmp, n_hvg, flavor="seurat")
             flavor = f"seurat (scanpy) on log1p(CP10k) training counts, because seurat_v3 failed: {str(e)[:80]}"
-    mask = tmp.var["highly_variable"].to_numpy()
     return mask, {"hvg": f"{flavor}; {int(n_hvg)} of {n} genes in the vocabulary", "n_selected": int(mask.sum())}
 
 
@@ -316,11 +314,8 @@ def load_weights(model, weights_path) -> dict:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise NotApplicable(f"device {device} requested but CUDA is not available")
-    return torch.device(device)
+    """:func:`cellplm.runtime.resolve_device`; a CUDA device that is not visible makes scGPT not applicable."""
+    return runtime.resolve_device(device, unavailable=NotApplicable)
 
 
 def set_threads() -> int:

@@ -38,11 +38,11 @@ from __future__ import annotations
 import itertools
 import os
 
-import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 from sklearn.ensemble import RandomForestClassifier
 
+from ....hvg import highly_variable_genes
 from ...errors import NotApplicable
 from ..base import Annotator
 from ..normalise import log1p_cp10k
@@ -113,11 +113,7 @@ def gene_stats_filter(L: sp.csr_matrix, alpha1: float, alpha2: float, mu: float)
 
 
 def _hvg_mask(L: sp.csr_matrix) -> np.ndarray:
-    import scanpy as sc
-
-    tmp = ad.AnnData(L)
-    sc.pp.highly_variable_genes(tmp, flavor="seurat", min_mean=0.0125, max_mean=4, min_disp=0.5)
-    return tmp.var["highly_variable"].to_numpy()
+    return highly_variable_genes(L, flavor="seurat", min_mean=0.0125, max_mean=4, min_disp=0.5)
 
 
 class SingleCellNet(Annotator):

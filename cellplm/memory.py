@@ -1,0 +1,34 @@
+"""Peak memory of the process: resident memory and the GPU memory torch allocated.
+
+Standard library only at import: torch is consulted only when the process has already imported it, so measuring a
+method that never uses torch neither loads torch nor counts its memory.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB (``ru_maxrss`` is in kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cuda():
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_available() else None
+
+
+def reset_peak_gpu_memory() -> None:
+    """Start a new peak for :func:`peak_gpu_mb` (nothing to do without torch or a visible GPU)."""
+    if (cuda := _cuda()) is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def peak_gpu_mb() -> float | None:
+    """Peak GPU memory torch allocated (since the start or :func:`reset_peak_gpu_memory`), in MiB; None when torch
+    is not imported or sees no GPU."""
+    if (cuda := _cuda()) is None:
+        return None
+    return cuda.max_memory_allocated() / 2**20
