@@ -1,6 +1,7 @@
 # Helpers shared by all rules: config validation, the run grid, inputs and parameters of each job.
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ os.environ.update(
 
 from cellplm.bench import workflow as wf
 from cellplm.bench.errors import ConfigError
+from cellplm.pretrain.options import config_args
 
 # The method registry: every method folder's method.yaml, updated by the config's `methods` section.
 config["methods"] = wf.method_registry(config.get("methods"))
@@ -326,10 +328,6 @@ def corpus_files():
 
 
 def pretrain_args():
-    p = PRETRAIN
-    args = (
-        f"--shape {p['shape']} --epochs {p['epochs']} --seed {p['seed']} --lr {p['lr']} --warmup-steps {p['warmup_steps']}"
-        f" --max-cells-per-sentence {p['max_cells_per_sentence']} --val-sentences {p['val_sentences']}"
-        f" --device {p['device']} --precision {p['precision']} --sentence-key batch --spatial-key spatial --no-progress"
-    )
-    return args + (" --spatial-pe" if p["spatial_pe"] else "") + (" --resume" if p["resume"] else "")
+    """The pretraining command line of the config's cellplm.pretrain section (built from the options the command
+    itself defines: cellplm/pretrain/options.py)."""
+    return shlex.join(config_args(PRETRAIN))
