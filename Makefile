@@ -38,8 +38,8 @@ report: venv
 
 # CellPLM speed, ours vs the authors' package, side by side in one process (see README, "CellPLM speed").
 speed: venv upstream-env
-	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python tools/benchmark_speed.py
+	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python benchmarks/speed.py
 
 # Preprocessing, splitting and CellPLM embedding at 50k-500k synthetic cells, peak memory (see README, "Scale").
 scale: venv
-	.venv/bin/python tools/benchmark_scale.py
+	.venv/bin/python benchmarks/scale.py

@@ -1,4 +1,4 @@
-"""tools/benchmark_scale.py end to end on a tiny size: generation, preprocess, split, embed and the table."""
+"""benchmarks/scale.py end to end on a tiny size: generation, preprocess, split, embed and the table."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import pandas as pd
 
 from conftest import ROOT
 
-TOOL = ROOT / "tools" / "benchmark_scale.py"
+TOOL = ROOT / "benchmarks" / "scale.py"
 
 
 def test_scale_benchmark_tiny(tmp_path):

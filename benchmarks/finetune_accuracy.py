@@ -3,8 +3,8 @@
 
 Run it in the upstream environment (``bash tools/upstream_env.sh``) with this repository importable:
 
-    PYTHONPATH=$PWD .venv-upstream/bin/python tools/finetune_accuracy.py trajectory --shape small --epochs 150
-    PYTHONPATH=$PWD .venv-upstream/bin/python tools/finetune_accuracy.py seeds --shape small --seeds 0-15
+    PYTHONPATH=$PWD .venv-upstream/bin/python benchmarks/finetune_accuracy.py trajectory --shape small --epochs 150
+    PYTHONPATH=$PWD .venv-upstream/bin/python benchmarks/finetune_accuracy.py seeds --shape small --seeds 0-15
 
 Both implementations fine-tune from the SAME checkpoint file on the SAME cells and split. The file is an
 annotation-shaped model (encoder, fresh linear latent and head all included), written once per seed by our
@@ -48,9 +48,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "tools"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
@@ -65,7 +64,7 @@ def labelled_data(n_cells: int, n_genes: int, seed: int):
     Cells are ordered train/valid first, test last, so that both implementations hold the cells of the
     sentence in the same order (ours puts the test context after the training cells).
     """
-    from benchmark_speed import assign_split, synthetic_labelled
+    from benchmarks.speed import assign_split, synthetic_labelled
 
     from cellplm.model import released_config
 

@@ -3,7 +3,7 @@
 
 Run it in the upstream environment (built by ``bash tools/upstream_env.sh``), with this repository importable:
 
-    PYTHONPATH=$PWD .venv-upstream/bin/python tools/benchmark_speed.py
+    PYTHONPATH=$PWD .venv-upstream/bin/python benchmarks/speed.py
 
 What is measured (random weights: speed does not depend on weight values):
 
@@ -39,7 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # so that `python tools/benchmark_speed.py` finds our package without PYTHONPATH
+if str(ROOT) not in sys.path:  # so that `python benchmarks/speed.py` finds our package without PYTHONPATH
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402

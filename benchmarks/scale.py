@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Scale benchmark: preprocessing, splitting and CellPLM zero-shot embedding of large synthetic datasets.
 
-    .venv/bin/python tools/benchmark_scale.py                         # 50k, 100k, 200k, 500k cells x 20,000 genes
-    .venv/bin/python tools/benchmark_scale.py --cells 2000 4000 --genes 2000 --shape tiny --workdir /tmp/s
+    .venv/bin/python benchmarks/scale.py                         # 50k, 100k, 200k, 500k cells x 20,000 genes
+    .venv/bin/python benchmarks/scale.py --cells 2000 4000 --genes 2000 --shape tiny --workdir /tmp/s
 
 1. Generation (one subprocess, one pass for all sizes): seeded raw counts written chunk by chunk straight into
    h5ad files (CSR datasets grown with h5py; the dense matrix never exists). The dataset of N cells is the first
@@ -173,7 +173,7 @@ class H5adCSRWriter:
         self.group.attrs["shape"] = (self.n_cells, self.n_genes)
         write_elem(self.f, "obs", obs)
         write_elem(self.f, "var", var)
-        write_elem(self.f, "uns", {"generator": "tools/benchmark_scale.py"})
+        write_elem(self.f, "uns", {"generator": "benchmarks/scale.py"})
         self.f.close()
         os.replace(self.tmp, self.path)
 
@@ -493,7 +493,7 @@ def main(argv=None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
     meta = {"genes": args.genes, "counts": counts, "mem": machine_mem_gib(), "cores": os.cpu_count(),
             "date": common["date"], "threads": args.threads, "generation": generation,
-            "command": "tools/benchmark_scale.py " + " ".join(argv), **meta_embed}
+            "command": "benchmarks/scale.py " + " ".join(argv), **meta_embed}
     df = finish_table(rows)
     write_tsv(df, args.out)
     md = markdown(df, meta)
