@@ -441,7 +441,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     df = trajectory(args) if args.experiment == "trajectory" else seeds(args)
     df["torch"], df["threads"] = torch.__version__, args.threads
-    write_result(args.out, f"finetune_{args.experiment}", args.provenance, df.to_dict("records"), complete=True,
+    write_result(args.out, "finetune_accuracy" if args.experiment == "seeds" else "finetune_trajectory", args.provenance, df.to_dict("records"), complete=True,
                  seconds=round(time.perf_counter() - t0, 1))
     print(f"\nwrote {args.out} ({len(df)} rows) in {time.perf_counter() - t0:.0f} s")
     return 0
