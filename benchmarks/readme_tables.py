@@ -50,6 +50,18 @@ def _num(x, fmt: str) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
+def table(columns: list[tuple[str, str]], body: list[list[str]]) -> list[str]:
+    """Markdown table lines; ``columns`` are (title, alignment: ``---`` or ``---:``)."""
+    return (["| " + " | ".join(t for t, _ in columns) + " |", "|" + "|".join(a for _, a in columns) + "|"]
+            + ["| " + " | ".join(cells) + " |" for cells in body])
+
+
+def status(row: dict, reason: bool = False) -> str:
+    if row["status"] == "ok":
+        return ""
+    return f" ({row['status']}: {row.get('reason', '')})" if reason else f" ({row['status']})"
+
+
 def footer(result: dict, name: str) -> str:
     p = result["provenance"]
     m, v = p["machine"], p["versions"]
@@ -118,13 +130,12 @@ def render_speed(result: dict) -> str:
 
 
 def render_scale(result: dict) -> str:
-    out = ["| step | cells | nnz | wall s | peak RSS GiB | peak growth | time growth | cells/s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["rows"]:
-        status = "" if r["status"] == "ok" else f" ({r['status']})"
-        out.append(f"| {r['step']}{status} | {r['n_cells']:,} | {r['nnz']:,} | {_num(r['wall_s'], '.1f')} | "
-                   f"{_num(r['peak_rss_gib'], '.2f')} | {_num(r['peak_growth'], '.2f')}x | {_num(r['wall_growth'], '.2f')}x | "
-                   f"{_num(r['cells_per_s'], ',.0f')} |")
+    R = "---:"
+    out = table([("step", "---"), ("cells", R), ("nnz", R), ("wall s", R), ("peak RSS GiB", R), ("peak growth", R),
+                 ("time growth", R), ("cells/s", R)],
+                [[r["step"] + status(r), f"{r['n_cells']:,}", f"{r['nnz']:,}", _num(r["wall_s"], ".1f"),
+                  _num(r["peak_rss_gib"], ".2f"), _num(r["peak_growth"], ".2f") + "x", _num(r["wall_growth"], ".2f") + "x",
+                  _num(r["cells_per_s"], ",.0f")] for r in result["rows"]])
     o, e = result["provenance"]["options"], result.get("embedding", {})
     out += ["", f"{o['genes']:,} genes; mean {result.get('mean_counts_per_cell', float('nan')):,.0f} counts per cell; "
                 f"{o['cell_types']} cell types, {o['batches']} batches; embedding: {e.get('weights', '')} "
@@ -195,13 +206,12 @@ def render_finetune_trajectory(result: dict) -> str:
 
 
 def render_embedding_speed(result: dict) -> str:
-    out = ["| model | cells | genes | device | precision | weights | cells/s | speed-up vs scGPT |",
-           "|---|---:|---:|---|---|---|---:|---:|"]
-    for r in result["rows"]:
-        status = "" if r["status"] == "ok" else f" ({r['status']}: {r.get('reason', '')})"
-        out.append(f"| {r['method']}{status} | {_num(r.get('n_cells'), ',.0f')} | {_num(r.get('n_genes'), ',.0f')} | "
-                   f"{r.get('device') or ''} | {r.get('precision') or ''} | {r.get('weights') or ''} | "
-                   f"{_num(r.get('value'), ',.0f')} | {_num(r.get('speedup_vs_scgpt'), ',.1f')}x |")
+    L, R = "---", "---:"
+    out = table([("model", L), ("cells", R), ("genes", R), ("device", L), ("precision", L), ("weights", L), ("cells/s", R),
+                 ("speed-up vs scGPT", R)],
+                [[r["method"] + status(r, reason=True), _num(r.get("n_cells"), ",.0f"), _num(r.get("n_genes"), ",.0f"),
+                  r.get("device") or "", r.get("precision") or "", r.get("weights") or "", _num(r.get("value"), ",.0f"),
+                  _num(r.get("speedup_vs_scgpt"), ",.1f") + "x"] for r in result["rows"]])
     out += ["", "Targets: " + "; ".join(result.get("verdicts", []))] if result.get("verdicts") else []
     return "\n".join(out)
 

@@ -537,6 +537,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    prov = provenance("benchmarks/speed.py", argv, vars(args))  # at the start: the date, load and commit of the run
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -585,7 +586,7 @@ def main(argv=None) -> int:
         print("  " + line)
     out = Path(args.out) if args.out else RESULTS / f"speed_{device.type}.json"
     cols = ["section", "metric", "implementation", "precision", "value", "unit", "ratio_vs_upstream", "detail"]
-    write_result(out, "speed", provenance("benchmarks/speed.py", argv, vars(args)),
+    write_result(out, "speed", prov,
                  [{c: r.get(c) for c in cols} for r in rows], verdicts=verdicts(emb, ft, n_cells, device.type),
                  targets={"embed_speedup": TARGET_EMBED_SPEEDUP[device.type], "finetune_ratio": TARGET_FINETUNE_RATIO})
     print(f"\nwrote {out}")
