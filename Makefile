@@ -47,9 +47,9 @@ scale: venv
 	.venv/bin/python benchmarks/scale.py --cells $(SCALE_CELLS)
 
 # Fine-tuning accuracy against upstream: the deterministic trajectory and test macro-F1 over seeds (see README).
-ACCURACY_SEEDS ?= 0-7
+ACCURACY_SEEDS ?= 0-15
 accuracy: venv upstream-env
-	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python benchmarks/finetune_accuracy.py trajectory --shape tiny --epochs 60
+	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python benchmarks/finetune_accuracy.py trajectory --shape tiny --epochs 150
 	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python benchmarks/finetune_accuracy.py seeds --shape tiny --epochs 100 --seeds $(ACCURACY_SEEDS)
 
 # The README's measured tables from benchmarks/results/ (--check: only compare).
