@@ -1,6 +1,6 @@
 """Our fine-tuning loop against upstream's ``CellTypeAnnotationPipeline.fit``.
 
-The trajectory test runs ``tools/finetune_accuracy.py trajectory`` in ``.venv-upstream`` (built by
+The trajectory test runs ``benchmarks/finetune_accuracy.py trajectory`` in ``.venv-upstream`` (built by
 ``tools/upstream_env.sh``): both implementations fine-tune a tiny model from the same checkpoint file with
 augmentation off (no dropout, no cell dropping, no masking), fp32, one thread, and record per epoch the loss,
 both learning rates (warm-up, plateau scheduler), the clipped gradient norm and the validation macro-F1. A
@@ -10,6 +10,7 @@ pre-latent norm, model selection metric) shows up within a few epochs.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -36,13 +37,13 @@ def test_validation_f1_leaves_out_classes_absent_from_labels_and_predictions():
 def trajectory(tmp_path_factory):
     if not UPSTREAM_PY.exists():
         pytest.fail("the upstream environment is missing: run `bash tools/upstream_env.sh` (make test does)")
-    out = tmp_path_factory.mktemp("trajectory") / "trajectory.tsv"
-    run = subprocess.run([str(UPSTREAM_PY), str(ROOT / "tools/finetune_accuracy.py"), "trajectory", "--shape", "tiny",
+    out = tmp_path_factory.mktemp("trajectory") / "trajectory.json"
+    run = subprocess.run([str(UPSTREAM_PY), str(ROOT / "benchmarks/finetune_accuracy.py"), "trajectory", "--shape", "tiny",
                           "--epochs", str(EPOCHS), "--cells", "300", "--genes", "300", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
                                                                       "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
-    return pd.read_csv(out, sep="\t")
+    return pd.DataFrame(json.loads(out.read_text())["rows"])
 
 
 def test_deterministic_trajectory_equals_upstream(trajectory):

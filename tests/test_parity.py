@@ -1,6 +1,6 @@
 """Parity with the upstream package: the same checkpoint gives the same numbers in both implementations.
 
-``tools/upstream/parity_reference.py`` runs in ``.venv-upstream`` (built by ``tools/upstream_env.sh`` with
+``tests/upstream/parity_reference.py`` runs in ``.venv-upstream`` (built by ``tools/upstream_env.sh`` with
 ``cellplm==0.1.0.post2``): it builds upstream's model from the released 85M config with random weights, saves
 it in upstream's checkpoint format, and records embeddings, annotation logits and the pretraining loss on a
 fixed mask. Here the same files are loaded into our model and compared in float32.
@@ -31,7 +31,7 @@ def reference(tmp_path_factory):
     if not UPSTREAM_PY.exists():
         pytest.fail("the upstream environment is missing: run `bash tools/upstream_env.sh` (make test does)")
     out = tmp_path_factory.mktemp("upstream")
-    subprocess.run([str(UPSTREAM_PY), str(ROOT / "tools/upstream/parity_reference.py"), "--out", str(out), "--seed", "0"],
+    subprocess.run([str(UPSTREAM_PY), str(ROOT / "tests/upstream/parity_reference.py"), "--out", str(out), "--seed", "0"],
                    check=True, cwd=ROOT, capture_output=True, text=True)
     inputs = dict(np.load(out / "inputs.npz"))
     expected = dict(np.load(out / "expected.npz"))

@@ -1,5 +1,6 @@
-"""tools/benchmark_scale.py end to end on a tiny size: generation, preprocess, split, embed and the table."""
+"""benchmarks/scale.py end to end on a tiny size: generation, preprocess, split, embed and its result file."""
 
+import json
 import subprocess
 import sys
 
@@ -7,17 +8,25 @@ import pandas as pd
 
 from conftest import ROOT
 
-TOOL = ROOT / "tools" / "benchmark_scale.py"
+TOOL = ROOT / "benchmarks" / "scale.py"
 
 
 def test_scale_benchmark_tiny(tmp_path):
-    out = tmp_path / "bench" / "scale.tsv"
+    out = tmp_path / "bench" / "scale.json"
     cmd = [sys.executable, str(TOOL), "--cells", "1000", "2000", "--genes", "1500", "--counts-per-cell", "1000",
            "--shape", "tiny", "--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    df = pd.read_csv(out, sep="\t")
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "scale" and result["complete"] is True
+    prov = result["provenance"]
+    for key in ("date", "machine", "versions", "git_commit", "command", "options"):
+        assert prov[key], key
+    assert {"cpu", "cores", "ram_gib", "gpu", "os"} <= set(prov["machine"]) and prov["versions"]["python"]
+    assert "--cells 1000 2000" in prov["command"] and prov["options"]["genes"] == 1500
+    assert not list(out.parent.glob(".*partial*"))  # written atomically, no temporary left
+    df = pd.DataFrame(result["rows"])
     for col in ("n_cells", "n_genes", "nnz", "step", "status", "wall_s", "peak_rss_gib", "peak_growth", "wall_growth",
                 "cells_per_s", "device", "threads", "weights", "date"):
         assert col in df.columns, col
@@ -34,6 +43,5 @@ def test_scale_benchmark_tiny(tmp_path):
     emb = df[df["step"] == "embed"]
     assert (emb["cells_per_s"] > 0).all() and emb["weights"].str.contains("random weights, tiny shape").all()
     assert (df["nnz"][df["n_cells"] == 2000] > df["nnz"][df["n_cells"] == 1000].max()).all()  # nested datasets
-    md = out.with_suffix(".md").read_text()
-    assert "| embed | 2,000 |" in md and "peak growth" in md
+    assert "| embed | 2,000 |" in proc.stdout and "peak growth" in proc.stdout  # the markdown table printed
     assert not (tmp_path / "work" / "n1000").exists()  # intermediates deleted without --keep

@@ -40,6 +40,65 @@ def celltypist_sample() -> ad.AnnData:
     return adata
 
 
+class SyntheticCounts:
+    """The project's one seeded synthetic count generator (the workflow's ``synthetic`` source and every benchmark).
+
+    Cell types with marker programs, multiplicative batch effects, log-normal library sizes and Poisson noise. All
+    per-cell draws are made up front and the counts are drawn chunk by chunk (:meth:`chunks`), so memory grows with
+    one chunk only and a large dataset can be streamed to disk; the first N cells of a stream are the same for any
+    ``n_cells`` >= N only in their types and batches, so nested datasets are prefixes of one stream. Draws happen in
+    one fixed order from one generator: :func:`synthetic` (= this, stacked) is bit-identical to what it always was.
+    """
+
+    def __init__(self, n_cells: int = 2000, n_genes: int = 2000, n_cell_types: int = 6, n_batches: int = 3,
+                 mean_counts: float = 2000.0, markers_per_type: int = 30, marker_fold: float = 2.5,
+                 batch_effect: float = 0.3, seed: int = 0, chunk: int = 2000, gene_symbols=None):
+        rng = self.rng = np.random.default_rng(seed)
+        if gene_symbols is None:
+            gene_symbols = _default_symbols(n_genes, rng)
+        self.gene_symbols, self.n_cells, self.n_genes, self.chunk, self.seed = list(gene_symbols), n_cells, n_genes, chunk, seed
+        base = rng.gamma(0.3, 1.0, size=n_genes)  # skewed baseline expression
+        programs = np.tile(base, (n_cell_types, 1))
+        for t in range(n_cell_types):
+            markers = rng.choice(n_genes, size=min(markers_per_type, n_genes), replace=False)
+            programs[t, markers] *= rng.uniform(1.0, marker_fold, size=markers.size)
+        programs /= programs.sum(axis=1, keepdims=True)
+        self.programs = programs
+        self.batch_scale = np.exp(rng.normal(0, batch_effect, size=(n_batches, n_genes)))
+        self.cell_type = rng.integers(0, n_cell_types, size=n_cells)
+        self.batch = rng.integers(0, n_batches, size=n_cells)
+        self.size = rng.lognormal(np.log(mean_counts), 0.35, size=n_cells)
+        self._next = 0
+
+    def chunks(self, progress: bool = False):
+        """CSR float32 blocks of ``chunk`` cells, in order (one pass: the counts come from the shared generator)."""
+        if self._next:
+            raise RuntimeError("SyntheticCounts.chunks() draws from one generator: iterate it once")
+        for start in tqdm(range(0, self.n_cells, self.chunk), desc="synthetic cells", disable=not progress, unit="chunk"):
+            stop = min(start + self.chunk, self.n_cells)
+            self._next = stop
+            rates = self.programs[self.cell_type[start:stop]] * self.batch_scale[self.batch[start:stop]]
+            rates *= (self.size[start:stop] / rates.sum(axis=1))[:, None]
+            yield sp.csr_matrix(self.rng.poisson(rates).astype(np.float32))
+
+    def obs(self, n_cells: int | None = None) -> pd.DataFrame:
+        n = self.n_cells if n_cells is None else n_cells
+        return pd.DataFrame(
+            {"cell_type": pd.Categorical([f"type_{t}" for t in self.cell_type[:n]]),
+             "batch": pd.Categorical([f"batch_{b}" for b in self.batch[:n]])},
+            index=[f"cell_{i:07d}" for i in range(n)],
+        )
+
+    def var(self) -> pd.DataFrame:
+        return pd.DataFrame(index=pd.Index(self.gene_symbols, dtype=str))
+
+    def adata(self, progress: bool = False) -> ad.AnnData:
+        X = sp.vstack(list(self.chunks(progress)), format="csr")
+        adata = ad.AnnData(X, obs=self.obs(), var=self.var())
+        adata.uns["source"] = f"synthetic(seed={self.seed})"
+        return adata
+
+
 def synthetic(
     n_cells: int = 2000,
     n_genes: int = 2000,
@@ -54,40 +113,16 @@ def synthetic(
     gene_symbols=None,
     progress: bool = False,
 ) -> ad.AnnData:
-    """Seeded synthetic counts: cell types with marker programs, multiplicative batch effects, Poisson noise.
+    """Seeded synthetic counts: cell types with marker programs, multiplicative batch effects, Poisson noise
+    (:class:`SyntheticCounts`, all cells in one AnnData).
 
     Memory grows with the number of non-zeros only: cells are generated in chunks straight into CSR.
     Gene names are real GENCODE symbols of genes in the CellPLM vocabulary (so gene matching works as on real
     data), or ``GENE00001``-style names when more genes are asked for than the vocabulary has symbols.
     """
-    rng = np.random.default_rng(seed)
-    if gene_symbols is None:
-        gene_symbols = _default_symbols(n_genes, rng)
-    base = rng.gamma(0.3, 1.0, size=n_genes)  # skewed baseline expression
-    programs = np.tile(base, (n_cell_types, 1))
-    for t in range(n_cell_types):
-        markers = rng.choice(n_genes, size=min(markers_per_type, n_genes), replace=False)
-        programs[t, markers] *= rng.uniform(1.0, marker_fold, size=markers.size)
-    programs /= programs.sum(axis=1, keepdims=True)
-    batch_scale = np.exp(rng.normal(0, batch_effect, size=(n_batches, n_genes)))
-    cell_type = rng.integers(0, n_cell_types, size=n_cells)
-    batch = rng.integers(0, n_batches, size=n_cells)
-    size = rng.lognormal(np.log(mean_counts), 0.35, size=n_cells)
-    pieces = []
-    for start in tqdm(range(0, n_cells, chunk), desc="synthetic cells", disable=not progress, unit="chunk"):
-        stop = min(start + chunk, n_cells)
-        rates = programs[cell_type[start:stop]] * batch_scale[batch[start:stop]]
-        rates *= (size[start:stop] / rates.sum(axis=1))[:, None]
-        pieces.append(sp.csr_matrix(rng.poisson(rates).astype(np.float32)))
-    X = sp.vstack(pieces, format="csr")
-    obs = pd.DataFrame(
-        {"cell_type": pd.Categorical([f"type_{t}" for t in cell_type]),
-         "batch": pd.Categorical([f"batch_{b}" for b in batch])},
-        index=[f"cell_{i:07d}" for i in range(n_cells)],
-    )
-    adata = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(gene_symbols, dtype=str)))
-    adata.uns["source"] = f"synthetic(seed={seed})"
-    return adata
+    return SyntheticCounts(n_cells=n_cells, n_genes=n_genes, n_cell_types=n_cell_types, n_batches=n_batches,
+                           mean_counts=mean_counts, markers_per_type=markers_per_type, marker_fold=marker_fold,
+                           batch_effect=batch_effect, seed=seed, chunk=chunk, gene_symbols=gene_symbols).adata(progress)
 
 
 RELEASED_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "20230926_85M.config.json"

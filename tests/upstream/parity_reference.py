@@ -4,7 +4,7 @@
 Run with the isolated environment built by tools/upstream_env.sh:
 
     tools/upstream_env.sh
-    .venv-upstream/bin/python tools/upstream/parity_reference.py --out DIR
+    .venv-upstream/bin/python tests/upstream/parity_reference.py --out DIR
 
 Everything is computed with upstream's own classes and pipelines (import name ``CellPLM``), on
 random weights (the released config, torch.manual_seed(seed)) and synthetic counts. Written to DIR:

@@ -3,7 +3,7 @@
 
 Run it in the upstream environment (built by ``bash tools/upstream_env.sh``), with this repository importable:
 
-    PYTHONPATH=$PWD .venv-upstream/bin/python tools/benchmark_speed.py
+    PYTHONPATH=$PWD .venv-upstream/bin/python benchmarks/speed.py
 
 What is measured (random weights: speed does not depend on weight values):
 
@@ -29,7 +29,6 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -39,13 +38,16 @@ import pandas as pd
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # so that `python tools/benchmark_speed.py` finds our package without PYTHONPATH
+if str(ROOT) not in sys.path:  # so that `python benchmarks/speed.py` finds our package without PYTHONPATH
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-DEFAULT_OUT = "results/speed_cellplm_vs_upstream.tsv"
-TARGET_EMBED_SPEEDUP = 2.0  # ours cells/s >= 2x upstream's
+from benchmarks.common import RESULTS, provenance, write_result  # noqa: E402
+from cellplm.bench.timing import PeakMemory, sync, timed, timed_cpu  # noqa: E402
+
+
+TARGET_EMBED_SPEEDUP = {"cpu": 2.0, "cuda": 3.0}  # ours cells/s >= 2x upstream's on the CPU, 3x on a GPU
 TARGET_FINETUNE_RATIO = 0.5  # ours s/epoch <= 0.5x upstream's
 
 
@@ -57,100 +59,6 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but torch sees no CUDA GPU")
     return dev
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device):
-    """(wall seconds, result); CUDA work is synchronised on both sides."""
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t0, out
-
-
-def timed_cpu(fn, device: torch.device):
-    """(wall seconds, process CPU seconds summed over all threads, result)."""
-    sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t0, time.process_time() - c0, out
-
-
-def release_freed_memory() -> None:
-    """Return freed heap to the OS (glibc malloc_trim) so that RSS deltas of the next phase start clean."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def current_rss() -> int:
-    """Resident set size of this process in bytes (psutil if installed, else /proc)."""
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss
-    except ImportError:
-        pass
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # lifetime peak: coarse fallback
-
-
-class PeakMemory:
-    """Peak memory while the block runs: GPU peak allocated (CUDA) or peak RSS above the RSS at entry (CPU).
-
-    The RSS is sampled every 2 ms by a thread, so only the untimed warm-up calls are measured with it.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_bytes = float("nan")
-        self.kind = "GPU peak allocated (torch)" if device.type == "cuda" else "peak RSS increase (sampled)"
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            sync(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            release_freed_memory()
-            self._base = current_rss()
-            self._peak = self._base
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self._peak = max(self._peak, current_rss())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            sync(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
-        else:
-            self._stop.set()
-            self._thread.join()
-            self._peak = max(self._peak, current_rss())
-            self.peak_bytes = self._peak - self._base
-        return False
 
 
 @contextlib.contextmanager
@@ -180,19 +88,15 @@ def gib(n_bytes: float) -> float:
 
 
 # ---- data --------------------------------------------------------------------------------------------------
-def synthetic_counts(n_cells: int, genes: list[str], density: float, seed: int):
-    """Raw counts, ``density`` non-zero entries (1 + geometric), Ensembl ids as var_names, one sentence."""
-    import anndata as ad
+def synthetic_counts(n_cells: int, genes: list[str], counts_per_cell: float, seed: int):
+    """Raw counts from the shared generator (``cellplm.bench.sources.SyntheticCounts``, one batch, 6 types), Ensembl
+    ids as var_names, no obs columns (one sentence for both implementations)."""
+    from cellplm.bench.sources import SyntheticCounts
 
-    rng = np.random.default_rng(seed)
-    n_genes = len(genes)
-    nnz_per_cell = rng.binomial(n_genes, density, size=n_cells)
-    indptr = np.concatenate([[0], np.cumsum(nnz_per_cell)]).astype(np.int64)
-    indices = np.concatenate([np.sort(rng.choice(n_genes, k, replace=False)) for k in nnz_per_cell]).astype(np.int32)
-    data = (rng.geometric(0.4, size=indices.size)).astype(np.float32)
-    X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))
-    obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)])
-    return ad.AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(genes, dtype=str)))
+    adata = SyntheticCounts(n_cells=n_cells, n_genes=len(genes), n_batches=1, mean_counts=counts_per_cell, seed=seed,
+                            gene_symbols=genes).adata()
+    adata.obs = adata.obs.iloc[:, :0].copy()
+    return adata
 
 
 def pbmc68k_counts():
@@ -284,7 +188,7 @@ def bench_embedding(args, device, prefix, vocabulary, rows: list, log):
     n_cells = args.cells or (48_082 if device.type == "cuda" else 4_000)
     rng = np.random.default_rng(args.seed)
     genes = sorted(rng.choice(vocabulary, size=args.genes, replace=False).tolist())
-    adata = synthetic_counts(n_cells, genes, args.density, args.seed)
+    adata = synthetic_counts(n_cells, genes, args.counts_per_cell, args.seed)
     log(f"[embed] {n_cells} cells x {args.genes} genes, {adata.X.nnz / (n_cells * args.genes):.1%} non-zero, one sentence")
 
     # -- loading (reported, not part of the throughput)
@@ -533,8 +437,9 @@ def print_table(rows: list, meta: dict) -> None:
     print("\n".join(lines))
 
 
-def verdicts(emb, ft, n_cells) -> list[str]:
+def verdicts(emb, ft, n_cells, device_type: str = "cpu") -> list[str]:
     out = []
+    target = TARGET_EMBED_SPEEDUP[device_type]
     if emb:
         up = emb[("upstream", "fp32")]
         for key in (("ours", "fp32"), ("ours", "auto")):
@@ -542,9 +447,9 @@ def verdicts(emb, ft, n_cells) -> list[str]:
             speedup = up["seconds"] / r["seconds"]
             best = up["best"] / r["best"]
             cpu = up["cpu_seconds"] / r["cpu_seconds"] if r["cpu_seconds"] > 0 else float("nan")
-            ok = "MET" if speedup >= TARGET_EMBED_SPEEDUP else "MISSED"
+            ok = "MET" if speedup >= target else "MISSED"
             out.append(f"embedding ours {key[1]} ({r['used']}): {speedup:.2f}x upstream's cells/s by median wall time "
-                       f"(target >= {TARGET_EMBED_SPEEDUP:g}x): {ok}; {best:.2f}x by fastest call, {cpu:.2f}x by CPU time")
+                       f"(target >= {target:g}x): {ok}; {best:.2f}x by fastest call, {cpu:.2f}x by CPU time")
     if ft:
         up = ft["upstream"]
         for key, r in ft.items():
@@ -576,7 +481,7 @@ def profile_ours(args, device, prefix, vocabulary, log):
     n_cells = args.cells or (48_082 if device.type == "cuda" else 4_000)
     rng = np.random.default_rng(args.seed)
     genes = sorted(rng.choice(vocabulary, size=args.genes, replace=False).tolist())
-    adata = synthetic_counts(n_cells, genes, args.density, args.seed)
+    adata = synthetic_counts(n_cells, genes, args.counts_per_cell, args.seed)
     model, _ = load_embedder(prefix)
     for precision in ("fp32", "auto"):
         embed(adata, model, precision=precision, device=str(device), progress=False)
@@ -604,7 +509,8 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--cells", type=int, default=None, help="cells to embed (default 4000 on CPU, 48082 on GPU)")
     p.add_argument("--genes", type=int, default=3000, help="genes of the synthetic embedding input (from the vocabulary)")
-    p.add_argument("--density", type=float, default=0.08, help="share of non-zero entries of the embedding input")
+    p.add_argument("--counts-per-cell", type=float, default=290.0,
+                   help="mean counts per cell of the embedding input (290: about 8%% of entries non-zero at 3000 genes)")
     p.add_argument("--repeats", type=int, default=3, help="timed embedding calls per implementation (median reported)")
     p.add_argument("--finetune-cells", type=int, default=700, help="cells of the fine-tuning dataset (pbmc68k has 700)")
     p.add_argument("--finetune-genes", type=int, default=700, help="genes of the synthetic fine-tuning dataset")
@@ -617,7 +523,8 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--out", default=DEFAULT_OUT, help="TSV of results (written atomically)")
+    p.add_argument("--out", default=None, help="result file (JSON, written atomically; default "
+                                                  "benchmarks/results/speed_<device>.json)")
     p.add_argument("--skip-finetune", action="store_true", help="embedding only")
     p.add_argument("--skip-embed", action="store_true", help="fine-tuning only")
     p.add_argument("--profile", action="store_true", help="also print torch.profiler tables of our embedding and fine-tuning")
@@ -628,7 +535,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    prov = provenance("benchmarks/speed.py", argv, vars(args))  # at the start: the date, load and commit of the run
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -636,7 +545,6 @@ def main(argv=None) -> int:
         import CellPLM  # noqa: F401
     except ImportError:
         raise SystemExit("upstream CellPLM is not importable: run `bash tools/upstream_env.sh` and use .venv-upstream/bin/python")
-    from cellplm.bench.io import write_tsv
     from cellplm.model import released_config
     from cellplm.runtime import Runtime, cpu_has_native_bf16
 
@@ -674,13 +582,13 @@ def main(argv=None) -> int:
         rows.append(dict(section="run", metric=k, implementation="-", precision="-", value=float("nan"), unit="", detail=str(v)))
     print_table(rows, meta)
     print()
-    for line in verdicts(emb, ft, n_cells):
+    for line in verdicts(emb, ft, n_cells, device.type):
         print("  " + line)
-    df = pd.DataFrame(rows, columns=["section", "metric", "implementation", "precision", "value", "unit", "ratio_vs_upstream", "detail"])
-    out = Path(args.out)
-    if not out.is_absolute():
-        out = Path.cwd() / out
-    write_tsv(df, out)
+    out = Path(args.out) if args.out else RESULTS / f"speed_{device.type}.json"
+    cols = ["section", "metric", "implementation", "precision", "value", "unit", "ratio_vs_upstream", "detail"]
+    write_result(out, "speed", prov,
+                 [{c: r.get(c) for c in cols} for r in rows], verdicts=verdicts(emb, ft, n_cells, device.type),
+                 targets={"embed_speedup": TARGET_EMBED_SPEEDUP[device.type], "finetune_ratio": TARGET_FINETUNE_RATIO})
     print(f"\nwrote {out}")
     return 0
 

@@ -3,8 +3,8 @@
 
 Run it in the upstream environment (``bash tools/upstream_env.sh``) with this repository importable:
 
-    PYTHONPATH=$PWD .venv-upstream/bin/python tools/finetune_accuracy.py trajectory --shape small --epochs 150
-    PYTHONPATH=$PWD .venv-upstream/bin/python tools/finetune_accuracy.py seeds --shape small --seeds 0-15
+    PYTHONPATH=$PWD .venv-upstream/bin/python benchmarks/finetune_accuracy.py trajectory --shape small --epochs 150
+    PYTHONPATH=$PWD .venv-upstream/bin/python benchmarks/finetune_accuracy.py seeds --shape small --seeds 0-15
 
 Both implementations fine-tune from the SAME checkpoint file on the SAME cells and split. The file is an
 annotation-shaped model (encoder, fresh linear latent and head all included), written once per seed by our
@@ -29,7 +29,8 @@ sentence's cells permuted (only the floating-point summation order changes).
 ``corpus --out X.h5ad``: a synthetic pretraining corpus over the fine-tuning genes, for
 ``python -m cellplm.pretrain X.h5ad --out DIR --shape small`` and then ``--pretrained DIR/model``.
 
-Results go to a TSV under results/ (long format, one row per run/epoch), and a table with ratios is printed.
+Results go to a JSON result file under benchmarks/results/ (rows: one per run/epoch; with the run's provenance:
+date, machine, versions, commit, command), and a table with ratios is printed.
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "tools"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-DEFAULT_OUT = {"trajectory": "results/finetune_trajectory_vs_upstream.tsv",
-               "seeds": "results/finetune_accuracy_vs_upstream.tsv"}
+from benchmarks.common import provenance, write_result  # noqa: E402
+
+DEFAULT_OUT = {"trajectory": "benchmarks/results/finetune_trajectory.json",
+               "seeds": "benchmarks/results/finetune_accuracy.json"}
 
 
 # ---- data and checkpoints ----------------------------------------------------------------------------------
@@ -65,7 +67,7 @@ def labelled_data(n_cells: int, n_genes: int, seed: int):
     Cells are ordered train/valid first, test last, so that both implementations hold the cells of the
     sentence in the same order (ours puts the test context after the training cells).
     """
-    from benchmark_speed import assign_split, synthetic_labelled
+    from benchmarks.speed import assign_split, synthetic_labelled
 
     from cellplm.model import released_config
 
@@ -345,7 +347,7 @@ def seeds(args) -> pd.DataFrame:
                                  seconds=r["seconds"], init=init, epochs=args.epochs, patience=args.patience))
                 line.append(f"{variant} {r['scores']['macro_f1']:.3f} ({r['seconds']:.0f} s)")
             print("  ".join(line), flush=True)
-            write_tsv(pd.DataFrame(rows), args.out)  # partial results survive an interrupted run
+            write_result(args.out, "finetune_accuracy", args.provenance, rows, complete=False)  # partial results survive
     df = pd.DataFrame(rows)
     return summarise(df, init, args.precisions)
 
@@ -379,13 +381,6 @@ def summarise(df: pd.DataFrame, init: str, precisions: list[str]) -> pd.DataFram
     return df
 
 
-def write_tsv(df: pd.DataFrame, path) -> None:
-    from cellplm.bench.io import atomic_path
-
-    with atomic_path(Path(path)) as tmp:
-        df.to_csv(tmp, sep="\t", index=False)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -400,7 +395,7 @@ def parse_args(argv=None):
         s.add_argument("--data-seed", type=int, default=0, help="seed of the data and the train/valid/test split")
         s.add_argument("--epochs", type=int, default=150 if name == "trajectory" else 200)
         s.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-        s.add_argument("--out", default=DEFAULT_OUT[name], help="TSV of results (written atomically)")
+        s.add_argument("--out", default=str(ROOT / DEFAULT_OUT[name]), help="result file (JSON, written atomically)")
         if name == "trajectory":
             s.add_argument("--seed", type=int, default=0, help="seed of the fresh latent/head weights")
             s.add_argument("--tolerance", type=float, default=1e-3, help="relative difference counted as a divergence")
@@ -412,7 +407,7 @@ def parse_args(argv=None):
             s.add_argument("--patience", type=int, default=200, help="early stopping (epochs after the best validation F1)")
             s.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     m = sub.add_parser("summary", help="the seeds table of one or more seeds TSVs (e.g. runs over seed ranges)")
-    m.add_argument("tsv", nargs="+", help="TSVs written by `seeds` (same init and data)")
+    m.add_argument("results", nargs="+", help="result files written by `seeds` (same init and data)")
     c = sub.add_parser("corpus", help="write a synthetic pretraining corpus (h5ad) over the fine-tuning genes",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     c.add_argument("--out", required=True, help="h5ad to write (then: python -m cellplm.pretrain OUT --out DIR)")
@@ -425,12 +420,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.experiment == "corpus":
         corpus(args)
         return 0
     if args.experiment == "summary":
-        df = pd.concat([pd.read_csv(p, sep="\t") for p in args.tsv], ignore_index=True)
+        import json
+
+        df = pd.concat([pd.DataFrame(json.loads(Path(p).read_text())["rows"]) for p in args.results], ignore_index=True)
         precisions = [v.split("_", 1)[1] for v in df.variant.unique() if v.startswith("ours_")]
         summarise(df.drop_duplicates(["seed", "variant"], keep="last"), "; ".join(map(str, df["init"].unique())), precisions)
         return 0
@@ -439,10 +437,12 @@ def main(argv=None) -> int:
     except ImportError:
         raise SystemExit("upstream CellPLM is not importable: run with .venv-upstream/bin/python (bash tools/upstream_env.sh)")
     torch.set_num_threads(args.threads)
+    args.provenance = provenance("benchmarks/finetune_accuracy.py", argv, vars(args))
     t0 = time.perf_counter()
     df = trajectory(args) if args.experiment == "trajectory" else seeds(args)
     df["torch"], df["threads"] = torch.__version__, args.threads
-    write_tsv(df, args.out)
+    write_result(args.out, "finetune_accuracy" if args.experiment == "seeds" else "finetune_trajectory", args.provenance, df.to_dict("records"), complete=True,
+                 seconds=round(time.perf_counter() - t0, 1))
     print(f"\nwrote {args.out} ({len(df)} rows) in {time.perf_counter() - t0:.0f} s")
     return 0
 

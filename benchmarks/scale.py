@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Scale benchmark: preprocessing, splitting and CellPLM zero-shot embedding of large synthetic datasets.
 
-    .venv/bin/python tools/benchmark_scale.py                         # 50k, 100k, 200k, 500k cells x 20,000 genes
-    .venv/bin/python tools/benchmark_scale.py --cells 2000 4000 --genes 2000 --shape tiny --workdir /tmp/s
+    .venv/bin/python benchmarks/scale.py                         # 50k, 100k, 200k, 500k cells x 20,000 genes
+    .venv/bin/python benchmarks/scale.py --cells 2000 4000 --genes 2000 --shape tiny --workdir /tmp/s
 
 1. Generation (one subprocess, one pass for all sizes): seeded raw counts written chunk by chunk straight into
    h5ad files (CSR datasets grown with h5py; the dense matrix never exists). The dataset of N cells is the first
    N cells of one cell stream, so the sizes are nested. Structure: ``--cell-types`` cell types (``obs['cell_type']``)
-   with type-specific up-regulated genes, ``--batches`` batches (``obs['batch']``) with mild gene-wise batch
-   effects, log-normal library sizes (mean ``--counts-per-cell``) and transcriptional bursts (a Poisson number
-   of bursts per cell, geometric burst sizes), which makes the counts over-dispersed like a negative binomial.
+   with marker programs (``--genes`` / 25 markers each), ``--batches`` batches (``obs['batch']``) with gene-wise
+   batch effects, log-normal library sizes (mean ``--counts-per-cell``) and Poisson noise: the project's one
+   synthetic generator, ``cellplm.bench.sources.SyntheticCounts`` (the workflow's ``synthetic`` source).
    Genes are real human symbols from the GENCODE v44 table that CellTypist ships (what the workflow maps
    symbols with); ``--vocab-share`` of them are in the CellPLM vocabulary, the rest are not.
 2. For each size, three steps, each in its own subprocess, exactly as the workflow runs them:
@@ -21,8 +21,9 @@
 3. Peak memory of a step: ``ru_maxrss`` of the step's process as the kernel reports it to ``os.wait4`` (peak
    resident set size of that one child, interpreter and imports included). Wall time: the child's wall clock.
 
-Results: a long table (one row per size and step) ``--out`` (default results/benchmarks/scale.tsv) with the
-growth of peak memory and wall time relative to the smallest size, and a markdown version beside it (.md).
+Results: ``--out`` (default benchmarks/results/scale.json; written atomically after every step, so a long run
+leaves a partial file): one row per size and step with the growth of peak memory and wall time relative to the
+smallest size, and the run's provenance (date, machine, versions, commit, command); a markdown table is printed.
 """
 
 from __future__ import annotations
@@ -82,58 +83,6 @@ def gene_symbols(n_genes: int, vocab_share: float, seed: int):
     return symbols, in_vocab
 
 
-class CountModel:
-    """Type- and batch-specific gene probabilities; cells sampled as bursts (compound Poisson-geometric counts)."""
-
-    def __init__(self, n_genes: int, n_types: int, n_batches: int, counts_per_cell: float, burst: float, seed: int):
-        import numpy as np
-
-        rng = np.random.default_rng([seed, 1])
-        self.n_genes, self.n_types, self.n_batches = n_genes, n_types, n_batches
-        self.counts_per_cell, self.burst, self.seed = counts_per_cell, burst, seed
-        base = rng.normal(0.0, 1.6, n_genes)  # log-normal gene abundances (heavy tail, like real data)
-        logp = np.empty((n_types * n_batches, n_genes))
-        batch_lfc = rng.normal(0.0, 0.25, (n_batches, n_genes))
-        for t in range(n_types):
-            lfc = np.zeros(n_genes)
-            markers = rng.choice(n_genes, max(1, n_genes // 25), replace=False)
-            lfc[markers] = rng.normal(2.5, 0.7, markers.size)
-            lfc -= (rng.random(n_genes) < 0.02) * 2.0  # some genes off in this type
-            for b in range(n_batches):
-                logp[t * n_batches + b] = base + lfc + batch_lfc[b]
-        p = np.exp(logp - logp.max(1, keepdims=True))
-        cum = np.cumsum(p / p.sum(1, keepdims=True), axis=1)
-        cum[:, -1] = 1.0
-        # Row k lives in [k, k + 1): one searchsorted over all (type, batch) combinations at once.
-        self.cum = (cum + np.arange(n_types * n_batches)[:, None]).ravel()
-        self.type_weights = rng.dirichlet(np.full(n_types, 3.0))  # unequal cell-type sizes
-
-    def chunk(self, index: int, n_cells: int):
-        """Cells of chunk ``index`` (its own seed: any chunk can be drawn alone): (types, batches, CSR pieces)."""
-        import numpy as np
-
-        rng = np.random.default_rng([self.seed, 2, index])
-        types = rng.choice(self.n_types, n_cells, p=self.type_weights)
-        batches = rng.integers(0, self.n_batches, n_cells)
-        sigma = 0.45
-        lib = rng.lognormal(np.log(self.counts_per_cell) - sigma ** 2 / 2, sigma, n_cells)
-        n_bursts = rng.poisson(lib / self.burst)
-        cell = np.repeat(np.arange(n_cells), n_bursts)
-        combo = (types * self.n_batches + batches)[cell]
-        flat = np.searchsorted(self.cum, combo + rng.random(cell.size), side="right")
-        gene = np.minimum(flat - combo * self.n_genes, self.n_genes - 1)
-        size = rng.geometric(1.0 / self.burst, cell.size)
-        dense = np.bincount(cell * self.n_genes + gene, weights=size, minlength=n_cells * self.n_genes)
-        nz = np.flatnonzero(dense)
-        data = dense[nz].astype(np.float32)
-        del dense
-        rows = nz // self.n_genes
-        indices = (nz - rows * self.n_genes).astype(np.int32)
-        indptr = np.zeros(n_cells + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_cells), out=indptr[1:])
-        return types, batches, data, indices, indptr
-
-
 class H5adCSRWriter:
     """An h5ad file whose X (CSR) grows chunk by chunk; obs and var are written at the end."""
 
@@ -173,49 +122,44 @@ class H5adCSRWriter:
         self.group.attrs["shape"] = (self.n_cells, self.n_genes)
         write_elem(self.f, "obs", obs)
         write_elem(self.f, "var", var)
-        write_elem(self.f, "uns", {"generator": "tools/benchmark_scale.py"})
+        write_elem(self.f, "uns", {"generator": "benchmarks/scale.py"})
         self.f.close()
         os.replace(self.tmp, self.path)
 
 
 def generate(sizes: list[int], n_genes: int, paths: list[Path], args) -> dict:
     """Write the nested datasets (first N cells of one stream) in one pass; returns per-size nnz."""
-    import numpy as np
-    import pandas as pd
+    from cellplm.bench.sources import SyntheticCounts
 
     symbols, in_vocab = gene_symbols(n_genes, args.vocab_share, args.seed)
-    model = CountModel(n_genes, args.cell_types, args.batches, args.counts_per_cell, args.burst, args.seed)
     order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    todo = [sizes[i] for i in order]
+    # The shared generator (cellplm.bench.sources), one stream for the largest size; smaller sizes are its prefixes.
+    model = SyntheticCounts(n_cells=todo[-1], n_genes=n_genes, n_cell_types=args.cell_types, n_batches=args.batches,
+                            mean_counts=args.counts_per_cell, markers_per_type=max(1, n_genes // 25), seed=args.seed,
+                            chunk=args.gen_chunk, gene_symbols=symbols.astype(str))
     # nnz <= total counts; int32 indices while that stays well below 2**31, as scipy would choose
     index_dtype = "int32" if max(sizes) * args.counts_per_cell * 1.5 < 2 ** 31 - 1 else "int64"
     writers = [H5adCSRWriter(paths[i], n_genes, args.raw_compression, index_dtype) for i in order]
-    todo = [sizes[i] for i in order]
-    types, batches = [], []
-    chunk, done, index, t0 = args.gen_chunk, 0, 0, time.perf_counter()
+    done, index, t0 = 0, 0, time.perf_counter()
     total_counts = 0.0
-    while done < todo[-1]:
-        n = min(chunk, todo[-1] - done)
-        t, b, data, indices, indptr = model.chunk(index, n)
+    for block in model.chunks():
+        n = block.shape[0]
+        data, indices, indptr = block.data, block.indices, block.indptr
         total_counts += float(data.sum())
         for w, size in zip(writers, todo):
             keep = min(n, size - done)
             if keep > 0:
                 w.append(data[: indptr[keep]], indices[: indptr[keep]], indptr[: keep + 1])
-        types.append(t)
-        batches.append(b)
         done += n
         index += 1
         if index % 10 == 0 or done == todo[-1]:
             rate = done / (time.perf_counter() - t0)
             log(f"generate: {done:,}/{todo[-1]:,} cells ({rate:,.0f} cells/s)")
-    types, batches = np.concatenate(types), np.concatenate(batches)
-    var = pd.DataFrame(index=pd.Index(symbols.astype(str), name=None))
+    var = model.var()
     out = {}
     for w, size in zip(writers, todo):
-        obs = pd.DataFrame(index=pd.Index([f"cell{i:07d}" for i in range(size)]))
-        obs["cell_type"] = pd.Categorical([f"type_{k}" for k in types[:size]])
-        obs["batch"] = pd.Categorical([f"batch_{k}" for k in batches[:size]])
-        w.close(obs, var)
+        w.close(model.obs(size), var)
         out[size] = {"nnz": int(w.nnz)}
     for size in out:
         out[size].update(n_genes=n_genes, vocab_genes=int(in_vocab.sum()))
@@ -318,6 +262,8 @@ def child_main(argv: list[str]) -> int:
 
 def run_child(name: str, params: dict, log_path: Path) -> dict:
     """Run one step in a fresh interpreter; peak RSS from os.wait4 (that child only)."""
+    from cellplm.bench.timing import child_peak_rss
+
     cmd = [sys.executable, str(Path(__file__).resolve()), "_step", name, json.dumps(params)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
@@ -334,11 +280,10 @@ def run_child(name: str, params: dict, log_path: Path) -> dict:
             elif line.startswith("["):
                 print("    " + line.rstrip(), flush=True)
         proc.stdout.close()
-        _, status, usage = os.wait4(proc.pid, 0)
-    rc = os.waitstatus_to_exitcode(status)
+        rc, peak_bytes = child_peak_rss(proc.pid)
     proc.returncode = rc
     wall = time.perf_counter() - t0
-    peak = usage.ru_maxrss * 1024 / GIB  # Linux: KiB
+    peak = peak_bytes / GIB
     if rc != 0 or result is None:
         reason = f"exit code {rc}" if rc >= 0 else f"killed by signal {-rc}"
         return {"status": f"failed ({reason}; see {log_path})", "peak_rss_gib": peak, "wall_s": wall}
@@ -410,7 +355,6 @@ def parse_args(argv=None):
     p.add_argument("--counts-per-cell", type=float, default=2000.0, help="mean counts per cell")
     p.add_argument("--cell-types", type=int, default=8)
     p.add_argument("--batches", type=int, default=5)
-    p.add_argument("--burst", type=float, default=1.5, help="mean transcriptional burst size (over-dispersion)")
     p.add_argument("--vocab-share", type=float, default=0.9, help="share of genes taken from the CellPLM vocabulary")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
@@ -425,7 +369,7 @@ def parse_args(argv=None):
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cellplm_scale",
                    help="folder for the data files")
     p.add_argument("--keep", action="store_true", help="keep the h5ad files (default: delete each size's files when done)")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "scale.tsv", help="table (TSV); .md beside it")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json", help="result file (JSON)")
     p.add_argument("--memory-limit-gib", type=float, default=24.0, help="a step above this counts as not fitting")
     return p.parse_args(argv)
 
@@ -435,7 +379,9 @@ def main(argv=None) -> int:
     if argv and argv[0] == "_step":
         return child_main(argv[1:])
     args = parse_args(argv)
-    from cellplm.bench.io import write_text, write_tsv
+    from benchmarks.common import provenance, write_result
+
+    prov = provenance("benchmarks/scale.py", argv, vars(args))
 
     sizes = sorted(set(args.cells))
     work = args.workdir
@@ -487,20 +433,19 @@ def main(argv=None) -> int:
             failed |= step == "preprocess" and res["status"] != "ok"
             extra = f", {res['cells_per_s']:,.0f} cells/s" if res.get("cells_per_s") else ""
             log(f"n={n:,}: {step} {res['status']}: {res['wall_s']:.1f} s, peak RSS {res['peak_rss_gib']:.2f} GiB{extra}")
-            df = finish_table(rows)
-            write_tsv(df, args.out)  # after every step, so a long run leaves a partial table
+            write_result(args.out, "scale", prov, finish_table(rows).to_dict("records"), complete=False)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     meta = {"genes": args.genes, "counts": counts, "mem": machine_mem_gib(), "cores": os.cpu_count(),
             "date": common["date"], "threads": args.threads, "generation": generation,
-            "command": "tools/benchmark_scale.py " + " ".join(argv), **meta_embed}
+            "command": prov["command"], **meta_embed}
     df = finish_table(rows)
-    write_tsv(df, args.out)
+    write_result(args.out, "scale", prov, df.to_dict("records"), complete=True, generation=generation,
+                 mean_counts_per_cell=counts, embedding={k: meta[k] for k in ("weights", "precision", "threads")})
     md = markdown(df, meta)
-    write_text(md, args.out.with_suffix(".md"))
     print()
     print(md)
-    log(f"wrote {args.out} and {args.out.with_suffix('.md')} ({platform.node()})")
+    log(f"wrote {args.out} ({platform.node()})")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

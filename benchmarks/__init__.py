@@ -1,0 +1,1 @@
+"""Benchmark scripts behind the README's measured tables (run by path; see each script's --help)."""
