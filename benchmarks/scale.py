@@ -62,7 +62,7 @@ def gene_symbols(n_genes: int, vocab_share: float, seed: int):
     """``n_genes`` unique human symbols (GENCODE v44, CellTypist's table) and whether each is in the vocabulary."""
     import numpy as np
 
-    from cellplm.bench.genes import ENSEMBL_RE, gencode_symbol_to_id
+    from cellplm.genes import ENSEMBL_RE, gencode_symbol_to_id
     from cellplm.model.config import released_config
 
     vocab = set(released_config().gene_list)

@@ -105,7 +105,7 @@ def pbmc68k_counts():
     import scanpy as sc
 
     from cellplm.bench.counts import recover_from_lognorm
-    from cellplm.bench.genes import symbols_to_ensembl
+    from cellplm.genes import symbols_to_ensembl
 
     with quiet():
         src = sc.datasets.pbmc68k_reduced()

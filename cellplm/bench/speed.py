@@ -111,6 +111,8 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
     import anndata as ad
     import torch
 
+    from .timing import timed
+
     options = dict(options or {})
     row = {"method": model, "status": "ok", "reason": ""}
     try:
@@ -120,12 +122,10 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
         embed(adata[: min(warmup_cells, adata.n_obs)].copy())  # kernels, allocator, lazy imports
         reset_peak_gpu_memory()
         times = []
+        clock = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            z = embed(adata)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+            seconds, z = timed(lambda: embed(adata), clock)
+            times.append(seconds)
         if z.shape[0] != adata.n_obs:
             raise RuntimeError(f"{model} returned {z.shape[0]} embeddings for {adata.n_obs} cells")
         seconds = statistics.median(times)
