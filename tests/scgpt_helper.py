@@ -21,7 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.simplefilter("ignore")
 
-from cellplm.bench.methods.scgpt import method as sm  # noqa: E402
+from cellplm.bench.methods.scgpt import embedder, method, tokenizer, upstream  # noqa: E402
+from cellplm.bench.methods.scgpt import genes as scgpt_genes  # noqa: E402
+from cellplm.bench.methods.scgpt import model as scgpt_model  # noqa: E402
 
 SYMBOLS = ["CD3E", "CD4", "CD8A", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "PPBP", "FCGR3A", "IL7R", "CCR7"]
 VOCAB_GENES = SYMBOLS + ["A1BG", "A2M", "ACTB", "GAPDH"]  # a few genes the test data lack
@@ -50,10 +52,10 @@ def make_model_dir(out: Path, seed: int = 0, drop_attention: bool = False) -> di
     from scgpt.model import TransformerModel
 
     out.mkdir(parents=True, exist_ok=True)
-    token2idx = {t: i for i, t in enumerate(sm.SPECIAL_TOKENS + VOCAB_GENES)}
+    token2idx = {t: i for i, t in enumerate(tokenizer.SPECIAL_TOKENS + VOCAB_GENES)}
     (out / "vocab.json").write_text(json.dumps(token2idx, indent=2))
     (out / "args.json").write_text(json.dumps(released_args(SHAPE), indent=2))
-    vocab = sm.GeneVocab.from_dict(token2idx)
+    vocab = upstream.GeneVocab.from_dict(token2idx)
     torch.manual_seed(seed)
     model = TransformerModel(len(vocab), SHAPE["embsize"], SHAPE["nheads"], SHAPE["d_hid"], SHAPE["nlayers"],
                              nlayers_cls=SHAPE["n_layers_cls"], n_cls=1, vocab=vocab, dropout=0.2, pad_token="<pad>",
@@ -75,27 +77,27 @@ def embed_checks(model_dir: Path, other_dir: Path, data: Path) -> dict:
     adata = ad.read_h5ad(data)
     facts = {}
     # random initialisation: shape, unit norm, deterministic (also when the model is rebuilt)
-    a = sm.embed_cells(adata, shape="tiny", device="cpu", batch_size=16, max_seq_len=8)
-    b = sm.embed_cells(adata, shape="tiny", device="cpu", batch_size=7, max_seq_len=8)
-    sm._EMBEDDER.clear()
-    c = sm.embed_cells(adata, shape="tiny", device="cpu", batch_size=16, max_seq_len=8)
+    a = embedder.embed_cells(adata, shape="tiny", device="cpu", batch_size=16, max_seq_len=8)
+    b = embedder.embed_cells(adata, shape="tiny", device="cpu", batch_size=7, max_seq_len=8)
+    embedder._EMBEDDER.clear()
+    c = embedder.embed_cells(adata, shape="tiny", device="cpu", batch_size=16, max_seq_len=8)
     facts["random_shape"] = list(a.shape)
     facts["random_unit_norm"] = bool(np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5))
     facts["random_deterministic"] = bool(np.array_equal(a, c))
     facts["random_batch_size_invariant"] = bool(np.allclose(a, b, atol=1e-5))
     facts["random_cells_differ"] = bool(np.abs(a[0] - a[1]).max() > 1e-4)
     # pretrained: the embedding is the checkpoint's own encoder output (computed here by hand from the file)
-    e = sm.embed_cells(adata, model_dir=model_dir, device="cpu", max_seq_len=64)
-    args, vocab = sm.read_model_dir(model_dir)
+    e = embedder.embed_cells(adata, model_dir=model_dir, device="cpu", max_seq_len=64)
+    args, vocab = scgpt_model.read_model_dir(model_dir)
     state = torch.load(model_dir / "best_model.pt")
-    model = sm.build_model(SHAPE, vocab, 1, 0.0, 51)
+    model = scgpt_model.build_model(SHAPE, vocab, 1, 0.0, 51)
     model.load_state_dict({k.replace("Wqkv.", "in_proj_"): v for k, v in state.items()
                            if not k.startswith("mvc_decoder")}, strict=True)
     model.eval()
     np.random.seed(0)  # embed_cells' default seed: same tie-breaks in binning
     symbols = np.asarray(adata.var_names, dtype=object)
-    binned = sm.bin_values(sm.counts_of(adata, "x"), 51)
-    batch = sm.tokenize(binned, np.array(vocab(list(symbols)), dtype=int), vocab, 10_000, 64, False)[0]
+    binned = tokenizer.bin_values(scgpt_genes.counts_of(adata, "x"), 51)
+    batch = tokenizer.tokenize(binned, np.array(vocab(list(symbols)), dtype=int), vocab, 10_000, 64, False)[0]
     with torch.no_grad():
         genes = batch["genes"].long()
         ref = model._encode(genes, batch["values"], src_key_padding_mask=genes.eq(vocab["<pad>"]))[:, 0].numpy()
@@ -103,26 +105,26 @@ def embed_checks(model_dir: Path, other_dir: Path, data: Path) -> dict:
     facts["pretrained_shape"] = list(e.shape)
     facts["pretrained_matches_checkpoint"] = bool(np.allclose(e, ref, atol=1e-5))
     facts["pretrained_differs_from_other_weights"] = bool(
-        np.abs(e - sm.embed_cells(adata, model_dir=other_dir, device="cpu", max_seq_len=64)).max() > 1e-3)
+        np.abs(e - embedder.embed_cells(adata, model_dir=other_dir, device="cpu", max_seq_len=64)).max() > 1e-3)
     # Ensembl ids as var_names are mapped to symbols offline (GENCODE v44)
     table = {"CD3E": "ENSG00000198851", "CD4": "ENSG00000010610", "CD8A": "ENSG00000153563",
              "MS4A1": "ENSG00000156738", "CD14": "ENSG00000170458", "LYZ": "ENSG00000090382"}
     sub = adata[:, list(table)].copy()
     ens = sub.copy()
     ens.var_names = [table[s] for s in sub.var_names]
-    mapped, source = sm.gene_symbols(ens)
+    mapped, source = scgpt_genes.gene_symbols(ens)
     facts["ensembl_mapped"] = list(mapped) == list(table) and "GENCODE" in source
     counts = sp.csr_matrix(np.random.default_rng(0).negative_binomial(2, 0.3, size=(300, 400)).astype(np.float32))
-    mask, info = sm.select_hvg(counts, 100)
+    mask, info = scgpt_genes.select_hvg(counts, 100)
     facts["hvg_selected"], facts["hvg_flavor"] = int(mask.sum()), info["hvg"]
     try:
-        sm.ScGPTAnnotator(epoch=3).fit(adata)
+        method.ScGPTAnnotator(epoch=3).fit(adata)
         facts["unknown_parameter_refused"] = False
     except ValueError as e:
         facts["unknown_parameter_refused"] = "unknown scGPT (fine-tuned) parameter(s): epoch" in str(e)
     facts["ensembl_embedding_equal"] = bool(np.allclose(
-        sm.embed_cells(ens, model_dir=model_dir, device="cpu", min_gene_share=0, min_count_share=0),
-        sm.embed_cells(sub, model_dir=model_dir, device="cpu", min_gene_share=0, min_count_share=0), atol=1e-6))
+        embedder.embed_cells(ens, model_dir=model_dir, device="cpu", min_gene_share=0, min_count_share=0),
+        embedder.embed_cells(sub, model_dir=model_dir, device="cpu", min_gene_share=0, min_count_share=0), atol=1e-6))
     return facts
 
 

@@ -13,8 +13,9 @@ from cellplm.bench.aggregate import checkpoint_label
 from cellplm.bench.errors import ConfigError, InputError
 from cellplm.bench.io import write_h5ad
 from cellplm.bench.methods.base import RunIds, run
-from cellplm.bench.methods.geneformer.method import (Geneformer, RankValueTokenizer, anndata_ensembl_ids, find_model_files,
-                                              linear_schedule, training_batches)
+from cellplm.bench.methods.geneformer.files import find_model_files
+from cellplm.bench.methods.geneformer.method import Geneformer, linear_schedule, training_batches
+from cellplm.bench.methods.geneformer.tokenizer import RankValueTokenizer, anndata_ensembl_ids
 from cellplm.bench.split import SplitSpec, make_split
 from cellplm.checksum import sha256_file
 from conftest import ROOT, make_counts_adata
@@ -214,7 +215,9 @@ def test_zero_shot_embeddings_mask_padding_and_special_tokens(tmp_path):
     import torch
     from transformers import BertModel
 
-    from cellplm.bench.methods.geneformer.method import embed_cells, find_model_files, make_tokenizer
+    from cellplm.bench.methods.geneformer.embedder import embed_cells
+    from cellplm.bench.methods.geneformer.files import find_model_files
+    from cellplm.bench.methods.geneformer.tokenizer import make_tokenizer
 
     folder = write_tiny_geneformer(tmp_path / "v2", ENSEMBL, special_tokens=True)
     a = make_counts_adata(n_cells=6)

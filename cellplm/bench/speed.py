@@ -65,7 +65,7 @@ def _cellplm(options: dict, device: str):
 
 def _scgpt(options: dict, device: str):
     """scGPT 0.2.4 (the authors' package): CLS embedding of the expressed genes (include_zero_gene=False)."""
-    from cellplm.bench.methods.scgpt import method as scgpt_method
+    from cellplm.bench.methods.scgpt import embedder as scgpt_embedder
     from cellplm.runtime import device_name, resolve_device
 
     model_dir = options.get("model_dir") if options.get("weights", "random") == "checkpoint" else None
@@ -75,7 +75,7 @@ def _scgpt(options: dict, device: str):
     kwargs = {k: options[k] for k in ("batch_size", "max_seq_len", "amp") if k in options}
 
     def run(adata):
-        return scgpt_method.embed_cells(adata, model_dir=model_dir, shape=shape, device=device, **kwargs)
+        return scgpt_embedder.embed_cells(adata, model_dir=model_dir, shape=shape, device=device, **kwargs)
 
     dev = resolve_device(device)
     amp = options.get("amp", True) and dev.type == "cuda"
@@ -89,14 +89,14 @@ def _geneformer(options: dict, device: str):
     if not model_dir:
         raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
                             "its token and gene-median dictionaries cannot be made up")
-    from cellplm.bench.methods.geneformer import method as geneformer
+    from cellplm.bench.methods.geneformer import embedder as geneformer_embedder
     from cellplm.runtime import device_name, resolve_device
 
     kwargs = {k: options[k] for k in ("batch_size", "max_input_size", "token_dictionary", "gene_median_dictionary")
               if options.get(k) is not None}
 
     def run(adata):
-        return geneformer.embed_cells(adata, model_dir=model_dir, device=device, **kwargs)
+        return geneformer_embedder.embed_cells(adata, model_dir=model_dir, device=device, **kwargs)
 
     return run, {"weights": f"checkpoint {model_dir}", "precision": "fp32", "device": device_name(resolve_device(device))}
 
