@@ -223,7 +223,7 @@ def corpus(args) -> None:
     """A synthetic pretraining corpus over the genes of the fine-tuning data: with the default ``--corpus-seed``
     (= ``--data-seed``) the same six expression programs (unlabelled, other cells, several samples), as when a
     corpus covers the tissue; another seed gives other programs."""
-    from cellplm.bench.sources import synthetic
+    from cellplm.bench.data.sources import synthetic
 
     genes = labelled_data(10, args.genes, args.data_seed)[0].var_names.tolist()
     adata = synthetic(n_cells=args.cells, n_genes=len(genes), n_cell_types=6, n_batches=args.samples, markers_per_type=30,

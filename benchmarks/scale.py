@@ -9,11 +9,11 @@
    N cells of one cell stream, so the sizes are nested. Structure: ``--cell-types`` cell types (``obs['cell_type']``)
    with marker programs (``--genes`` / 25 markers each), ``--batches`` batches (``obs['batch']``) with gene-wise
    batch effects, log-normal library sizes (mean ``--counts-per-cell``) and Poisson noise: the project's one
-   synthetic generator, ``cellplm.bench.sources.SyntheticCounts`` (the workflow's ``synthetic`` source).
+   synthetic generator, ``cellplm.bench.data.sources.SyntheticCounts`` (the workflow's ``synthetic`` source).
    Genes are real human symbols from the GENCODE v44 table that CellTypist ships (what the workflow maps
    symbols with); ``--vocab-share`` of them are in the CellPLM vocabulary, the rest are not.
 2. For each size, three steps, each in its own subprocess, exactly as the workflow runs them:
-   ``preprocess`` (``cellplm.bench.preprocess.preprocess`` + ``cellplm.bench.io.write_h5ad``, as
+   ``preprocess`` (``cellplm.bench.data.preprocess.preprocess`` + ``cellplm.bench.io.write_h5ad``, as
    workflow/scripts/data/preprocess.py), ``split`` (``read_h5ad(layers=False)`` + ``make_split`` with the published
    random split + ``write_h5ad`` of train/test/solution, as workflow/scripts/data/split.py) and ``embed``
    (``cellplm.embed.embed_cells`` of the preprocessed file, streamed from disk, sentences = batches as in the
@@ -129,12 +129,12 @@ class H5adCSRWriter:
 
 def generate(sizes: list[int], n_genes: int, paths: list[Path], args) -> dict:
     """Write the nested datasets (first N cells of one stream) in one pass; returns per-size nnz."""
-    from cellplm.bench.sources import SyntheticCounts
+    from cellplm.bench.data.sources import SyntheticCounts
 
     symbols, in_vocab = gene_symbols(n_genes, args.vocab_share, args.seed)
     order = sorted(range(len(sizes)), key=lambda i: sizes[i])
     todo = [sizes[i] for i in order]
-    # The shared generator (cellplm.bench.sources), one stream for the largest size; smaller sizes are its prefixes.
+    # The shared generator (cellplm.bench.data.sources), one stream for the largest size; smaller sizes are its prefixes.
     model = SyntheticCounts(n_cells=todo[-1], n_genes=n_genes, n_cell_types=args.cell_types, n_batches=args.batches,
                             mean_counts=args.counts_per_cell, markers_per_type=max(1, n_genes // 25), seed=args.seed,
                             chunk=args.gen_chunk, gene_symbols=symbols.astype(str))
@@ -171,7 +171,7 @@ def generate(sizes: list[int], n_genes: int, paths: list[Path], args) -> dict:
 
 def step_preprocess(src: Path, dst: Path, qc: Path) -> dict:
     from cellplm.bench.io import write_h5ad, write_json
-    from cellplm.bench.preprocess import DatasetSpec, preprocess
+    from cellplm.bench.data.preprocess import DatasetSpec, preprocess
 
     spec = DatasetSpec.from_config("synthetic", {"label_key": "cell_type", "batch_key": "batch",
                                                  "split_fractions": SPLIT_FRACTIONS})
@@ -185,7 +185,7 @@ def step_preprocess(src: Path, dst: Path, qc: Path) -> dict:
 
 def step_split(src: Path, outdir: Path) -> dict:
     from cellplm.bench.io import read_h5ad, write_h5ad
-    from cellplm.bench.split import SplitSpec, make_split
+    from cellplm.bench.data.split import SplitSpec, make_split
 
     adata = read_h5ad(src, layers=False)
     spec = SplitSpec.from_config("published", {"strategy": "random", "seed": 10})

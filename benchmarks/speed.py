@@ -89,9 +89,9 @@ def gib(n_bytes: float) -> float:
 
 # ---- data --------------------------------------------------------------------------------------------------
 def synthetic_counts(n_cells: int, genes: list[str], counts_per_cell: float, seed: int):
-    """Raw counts from the shared generator (``cellplm.bench.sources.SyntheticCounts``, one batch, 6 types), Ensembl
+    """Raw counts from the shared generator (``cellplm.bench.data.sources.SyntheticCounts``, one batch, 6 types), Ensembl
     ids as var_names, no obs columns (one sentence for both implementations)."""
-    from cellplm.bench.sources import SyntheticCounts
+    from cellplm.bench.data.sources import SyntheticCounts
 
     adata = SyntheticCounts(n_cells=n_cells, n_genes=len(genes), n_batches=1, mean_counts=counts_per_cell, seed=seed,
                             gene_symbols=genes).adata()
@@ -104,7 +104,7 @@ def pbmc68k_counts():
     import anndata as ad
     import scanpy as sc
 
-    from cellplm.bench.counts import recover_from_lognorm
+    from cellplm.bench.data.counts import recover_from_lognorm
     from cellplm.genes import symbols_to_ensembl
 
     with quiet():
@@ -124,7 +124,7 @@ def pbmc68k_counts():
 
 def synthetic_labelled(n_cells: int, n_genes: int, vocabulary: list[str], seed: int):
     """Seeded synthetic counts with 6 cell types (marker programs), one sentence, Ensembl ids from the vocabulary."""
-    from cellplm.bench.sources import synthetic
+    from cellplm.bench.data.sources import synthetic
 
     rng = np.random.default_rng(seed + 1)
     genes = sorted(rng.choice(vocabulary, size=n_genes, replace=False).tolist())
@@ -132,7 +132,7 @@ def synthetic_labelled(n_cells: int, n_genes: int, vocabulary: list[str], seed: 
                       marker_fold=4.0, seed=seed, gene_symbols=genes)
     adata.obs["celltype"] = adata.obs["cell_type"].astype(str).to_numpy()
     adata.obs = adata.obs[["celltype"]]
-    return adata, f"synthetic (cellplm.bench.sources.synthetic, {n_cells} cells, {n_genes} vocabulary genes, 6 types, seed {seed})"
+    return adata, f"synthetic (cellplm.bench.data.sources.synthetic, {n_cells} cells, {n_genes} vocabulary genes, 6 types, seed {seed})"
 
 
 def finetune_dataset(kind: str, n_cells: int, n_genes: int, vocabulary: list[str], seed: int):

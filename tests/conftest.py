@@ -28,7 +28,7 @@ def make_counts_adata(n_cells=60, n_types=3, seed=0, genes=SYMBOLS, batches=2) -
 def write_split_files(adata, folder) -> dict:
     """train/test/solution h5ad files of ``adata`` under the published protocol (80/10/10), as the workflow writes them."""
     from cellplm.bench.io import write_h5ad
-    from cellplm.bench.split import SplitSpec, make_split
+    from cellplm.bench.data.split import SplitSpec, make_split
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from cellplm.bench.errors import InputError, NotApplicable
 from cellplm.genes import gencode_symbol_to_id
-from cellplm.bench.sources import synthetic
+from cellplm.bench.data.sources import synthetic
 from cellplm.embed import embed
 from cellplm.finetune import CellTypeAnnotator
 from cellplm.model import config_for_shape, load_model

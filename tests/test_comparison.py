@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellplm.bench.aggregate import checkpoint_reason, comparison, dataset_table, fingerprint, read_published
+from cellplm.bench.report.aggregate import checkpoint_reason, comparison, dataset_table, fingerprint, read_published
 from conftest import ROOT
 
 PUBLISHED = pd.DataFrame([
@@ -132,8 +132,8 @@ def test_source_record_of_a_file_placed_by_hand_is_checked_against_its_pin(tmp_p
     """The manual route (a download saved by hand): its sha256 is still compared with the config's pin."""
     import hashlib
 
-    from cellplm.bench.download import Manifest
-    from cellplm.bench.sources import source_record
+    from cellplm.bench.data.download import Manifest
+    from cellplm.bench.data.sources import source_record
 
     path = tmp_path / "pancreas.h5ad"
     path.write_bytes(b"placed by hand")

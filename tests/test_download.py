@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from cellplm.bench.download import Manifest, fetch
+from cellplm.bench.data.download import Manifest, fetch
 from cellplm.bench.errors import DownloadError
 from conftest import make_counts_adata
 from internet import (DROPBOX_CONTENT, FakeInternet, Response, cellxgene, dropbox_blob, dropbox_shared_folder,
@@ -294,7 +294,7 @@ def test_google_drive_quota_page_is_one_line_with_the_manual_route(net, tmp_path
 
 
 def test_google_drive_folder_with_gdown(net, tmp_path):
-    from cellplm.bench.services import gdrive_folder
+    from cellplm.bench.data.services import gdrive_folder
 
     ids = {"1ArgsJsonAAAAAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512}'),
            "1VocabJsonBBBBBBBBBBBBBBBBBBBBBB": ("vocab.json", b'{"<pad>": 0}'),
@@ -321,7 +321,7 @@ REVISION = "04c2b2e84da7c0f385c3f9ad8f3ec24bab6650e5"
 
 
 def test_hugging_face_snapshot_at_a_pinned_revision(tmp_path, monkeypatch):
-    from cellplm.bench.services import hf_snapshot
+    from cellplm.bench.data.services import hf_snapshot
 
     files = {"Geneformer-V1-10M/config.json": b'{"model_type": "bert"}', "Geneformer-V1-10M/model.safetensors": DATA,
              "geneformer/gene_dictionaries_30m/token_dictionary_gc30M.pkl": b"\x80\x04}\x94.",

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cellplm.bench.aggregate import checkpoint_label
+from cellplm.bench.report.aggregate import checkpoint_label
 from cellplm.bench.errors import ConfigError, InputError
 from cellplm.bench.io import write_h5ad
 from cellplm.bench.methods.base import RunIds, run
 from cellplm.bench.methods.geneformer.files import find_model_files
 from cellplm.bench.methods.geneformer.method import Geneformer, linear_schedule, training_batches
 from cellplm.bench.methods.geneformer.tokenizer import RankValueTokenizer, anndata_ensembl_ids
-from cellplm.bench.split import SplitSpec, make_split
+from cellplm.bench.data.split import SplitSpec, make_split
 from cellplm.checksum import sha256_file
 from conftest import ROOT, make_counts_adata
 from geneformer_tiny import write_tiny_geneformer

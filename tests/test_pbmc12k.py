@@ -10,8 +10,8 @@ import scipy.io
 import scipy.sparse as sp
 
 from cellplm.bench.io import read_h5ad
-from cellplm.bench.preprocess import DatasetSpec, preprocess
-from cellplm.bench.sources import PBMC12K_LAYOUT, assemble_pbmc12k
+from cellplm.bench.data.preprocess import DatasetSpec, preprocess
+from cellplm.bench.data.sources import PBMC12K_LAYOUT, assemble_pbmc12k
 
 pytest.importorskip("scvi")
 

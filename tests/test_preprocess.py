@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from cellplm.bench.errors import InputError
-from cellplm.bench.preprocess import DatasetSpec, preprocess
+from cellplm.bench.data.preprocess import DatasetSpec, preprocess
 from cellplm.bench.workflow import builtin_path
 from conftest import make_counts_adata
 
@@ -136,7 +136,7 @@ def test_only_counts_matrix_is_read(counts_adata, write, monkeypatch):
     X.data = np.log1p(X.data)
     counts_adata.X = X
     counts_adata.raw = counts_adata.copy()
-    from cellplm.bench import counts as counts_mod
+    from cellplm.bench.data import counts as counts_mod
 
     loaded = []
     original = counts_mod.read_matrix

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from cellplm.bench.aggregate import checkpoint_label
+from cellplm.bench.report.aggregate import checkpoint_label
 from cellplm.bench.io import read_h5ad, write_h5ad
 from cellplm.bench.workflow import method_python
 from conftest import ROOT, make_counts_adata, write_split_files

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cellplm.bench.errors import InputError
-from cellplm.bench.sources import celltypist_sample, extract_members, synthetic
+from cellplm.bench.data.sources import celltypist_sample, extract_members, synthetic
 
 
 def test_synthetic_is_seeded_counts_with_types_and_batches():
@@ -55,7 +55,7 @@ def test_zstd_compressed_h5ad_is_read(tmp_path):
     import h5py
     import hdf5plugin
 
-    from cellplm.bench.preprocess import DatasetSpec, preprocess
+    from cellplm.bench.data.preprocess import DatasetSpec, preprocess
     from conftest import make_counts_adata
 
     a = make_counts_adata(n_cells=80)
@@ -71,9 +71,8 @@ def test_zstd_compressed_h5ad_is_read(tmp_path):
 
 
 def test_synthetic_spatial_is_seeded_clustered_and_in_vocabulary():
-    import json
-
-    from cellplm.bench.sources import RELEASED_CONFIG, synthetic_spatial
+    from cellplm.bench.data.sources import synthetic_spatial
+    from cellplm.model.config import released_config
 
     a = synthetic_spatial(n_tissues=2, fovs_per_tissue=2, cells_per_fov=200, n_genes=300, n_cell_types=4, seed=1)
     b = synthetic_spatial(n_tissues=2, fovs_per_tissue=2, cells_per_fov=200, n_genes=300, n_cell_types=4, seed=1)
@@ -81,7 +80,7 @@ def test_synthetic_spatial_is_seeded_clustered_and_in_vocabulary():
     assert np.array_equal(a.obsm["spatial"], b.obsm["spatial"]) and a.obsm["spatial"].shape == (800, 2)
     assert np.array_equal(a.X.data, np.round(a.X.data)) and a.var_names.is_unique
     assert a.obs["fov"].nunique() == 4 and (a.obs["batch"] == a.obs["fov"]).all()
-    vocab = set(json.loads(RELEASED_CONFIG.read_text())["gene_list"])
+    vocab = set(released_config().gene_list)
     assert set(a.var["ensembl_id"]) <= vocab
     # spatial clustering: a cell's nearest neighbour (same FOV) shares its type far more often than chance
     same = []
@@ -97,7 +96,7 @@ def test_synthetic_spatial_is_seeded_clustered_and_in_vocabulary():
 
 
 def test_corpus_items_have_no_labels_and_only_cells_train_in_every_split(tmp_path):
-    from cellplm.bench.sources import corpus_item, synthetic
+    from cellplm.bench.data.sources import corpus_item, synthetic
 
     a = synthetic(n_cells=60, n_genes=50, n_cell_types=2, n_batches=2, seed=0)
     a[:40].write_h5ad(tmp_path / "published.h5ad")  # train of split 1: cells 0-39

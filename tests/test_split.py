@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cellplm.bench.errors import InputError
-from cellplm.bench.split import SplitSpec, batch_holdout_split, make_split, published_random_split
+from cellplm.bench.data.split import SplitSpec, batch_holdout_split, make_split, published_random_split
 from conftest import make_counts_adata
 
 # numpy.random.default_rng(10).permutation(25), written out so that the test fails if the protocol changes

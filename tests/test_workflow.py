@@ -154,7 +154,7 @@ def test_checkpoint_url_and_none_dry_runs(workdir):
 
 
 def test_checkpoint_provenance_labels():
-    from cellplm.bench.aggregate import checkpoint_label
+    from cellplm.bench.report.aggregate import checkpoint_label
 
     assert checkpoint_label({}, {"k": 5}) == ""
     assert checkpoint_label({"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation",
@@ -355,7 +355,7 @@ def test_only_jobs_whose_code_changed_rerun(demo):
     undone."""
     assert planned_jobs(demo) == []
     for path, expected in [
-        ("cellplm/bench/plots.py", {"plots", "confusion_plot", "cellplm_loss_plot", "all"}),
+        ("cellplm/bench/report/plots.py", {"plots", "confusion_plot", "cellplm_loss_plot", "all"}),
         ("cellplm/bench/methods/knn_pca/method.py", {"run_method", "score", "aggregate", "plots", "confusion_plot", "all"}),
     ]:
         original = (demo / path).read_bytes()

@@ -2,10 +2,12 @@
 
 Stages, in the order data flows through the workflow:
 
-- :mod:`.download`, :mod:`.sources`: obtain each dataset (remote files, packaged demo data, synthetic data)
-- :mod:`.preprocess`, :mod:`.counts`: one canonical count matrix per dataset (genes mapped by :mod:`cellplm.genes`)
-- :mod:`.split`: train / test / solution files (OpenProblems contract)
-- :mod:`.methods`: one annotator per method and the harness that records every run
+- :mod:`.data`: obtain each dataset (services, downloads, packaged demo and synthetic data), one canonical count
+  matrix per dataset (genes mapped by :mod:`cellplm.genes`), and its train / test / solution files
+- :mod:`.methods`: one folder per method and the harness that records every run
 - :mod:`.metrics`: scores of one prediction
-- :mod:`.aggregate`, :mod:`.plots`: tables and figures for the report
+- :mod:`.report`: tables and figures for the report; :mod:`.speed`: the embedding-speed table
+
+Around them: :mod:`.workflow` (what the Snakefile imports), :mod:`.checkpoints` (the CellPLM checkpoint a run
+uses), :mod:`.io`, :mod:`.errors`, :mod:`.timing` and :mod:`.cli`.
 """

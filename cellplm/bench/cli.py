@@ -17,7 +17,7 @@ from .errors import BenchError
 
 
 def _download(args):
-    from .download import Manifest, fetch
+    from .data.download import Manifest, fetch
 
     info = fetch(args.url, args.dest, sha256=args.sha256, manifest=Manifest(args.manifest) if args.manifest else None,
                  mirrors=args.mirror, version_id=args.version_id, as_of=args.as_of, retries=args.retries)
@@ -26,7 +26,7 @@ def _download(args):
 
 def _preprocess(args):
     from .io import write_h5ad, write_json
-    from .preprocess import DatasetSpec, preprocess
+    from .data.preprocess import DatasetSpec, preprocess
 
     spec = DatasetSpec(Path(args.output).stem, label_key=args.label_key, batch_key=args.batch_key,
                        counts=args.counts, gene_symbols=args.gene_symbols, gene_ids=args.gene_ids,
@@ -40,7 +40,7 @@ def _preprocess(args):
 
 def _split(args):
     from .io import read_h5ad, write_h5ad
-    from .split import SplitSpec, make_split
+    from .data.split import SplitSpec, make_split
 
     adata = read_h5ad(args.dataset, layers=False)
     spec = SplitSpec(args.name, strategy=args.strategy, seed=args.seed, test_fraction=args.test_fraction)
@@ -53,7 +53,7 @@ def _split(args):
 
 def _synthetic(args):
     from .io import write_h5ad
-    from .sources import synthetic
+    from .data.sources import synthetic
 
     adata = synthetic(n_cells=args.n_cells, n_genes=args.n_genes, n_cell_types=args.n_cell_types,
                       n_batches=args.n_batches, mean_counts=args.mean_counts, seed=args.seed, progress=True)

@@ -218,7 +218,7 @@ def embedding_table(rows: list[dict]) -> pd.DataFrame:
 def speed_table(embedding: pd.DataFrame, runs: pd.DataFrame, method_model: dict | None = None) -> pd.DataFrame:
     """``results/tables/speed.tsv``: embedding throughput rows plus fit/predict wall time per run group.
 
-    ``runs`` is :func:`cellplm.bench.aggregate.speed` (mean over seeds per dataset, split, method). Wall-time
+    ``runs`` is :func:`cellplm.bench.report.aggregate.speed` (mean over seeds per dataset, split, method). Wall-time
     speed-ups compare with the method ``scgpt`` on the same dataset and split (scGPT's time / the method's).
     """
     parts = [embedding.reindex(columns=COLUMNS)] if not embedding.empty else []

@@ -1,6 +1,6 @@
 """Build a source h5ad that is not a single downloaded file: PBMC12K (scvi-tools) or synthetic data."""
 
-from cellplm.bench import sources
+from cellplm.bench.data import sources
 from cellplm.bench.io import write_h5ad
 from cellplm.bench.workflow import job
 

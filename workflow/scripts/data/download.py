@@ -1,9 +1,9 @@
 """Fetch one remote file through its service's contract (resumable, retried, verified, atomic); see
-cellplm/bench/download.py."""
+cellplm/bench/data/download.py."""
 
 import json
 
-from cellplm.bench.download import Manifest, fetch
+from cellplm.bench.data.download import Manifest, fetch
 from cellplm.bench.workflow import job
 
 with job(snakemake) as log:

@@ -1,6 +1,6 @@
 """Extract the members of one downloaded archive that this run's datasets use (one pass over the archive)."""
 
-from cellplm.bench.sources import extract_members
+from cellplm.bench.data.sources import extract_members
 from cellplm.bench.workflow import job
 
 with job(snakemake):

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from cellplm.bench.download import Manifest
+from cellplm.bench.data.download import Manifest
 from cellplm.bench.io import write_h5ad, write_json
-from cellplm.bench.preprocess import DatasetSpec, preprocess
-from cellplm.bench.sources import source_record
+from cellplm.bench.data.preprocess import DatasetSpec, preprocess
+from cellplm.bench.data.sources import source_record
 from cellplm.bench.workflow import job
 
 with job(snakemake):

@@ -1,9 +1,9 @@
-"""Fetch one pretrained model folder (config `models`): see cellplm/bench/services.py."""
+"""Fetch one pretrained model folder (config `models`): see cellplm/bench/data/services.py."""
 
 import json
 
-from cellplm.bench.download import Manifest
-from cellplm.bench.services import fetch_model
+from cellplm.bench.data.download import Manifest
+from cellplm.bench.data.services import fetch_model
 from cellplm.bench.workflow import job
 
 with job(snakemake):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cellplm.bench import aggregate as agg
+from cellplm.bench.report import aggregate as agg
 from cellplm.bench.io import write_text, write_tsv
 from cellplm.bench.speed import speed_table
 from cellplm.bench.workflow import job

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from cellplm.bench import plots
+from cellplm.bench.report import plots
 from cellplm.bench.workflow import job
 
 with job(snakemake):

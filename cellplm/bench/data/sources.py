@@ -19,9 +19,9 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from .errors import InputError
-from .io import atomic_path, write_h5ad
-from .workflow import package_file
+from ..errors import InputError
+from ..io import atomic_path, write_h5ad
+from ..workflow import package_file
 
 
 def celltypist_sample() -> ad.AnnData:
@@ -29,7 +29,7 @@ def celltypist_sample() -> ad.AnnData:
 
     Useful as an unlabelled corpus; ``var['ensembl_id']`` is filled from the GENCODE table.
     """
-    from ..genes import symbols_to_ensembl
+    from ...genes import symbols_to_ensembl
 
     path = package_file("celltypist", "data/samples/sample_cell_by_gene.csv")
     df = pd.read_csv(path, index_col=0)
@@ -125,17 +125,13 @@ def synthetic(
                            batch_effect=batch_effect, seed=seed, chunk=chunk, gene_symbols=gene_symbols).adata(progress)
 
 
-RELEASED_CONFIG = Path(__file__).resolve().parents[1] / "resources" / "20230926_85M.config.json"
-
-
 def vocabulary_symbols(n_genes: int, rng) -> tuple[list[str], list[str]]:
     """``n_genes`` GENCODE symbols whose Ensembl ids are in the released CellPLM vocabulary (sorted), with their ids.
     """
-    import json
+    from ...genes import gencode_symbol_to_id
+    from ...model.config import released_config
 
-    from ..genes import gencode_symbol_to_id
-
-    vocab = json.loads(RELEASED_CONFIG.read_text())["gene_list"]
+    vocab = released_config().gene_list
     in_vocab = set(vocab)
     pairs = sorted((s, g) for s, g in gencode_symbol_to_id().items() if g in in_vocab)
     seen, unique = set(), []
@@ -301,7 +297,7 @@ def corpus_item(name: str, train_files: list[str] | None = None, spec: dict | No
     its train.h5ad of every split variant: only cells in ALL of them are kept, so no cell that is a test cell of
     any evaluated split is pretrained on; cell-type labels are dropped.
     """
-    from .io import read_h5ad
+    from ..io import read_h5ad
 
     if name == "celltypist_sample":
         adata = celltypist_sample()
@@ -339,8 +335,8 @@ def source_record(source: dict, path, manifest=None) -> dict:
     """What a dataset's source h5ad is, for its row of the dataset table: the configured source, the downloads it
     came from as the manifest recorded them (URL, sha256, bytes, the version a service resolved, when), and the
     sha256 of the h5ad that preprocessing read (for an archive, the member)."""
-    from ..checksum import sha256_file
-    from .workflow import remote_files
+    from ...checksum import sha256_file
+    from ..workflow import remote_files
 
     digest = sha256_file(path)
     files = []

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import METRIC_LABELS, METRICS
-from .workflow import dataset_splits, method_labels
+from ..metrics import METRIC_LABELS, METRICS
+from ..workflow import dataset_splits, method_labels
 
 RUN_KEYS = ["dataset", "split", "method"]
 

@@ -22,7 +22,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from ..errors import InputError
 
 PUBLISHED_KEYS = ("train", "valid", "test")
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from ..checksum import sha256_file
-from .errors import DownloadError
+from ...checksum import sha256_file
+from ..errors import DownloadError
 
 GDRIVE_UC = "https://drive.google.com/uc?id={}"
 USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
@@ -187,7 +187,7 @@ def check_cell_count(path: Path, expected: int, dest: Path, resolved) -> None:
     """The downloaded H5AD holds the number of cells the service announced (else it is removed)."""
     import hdf5plugin  # noqa: F401 - any HDF5 filter the file may use
 
-    from .io import h5ad_n_obs
+    from ..io import h5ad_n_obs
 
     try:
         n = h5ad_n_obs(path)

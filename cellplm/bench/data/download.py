@@ -36,8 +36,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..checksum import sha256_file
-from .errors import DISK_FULL, UNWRITABLE, DownloadError
+from ...checksum import sha256_file
+from ..errors import DISK_FULL, UNWRITABLE, DownloadError
 from .services import ENDPOINTS, check_cell_count, gdrive_download, open_url, resolve, service_name
 
 CHUNK = 1 << 20

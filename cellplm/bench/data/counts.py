@@ -19,7 +19,7 @@ try:  # anndata >= 0.11
 except ImportError:  # pragma: no cover - older anndata
     from anndata.experimental import read_elem
 
-from .errors import InputError
+from ..errors import InputError
 
 SAMPLE_VALUES = 200_000
 LIBRARY_SIZE_COLUMNS = ("n_counts", "total_counts", "nCount_RNA", "library_size")

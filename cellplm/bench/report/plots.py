@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
-from .metrics import METRIC_LABELS  # noqa: E402
+from ..io import atomic_path  # noqa: E402
+from ..metrics import METRIC_LABELS  # noqa: E402
 
 
 def _save(fig, path) -> None:

@@ -27,9 +27,9 @@ except ImportError:  # pragma: no cover
     from anndata.experimental import read_elem
 
 from . import counts as counts_mod
-from .errors import InputError
-from ..genes import ensembl_fraction, strip_version, symbols_to_ensembl
-from .io import open_h5ad
+from ..errors import InputError
+from ...genes import ensembl_fraction, strip_version, symbols_to_ensembl
+from ..io import open_h5ad
 
 
 @dataclass
