@@ -86,7 +86,8 @@ class Geneformer(Annotator):
                                 "Hugging Face (as the full config does), or point model_dir at a copy of your own")
         files = find_model_files(model_dir, self.params.get("token_dictionary"),
                                  self.params.get("gene_median_dictionary"))
-        self.extra.update({"checkpoint": str(files.model_dir), "checkpoint_kind": self.param("checkpoint_kind"),
+        kind = self.params.get("checkpoint_kind", "pretrained")  # "released" when the workflow fetched the model
+        self.extra.update({"checkpoint": str(files.model_dir), "checkpoint_kind": kind,
                            "weights_file": files.weights.name, "token_dictionary": str(files.token_dictionary),
                            "gene_median_dictionary": str(files.gene_median_dictionary)})
         if files.weights.suffix != ".json":  # a single weights file (not a sharded index)
