@@ -41,6 +41,8 @@ COMMANDS = {
     "finetune_accuracy.json": "make accuracy",
     "finetune_trajectory.json": "make accuracy",
     "embedding_speed_cuda.json": "bash benchmarks/gpu.sh",
+    "demo.json": ".venv/bin/python benchmarks/timed.py demo -- .venv/bin/snakemake --cores 2 --configfile config/demo.yaml",
+    "make_test.json": ".venv/bin/python benchmarks/timed.py make_test -- make test",
 }
 
 
@@ -216,7 +218,14 @@ def render_embedding_speed(result: dict) -> str:
     return "\n".join(out)
 
 
-RENDERERS = {"speed": render_speed, "scale": render_scale, "finetune_accuracy": render_finetune_accuracy,
+def render_timed(result: dict) -> str:
+    L, R = "---", "---:"
+    return "\n".join(table([("command", L), ("wall time", R), ("jobs", R)],
+                            [[f"`{r['command']}`", f"{r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s)",
+                              _num(r.get("jobs"), ",.0f")] for r in result["rows"]]))
+
+
+RENDERERS = {"timed": render_timed, "speed": render_speed, "scale": render_scale, "finetune_accuracy": render_finetune_accuracy,
              "finetune_trajectory": render_finetune_trajectory, "embedding_speed": render_embedding_speed}
 
 
