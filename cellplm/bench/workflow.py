@@ -426,7 +426,8 @@ def code_hash(root: Path, *entries: str) -> str:
 
     ``entries`` are scripts (paths from the workflow root) or modules (``cellplm.bench.methods.__main__``). Their
     code is every ``cellplm`` module they import, directly or through others (read from the import statements,
-    including those inside functions, so lazy imports count), the ``__init__`` of each package on the way, the
+    including those inside functions, so lazy imports count, and from the ``_EXPORTS`` of packages whose names are
+    imported on first use), the ``__init__`` of each package on the way, the
     method folders' ``method.yaml`` beside any of their modules, and ``cellplm/resources`` when the model package
     is among them. A module imported by name at run time (the method registry's) is not followed: a method's
     jobs name their method's module themselves.
@@ -506,6 +507,10 @@ def _imports(root: Path, path: Path, module: str | None) -> list[str]:
                 target = node.module or ""
             found.append(target)
             found += [f"{target}.{alias.name}" for alias in node.names if _module_path(root, f"{target}.{alias.name}")]
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
+            # a package's names imported on first use (cellplm._lazy): {"name": ".submodule"}
+            found += [f"{package}{v.value}" for v in getattr(node.value, "values", [])
+                      if isinstance(v, ast.Constant) and str(v.value).startswith(".")]
     return [m for m in found if m == "cellplm" or m.startswith("cellplm.")]
 
 
