@@ -172,7 +172,7 @@ def test_bad_input_stops_with_one_line_and_no_output(workdir):
     a = make_counts_adata()
     a.write_h5ad(workdir / "mine.h5ad")
     cfg = _config(workdir, "mine.yaml", (
-        "run: {datasets: [mine], methods: [true_labels]}\n"
+        "run: {datasets: [mine], methods: [true_labels], min_free_gb: 0}\n"  # about bad input, not free space
         "datasets:\n  mine:\n    source: {kind: local, path: mine.h5ad}\n    label_key: celltype\n"))
     out = snakemake(workdir, "results/data/mine/dataset.h5ad", "--cores", "1", "--configfile", cfg)
     assert out.returncode != 0
