@@ -19,7 +19,6 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from ..checksum import sha256_file
 from .errors import BenchError, ConfigError, OutputError, exit_after_output_error
 
 # name: (package, path inside the package, what it is)
@@ -512,10 +511,6 @@ def _imports(root: Path, path: Path, module: str | None) -> list[str]:
             found += [f"{package}{v.value}" for v in getattr(node.value, "values", [])
                       if isinstance(v, ast.Constant) and str(v.value).startswith(".")]
     return [m for m in found if m == "cellplm" or m.startswith("cellplm.")]
-
-
-def file_hash(path: Path) -> str:
-    return sha256_file(path)[:16]
 
 
 def to_json(obj) -> str:

@@ -10,11 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ...checksum import sha256_file
 from ...model.checkpoint import TRUST_ENV, checkpoint_paths, read_checkpoint
-from ..errors import NotApplicable
 from .base import Annotator
 
 
