@@ -1,8 +1,8 @@
 """Annotation methods, one folder each (the OpenProblems layout).
 
 ``<id>/method.yaml`` holds what describes the method (label, implementation, env, GPU, control or not, published
-name, default params, test params, threads, interpreter) and names its Annotator class (:mod:`.base`, with the harness :func:`.base.run`)
-(``entry: <module>:<class>``, a module of the same folder). The workflow reads every folder's metadata as its
+name, default params, test params, threads, interpreter) and names its Annotator class (:mod:`.base`) with
+``entry: <module>:<class>``, a module of the same folder; :func:`.base.run` is the harness. The workflow reads every folder's metadata as its
 method registry, and runs any method with one command (``python -m cellplm.bench.methods <id> --help``).
 Adding a method is adding a folder. A method is imported only when it runs, so a method whose packages are
 missing from the interpreter is a ``not_applicable`` run that names them, never a silently missing row.
@@ -54,13 +54,13 @@ def metadata(method_id: str) -> dict:
 
 def load(method_id: str) -> type:
     """The method's Annotator class; :class:`MethodUnavailable` when its packages are not importable here."""
-    module, _, name = metadata(method_id)["entry"].partition(":")
+    meta = metadata(method_id)
+    module, _, name = meta["entry"].partition(":")
     try:
         return getattr(importlib.import_module(f"{__name__}.{method_id}.{module}"), name)
     except ImportError as e:
         if (e.name or "").split(".")[0] in ("cellplm", ""):  # our own code is broken: say so, do not hide it
             raise
-        meta = metadata(method_id)
         setup = meta.get("setup") or f"run it in its environment ({meta.get('env')})"
         raise MethodUnavailable(f"{sys.executable} cannot import package {e.name!r}, which method {method_id} "
                                 f"needs; {setup}") from e
