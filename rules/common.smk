@@ -25,11 +25,14 @@ from cellplm.pretrain.options import config_args
 
 # The method registry: every method folder's method.yaml, updated by the config's `methods` section.
 config["methods"] = wf.method_registry(config.get("methods"))
+config["embeddings"] = wf.embedding_registry(config.get("embeddings"))
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 try:
     wf.check_config(config, ROOT)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+# The zero-shot rows (<embedding>_zeroshot) join the registry: scored and tabulated like every method.
+config["methods"].update(wf.zeroshot_methods(config))
 
 RUN = config["run"]
 
@@ -44,27 +47,35 @@ onstart:
 
 USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 DATASETS = RUN["datasets"]
-METHODS = RUN["methods"]
+ANNOTATORS = RUN["methods"]  # run by run_method
+EMBEDDINGS = RUN["embeddings"]  # the zero-shot track (rules/embeddings.smk)
+ZEROSHOT = config["zeroshot"]
+ZEROSHOT_METHODS = [m for m, spec in config["methods"].items() if spec.get("zeroshot_of") in EMBEDDINGS]
+METHODS = ANNOTATORS + ZEROSHOT_METHODS  # every row of the annotation tables
 SEEDS = RUN["seeds"]
 DL = config["download"]["dir"]
 REMOTE = {f["filename"]: f for ds in DATASETS for f in wf.remote_files(config["datasets"][ds]["source"])}
 ARCHIVES = wf.archive_members(config)  # archive file name -> members extracted (one pass per archive)
 # CellPLM: how the checkpoint is obtained (cellplm.checkpoint) and which methods get it.
 CKPT = wf.cellplm_checkpoint(config, ROOT, DL)
-CELLPLM_METHODS = [m for m in METHODS if config["methods"][m]["cellplm_checkpoint"]]
-CORPUS_ITEMS = wf.cellplm_corpus_items(config) if CKPT.source == "pretrain" and CELLPLM_METHODS else []
+CELLPLM_METHODS = [m for m in ANNOTATORS if config["methods"][m]["cellplm_checkpoint"]]
+CELLPLM_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["cellplm_checkpoint"]]
+CORPUS_ITEMS = (wf.cellplm_corpus_items(config) if CKPT.source == "pretrain" and (CELLPLM_METHODS or CELLPLM_EMBEDDINGS)
+                else [])
 PRETRAIN = config["cellplm"]["pretrain"]
-if CELLPLM_METHODS and CKPT.missing:
+if (CELLPLM_METHODS or CELLPLM_EMBEDDINGS) and CKPT.missing:
     print(
         f"WARNING: CellPLM checkpoint not found: {', '.join(CKPT.missing)}. The rows of "
-        f"{', '.join(CELLPLM_METHODS)} will be recorded as failed ('checkpoint file not found'). Put the files "
+        f"{', '.join(CELLPLM_METHODS + CELLPLM_EMBEDDINGS)} will be recorded as failed ('checkpoint file not found'). Put the files "
         "there (see README, 'CellPLM checkpoint'), or set cellplm.checkpoint.source to url, pretrain or none.",
         file=sys.stderr,
     )
 SPEED = config["speed"]
 SPEED_MODELS = wf.speed_models(config, CKPT) if SPEED["enabled"] else {}
-GPU_METHODS = [m for m in METHODS if config["methods"][m]["gpu"]]
-CPU_METHODS = [m for m in METHODS if not config["methods"][m]["gpu"]]
+GPU_METHODS = [m for m in ANNOTATORS if config["methods"][m]["gpu"]]
+CPU_METHODS = [m for m in ANNOTATORS if not config["methods"][m]["gpu"]]
+GPU_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["gpu"]]
+CPU_EMBEDDINGS = [e for e in EMBEDDINGS if not config["embeddings"][e]["gpu"]]
 
 
 def code_hash(*entries):
@@ -82,6 +93,7 @@ wildcard_constraints:
     dataset=alternatives(DATASETS),
     split=alternatives(config["splits"]),
     method=alternatives(METHODS),
+    embedding=alternatives(EMBEDDINGS),
     seed=r"\d+",
     file=alternatives(REMOTE),
     archive=alternatives(ARCHIVES),
@@ -120,8 +132,13 @@ def all_records():
     return [f"{run_dir(*r)}/run.json" for r in runs()]
 
 
+def method_runs():
+    """The runs of run_method (the zero-shot rows have no job of their own)."""
+    return [r for r in runs() if r[2] in ANNOTATORS]
+
+
 def all_benchmarks():
-    return [f"results/benchmarks/methods/{d}/{s}/{m}/seed{seed}.tsv" for d, s, m, seed in runs()]
+    return [f"results/benchmarks/methods/{d}/{s}/{m}/seed{seed}.tsv" for d, s, m, seed in method_runs()]
 
 
 def dataset_split_pairs():
@@ -137,10 +154,18 @@ def final_outputs():
         "results/tables/benchmark.md",
         "results/tables/runs.tsv",
         "results/tables/speed.tsv",
+        "results/tables/zeroshot.tsv",
+        "results/tables/embedding_speed.tsv",
         "results/plots/score_heatmap.png",
         "results/plots/published_comparison.png",
         "results/plots/speed.png",
-    ] + [f"results/plots/confusion/{d}__{s}.png" for d, s in dataset_split_pairs()] + pretraining_outputs()
+        "results/plots/zeroshot_scib.png",
+    ] + [f"results/plots/confusion/{d}__{s}.png" for d, s in dataset_split_pairs()] + pretraining_outputs() + umap_outputs()
+
+
+def umap_outputs():
+    """One UMAP figure per dataset of the zero-shot track's embeddings."""
+    return [f"results/plots/umap/{d}.png" for d in DATASETS] if EMBEDDINGS and ZEROSHOT["umap"]["enabled"] else []
 
 
 def speed_outputs():
@@ -201,6 +226,26 @@ def method_cfg(wildcards):
     return config["methods"][wildcards.method]
 
 
+def spec_python(spec):
+    """With --use-conda: `python` (the rule's conda env). Otherwise the entry's `python` key (a relative path is
+    taken from the workflow root); null or missing -> python on PATH."""
+    return "python" if USE_CONDA else wf.method_python(spec["python"], ROOT)
+
+
+def spec_code_hash(package, name, spec):
+    """The code a method or embedding job runs: its own script, or the runner and its folder's entry module."""
+    if spec.get("script"):
+        return code_hash(spec["script"])
+    entry_module = spec["entry"].partition(":")[0]
+    return code_hash(f"cellplm.bench.{package}.__main__", f"cellplm.bench.{package}.{name}.{entry_module}")
+
+
+def spec_params_json(spec, cellplm):
+    """A job's --params: the entry's params (of run.param_set), paths of its fetched model, the CellPLM checkpoint."""
+    params = {**wf.method_params(spec, RUN["param_set"]), **wf.fetched_model_params(config, spec)}
+    return wf.to_json(wf.with_checkpoint(params, CKPT) if cellplm else params)
+
+
 def method_inputs(wildcards):
     base = f"results/data/{wildcards.dataset}/{wildcards.split}"
     inputs = {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
@@ -218,11 +263,7 @@ def method_env(wildcards):
 
 
 def method_code_hash(wildcards):
-    method = method_cfg(wildcards)
-    if method.get("script"):
-        return code_hash(method["script"])
-    entry_module = method["entry"].partition(":")[0]
-    return code_hash("cellplm.bench.methods.__main__", f"cellplm.bench.methods.{wildcards.method}.{entry_module}")
+    return spec_code_hash("methods", wildcards.method, method_cfg(wildcards))
 
 
 def method_command(wildcards):
@@ -230,18 +271,11 @@ def method_command(wildcards):
 
 
 def method_python(wildcards):
-    """With --use-conda: `python` (the rule's conda env). Otherwise the method's `python` key (a relative path is
-    taken from the workflow root); null or missing -> python on PATH."""
-    if USE_CONDA:
-        return "python"
-    return wf.method_python(method_cfg(wildcards)["python"], ROOT)
+    return spec_python(method_cfg(wildcards))
 
 
 def method_params_json(wildcards):
-    params = {**wf.method_params(method_cfg(wildcards), RUN["param_set"]), **wf.fetched_model_params(config, wildcards.method)}
-    if wildcards.method in CELLPLM_METHODS:
-        params = wf.with_checkpoint(params, CKPT)
-    return wf.to_json(params)
+    return spec_params_json(method_cfg(wildcards), wildcards.method in CELLPLM_METHODS)
 
 
 def method_threads(wildcards):
@@ -250,6 +284,80 @@ def method_threads(wildcards):
 
 def solution_arg(wildcards, input):
     return f"--solution {input.solution}" if "solution" in input.keys() else ""
+
+
+# ---- zero-shot track -------------------------------------------------------------------------------
+
+
+def embedding_cfg(wildcards):
+    return config["embeddings"][wildcards.embedding]
+
+
+def embedding_split(wildcards):
+    return wf.embedding_split(config, wildcards.dataset)
+
+
+def embedding_inputs(wildcards):
+    base = f"results/data/{wildcards.dataset}/{embedding_split(wildcards)}"
+    inputs = {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
+    if wildcards.embedding in CELLPLM_EMBEDDINGS and CKPT.files:
+        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT.files
+    if embedding_cfg(wildcards)["model"]:
+        inputs["model"] = wf.model_dir(embedding_cfg(wildcards)["model"])
+    return inputs
+
+
+def embedding_env(wildcards):
+    return str(ROOT / embedding_cfg(wildcards)["env"])
+
+
+def embedding_python(wildcards):
+    return spec_python(embedding_cfg(wildcards))
+
+
+def embedding_command(wildcards):
+    spec = embedding_cfg(wildcards)
+    return spec["script"] if spec.get("script") else f"-m cellplm.bench.embeddings {wildcards.embedding}"
+
+
+def embedding_params_json(wildcards):
+    return spec_params_json(embedding_cfg(wildcards), wildcards.embedding in CELLPLM_EMBEDDINGS)
+
+
+def embedding_code_hash(wildcards):
+    return spec_code_hash("embeddings", wildcards.embedding, embedding_cfg(wildcards))
+
+
+def embedding_threads(wildcards):
+    return embedding_cfg(wildcards)["threads"]
+
+
+def embedding_files(name, dataset="{dataset}"):
+    """The file `name` (embedding.h5ad, run.json) of every embedding method of a dataset, in run order."""
+    return [f"results/embeddings/{dataset}/{e}/{name}" for e in EMBEDDINGS]
+
+
+def zeroshot_runs():
+    """(method, seed) of every zero-shot row of a dataset split, in the order of zeroshot_files."""
+    return [(m, seed) for m in ZEROSHOT_METHODS for seed in SEEDS]
+
+
+def zeroshot_files(name):
+    return [f"results/runs/{{dataset}}/{{split}}/{m}/seed{seed}/{name}" for m, seed in zeroshot_runs()]
+
+
+def zeroshot_split_inputs(wildcards):
+    base = f"results/data/{wildcards.dataset}/{wildcards.split}"
+    return {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad", "embeddings": embedding_files("embedding.h5ad", wildcards.dataset),
+            "embedding_records": embedding_files("run.json", wildcards.dataset)}
+
+
+def all_scib_scores():
+    return [f"results/embeddings/{d}/scib.tsv" for d in DATASETS] if EMBEDDINGS else []
+
+
+def all_embedding_records():
+    return [f for d in DATASETS for f in embedding_files("run.json", d)]
 
 
 # ---- report ----------------------------------------------------------------------------------------

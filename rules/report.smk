@@ -11,6 +11,8 @@ rule aggregate:
         published_datasets=config["published_datasets"],
         pretraining=pretraining_records(),
         speed_embedding=speed_outputs(),
+        scib=all_scib_scores(),
+        embedding_records=all_embedding_records(),
     output:
         datasets=report("results/tables/datasets.tsv", caption="../workflow/report/datasets.rst", category="Tables"),
         scores=report("results/tables/scores.tsv", caption="../workflow/report/scores.rst", category="Tables"),
@@ -20,12 +22,17 @@ rule aggregate:
         ),
         runs=report("results/tables/runs.tsv", caption="../workflow/report/runs.rst", category="Tables"),
         speed=report("results/tables/speed.tsv", caption="../workflow/report/speed.rst", category="Speed"),
+        zeroshot=report("results/tables/zeroshot.tsv", caption="../workflow/report/zeroshot.rst", category="Zero-shot"),
+        embedding_speed=report(
+            "results/tables/embedding_speed.tsv", caption="../workflow/report/embedding_speed.rst", category="Speed"
+        ),
         markdown=report("results/tables/benchmark.md", caption="../workflow/report/markdown.rst", category="Tables"),
     log:
         "logs/report/aggregate.log",
     params:
-        runs=runs(),
+        runs=method_runs(),
         datasets=DATASETS,
+        embeddings={e: config["embeddings"][e]["label"] for e in EMBEDDINGS},
         code=code_hash("workflow/scripts/report/aggregate.py"),
     localrule: True
     conda:
@@ -39,12 +46,16 @@ rule plots:
         summary="results/tables/summary.tsv",
         comparison="results/tables/comparison.tsv",
         speed="results/tables/speed.tsv",
+        zeroshot="results/tables/zeroshot.tsv",
     output:
         heatmap=report("results/plots/score_heatmap.png", caption="../workflow/report/heatmap.rst", category="Accuracy"),
         published=report(
             "results/plots/published_comparison.png", caption="../workflow/report/published.rst", category="Accuracy"
         ),
         speed=report("results/plots/speed.png", caption="../workflow/report/speed_plot.rst", category="Speed"),
+        zeroshot=report(
+            "results/plots/zeroshot_scib.png", caption="../workflow/report/zeroshot_plot.rst", category="Zero-shot"
+        ),
     log:
         "logs/report/plots.log",
     params:

@@ -70,8 +70,13 @@ def check_output_space(root: Path, min_free_gb: float, folders=OUTPUT_FOLDERS) -
 def check_config(config: dict, root: Path) -> None:
     """Cross-references the schema cannot express. Raises ConfigError with a one-line message."""
     run = config["run"]
-    for kind, known in (("dataset", config["datasets"]), ("method", config["methods"]), ("split", config["splits"])):
+    for kind, known in (("dataset", config["datasets"]), ("method", config["methods"]), ("split", config["splits"]),
+                        ("embedding", config["embeddings"])):
         for name in run[f"{kind}s"]:
+            if kind == "method" and name not in known and name.removesuffix(ZEROSHOT_SUFFIX) in config["embeddings"]:
+                raise ConfigError(f"config: run.methods: {name} is the zero-shot row of embedding "
+                                  f"'{name.removesuffix(ZEROSHOT_SUFFIX)}'; list that in run.embeddings instead "
+                                  f"(zeroshot.knn adds the row)")
             if name not in known:
                 raise ConfigError(f"config: unknown {kind} '{name}' in run.{kind}s (known: {', '.join(sorted(known))})")
     for name in run["datasets"]:
@@ -85,13 +90,9 @@ def check_config(config: dict, root: Path) -> None:
         src = ds["source"]
         if src["kind"] == "local" and not (root / src["path"]).exists() and not Path(src["path"]).exists():
             raise ConfigError(f"config: dataset '{name}': local file {src['path']} does not exist")
+    check_zeroshot(config, root)
     for name in run["methods"]:
-        m = config["methods"][name]
-        if not m.get("entry") and not m.get("script"):
-            raise ConfigError(f"config: method '{name}' has neither an `entry` (a method folder's class) nor a `script`")
-        for key in ("script", "env"):
-            if m.get(key) and not (root / m[key]).exists():
-                raise ConfigError(f"config: method '{name}': {key} file {m[key]} does not exist")
+        _check_runnable("method", name, config["methods"][name], root)
     check_cellplm(config)
     speed = config["speed"]
     if speed["enabled"] and speed["dataset"] and speed["dataset"] not in run["datasets"]:
@@ -113,6 +114,33 @@ RELEASES = ("20230926_85M", "20231027_85M")  # in the authors' Dropbox folder, s
 CKPT_CONFIG, CKPT_WEIGHTS = ".config.json", ".best.ckpt"
 # Settings that do not change the weights; left out of the pretraining folder's hash.
 _PRETRAIN_UNHASHED = ("gpu", "threads", "device", "resume")
+
+
+def check_zeroshot(config: dict, root: Path) -> None:
+    """The zero-shot track: embedding methods runnable, the embedded split run on every dataset."""
+    run = config["run"]
+    for name in run["embeddings"]:
+        _check_runnable("embedding", name, config["embeddings"][name], root)
+    split = config["zeroshot"]["split"]
+    if run["embeddings"] and split:
+        for name in run["datasets"]:
+            if split not in dataset_splits(config, name):
+                raise ConfigError(f"config: zeroshot.split '{split}' is not a split of dataset '{name}' "
+                                  f"({', '.join(dataset_splits(config, name))})")
+
+
+def _check_runnable(kind: str, name: str, spec: dict, root: Path) -> None:
+    """A method or embedding method names its code (a folder's class or a script) and files that exist."""
+    if not spec.get("entry") and not spec.get("script"):
+        raise ConfigError(f"config: {kind} '{name}' has neither an `entry` (a {kind} folder's class) nor a `script`")
+    for key in ("script", "env"):
+        if spec.get(key) and not (root / spec[key]).exists():
+            raise ConfigError(f"config: {kind} '{name}': {key} file {spec[key]} does not exist")
+
+
+def embedding_split(config: dict, dataset: str) -> str:
+    """The split whose train + test files (all of the dataset's cells) the embedding methods embed."""
+    return config["zeroshot"]["split"] or dataset_splits(config, dataset)[0]
 
 
 def check_cellplm(config: dict) -> None:
@@ -282,9 +310,10 @@ def model_dir(model: str) -> str:
     return f"{MODELS_DIR}/{model}"
 
 
-def fetched_model_params(config: dict, method: str) -> dict:
-    """Params a method gets from the fetched model it names (paths inside its folder), plus its provenance kind."""
-    model = config["methods"][method].get("model")
+def fetched_model_params(config: dict, spec: dict) -> dict:
+    """Params a method (or embedding method) of registry entry ``spec`` gets from the fetched model it names (paths
+    inside its folder), plus its provenance kind."""
+    model = spec.get("model")
     if not model:
         return {}
     entry = config["models"][model]
@@ -312,7 +341,8 @@ def speed_models(config: dict, ckpt: CheckpointPlan) -> dict:
                 spec["checkpoint"] = ckpt.prefix
             elif method in config["methods"]:
                 fetched = config["methods"][method].get("model")
-                params = {**(config["methods"][method].get("params") or {}), **fetched_model_params(config, method)}
+                spec_ = config["methods"][method]
+                params = {**(spec_.get("params") or {}), **fetched_model_params(config, spec_)}
                 for key in ("model_dir", "token_dictionary", "gene_median_dictionary"):
                     if params.get(key):
                         spec.setdefault(key, params[key])
@@ -366,11 +396,45 @@ def method_labels(config: dict) -> dict[str, str]:
 def method_registry(overrides: dict | None) -> dict:
     """Every method folder's metadata (cellplm/bench/methods/<id>/method.yaml) updated key by key with the
     config's ``methods`` section (which may also define methods of its own, with a ``script``)."""
-    from .methods import metadata, method_ids
+    from . import methods
 
+    return _with_overrides(methods.metadata, methods.method_ids(), overrides)
+
+
+def embedding_registry(overrides: dict | None) -> dict:
+    """The same for the embedding methods of the zero-shot track (cellplm/bench/embeddings/<id>/embedding.yaml and
+    the config's ``embeddings`` section)."""
+    from . import embeddings
+
+    return _with_overrides(embeddings.metadata, embeddings.embedding_ids(), overrides)
+
+
+def _with_overrides(metadata, ids, overrides: dict | None) -> dict:
     overrides = overrides or {}
-    registry = {m: deep_update(metadata(m), overrides.get(m) or {}) for m in method_ids()}
+    registry = {m: deep_update(metadata(m), overrides.get(m) or {}) for m in ids}
     return {**{m: spec for m, spec in overrides.items() if m not in registry}, **registry}
+
+
+ZEROSHOT_SUFFIX = "_zeroshot"
+
+
+def zeroshot_methods(config: dict) -> dict:
+    """Registry entries of the zero-shot annotation rows, ``<embedding>_zeroshot`` for every embedding of the run
+    (none when zeroshot.knn is off): a kNN on the train cells' embedding, run by the workflow's zero-shot job."""
+    knn = config["zeroshot"]["knn"]
+    if not knn["enabled"]:
+        return {}
+    out = {}
+    for emb in config["run"]["embeddings"]:
+        spec = config["embeddings"][emb]
+        out[emb + ZEROSHOT_SUFFIX] = {
+            "label": f"{spec['label']} + kNN",
+            "implementation": f"scikit-learn KNeighborsClassifier (k={knn['k']}) on the train cells' {spec['label']} "
+                              f"({spec.get('implementation', '')})",
+            "env": "workflow/envs/classic.yaml", "gpu": False, "control": False, "published_as": None,
+            "params": {"k": knn["k"]}, "zeroshot_of": emb, "cellplm_checkpoint": False, "model": None,
+        }
+    return out
 
 
 def deep_update(base: dict, update: dict) -> dict:

@@ -314,8 +314,9 @@ def with_data(table: pd.DataFrame, datasets: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, speed_df: pd.DataFrame,
-             config: dict, datasets: pd.DataFrame) -> str:
-    """The benchmark as one Markdown page: provenance first, then methods x datasets per metric."""
+             config: dict, datasets: pd.DataFrame, zeroshot: list[str] = ()) -> str:
+    """The benchmark as one Markdown page: provenance first, then methods x datasets per metric, the zero-shot
+    track's section (``zeroshot``: its lines, :func:`.zeroshot.markdown_lines`) and speed."""
     run = config["run"]
     label = method_labels(config)
     devices = ", ".join(sorted(set(map(str, runs["device"].dropna())))) or "n/a"
@@ -387,6 +388,7 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
         lines += ["| dataset | split | method | seed | status | reason |", "|---|---|---|---|---|---|"]
         for _, r in bad.iterrows():
             lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['seed']} | {r['status']} | {r['reason']} |")
+    lines += list(zeroshot)
     lines += _speed_lines(speed_df, label)
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellplm.bench.report import aggregate as agg
+from cellplm.bench.report import zeroshot as zs
 from cellplm.bench.io import write_text, write_tsv
 from cellplm.bench.speed import speed_table
 from cellplm.bench.workflow import job
@@ -25,10 +26,16 @@ with job(snakemake):
     per_run = agg.speed(records, bench)
     embedding = pd.read_csv(inp.speed_embedding[0], sep="\t") if inp.speed_embedding else pd.DataFrame()
     speed = speed_table(embedding, per_run)
+    emb_records = zs.read_embedding_records(inp.embedding_records)
+    zeroshot = zs.zeroshot_table(agg.read_tsvs(inp.scib), emb_records, snakemake.params.embeddings)
+    emb_speed = zs.embedding_speed_table(emb_records, snakemake.params.embeddings)
     write_tsv(datasets, out.datasets)
     write_tsv(agg.with_data(scores, datasets), out.scores)
     write_tsv(agg.with_data(summary, datasets), out.summary)
     write_tsv(comp, out.comparison)
     write_tsv(agg.with_data(runs, datasets), out.runs)
     write_tsv(speed, out.speed)
-    write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets), out.markdown)
+    write_tsv(agg.with_data(zeroshot, datasets), out.zeroshot)
+    write_tsv(agg.with_data(emb_speed, datasets), out.embedding_speed)
+    zeroshot_lines = zs.markdown_lines(zeroshot, emb_speed) if snakemake.params.embeddings else []
+    write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines), out.markdown)

@@ -1,0 +1,118 @@
+# The zero-shot track: what the embeddings themselves are worth. Each embedding method (one folder each,
+# cellplm/bench/embeddings/<id>/) embeds all cells of a dataset without labels; scib-metrics scores the embeddings
+# of a dataset in one job; a kNN on each embedding's train cells adds the zero-shot row <id>_zeroshot to the
+# annotation tables; one UMAP figure per dataset. CPU and GPU embedding methods are separate rules, as for methods.
+
+# PYTHONSAFEPATH and OMP_NUM_THREADS: as METHOD_SHELL (rules/methods.smk).
+EMBED_SHELL = (
+    "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} {params.command} --train {input.train} --test {input.test}"
+    " --embedding {output.embedding} --record {output.record} --dataset {wildcards.dataset} --split {params.split}"
+    " --seed {params.seed} --param-set {params.param_set} --params {params.params:q} --on-error {params.on_error}"
+    " > {log} 2>&1"
+)
+
+
+rule embed:
+    input:
+        unpack(embedding_inputs),
+    output:
+        embedding="results/embeddings/{dataset}/{embedding}/embedding.h5ad",
+        record="results/embeddings/{dataset}/{embedding}/run.json",
+    log:
+        "logs/embeddings/{dataset}/{embedding}.log",
+    benchmark:
+        "results/benchmarks/embeddings/{dataset}/{embedding}.tsv"
+    wildcard_constraints:
+        embedding=alternatives(CPU_EMBEDDINGS),
+    params:
+        python=embedding_python,
+        command=embedding_command,
+        split=embedding_split,
+        seed=SEEDS[0],
+        params=embedding_params_json,
+        param_set=RUN["param_set"],
+        on_error=RUN["on_method_error"],
+        code=embedding_code_hash,
+    threads: embedding_threads
+    conda:
+        embedding_env
+    shell:
+        EMBED_SHELL
+
+
+use rule embed as embed_gpu with:
+    wildcard_constraints:
+        embedding=alternatives(GPU_EMBEDDINGS),
+    resources:
+        gpu=1,
+
+
+rule scib:
+    input:
+        dataset="results/data/{dataset}/dataset.h5ad",
+        embeddings=embedding_files("embedding.h5ad"),
+        records=embedding_files("run.json"),
+    output:
+        "results/embeddings/{dataset}/scib.tsv",
+    log:
+        "logs/embeddings/{dataset}/scib.log",
+    benchmark:
+        "results/benchmarks/embeddings/{dataset}/scib.tsv"
+    params:
+        embeddings=EMBEDDINGS,
+        scib=ZEROSHOT["scib"],
+        code=code_hash("workflow/scripts/metrics/scib.py"),
+    threads: ZEROSHOT["scib"]["threads"]
+    conda:
+        "../workflow/envs/scib.yaml"
+    script:
+        "../workflow/scripts/metrics/scib.py"
+
+
+rule umap:
+    input:
+        dataset="results/data/{dataset}/dataset.h5ad",
+        embeddings=embedding_files("embedding.h5ad"),
+        records=embedding_files("run.json"),
+    output:
+        report(
+            "results/plots/umap/{dataset}.png",
+            caption="../workflow/report/umap.rst",
+            category="Zero-shot",
+            labels={"dataset": "{dataset}"},
+        ),
+    log:
+        "logs/report/umap/{dataset}.log",
+    params:
+        embeddings=EMBEDDINGS,
+        labels={e: config["embeddings"][e]["label"] for e in EMBEDDINGS},
+        umap=ZEROSHOT["umap"],
+        code=code_hash("workflow/scripts/report/umap.py"),
+    conda:
+        "../workflow/envs/scib.yaml"
+    script:
+        "../workflow/scripts/report/umap.py"
+
+
+if ZEROSHOT_METHODS:
+
+    rule zeroshot_knn:
+        input:
+            unpack(zeroshot_split_inputs),
+        output:
+            predictions=zeroshot_files("prediction.h5ad"),
+            records=zeroshot_files("run.json"),
+        log:
+            "logs/zeroshot/{dataset}/{split}.log",
+        params:
+            runs=zeroshot_runs(),
+            methods={m: config["methods"][m] for m in ZEROSHOT_METHODS},
+            embeddings=EMBEDDINGS,
+            k=ZEROSHOT["knn"]["k"],
+            param_set=RUN["param_set"],
+            on_error=RUN["on_method_error"],
+            code=code_hash("workflow/scripts/zeroshot/knn.py"),
+        conda:
+            "../workflow/envs/classic.yaml"
+        script:
+            "../workflow/scripts/zeroshot/knn.py"

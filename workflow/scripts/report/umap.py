@@ -1,0 +1,14 @@
+"""UMAPs of one dataset's embeddings, coloured by cell type and by batch."""
+
+from cellplm.bench.io import read_h5ad
+from cellplm.bench.embeddings.results import read_embeddings
+from cellplm.bench.report.zeroshot import umap_plot
+from cellplm.bench.workflow import job
+
+with job(snakemake):
+    inp, p = snakemake.input, snakemake.params
+    arrays, unavailable, cells = read_embeddings(p.embeddings, inp.embeddings, inp.records)
+    obs = read_h5ad(inp.dataset).obs.loc[cells]
+    panels = {e: (p.labels[e], arrays.get(e), unavailable.get(e, ("", ""))[1]) for e in p.embeddings}
+    umap_plot(snakemake.wildcards.dataset, panels, obs, snakemake.output[0], max_cells=p.umap["max_cells"],
+              seed=p.umap["seed"])
