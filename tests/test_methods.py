@@ -14,8 +14,7 @@ from cellplm.bench.methods.base import Annotator, RunIds, run
 from conftest import ROOT, make_counts_adata, write_split_files
 
 QUICK = {"scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4}, "celltypist": {"max_iter": 20},
-         "cellplm_finetune": {"shape": "tiny", "max_epochs": 5, "warmup_epochs": 2, "progress": False},
-         "cellplm_zeroshot": {"progress": False}}
+         "cellplm_finetune": {"shape": "tiny", "max_epochs": 5, "warmup_epochs": 2, "progress": False}}
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +33,11 @@ def _run(cls, method, split_files, tmp_path, params=None):
 
 def test_every_method_folder_is_in_the_registry():
     folders = sorted(p.parent.name for p in (ROOT / "cellplm/bench/methods").glob("*/method.yaml"))
-    assert folders == method_ids() == sorted(registry()) and len(folders) == 13
+    assert folders == method_ids() == sorted(registry()) and len(folders) == 12
 
 
 @pytest.mark.parametrize("method", method_ids())
-def test_method_contract(method, split_files, tmp_path, tiny_checkpoint):
+def test_method_contract(method, split_files, tmp_path):
     cls = registry()[method]
     if isinstance(cls, MethodUnavailable):  # not importable here (scGPT needs its own env): a visible row, not a gap
         record = _run(method, method, split_files, tmp_path)
@@ -46,8 +45,6 @@ def test_method_contract(method, split_files, tmp_path, tiny_checkpoint):
         assert read_h5ad(tmp_path / "prediction.h5ad").uns["status"] == "not_applicable"
         return
     params = dict(QUICK.get(method, {}))
-    if method == "cellplm_zeroshot":
-        params["checkpoint"] = str(tiny_checkpoint)
     if method == "geneformer":  # a tiny BERT + dictionaries over the toy genes (tests/geneformer_tiny.py)
         from conftest import SYMBOLS
         from geneformer_tiny import write_tiny_geneformer_for_symbols
@@ -69,25 +66,8 @@ def test_method_contract(method, split_files, tmp_path, tiny_checkpoint):
     if method in ("logistic_regression", "knn_pca", "celltypist"):
         assert accuracy > 0.6  # the three toy types are separable
     if method.startswith("cellplm"):
-        assert rec["extra"]["checkpoint_kind"] == ("user-supplied" if method == "cellplm_zeroshot" else "random initialisation")
+        assert rec["extra"]["checkpoint_kind"] == "random initialisation"
         assert rec["extra"]["genes"]["n_matched"] == rec["n_genes_used"] == 12
-
-
-def test_cellplm_zeroshot_without_checkpoint_is_not_applicable(split_files, tmp_path):
-    record = _run(registry()["cellplm_zeroshot"], "cellplm_zeroshot", split_files, tmp_path, {"progress": False})
-    assert record.status == "not_applicable" and "checkpoint" in record.reason
-
-
-class Broken(Annotator):
-
-    def fit(self, train, solution=None, unlabelled=None):
-        raise RuntimeError("out of memory")
-
-
-class NotForThis(Annotator):
-
-    def fit(self, train, solution=None, unlabelled=None):
-        raise NotApplicable("only 3% of genes in the vocabulary")
 
 
 @pytest.mark.parametrize("cls, status, reason", [(Broken, "failed", "RuntimeError: out of memory"),

@@ -88,9 +88,9 @@ def test_speedups_are_relative_to_scgpt():
 def test_speed_models_follow_the_config():
     from cellplm.bench.workflow import CheckpointPlan, speed_models
 
-    config = {"methods": {"cellplm_zeroshot": {}, "scgpt": {"params": {"model_dir": "/models/scgpt_human"}}},
+    config = {"methods": {"cellplm_finetune": {}, "scgpt": {"params": {"model_dir": "/models/scgpt_human"}}},
               "speed": {"models": {
-                  "cellplm": {"method": "cellplm_zeroshot", "weights": "checkpoint"},
+                  "cellplm": {"method": "cellplm_finetune", "weights": "checkpoint"},
                   "scgpt": {"method": "scgpt", "weights": "checkpoint", "batch_size": 8},
                   "geneformer": {"method": "geneformer", "weights": "checkpoint"}}}}
     models = speed_models(config, CheckpointPlan("path", prefix="results/cellplm/checkpoints/x/model"))

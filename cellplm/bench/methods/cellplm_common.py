@@ -1,4 +1,4 @@
-"""What the CellPLM methods (cellplm_finetune, cellplm_zeroshot) share.
+"""What the CellPLM methods share (cellplm_finetune, and the embedding method cellplm of the zero-shot track).
 
 Both take ``checkpoint`` (a checkpoint prefix, or empty for random initialisation) and
 ``checkpoint_kind`` (how the workflow obtained it: "released", "pretrained here", "user-supplied"), and record

@@ -1,1 +1,0 @@
-"""Method cellplm_zeroshot: method.yaml (its metadata) and method.py (its Annotator)."""
