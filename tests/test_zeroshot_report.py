@@ -1,5 +1,5 @@
-"""The zero-shot report: tables keep provenance and reasons, Markdown shows every n/a's reason (synthetic scib rows
-and records)."""
+"""The zero-shot report: tables keep provenance and reasons, Markdown shows every n/a's reason, figures are written
+whole (synthetic scib rows and records)."""
 
 import json
 
@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cellplm.bench.errors import OutputError
 from cellplm.bench.report import zeroshot as zs
 
 LABELS = {"cellplm": "CellPLM", "geneformer": "Geneformer", "pca": "PCA"}
@@ -115,3 +116,25 @@ def test_markdown_has_a_table_per_dataset_with_the_reason_of_every_na(tables, tm
     cost = text.split("### Embedding cost")[1]
     assert "| one_batch | PCA | ok | cpu | 300 | 0.5 | 600 | 512 | – |" in cost
     assert f"| one_batch | Geneformer | not applicable: {NO_MODEL} | cpu | 300 | – | – | 512 | – |" in cost
+
+
+def test_scib_plot_writes_a_png_with_na_and_single_batch_panels(tables, tmp_path):
+    table, _ = tables
+    zs.scib_plot(table, tmp_path / "scib.png")
+    assert (tmp_path / "scib.png").read_bytes()[:4] == b"\x89PNG"
+    # best first by total (0.62, 0.60), by bio conservation where no total was scored (0.87, 0.78), n/a last
+    assert zs._ranked(table[table["dataset"] == "two_batches"]) == ["cellplm", "pca", "geneformer"]
+    assert zs._ranked(table[table["dataset"] == "one_batch"]) == ["pca", "cellplm", "geneformer"]
+
+
+def test_a_figure_that_cannot_be_written_leaves_nothing(tables, tmp_path, read_only):
+    table, _ = tables
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError):  # the output folder is a file
+        zs.scib_plot(table, tmp_path / "file" / "scib.png")
+    assert not list(tmp_path.glob("*.png")) and (tmp_path / "file").read_text() == "not a folder"
+    (tmp_path / "ro").mkdir()
+    folder = read_only(tmp_path / "ro")
+    with pytest.raises(OutputError, match="scib.png: output folder is not writable"):
+        zs.scib_plot(table, folder / "scib.png")
+    assert list(folder.iterdir()) == []

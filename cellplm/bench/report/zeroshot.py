@@ -1,4 +1,4 @@
-"""The zero-shot track's report: embeddings scored with scib-metrics, as tables and Markdown.
+"""The zero-shot track's report: embeddings scored with scib-metrics, as tables, Markdown and figures.
 
 Inputs are the long scib rows of :func:`cellplm.bench.embedding_metrics.score_embeddings` concatenated over
 datasets (with a ``dataset`` column) and the embedding run records (run.json dicts). Every row keeps what
@@ -9,11 +9,19 @@ figure shows a number, or a gap, without saying where it came from.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
-import pandas as pd
+import matplotlib
 
-from .aggregate import _num, _text, checkpoint_label
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+
+from .aggregate import _num, _text, checkpoint_label  # noqa: E402
+from .plots import _placeholder, _save  # noqa: E402
 
 # Fitted on the very cells they embed (no checkpoint): their provenance is that, not an empty cell.
 FITTED_ON_CELLS = ("pca", "scvi")
@@ -193,3 +201,100 @@ def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dic
                      f"{_num(r['embed_s'], '.1f')} | {_num(r['cells_per_s'], ',.0f')} | {_num(r['peak_rss_mb'], ',.0f')} | "
                      f"{_num(r['peak_gpu_mb'], ',.0f')} |")
     return lines
+
+
+# ---- the scib results table, as a figure ----------------------------------------------------------------------------
+
+def _value_norm(values: np.ndarray) -> Normalize:
+    """Colour scale of one metric column: median ± 2.5 standard deviations, as scib-metrics' results table
+    (plottable's normed_cmap); 0 to 1 where the column has too few values to spread."""
+    v = values[~np.isnan(values)]
+    std = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    if std == 0:
+        return Normalize(0, 1)
+    return Normalize(np.median(v) - 2.5 * std, np.median(v) + 2.5 * std)
+
+
+def _ink(rgba) -> str:
+    """Black or white text, whichever reads on this background."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _ranked(sub: pd.DataFrame) -> list[str]:
+    """Embeddings best first: by total, or by bio conservation where no total was scored (one batch)."""
+    wide = sub.pivot_table(index="embedding", columns="metric", values="value", sort=False, dropna=False)
+    order = list(dict.fromkeys(sub["embedding"]))
+    key = next((k for k in ("total", "bio_conservation") if k in wide and wide[k].notna().any()), None)
+    if key is None:
+        return order
+    return list(wide[key].reindex(order).sort_values(ascending=False, na_position="last", kind="stable").index)
+
+
+def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
+    """One dataset: rows embeddings, metric values as coloured circles, aggregates as bars, n/a in grey."""
+    columns = _columns(sub)
+    types = dict(zip(sub["metric"], sub["metric_type"]))
+    names = dict(zip(sub["metric"], sub["metric_label"]))
+    rows = _ranked(sub)
+    value = {(r.embedding, r.metric): r.value for r in sub.itertuples()}
+    first = sub.drop_duplicates("embedding").set_index("embedding")
+    n = len(rows)
+    ax.set_xlim(-3.2, len(columns) - 0.5)
+    ax.set_ylim(n - 0.5, -2.4)
+    ax.axis("off")
+    for i, e in enumerate(rows):
+        ax.text(-3.1, i - 0.1, first.loc[e, "embedding_label"], ha="left", va="center", fontsize=9, weight="bold")
+        ax.text(-3.1, i + 0.25, textwrap.shorten(_str(first.loc[e, "checkpoint"]) or "–", 48), ha="left",
+                va="center", fontsize=6, color="dimgrey")
+        ax.axhline(i + 0.5, color="black", lw=0.8, ls=(0, (1, 5)))
+    for j, m in enumerate(columns):
+        ax.text(j, -0.75, names[m].replace(" ", "\n", 1), ha="center", va="center", fontsize=8)
+        values = np.array([value.get((e, m), np.nan) for e in rows], dtype=float)
+        if types[m] == "aggregate":
+            for i, v in enumerate(values):
+                if np.isnan(v):
+                    ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="grey")
+                    continue
+                end = j - 0.45 + 0.9 * min(max(v, 0), 1)
+                ax.barh(i, end - (j - 0.45), left=j - 0.45, height=0.7, color=plt.cm.YlGnBu(v), zorder=1)
+                inside = v >= 0.5  # the value inside a long bar, after a short one
+                ax.text(end - 0.03 if inside else end + 0.03, i, f"{v:.2f}", ha="right" if inside else "left",
+                        va="center", fontsize=8, color=_ink(plt.cm.YlGnBu(v)) if inside else "black", zorder=2)
+            continue
+        norm = _value_norm(values)
+        for i, v in enumerate(values):
+            colour = (0.85, 0.85, 0.85, 1.0) if np.isnan(v) else plt.cm.PRGn(norm(v))
+            ax.scatter([j], [i], s=700, color=[colour], edgecolors="none", zorder=1)
+            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="grey" if np.isnan(v) else _ink(colour), zorder=2)
+    groups = {t: [j for j, m in enumerate(columns) if types[m] == t] for t in TYPE_ORDER}
+    titles = {"bio": "Bio conservation", "batch": "Batch correction", "aggregate": "Aggregate score"}
+    for t, js in groups.items():
+        if js:
+            ax.text((js[0] + js[-1]) / 2, -1.85, titles[t], ha="center", va="center", fontsize=9, weight="bold")
+            ax.plot([js[0] - 0.4, js[-1] + 0.4], [-1.55, -1.55], color="black", lw=1)
+    if groups["aggregate"]:
+        ax.axvline(groups["aggregate"][0] - 0.5, color="black", lw=1)
+    ax.axhline(-0.25, color="black", lw=1)
+    cells = "; ".join(dict.fromkeys(sub["cells"].map(_str)))
+    metric_set = "; ".join(dict.fromkeys(sub["metric_set"].map(_str)))
+    ax.set_title(f"{dataset}: {cells}\n" + textwrap.fill(metric_set, wrap), loc="left", fontsize=8)
+
+
+def scib_plot(zeroshot: pd.DataFrame, path) -> None:
+    """Our equivalent of scib-metrics' ``Benchmarker.plot_results_table`` (matplotlib only): one panel per dataset,
+    embeddings best first, metric values as circles coloured within their column, aggregates as bars; what was
+    not scored is a grey "n/a" (its reason is in zeroshot.tsv and benchmark.md). Written atomically as png."""
+    if zeroshot.empty:
+        return _placeholder(path, "no zero-shot scores")
+    datasets = sorted(set(zeroshot["dataset"]))
+    subs = [zeroshot[zeroshot["dataset"] == d] for d in datasets]
+    width = 3.5 + 1.0 * max(len(_columns(s)) for s in subs)
+    heights = [2.0 + 0.5 * s["embedding"].nunique() for s in subs]
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(width, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, d, sub in zip(axes[:, 0], datasets, subs):
+        _scib_panel(ax, d, sub, wrap=int(width * 15))
+    fig.tight_layout()
+    _save(fig, path)
