@@ -1,5 +1,5 @@
 """The zero-shot report: tables keep provenance and reasons, Markdown shows every n/a's reason, figures are written
-whole (synthetic scib rows and records)."""
+whole (synthetic scib rows and records; one real UMAP run of a few hundred cells)."""
 
 import json
 
@@ -138,3 +138,38 @@ def test_a_figure_that_cannot_be_written_leaves_nothing(tables, tmp_path, read_o
     with pytest.raises(OutputError, match="scib.png: output folder is not writable"):
         zs.scib_plot(table, folder / "scib.png")
     assert list(folder.iterdir()) == []
+
+
+def test_umap_grid_same_cells_for_every_embedding(tmp_path, monkeypatch):
+    """One real UMAP run (numba compiles once per process): a single-batch dataset, one embedding that did not run,
+    and a subsample smaller than the dataset, drawn on the same cells for every embedding."""
+    rng = np.random.default_rng(0)
+    n = 300
+    types = rng.integers(0, 3, n)
+    obs = pd.DataFrame({"cell_type": [f"type{t}" for t in types], "batch": "b0"})
+    centres = rng.normal(size=(3, 8)) * 5
+    x = (centres[types] + rng.normal(size=(n, 8))).astype(np.float32)
+    embeddings = {"pca": ("PCA", x, ""), "geneformer": ("Geneformer", None, NO_MODEL), "cellplm": ("CellPLM", x * 2, "")}
+    seen = []
+    umap = zs._umap
+    monkeypatch.setattr(zs, "_umap", lambda emb, seed: seen.append(emb) or umap(emb, seed))
+    zs.umap_plot("synthetic", embeddings, obs, tmp_path / "umap.png", max_cells=200, seed=0)
+    assert (tmp_path / "umap.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(seen) == 2 and np.array_equal(seen[1], seen[0] * 2) and len(seen[0]) == 200
+    with pytest.raises(ValueError, match="embedding cellplm: 10 rows for 300 cells"):
+        zs.umap_plot("synthetic", {"cellplm": ("CellPLM", x[:10], "")}, obs, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_umap_grid_legend_of_many_cell_types_is_a_note(monkeypatch, tmp_path):
+    """Beyond 30 cell types no legend but a note; an embedding that did not run still gets its row (no UMAP run)."""
+    obs = pd.DataFrame({"cell_type": [f"type{i % 40}" for i in range(400)], "batch": [f"b{i % 2}" for i in range(400)]})
+    figures = []
+    monkeypatch.setattr(zs, "_save", lambda fig, path: figures.append(fig))
+    zs.umap_plot("many", {"geneformer": ("Geneformer", None, NO_MODEL)}, obs, tmp_path / "umap.png", max_cells=300)
+    texts = [t.get_text() for ax in figures[0].axes for t in ax.texts]
+    assert "cell type: 40\nvalues, too many\nfor a legend" in texts
+    assert f"Geneformer: not available ({NO_MODEL})" in [t.replace("\n", " ") for t in texts]
+    assert figures[0].get_suptitle().endswith("embedding, a seeded subsample of 300 of 400 cells (seed 0)")
+    assert [t.get_text() for t in figures[0].axes[-1].get_legend().get_texts()] == ["b0", "b1"]
+    zs.plt.close(figures[0])

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from .aggregate import _num, _text, checkpoint_label  # noqa: E402
 from .plots import _placeholder, _save  # noqa: E402
@@ -33,6 +34,7 @@ RECORD_COLUMNS = ["dataset", "embedding", "label", "status", "reason", "device",
 ZEROSHOT_COLUMNS = ["dataset", "embedding", "embedding_label", "checkpoint", "cells", "metric_set", "metric",
                     "metric_label", "metric_type", "value", "status", "reason", "n_cells", "n_cells_total", "device",
                     "embed_s", "cells_per_s", "n_dims"]
+LEGEND_MAX = 30  # more categories than this: no legend (a note says how many)
 
 
 def read_embedding_records(paths) -> list[dict]:
@@ -297,4 +299,92 @@ def scib_plot(zeroshot: pd.DataFrame, path) -> None:
     for ax, d, sub in zip(axes[:, 0], datasets, subs):
         _scib_panel(ax, d, sub, wrap=int(width * 15))
     fig.tight_layout()
+    _save(fig, path)
+
+
+# ---- UMAPs of the embeddings ----------------------------------------------------------------------------------------
+
+def _subsample(n: int, max_cells: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of at most ``max_cells`` of ``n`` cells (all when n <= max_cells)."""
+    if n <= max_cells:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
+
+
+def _palette(categories: list) -> dict:
+    """Category -> colour, the same in every row of the grid."""
+    from scanpy.plotting.palettes import default_102
+
+    colours = plt.cm.tab10.colors if len(categories) <= 10 else plt.cm.tab20.colors if len(categories) <= 20 \
+        else default_102
+    return {c: colours[i % len(colours)] for i, c in enumerate(categories)}
+
+
+def _umap(x: np.ndarray, seed: int) -> np.ndarray:
+    """2-d UMAP of one embedding: scanpy's kNN graph on it (15 neighbours) then ``sc.tl.umap``."""
+    import anndata as ad
+    import scanpy as sc
+
+    adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(x))]))
+    adata.obsm["X_emb"] = np.asarray(x, dtype=np.float32)
+    sc.pp.neighbors(adata, use_rep="X_emb", random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+    return adata.obsm["X_umap"]
+
+
+def _legend(ax, palette: dict, what: str) -> None:
+    """A legend of every category in its own column of the grid; beyond LEGEND_MAX categories a note instead."""
+    ax.axis("off")
+    if len(palette) > LEGEND_MAX:
+        ax.text(0, 1, f"{what}: {len(palette)}\nvalues, too many\nfor a legend", va="top", fontsize=8,
+                transform=ax.transAxes)
+        return
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=str(k)) for k, c in palette.items()]
+    ax.legend(handles=handles, loc="upper left", frameon=False, title=what, borderaxespad=0,
+              fontsize=8 if len(palette) <= 15 else 6, title_fontsize=8, markerscale=0.8, handletextpad=0.2)
+
+
+def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells: int = 20000, seed: int = 0) -> None:
+    """A grid of UMAPs, one row per embedding, coloured by cell type (left) and by batch (right), png written
+    atomically.
+
+    ``embeddings``: id -> (label, array (n_cells, d) or None, reason); rows of every array are the rows of ``obs``
+    (columns ``cell_type`` and ``batch``). Every embedding is drawn on the same seeded subsample of at most
+    ``max_cells`` cells; one that did not run is a panel with its reason. Labels only colour the points: the UMAP
+    of an embedding sees nothing but that embedding.
+    """
+    if not embeddings:
+        return _placeholder(path, f"{dataset}: no embeddings to draw")
+    idx = _subsample(len(obs), max_cells, seed)
+    for e, (_, x, _) in embeddings.items():
+        if x is not None and len(x) != len(obs):
+            raise ValueError(f"embedding {e}: {len(x)} rows for {len(obs)} cells")
+    cell_type = obs["cell_type"].astype(str).to_numpy()[idx]
+    batch = obs["batch"].astype(str).to_numpy()[idx]
+    colours = {"cell type": _palette(sorted(set(cell_type))), "batch": _palette(sorted(set(batch)))}
+    order = np.random.default_rng(seed).permutation(len(idx))  # no class painted over all others by file order
+    size = min(20.0, 120000 / len(idx))  # scanpy's default point size
+    height = 3.6 * len(embeddings) + 0.6
+    fig = plt.figure(figsize=(11, height))
+    grid = fig.add_gridspec(len(embeddings), 4, width_ratios=[1, 0.45, 1, 0.3], wspace=0.05, top=1 - 0.7 / height)
+    for i, (e, (label, x, reason)) in enumerate(embeddings.items()):
+        panels = [fig.add_subplot(grid[i, 0]), fig.add_subplot(grid[i, 2])]
+        if x is None:
+            panels[0].set(xticks=[], yticks=[])
+            panels[1].axis("off")
+            panels[0].text(0.5, 0.5, textwrap.fill(f"{label}: not available ({reason or 'no reason recorded'})", 40),
+                           ha="center", va="center", fontsize=9, transform=panels[0].transAxes)
+            panels[0].set_title(label, fontsize=9)
+            continue
+        xy = _umap(np.asarray(x)[idx], seed)[order]
+        for ax, (what, values) in zip(panels, [("cell type", cell_type), ("batch", batch)]):
+            ax.scatter(xy[:, 0], xy[:, 1], s=size, c=[colours[what][v] for v in values[order]], linewidths=0,
+                       rasterized=True)
+            ax.set(xticks=[], yticks=[])
+            ax.set_title(f"{label}: {what}", fontsize=9)
+    _legend(fig.add_subplot(grid[:, 1]), colours["cell type"], "cell type")
+    _legend(fig.add_subplot(grid[:, 3]), colours["batch"], "batch")
+    cells = (f"all {len(idx):,} cells" if len(idx) == len(obs)
+             else f"a seeded subsample of {len(idx):,} of {len(obs):,} cells (seed {seed})")
+    fig.suptitle(f"{dataset}: UMAP of each zero-shot embedding, {cells}", fontsize=11, y=1 - 0.2 / height)
     _save(fig, path)
