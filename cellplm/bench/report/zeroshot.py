@@ -1,0 +1,390 @@
+"""The zero-shot track's report: embeddings scored with scib-metrics, as tables, Markdown and figures.
+
+Inputs are the long scib rows of :func:`cellplm.bench.embedding_metrics.score_embeddings` concatenated over
+datasets (with a ``dataset`` column) and the embedding run records (run.json dicts). Every row keeps what
+produced it (checkpoint, cells scored, metric set), and every missing value keeps its reason, so no table or
+figure shows a number, or a gap, without saying where it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from .aggregate import _num, _text, checkpoint_label  # noqa: E402
+from .plots import _placeholder, _save  # noqa: E402
+
+# Fitted on the very cells they embed (no checkpoint): their provenance is that, not an empty cell.
+FITTED_ON_CELLS = ("pca", "scvi")
+NO_CHECKPOINT = "none (fitted on these cells, no labels)"
+TYPE_ORDER = ("bio", "batch", "aggregate")
+TYPE_WORDS = {"bio": "bio-conservation metrics", "batch": "batch-correction metrics"}
+RECORD_COLUMNS = ["dataset", "embedding", "label", "status", "reason", "device", "n_cells", "embed_s",
+                  "cells_per_s", "peak_rss_mb", "peak_gpu_mb", "checkpoint"]
+ZEROSHOT_COLUMNS = ["dataset", "embedding", "embedding_label", "checkpoint", "cells", "metric_set", "metric",
+                    "metric_label", "metric_type", "value", "status", "reason", "n_cells", "n_cells_total", "device",
+                    "embed_s", "cells_per_s", "n_dims"]
+LEGEND_MAX = 30  # more categories than this: no legend (a note says how many)
+
+
+def read_embedding_records(paths) -> list[dict]:
+    """The embedding run records (run.json) as the dicts the tables below take."""
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def _checkpoint(rec: dict) -> str:
+    """The record's weights in words; PCA and scVI say they were fitted on the cells they embed."""
+    label = checkpoint_label(rec.get("extra") or {}, rec.get("params") or {})
+    return label or (NO_CHECKPOINT if rec["embedding"] in FITTED_ON_CELLS else "")
+
+
+def _records_frame(records: list[dict], labels: dict) -> pd.DataFrame:
+    """One row per (dataset, embedding) record, with the checkpoint in words and cells/s where only n/s is known."""
+    rows = []
+    for rec in records:
+        rate, secs, n = rec.get("cells_per_s"), rec.get("embed_s"), rec.get("n_cells")
+        if rate is None and secs and n:
+            rate = n / secs
+        rows.append({**{k: rec.get(k) for k in RECORD_COLUMNS}, "label": labels.get(rec["embedding"], rec["embedding"]),
+                     "cells_per_s": rate, "checkpoint": _checkpoint(rec), "n_dims": rec.get("n_dims")})
+    df = pd.DataFrame(rows, columns=RECORD_COLUMNS + ["n_dims"])
+    twice = df[df.duplicated(["dataset", "embedding"], keep=False)]
+    if not twice.empty:
+        raise ValueError("more than one embedding record for dataset/embedding "
+                         + ", ".join(sorted({f"{d}/{e}" for d, e in zip(twice["dataset"], twice["embedding"])})))
+    for c in ("n_cells", "embed_s", "cells_per_s", "peak_rss_mb", "peak_gpu_mb", "n_dims"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in ("status", "reason", "device", "checkpoint"):
+        df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+def _embedding_rank(embeddings: pd.Series, labels: dict) -> pd.Series:
+    """Sort key: the order of ``labels``, then embeddings it does not name in order of appearance."""
+    rank = {e: i for i, e in enumerate(labels)}
+    for e in dict.fromkeys(embeddings):
+        rank.setdefault(e, len(rank))
+    return embeddings.map(rank)
+
+
+def zeroshot_table(scib: pd.DataFrame, records: list[dict], labels: dict) -> pd.DataFrame:
+    """The tidy zero-shot table (results/tables/zeroshot.tsv): each scib row with the embedding's label, checkpoint
+    and cost, sorted by dataset, embedding (the order of ``labels``) and metric type (bio, batch, aggregate)."""
+    if scib.empty:
+        return pd.DataFrame(columns=ZEROSHOT_COLUMNS)
+    rec = _records_frame(records, labels)[["dataset", "embedding", "checkpoint", "device", "embed_s", "cells_per_s",
+                                          "n_dims"]]
+    out = scib.merge(rec, on=["dataset", "embedding"], how="left")
+    out["embedding_label"] = out["embedding"].map(lambda e: labels.get(e, e))
+    for c in ("checkpoint", "device", "reason"):
+        out[c] = out[c].fillna("").astype(str)
+    out = out.assign(_e=_embedding_rank(out["embedding"], labels), _t=out["metric_type"].map(TYPE_ORDER.index))
+    out = out.sort_values(["dataset", "_e", "_t"], kind="stable")
+    return out[ZEROSHOT_COLUMNS].reset_index(drop=True)
+
+
+def embedding_speed_table(records: list[dict], labels: dict) -> pd.DataFrame:
+    """What each embedding cost: device, cells, seconds, cells/s, peak memory, per (dataset, embedding), with the
+    status and reason of those that did not run."""
+    df = _records_frame(records, labels)
+    df = df.assign(_e=_embedding_rank(df["embedding"], labels)).sort_values(["dataset", "_e"], kind="stable")
+    return df[RECORD_COLUMNS].reset_index(drop=True)
+
+
+def _str(x) -> str:
+    return x if isinstance(x, str) else ""
+
+
+def _why(status: str, reason: str) -> str:
+    """Why a value is missing, in words."""
+    if status and status != "ok":
+        return f"{status.replace('_', ' ')}: {reason}" if reason else status.replace("_", " ")
+    return reason or "no value returned"
+
+
+def _columns(sub: pd.DataFrame) -> list[str]:
+    """Metric ids in table order (bio, batch, aggregate; first appearance within a type)."""
+    return list(dict.fromkeys(sub.sort_values("metric_type", key=lambda t: t.map(TYPE_ORDER.index),
+                                              kind="stable")["metric"]))
+
+
+def _scope(cells: list[tuple[str, str]], columns: list[str], types: dict, names: dict, embeddings: list[str],
+           emb_labels: dict) -> str:
+    """Which cells of a dataset's table one reason covers, in words ("batch-correction metrics, Total")."""
+    metrics = {m for _, m in cells}
+    if metrics == set(columns):
+        what = "every metric"
+    else:
+        of_type = {t: {m for m in columns if types[m] == t} for t in TYPE_WORDS}
+        whole = [t for t, of in of_type.items() if of and of <= metrics]
+        what = ", ".join([TYPE_WORDS[t] for t in whole]
+                         + [names[m] for m in columns if m in metrics and types[m] not in whole])
+    embs = list(dict.fromkeys(e for e, _ in cells))
+    return what if set(embs) == set(embeddings) else f"{what} for {', '.join(emb_labels[e] for e in embs)}"
+
+
+def _dataset_lines(dataset: str, sub: pd.DataFrame) -> list[str]:
+    """One dataset's table (embeddings x metrics, 3 decimals, n/a cells numbered by reason), its footnotes and
+    the cells and metric set behind it."""
+    columns = _columns(sub)
+    types = dict(zip(sub["metric"], sub["metric_type"]))
+    names = dict(zip(sub["metric"], sub["metric_label"]))
+    embeddings = list(dict.fromkeys(sub["embedding"]))
+    emb_labels = dict(zip(sub["embedding"], sub["embedding_label"]))
+    by_cell = {(r.embedding, r.metric): r for r in sub.itertuples()}
+    checkpoint = dict(zip(sub["embedding"], sub["checkpoint"]))
+    reasons: dict[str, list] = {}
+    rows = []
+    for e in embeddings:
+        cells = []
+        for m in columns:
+            r = by_cell.get((e, m))
+            if r is not None and pd.notna(r.value):
+                cells.append(f"{r.value:.3f}")
+                continue
+            why = _why(_str(r.status), _str(r.reason)) if r is not None else "not scored"
+            reasons.setdefault(why, []).append((e, m))
+            cells.append(f"n/a [{list(reasons).index(why) + 1}]")
+        rows.append(f"| {emb_labels[e]} | {_text(checkpoint[e])} | " + " | ".join(cells) + " |")
+    lines = ["", f"### Dataset `{dataset}`", "",
+             "| embedding | checkpoint | " + " | ".join(names[m] for m in columns) + " |",
+             "|---" * (len(columns) + 2) + "|", *rows, ""]
+    lines += [f"- n/a [{i}] ({_scope(cells, columns, types, names, embeddings, emb_labels)}): {why}."
+              for i, (why, cells) in enumerate(reasons.items(), 1)]
+    cells_scored = "; ".join(dict.fromkeys(sub["cells"].map(_str))) or "–"
+    metric_set = "; ".join(dict.fromkeys(sub["metric_set"].map(_str))) or "–"
+    lines.append(f"- Cells scored: {cells_scored}. Metric set: {metric_set}.")
+    return lines
+
+
+def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dict) -> list[str]:
+    """The "Zero-shot embeddings" section of benchmark.md: per dataset the scib table with its n/a reasons and
+    the cells and metric set behind it, each metric's definition, and what each embedding cost.
+
+    ``metric_defs``: metric id -> {"label", "definition"} (``METRICS`` and ``AGGREGATES`` of
+    :mod:`cellplm.bench.embedding_metrics`).
+    """
+    lines = ["", "## Zero-shot embeddings", "",
+             "Each embedding method embedded a dataset's cells without seeing any cell-type label (the foundation"
+             " models with the checkpoint named in each row; PCA and scVI fitted on these same cells, scVI with"
+             " their batches), and scib-metrics scored every embedding against the labels and batches, on all"
+             " cells of the dataset or a seeded subsample of them (values unscaled; total = 0.6 bio conservation"
+             " + 0.4 batch correction, as scib-metrics' Benchmarker)."]
+    if zeroshot.empty:
+        lines += ["", "No zero-shot scores."]
+    for dataset, sub in zeroshot.groupby("dataset", sort=True):
+        lines += _dataset_lines(dataset, sub)
+    shown = _columns(zeroshot)
+    if shown:
+        names = dict(zip(zeroshot["metric"], zeroshot["metric_label"]))
+        types = dict(zip(zeroshot["metric"], zeroshot["metric_type"]))
+        lines += ["", "### Metric definitions", ""]
+        lines += [f"- **{names[m]}** (`{m}`, {types[m]}): {metric_defs.get(m, {}).get('definition') or '–'}"
+                  for m in shown]
+    lines += ["", "### Embedding cost", ""]
+    if speed.empty:
+        return lines + ["No embedding records."]
+    lines += ["| dataset | embedding | status | device | cells | seconds | cells/s | peak RSS MB | peak GPU MB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in speed.iterrows():
+        status = _str(r["status"])
+        status = "ok" if status == "ok" else _why(status, _str(r["reason"]))
+        lines.append(f"| {r['dataset']} | {r['label']} | {status} | {_text(r['device'])} | {_num(r['n_cells'], ',.0f')} | "
+                     f"{_num(r['embed_s'], '.1f')} | {_num(r['cells_per_s'], ',.0f')} | {_num(r['peak_rss_mb'], ',.0f')} | "
+                     f"{_num(r['peak_gpu_mb'], ',.0f')} |")
+    return lines
+
+
+# ---- the scib results table, as a figure ----------------------------------------------------------------------------
+
+def _value_norm(values: np.ndarray) -> Normalize:
+    """Colour scale of one metric column: median ± 2.5 standard deviations, as scib-metrics' results table
+    (plottable's normed_cmap); 0 to 1 where the column has too few values to spread."""
+    v = values[~np.isnan(values)]
+    std = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    if std == 0:
+        return Normalize(0, 1)
+    return Normalize(np.median(v) - 2.5 * std, np.median(v) + 2.5 * std)
+
+
+def _ink(rgba) -> str:
+    """Black or white text, whichever reads on this background."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+def _ranked(sub: pd.DataFrame) -> list[str]:
+    """Embeddings best first: by total, or by bio conservation where no total was scored (one batch)."""
+    wide = sub.pivot_table(index="embedding", columns="metric", values="value", sort=False, dropna=False)
+    order = list(dict.fromkeys(sub["embedding"]))
+    key = next((k for k in ("total", "bio_conservation") if k in wide and wide[k].notna().any()), None)
+    if key is None:
+        return order
+    return list(wide[key].reindex(order).sort_values(ascending=False, na_position="last", kind="stable").index)
+
+
+def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
+    """One dataset: rows embeddings, metric values as coloured circles, aggregates as bars, n/a in grey."""
+    columns = _columns(sub)
+    types = dict(zip(sub["metric"], sub["metric_type"]))
+    names = dict(zip(sub["metric"], sub["metric_label"]))
+    rows = _ranked(sub)
+    value = {(r.embedding, r.metric): r.value for r in sub.itertuples()}
+    first = sub.drop_duplicates("embedding").set_index("embedding")
+    n = len(rows)
+    ax.set_xlim(-3.2, len(columns) - 0.5)
+    ax.set_ylim(n - 0.5, -2.4)
+    ax.axis("off")
+    for i, e in enumerate(rows):
+        ax.text(-3.1, i - 0.1, first.loc[e, "embedding_label"], ha="left", va="center", fontsize=9, weight="bold")
+        ax.text(-3.1, i + 0.25, textwrap.shorten(_str(first.loc[e, "checkpoint"]) or "–", 48), ha="left",
+                va="center", fontsize=6, color="dimgrey")
+        ax.axhline(i + 0.5, color="black", lw=0.8, ls=(0, (1, 5)))
+    for j, m in enumerate(columns):
+        ax.text(j, -0.75, names[m].replace(" ", "\n", 1), ha="center", va="center", fontsize=8)
+        values = np.array([value.get((e, m), np.nan) for e in rows], dtype=float)
+        if types[m] == "aggregate":
+            for i, v in enumerate(values):
+                if np.isnan(v):
+                    ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="grey")
+                    continue
+                end = j - 0.45 + 0.9 * min(max(v, 0), 1)
+                ax.barh(i, end - (j - 0.45), left=j - 0.45, height=0.7, color=plt.cm.YlGnBu(v), zorder=1)
+                inside = v >= 0.5  # the value inside a long bar, after a short one
+                ax.text(end - 0.03 if inside else end + 0.03, i, f"{v:.2f}", ha="right" if inside else "left",
+                        va="center", fontsize=8, color=_ink(plt.cm.YlGnBu(v)) if inside else "black", zorder=2)
+            continue
+        norm = _value_norm(values)
+        for i, v in enumerate(values):
+            colour = (0.85, 0.85, 0.85, 1.0) if np.isnan(v) else plt.cm.PRGn(norm(v))
+            ax.scatter([j], [i], s=700, color=[colour], edgecolors="none", zorder=1)
+            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="grey" if np.isnan(v) else _ink(colour), zorder=2)
+    groups = {t: [j for j, m in enumerate(columns) if types[m] == t] for t in TYPE_ORDER}
+    titles = {"bio": "Bio conservation", "batch": "Batch correction", "aggregate": "Aggregate score"}
+    for t, js in groups.items():
+        if js:
+            ax.text((js[0] + js[-1]) / 2, -1.85, titles[t], ha="center", va="center", fontsize=9, weight="bold")
+            ax.plot([js[0] - 0.4, js[-1] + 0.4], [-1.55, -1.55], color="black", lw=1)
+    if groups["aggregate"]:
+        ax.axvline(groups["aggregate"][0] - 0.5, color="black", lw=1)
+    ax.axhline(-0.25, color="black", lw=1)
+    cells = "; ".join(dict.fromkeys(sub["cells"].map(_str)))
+    metric_set = "; ".join(dict.fromkeys(sub["metric_set"].map(_str)))
+    ax.set_title(f"{dataset}: {cells}\n" + textwrap.fill(metric_set, wrap), loc="left", fontsize=8)
+
+
+def scib_plot(zeroshot: pd.DataFrame, path) -> None:
+    """Our equivalent of scib-metrics' ``Benchmarker.plot_results_table`` (matplotlib only): one panel per dataset,
+    embeddings best first, metric values as circles coloured within their column, aggregates as bars; what was
+    not scored is a grey "n/a" (its reason is in zeroshot.tsv and benchmark.md). Written atomically as png."""
+    if zeroshot.empty:
+        return _placeholder(path, "no zero-shot scores")
+    datasets = sorted(set(zeroshot["dataset"]))
+    subs = [zeroshot[zeroshot["dataset"] == d] for d in datasets]
+    width = 3.5 + 1.0 * max(len(_columns(s)) for s in subs)
+    heights = [2.0 + 0.5 * s["embedding"].nunique() for s in subs]
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(width, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, d, sub in zip(axes[:, 0], datasets, subs):
+        _scib_panel(ax, d, sub, wrap=int(width * 15))
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# ---- UMAPs of the embeddings ----------------------------------------------------------------------------------------
+
+def _subsample(n: int, max_cells: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of at most ``max_cells`` of ``n`` cells (all when n <= max_cells)."""
+    if n <= max_cells:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
+
+
+def _palette(categories: list) -> dict:
+    """Category -> colour, the same in every row of the grid."""
+    from scanpy.plotting.palettes import default_102
+
+    colours = plt.cm.tab10.colors if len(categories) <= 10 else plt.cm.tab20.colors if len(categories) <= 20 \
+        else default_102
+    return {c: colours[i % len(colours)] for i, c in enumerate(categories)}
+
+
+def _umap(x: np.ndarray, seed: int) -> np.ndarray:
+    """2-d UMAP of one embedding: scanpy's kNN graph on it (15 neighbours) then ``sc.tl.umap``."""
+    import anndata as ad
+    import scanpy as sc
+
+    adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(x))]))
+    adata.obsm["X_emb"] = np.asarray(x, dtype=np.float32)
+    sc.pp.neighbors(adata, use_rep="X_emb", random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+    return adata.obsm["X_umap"]
+
+
+def _legend(ax, palette: dict, what: str) -> None:
+    """A legend of every category in its own column of the grid; beyond LEGEND_MAX categories a note instead."""
+    ax.axis("off")
+    if len(palette) > LEGEND_MAX:
+        ax.text(0, 1, f"{what}: {len(palette)}\nvalues, too many\nfor a legend", va="top", fontsize=8,
+                transform=ax.transAxes)
+        return
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=str(k)) for k, c in palette.items()]
+    ax.legend(handles=handles, loc="upper left", frameon=False, title=what, borderaxespad=0,
+              fontsize=8 if len(palette) <= 15 else 6, title_fontsize=8, markerscale=0.8, handletextpad=0.2)
+
+
+def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells: int = 20000, seed: int = 0) -> None:
+    """A grid of UMAPs, one row per embedding, coloured by cell type (left) and by batch (right), png written
+    atomically.
+
+    ``embeddings``: id -> (label, array (n_cells, d) or None, reason); rows of every array are the rows of ``obs``
+    (columns ``cell_type`` and ``batch``). Every embedding is drawn on the same seeded subsample of at most
+    ``max_cells`` cells; one that did not run is a panel with its reason. Labels only colour the points: the UMAP
+    of an embedding sees nothing but that embedding.
+    """
+    if not embeddings:
+        return _placeholder(path, f"{dataset}: no embeddings to draw")
+    idx = _subsample(len(obs), max_cells, seed)
+    for e, (_, x, _) in embeddings.items():
+        if x is not None and len(x) != len(obs):
+            raise ValueError(f"embedding {e}: {len(x)} rows for {len(obs)} cells")
+    cell_type = obs["cell_type"].astype(str).to_numpy()[idx]
+    batch = obs["batch"].astype(str).to_numpy()[idx]
+    colours = {"cell type": _palette(sorted(set(cell_type))), "batch": _palette(sorted(set(batch)))}
+    order = np.random.default_rng(seed).permutation(len(idx))  # no class painted over all others by file order
+    size = min(20.0, 120000 / len(idx))  # scanpy's default point size
+    height = 3.6 * len(embeddings) + 0.6
+    fig = plt.figure(figsize=(11, height))
+    grid = fig.add_gridspec(len(embeddings), 4, width_ratios=[1, 0.45, 1, 0.3], wspace=0.05, top=1 - 0.7 / height)
+    for i, (e, (label, x, reason)) in enumerate(embeddings.items()):
+        panels = [fig.add_subplot(grid[i, 0]), fig.add_subplot(grid[i, 2])]
+        if x is None:
+            panels[0].set(xticks=[], yticks=[])
+            panels[1].axis("off")
+            panels[0].text(0.5, 0.5, textwrap.fill(f"{label}: not available ({reason or 'no reason recorded'})", 40),
+                           ha="center", va="center", fontsize=9, transform=panels[0].transAxes)
+            panels[0].set_title(label, fontsize=9)
+            continue
+        xy = _umap(np.asarray(x)[idx], seed)[order]
+        for ax, (what, values) in zip(panels, [("cell type", cell_type), ("batch", batch)]):
+            ax.scatter(xy[:, 0], xy[:, 1], s=size, c=[colours[what][v] for v in values[order]], linewidths=0,
+                       rasterized=True)
+            ax.set(xticks=[], yticks=[])
+            ax.set_title(f"{label}: {what}", fontsize=9)
+    _legend(fig.add_subplot(grid[:, 1]), colours["cell type"], "cell type")
+    _legend(fig.add_subplot(grid[:, 3]), colours["batch"], "batch")
+    cells = (f"all {len(idx):,} cells" if len(idx) == len(obs)
+             else f"a seeded subsample of {len(idx):,} of {len(obs):,} cells (seed {seed})")
+    fig.suptitle(f"{dataset}: UMAP of each zero-shot embedding, {cells}", fontsize=11, y=1 - 0.2 / height)
+    _save(fig, path)
