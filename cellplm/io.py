@@ -34,7 +34,7 @@ def atomic_path(dest):
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        if e.errno in UNWRITABLE + DISK_FULL:
+        if e.errno in UNWRITABLE + DISK_FULL + (errno.EEXIST, errno.ENOTDIR):  # EEXIST/ENOTDIR: a file is in the way
             raise OutputError(f"{dest.parent}: cannot create output folder ({e.strerror})") from None
         raise
     for stale in dest.parent.glob(f".{glob.escape(dest.stem)}.partial-*{glob.escape(dest.suffix)}"):

@@ -130,7 +130,7 @@ def test_scib_plot_writes_a_png_with_na_and_single_batch_panels(tables, tmp_path
 def test_a_figure_that_cannot_be_written_leaves_nothing(tables, tmp_path, read_only):
     table, _ = tables
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(OSError):  # the output folder is a file
+    with pytest.raises(OutputError, match="cannot create output folder"):  # the output folder is a file
         zs.scib_plot(table, tmp_path / "file" / "scib.png")
     assert not list(tmp_path.glob("*.png")) and (tmp_path / "file").read_text() == "not a folder"
     (tmp_path / "ro").mkdir()
