@@ -68,6 +68,15 @@ def versions(packages) -> dict:
     return out
 
 
+def instantiate(cls, unavailable: ImportError | None, seed: int, params: dict):
+    """The component ``cls(seed=seed, **params)`` after seeding everything; NotApplicable (naming what is missing)
+    when its packages are not importable here."""
+    if unavailable is not None:
+        raise NotApplicable(str(unavailable))
+    seed_everything(seed)
+    return cls(seed=seed, **params)
+
+
 @contextlib.contextmanager
 def outcome(record: Record, name: str, on_error: str = "record", log=print):
     """Run the block; NotApplicable -> status ``not_applicable``, any other exception -> ``failed`` (first line of

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import InputError, NotApplicable
-from ..harness import Record, finish, outcome, seed_everything, versions
+from ..errors import InputError
+from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
 from ..registry import Parameterised
 from . import REGISTRY
@@ -111,10 +111,7 @@ def run(
     out = ad.AnnData(obs=pd.DataFrame({"batch": cells.obs["batch"].to_numpy(), "set": sets}, index=cells.obs_names))
     model = None
     with outcome(record, ids.embedding, on_error, log):
-        if unavailable is not None:
-            raise NotApplicable(str(unavailable))
-        seed_everything(ids.seed)
-        model = embedder_cls(seed=ids.seed, **params)
+        model = instantiate(embedder_cls, unavailable, ids.seed, params)
         model.check_params()
         t0 = time.perf_counter()
         z = model.embed(cells)

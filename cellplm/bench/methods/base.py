@@ -20,8 +20,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..errors import NotApplicable
-from ..harness import Record, finish, outcome, seed_everything, versions
+from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
 from ..registry import Parameterised
 from . import REGISTRY
@@ -88,10 +87,7 @@ def run(
     predictions = pd.Series(pd.NA, index=test.obs_names, dtype="string")
     model = None
     with outcome(record, ids.method, on_error, log):
-        if unavailable is not None:
-            raise NotApplicable(str(unavailable))
-        seed_everything(ids.seed)
-        model = annotator_cls(seed=ids.seed, **params)
+        model = instantiate(annotator_cls, unavailable, ids.seed, params)
         solution = read_h5ad(solution_path) if annotator_cls.needs_solution else None
         t0 = time.perf_counter()
         model.fit(train, solution=solution, unlabelled=test if annotator_cls.transductive else None)
