@@ -222,7 +222,7 @@ def test_zero_shot_embeddings_mask_padding_and_special_tokens(tmp_path):
     folder = write_tiny_geneformer(tmp_path / "v2", ENSEMBL, special_tokens=True)
     a = make_counts_adata(n_cells=6)
     a.X[5] = 0  # no gene: zeros
-    emb = embed_cells(a, folder, device="cpu", batch_size=4)
+    emb = embed_cells(a, folder, device="cpu", batch_size=4, emb_mode="cell")
     assert emb.shape == (6, 16) and emb.dtype == np.float32 and not emb[5].any() and np.abs(emb[:5]).sum() > 0
     # cell 0 alone, unpadded, by hand: mean over its gene tokens (not <cls>/<eos>) of the penultimate layer
     tokenizer, _ = make_tokenizer(find_model_files(folder), 2048)
@@ -230,5 +230,13 @@ def test_zero_shot_embeddings_mask_padding_and_special_tokens(tmp_path):
     assert ids[0] == 2 and ids[-1] == 3  # <cls> ... <eos>
     bert = BertModel.from_pretrained(folder, add_pooling_layer=False).eval()
     with torch.no_grad():
-        hidden = bert(input_ids=torch.as_tensor(ids)[None], output_hidden_states=True).hidden_states[-2][0]
-    np.testing.assert_allclose(emb[0], hidden[1:-1].mean(0).numpy(), atol=1e-5)
+        hidden = bert(input_ids=torch.as_tensor(ids)[None], output_hidden_states=True).hidden_states
+    np.testing.assert_allclose(emb[0], hidden[-2][0, 1:-1].mean(0).numpy(), atol=1e-5)
+    # EmbExtractor's defaults: <cls> (the dictionary has it) of the 2nd-to-last layer (emb_layer -1); 0 the last
+    cls, info = embed_cells(a, folder, device="cpu", batch_size=4, return_info=True)
+    assert info["emb_mode"] == "cls" and info["hidden_states_index"] == -2 and info["cells_without_tokens"] == 1
+    np.testing.assert_allclose(cls[0], hidden[-2][0, 0].numpy(), atol=1e-5)
+    last = embed_cells(a, folder, device="cpu", batch_size=4, emb_layer=0)
+    np.testing.assert_allclose(last[0], hidden[-1][0, 0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="without <cls>"):  # V1: no <cls> to take
+        embed_cells(a, write_tiny_geneformer(tmp_path / "v1", ENSEMBL), device="cpu", emb_mode="cls")

@@ -4,6 +4,10 @@ A checkpoint that claims to be the authors' release (``kind: released``) must ha
 105 parameter names and shapes of 20230926_85M (``cellplm/resources/state_dict_keys_20230926_85M.tsv``, read from
 the released file). That is how a release whose config is fetched from the authors' folder (20231027_85M) is shown
 to be the same model, and how a swapped or truncated file is caught before any method runs.
+
+:func:`use_checkpoint` is what a CellPLM method or embedding does with the checkpoint params the workflow gives it
+(``checkpoint``: a prefix, or empty; ``checkpoint_kind``: how the workflow obtained it; ``trusted_sha256``), and
+:func:`checkpoint_provenance` what it records, so that no row pretends to come from weights it did not use.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from ..model.checkpoint import checkpoint_paths, load_model, read_checkpoint
+from ..checksum import sha256_file
+from ..model.checkpoint import TRUST_ENV, checkpoint_paths, load_model, read_checkpoint
 from .errors import InputError
 from .io import write_json
 
@@ -76,3 +81,34 @@ def link(config_src, weights_src, out_config, out_weights, provenance, *, source
         raise
     write_json(record, provenance)
     return record
+
+
+def checkpoint_provenance(checkpoint: str | None, kind: str | None, shape: str = "85M") -> dict:
+    """What produced the weights: kind, path, sha256 of the weights file, how it was unpickled, and pretraining
+    metadata if any; random initialisation of ``shape`` without a checkpoint."""
+    if not checkpoint:
+        return {"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation", "shape": shape}
+    weights = checkpoint_paths(checkpoint)[1]
+    blob = read_checkpoint(weights)
+    meta = blob.get("pretraining")
+    if kind in (None, "", "auto"):
+        kind = "pretrained here" if meta else "user-supplied"
+    out = {"checkpoint": str(Path(checkpoint)), "checkpoint_kind": kind, "checkpoint_sha256": sha256_file(weights),
+           "loaded_with": blob.get("loaded_with", "weights_only")}
+    if meta:
+        out["pretraining"] = {k: meta[k] for k in ("shape", "steps", "corpus", "seed") if k in meta}
+        out["pretraining"]["epochs"] = meta.get("hyperparameters", {}).get("epochs", meta.get("epochs"))
+    return out
+
+
+def use_checkpoint(checkpoint: str | None, kind: str | None, trusted_sha256=None,
+                   shape: str = "85M") -> tuple[str | None, dict]:
+    """(the checkpoint prefix, or None for random initialisation; its :func:`checkpoint_provenance`).
+
+    ``trusted_sha256`` (the config's explicit opt-in, cellplm.checkpoint.trusted_sha256, for a pinned release) is
+    put in the environment, so that every load in this process honours it.
+    """
+    if trusted_sha256:
+        os.environ[TRUST_ENV] = ",".join(trusted_sha256)
+    checkpoint = checkpoint or None
+    return checkpoint, checkpoint_provenance(checkpoint, kind, shape)

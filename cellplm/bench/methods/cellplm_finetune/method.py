@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from ..cellplm_common import CellPLMMethod
+from ...checkpoints import use_checkpoint
+from ..base import Annotator
 
 FINETUNE_OPTIONS = ("n_hvg", "transductive", "lr", "embedder_lr_scale", "weight_decay", "embedder_weight_decay",
                     "warmup_epochs", "max_epochs", "patience", "plateau_patience", "plateau_factor", "clip", "dropout",
                     "eval_every", "group_key", "min_gene_share", "min_count_share", "shape", "device", "precision")
 
 
-class CellPLMFinetune(CellPLMMethod):
+class CellPLMFinetune(Annotator):
+    """Params ``checkpoint`` (a checkpoint prefix, or empty for random initialisation) and ``checkpoint_kind`` (how
+    the workflow obtained it: "released", "pretrained here", "user-supplied"), whose provenance goes into the run
+    record (:func:`cellplm.bench.checkpoints.use_checkpoint`), and the fine-tuning options."""
+
+    packages = ("torch",)
+    transductive = True
 
     def fit(self, train, solution=None, unlabelled=None):
         from ....finetune import CellTypeAnnotator
 
-        ckpt = self._checkpoint()
+        p = self.params
+        ckpt, self.extra = use_checkpoint(p.get("checkpoint"), p.get("checkpoint_kind"), p.get("trusted_sha256"),
+                                          p.get("shape", "85M"))
         options = {k: self.params[k] for k in FINETUNE_OPTIONS if k in self.params}
         self.model_ = CellTypeAnnotator(ckpt, seed=self.seed, progress=self.params.get("progress", True), **options)
         self.model_.fit(train, label_key="cell_type", unlabelled=unlabelled)

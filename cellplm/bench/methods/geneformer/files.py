@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ....checksum import sha256_file
 from ...errors import InputError
 
 
@@ -29,6 +30,16 @@ class GeneformerFiles:
     weights: Path
     token_dictionary: Path
     gene_median_dictionary: Path
+
+    def provenance(self, kind: str) -> dict:
+        """What a run record says about the weights: the model directory, how it was obtained (``kind``:
+        "released" when the workflow fetched it), the files used and the weights' sha256."""
+        out = {"checkpoint": str(self.model_dir), "checkpoint_kind": kind, "weights_file": self.weights.name,
+               "token_dictionary": str(self.token_dictionary),
+               "gene_median_dictionary": str(self.gene_median_dictionary)}
+        if self.weights.suffix != ".json":  # a single weights file (not a sharded index)
+            out["checkpoint_sha256"] = sha256_file(self.weights)
+        return out
 
 
 def _given_path(value, model_dir: Path) -> Path:

@@ -21,7 +21,8 @@ pick the best epoch by macro-F1.
 The tokeniser is written here from the paper's description and the documented behaviour of Geneformer's
 ``TranscriptomeTokenizer`` (totals over all genes of the cell, duplicate Ensembl ids summed, ties kept in input
 order); ``transformers`` is imported only when a model directory is configured. :func:`.embedder.embed_cells` gives
-zero-shot cell embeddings (mean of the penultimate layer's gene states), used by the speed comparison.
+zero-shot cell embeddings as Geneformer's EmbExtractor computes them by default (the 2nd-to-last layer's <cls> state,
+or the mean of its gene states without <cls>), used by the zero-shot track and the speed comparison.
 
 The folder: :mod:`.files` (model directory and dictionaries), :mod:`.tokenizer`, this module (fine-tuning and the
 annotator) and :mod:`.embedder`.
@@ -34,8 +35,6 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .... import genes as genes_
-from ....checksum import sha256_file
 from ....metrics import macro_f1
 from ...errors import InputError, NotApplicable
 from ..base import Annotator
@@ -86,12 +85,8 @@ class Geneformer(Annotator):
                                 "Hugging Face (as the full config does), or point model_dir at a copy of your own")
         files = find_model_files(model_dir, self.params.get("token_dictionary"),
                                  self.params.get("gene_median_dictionary"))
-        kind = self.params.get("checkpoint_kind", "pretrained")  # "released" when the workflow fetched the model
-        self.extra.update({"checkpoint": str(files.model_dir), "checkpoint_kind": kind,
-                           "weights_file": files.weights.name, "token_dictionary": str(files.token_dictionary),
-                           "gene_median_dictionary": str(files.gene_median_dictionary)})
-        if files.weights.suffix != ".json":  # a single weights file (not a sharded index)
-            self.extra["checkpoint_sha256"] = sha256_file(files.weights)
+        # "released" when the workflow fetched the model
+        self.extra.update(files.provenance(self.params.get("checkpoint_kind", "pretrained")))
         return files
 
     def _make_tokenizer(self, files: GeneformerFiles) -> RankValueTokenizer:
@@ -108,11 +103,7 @@ class Geneformer(Annotator):
         if check:
             self.extra["genes"] = asdict(cov)
             print(f"geneformer: {source}: {cov.describe()}")
-            genes_.require_coverage(
-                source, n_matched=cov.n_matched, gene_share=cov.gene_share, count_share=cov.count_share,
-                min_gene_share=float(self.param("min_gene_share")), min_count_share=float(self.param("min_count_share")),
-                describe=cov.describe(),
-                none_matched=f"no genes in the Geneformer token dictionary ({cov.n_genes} genes; ids from {cov.id_source})")
+            cov.require(source, float(self.param("min_gene_share")), float(self.param("min_count_share")))
         return self.tokenizer.tokenize(adata.X, mapping)
 
     # --- the BERT --------------------------------------------------------------------------------------------------

@@ -30,6 +30,13 @@ class GeneCoverage:
         return (f"{self.n_matched}/{self.n_genes} genes ({self.gene_share:.1%}) in the Geneformer token dictionary, "
                 f"{self.count_share:.1%} of counts; ids from {self.id_source}")
 
+    def require(self, source: str, min_gene_share: float, min_count_share: float) -> None:
+        """NotApplicable when below ``min_gene_share`` of the genes or ``min_count_share`` of the counts matched."""
+        genes_.require_coverage(
+            source, n_matched=self.n_matched, gene_share=self.gene_share, count_share=self.count_share,
+            min_gene_share=min_gene_share, min_count_share=min_count_share, describe=self.describe(),
+            none_matched=f"no genes in the Geneformer token dictionary ({self.n_genes} genes; ids from {self.id_source})")
+
 
 @dataclass
 class GeneMapping:

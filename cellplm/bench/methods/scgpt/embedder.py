@@ -9,8 +9,9 @@ import pandas as pd
 
 from ...errors import NotApplicable
 from .genes import counts_of, gene_symbols, match_vocabulary, require_coverage
-from .model import autocast, build_model, load_weights, read_model_dir, resolve_device, shape_of, vocab_from_genes
-from .tokenizer import PAD_TOKEN, PAD_VALUE, bin_values, tokenize
+from .model import (autocast, build_model, device_detail, load_weights, read_model_dir, resolve_device, shape_of,
+                    vocab_from_genes)
+from .tokenizer import PAD_TOKEN, PAD_VALUE, bin_values, token_stats, tokenize
 from .upstream import torch
 
 
@@ -39,7 +40,7 @@ def _embedder(model_dir, shape_name: str, genes: tuple, device: torch.device, se
 
 def embed_cells(adata, model_dir=None, shape: str = "whole_human", batch_size: int = 64, device="auto",
                 amp: bool = True, max_seq_len: int = 1200, n_bins: int = 51, seed: int = 0,
-                min_gene_share: float = 0.3, min_count_share: float = 0.5) -> np.ndarray:
+                min_gene_share: float = 0.3, min_count_share: float = 0.5, return_info: bool = False):
     """Zero-shot scGPT cell embeddings, ``(n_cells, d_model)`` float32, L2-normalised as ``embed_data`` returns them.
 
     The ``<cls>`` output of the transformer for each cell's expressed genes (at most ``max_seq_len`` tokens
@@ -47,7 +48,8 @@ def embed_cells(adata, model_dir=None, shape: str = "whole_human", batch_size: i
     as in fine-tuning. ``model_dir``: a whole-human-layout directory; without it, random weights of ``shape``
     (seeded) over a vocabulary of ``adata``'s genes. fp16 autocast on a GPU when ``amp``. Deterministic: the model
     runs in eval mode and the binning tie-breaks and gene sampling use ``seed``. The model is built once and reused
-    by later calls with the same arguments, so repeated calls time the embedding, not the loading.
+    by later calls with the same arguments, so repeated calls time the embedding, not the loading. With
+    ``return_info``: (embeddings, what a run record wants: gene coverage, device, amp, tokens).
     """
     dev = resolve_device(device)
     counts = counts_of(adata, "embedding input")
@@ -75,4 +77,8 @@ def embed_cells(adata, model_dir=None, shape: str = "whole_human", batch_size: i
             out.append(h[:, 0, :].float().cpu().numpy())
     emb = np.concatenate(out) if out else np.zeros((0, model.d_model), dtype=np.float32)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    return (emb / np.where(norms > 0, norms, 1)).astype(np.float32)
+    emb = (emb / np.where(norms > 0, norms, 1)).astype(np.float32)
+    if not return_info:
+        return emb
+    return emb, {"genes": coverage, "device": dev.type, "device_detail": device_detail(dev),
+                 "amp": bool(amp and dev.type == "cuda"), "tokens": {**token_stats(binned, max_seq_len), "n_bins": n_bins}}

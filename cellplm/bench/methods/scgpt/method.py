@@ -48,9 +48,9 @@ import scipy.sparse as sp
 from ...errors import NotApplicable
 from ..base import Annotator
 from .genes import counts_of, gene_symbols, match_vocabulary, require_coverage, select_hvg
-from .model import (PAD_VALUE, autocast, build_model, describe_shape, device_detail, forward, load_weights,
-                    read_model_dir, resolve_device, set_threads, shape_of, vocab_from_genes)
-from .tokenizer import MASK_VALUE, bin_values, tokenize
+from .model import (PAD_VALUE, autocast, build_model, device_detail, forward, load_weights, read_model_dir,
+                    resolve_device, set_threads, shape_of, vocab_from_genes, weights_provenance)
+from .tokenizer import MASK_VALUE, bin_values, token_stats, tokenize
 from .upstream import random_mask_value, scgpt, scgpt_model_module, torch
 
 
@@ -80,10 +80,8 @@ class ScGPTAnnotator(Annotator):
         valid_batches = tokenize(binned[valid_idx], self.gene_ids_, vocab, bs, max_len, zero, pad_value)
         y_train = [torch.from_numpy(y[train_idx[i:i + bs]]).long() for i in range(0, len(train_idx), bs)]
         y_valid = [torch.from_numpy(y[valid_idx[i:i + bs]]).long() for i in range(0, len(valid_idx), bs)]
-        lengths = np.diff(binned[train_idx].indptr) + 1
-        self.extra["tokens"] = {"max_seq_len": max_len, "mean_per_cell": float(np.minimum(lengths, max_len).mean()),
-                                "share_of_cells_truncated": float((lengths > max_len).mean()),
-                                "include_zero_gene": zero, "n_bins": int(p("n_bins"))}
+        self.extra["tokens"] = {**token_stats(binned[train_idx], max_len), "include_zero_gene": zero,
+                                "n_bins": int(p("n_bins"))}
 
         model = self._model(shape, vocab, pad_value, device)
         best, history = self._train(model, (train_batches, y_train), (valid_batches, y_valid), vocab, device, amp,
@@ -103,19 +101,14 @@ class ScGPTAnnotator(Annotator):
         ``shape`` over a vocabulary of the training genes; the provenance goes into the run record."""
         p = self.param
         model_dir = p("model_dir")
+        self.extra = weights_provenance(model_dir, p("checkpoint_kind"), p("shape"))
         if model_dir:
             args, vocab = read_model_dir(model_dir)
             shape = {k: args[k] for k in ("embsize", "nheads", "d_hid", "nlayers")}
             shape["n_layers_cls"] = args.get("n_layers_cls", 3)
-            self.extra = {"checkpoint": str(Path(model_dir)), "checkpoint_kind": p("checkpoint_kind"),
-                          "shape": "from args.json", "weights": f"pretrained: {model_dir}"}
             pad_value = int(args.get("pad_value", PAD_VALUE))
         else:
             shape = shape_of(p("shape"))
-            described = describe_shape(p("shape"), shape)
-            self.extra = {"checkpoint": f"random initialisation ({described})",
-                          "checkpoint_kind": "random initialisation", "shape": p("shape"),
-                          "weights": f"random initialisation ({described})"}
             pad_value = PAD_VALUE
             named = np.array([bool(s) for s in symbols])
             vocab = vocab_from_genes(pd.unique(symbols[named]))

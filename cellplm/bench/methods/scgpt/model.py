@@ -145,6 +145,17 @@ def describe_shape(name: str, shape: dict) -> str:
     return f"shape {name}: {shape['nlayers']} layers, d_model {shape['embsize']}, {shape['nheads']} heads"
 
 
+def weights_provenance(model_dir, checkpoint_kind: str, shape_name: str) -> dict:
+    """What the run record says about the weights: the model directory and how it was obtained (``checkpoint_kind``,
+    "released" when the workflow fetched it), or random initialisation of the named shape."""
+    if model_dir:
+        return {"checkpoint": str(Path(model_dir)), "checkpoint_kind": checkpoint_kind, "shape": "from args.json",
+                "weights": f"pretrained: {model_dir}"}
+    described = describe_shape(shape_name, shape_of(shape_name))
+    return {"checkpoint": f"random initialisation ({described})", "checkpoint_kind": "random initialisation",
+            "shape": shape_name, "weights": f"random initialisation ({described})"}
+
+
 def autocast(device: torch.device, amp: bool):
     return torch.cuda.amp.autocast(enabled=bool(amp and device.type == "cuda"))
 

@@ -67,3 +67,10 @@ def tokenize(binned: sp.csr_matrix, gene_ids: np.ndarray, vocab, batch_size: int
                                    pad_value=pad_value, append_cls=True, include_zero_gene=include_zero_gene)
         batches.append({"genes": t["genes"].to(torch.int32), "values": t["values"]})
     return batches
+
+
+def token_stats(binned: sp.csr_matrix, max_seq_len: int) -> dict:
+    """How many tokens the cells have (their expressed genes and ``<cls>``) against ``max_seq_len``."""
+    lengths = np.diff(binned.indptr) + 1
+    return {"max_seq_len": max_seq_len, "mean_per_cell": float(np.minimum(lengths, max_seq_len).mean()),
+            "share_of_cells_truncated": float((lengths > max_seq_len).mean())}

@@ -1,0 +1,5 @@
+"""``python -m cellplm.bench.embeddings <id> --train ... --test ... --embedding ... --record ...``"""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The command line that runs any embedding method (``python -m cellplm.bench.embeddings <id> --help``).
+
+The contract: read ``--train`` and ``--test`` (one split), write ``--embedding`` (h5ad, ``obsm['X_emb']`` for every
+cell, train then test) and ``--record`` (JSON), both always, both atomically (:func:`.base.run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..harness import add_run_arguments, cli_main
+from . import METADATA, embedding_ids, metadata
+from .base import EmbeddingIds, run
+
+
+def parser(embedding_id: str | None = None) -> argparse.ArgumentParser:
+    """The runner's parser; with an embedding id, its help describes that method (label and implementation)."""
+    about = ""
+    if embedding_id in embedding_ids():
+        meta = metadata(embedding_id)
+        about = f" {embedding_id}: {meta['label']}. Implementation: {meta.get('implementation', '')}."
+    p = argparse.ArgumentParser(
+        prog="python -m cellplm.bench.embeddings",
+        description="Embed the cells of one split (train then test; labels are never read) with one embedding "
+                    "method, write the embedding and a run record. Embedding methods: " + ", ".join(embedding_ids())
+                    + " (cellplm/bench/embeddings/<id>/)." + about,
+    )
+    p.add_argument("embedding", choices=embedding_ids(), metavar="embedding",
+                   help="embedding method id (a folder with an embedding.yaml)")
+    p.add_argument("--train", required=True, help="train.h5ad (raw counts in X, obs['batch']; labels are dropped)")
+    p.add_argument("--test", required=True, help="test.h5ad (raw counts in X, obs['batch'])")
+    p.add_argument("--embedding", required=True, dest="embedding_path", metavar="EMBEDDING",
+                   help="output h5ad: obs batch and set, obsm['X_emb'] (float32) for every cell when the run is ok")
+    add_run_arguments(p, METADATA)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(argv[0] if argv else None).parse_args(argv)
+    ids = EmbeddingIds(args.dataset, args.split, args.embedding, args.seed, args.param_set)
+    return cli_main(args.params, metadata(args.embedding).get("params") or {}, lambda params: run(
+        args.embedding, ids, args.train, args.test, args.embedding_path, args.record, params=params,
+        on_error=args.on_error, log=print))

@@ -1,0 +1,1 @@
+"""Embedding method scgpt: embedding.yaml (its metadata) and embedder.py (its Embedder)."""

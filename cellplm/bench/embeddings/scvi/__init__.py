@@ -1,0 +1,1 @@
+"""Embedding method scvi: embedding.yaml (its metadata) and embedder.py (its Embedder)."""
