@@ -49,7 +49,8 @@ def records(dataset: str) -> list[dict]:
         {**base, "embedding": "pca", "status": "ok", "reason": "", "embed_s": 0.5, "cells_per_s": None, "n_dims": 50,
          "params": {"n_comps": 50}, "extra": {"n_hvg": 2000, "n_comps": 50}},
         {**base, "embedding": "geneformer", "status": "not_applicable", "reason": NO_MODEL, "embed_s": None,
-         "cells_per_s": None, "n_dims": None, "params": {}, "extra": {}},
+         "cells_per_s": None, "n_dims": None, "params": {"model_dir": None, "checkpoint_kind": "pretrained"},
+         "extra": {}},
     ]
 
 

@@ -428,7 +428,7 @@ def zeroshot_methods(config: dict) -> dict:
     for emb in config["run"]["embeddings"]:
         spec = config["embeddings"][emb]
         out[emb + ZEROSHOT_SUFFIX] = {
-            "label": f"{spec['label']} + kNN",
+            "label": f"{spec['label']} (zero-shot embedding + kNN)",
             "implementation": f"scikit-learn KNeighborsClassifier (k={knn['k']}) on the train cells' {spec['label']} "
                               f"({spec.get('implementation', '')})",
             "env": "workflow/envs/classic.yaml", "gpu": False, "control": False, "published_as": None,
@@ -491,7 +491,7 @@ def code_hash(root: Path, *entries: str) -> str:
     code is every ``cellplm`` module they import, directly or through others (read from the import statements,
     including those inside functions, so lazy imports count, and from the ``_EXPORTS`` of packages whose names are
     imported on first use), the ``__init__`` of each package on the way, the
-    method folders' ``method.yaml`` beside any of their modules, and ``cellplm/resources`` when the model package
+    method (and embedding) folders' ``method.yaml`` (``embedding.yaml``) beside any of their modules, and ``cellplm/resources`` when the model package
     is among them. A module imported by name at run time (the method registry's) is not followed: a method's
     jobs name their method's module themselves.
     """
@@ -504,8 +504,9 @@ def code_hash(root: Path, *entries: str) -> str:
         else:
             files |= _module_files(root, entry)
     for path in list(files):
-        if (path.parent / "method.yaml").exists():
-            files.add(path.parent / "method.yaml")
+        for metadata in ("method.yaml", "embedding.yaml"):
+            if (path.parent / metadata).exists():
+                files.add(path.parent / metadata)
     if any(_is_model_file(root, path) for path in files):
         files |= {p for p in (root / "cellplm" / "resources").iterdir() if p.suffix != ".md"}
     h = hashlib.sha256()

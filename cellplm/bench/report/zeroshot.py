@@ -24,8 +24,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from .aggregate import _num, _text, checkpoint_label  # noqa: E402
 from .plots import _placeholder, _save  # noqa: E402
 
-# Fitted on the very cells they embed (no checkpoint): their provenance is that, not an empty cell.
-FITTED_ON_CELLS = ("pca", "scvi")
+# An embedding method without any checkpoint (PCA, scVI) is fitted on the very cells it embeds: that is its provenance.
 NO_CHECKPOINT = "none (fitted on these cells, no labels)"
 TYPE_ORDER = ("bio", "batch", "aggregate")
 TYPE_WORDS = {"bio": "bio-conservation metrics", "batch": "batch-correction metrics"}
@@ -43,9 +42,15 @@ def read_embedding_records(paths) -> list[dict]:
 
 
 def _checkpoint(rec: dict) -> str:
-    """The record's weights in words; PCA and scVI say they were fitted on the cells they embed."""
-    label = checkpoint_label(rec.get("extra") or {}, rec.get("params") or {})
-    return label or (NO_CHECKPOINT if rec["embedding"] in FITTED_ON_CELLS else "")
+    """The record's weights in words (:func:`.aggregate.checkpoint_label`); an embedding method with no checkpoint
+    (PCA, scVI) says it was fitted on the cells it embeds; a not-applicable run that loaded nothing, nothing (its
+    reason says why)."""
+    extra, params = rec.get("extra") or {}, rec.get("params") or {}
+    if not any(k in d for d in (extra, params) for k in ("checkpoint", "checkpoint_kind", "model_dir")):
+        return NO_CHECKPOINT
+    if rec.get("status") == "not_applicable" and not extra:
+        return ""
+    return checkpoint_label(extra, params)
 
 
 def _records_frame(records: list[dict], labels: dict) -> pd.DataFrame:

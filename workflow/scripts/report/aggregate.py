@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellplm.bench.embedding_metrics import AGGREGATES, METRICS
 from cellplm.bench.report import aggregate as agg
 from cellplm.bench.report import zeroshot as zs
 from cellplm.bench.io import write_text, write_tsv
@@ -37,5 +38,5 @@ with job(snakemake):
     write_tsv(speed, out.speed)
     write_tsv(agg.with_data(zeroshot, datasets), out.zeroshot)
     write_tsv(agg.with_data(emb_speed, datasets), out.embedding_speed)
-    zeroshot_lines = zs.markdown_lines(zeroshot, emb_speed) if snakemake.params.embeddings else []
+    zeroshot_lines = zs.markdown_lines(zeroshot, emb_speed, {**METRICS, **AGGREGATES}) if snakemake.params.embeddings else []
     write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines), out.markdown)
