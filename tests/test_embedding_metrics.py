@@ -122,6 +122,8 @@ def test_unavailable_and_broken_embeddings_are_rows_with_their_status(data):
     assert list(broken.metric) == expected and broken.value.isna().all() and (broken.status == "failed").all()
     assert (broken.reason == "embedding has NaN or inf in 2 of 400 cells").all()
     assert (rows[rows.embedding.isin(["good", "perfect", "random"])].status == "ok").all()
+    with pytest.raises(ValueError, match="not_applicable or failed"):
+        score_embeddings({}, TYPES, BATCHES, bio={}, batch={}, unavailable={"scvi": ("ok", "")})
 
 
 def test_a_metric_that_raises_fails_alone(monkeypatch):

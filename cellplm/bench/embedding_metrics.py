@@ -119,7 +119,9 @@ def score_embeddings(embeddings: dict[str, np.ndarray], labels, batches, *, bio:
     (a field left out keeps scib-metrics' default); each enabled metric gets a row per embedding, plus the three
     :data:`AGGREGATES`. All embeddings are scored on the same :func:`subsample` of cells. ``neighbors``: a key of
     :data:`NEIGHBORS`. ``pre_integrated``: the (n_cells, d) embedding PCR comparison compares against (without it
-    that metric's rows say so). ``unavailable``: id -> (status, reason) of embeddings that did not run.
+    that metric's rows say so). ``unavailable``: id -> (status "not_applicable" or "failed", reason) of embeddings
+    that did not run. ``n_jobs``: workers of the neighbour search. An embedding of the wrong shape or with NaN or
+    inf in any cell gets failed rows, and so does a metric that raises; the others are scored all the same.
     """
     sm = _scib_metrics()
     from scib_metrics.benchmark import BatchCorrection, BioConservation
@@ -134,6 +136,8 @@ def score_embeddings(embeddings: dict[str, np.ndarray], labels, batches, *, bio:
     if not functions:
         raise ValueError("no scib metric enabled (bio and batch are all off)")
     unavailable = dict(unavailable or {})
+    if any(status not in ("not_applicable", "failed") for status, _ in unavailable.values()):
+        raise ValueError(f"an unavailable embedding's status is not_applicable or failed: {unavailable}")
     if set(embeddings) & set(unavailable):
         raise ValueError(f"embeddings both given and unavailable: {sorted(set(embeddings) & set(unavailable))}")
     for name, values in (("batches", batches), ("pre_integrated", pre_integrated)):
@@ -159,8 +163,7 @@ def score_embeddings(embeddings: dict[str, np.ndarray], labels, batches, *, bio:
             if problem:
                 results[emb_id] = _uniform(functions, "failed", problem)
                 continue
-            bench = partial(_benchmark, X[cells], labels, batches, pre, neighbours=_once(computer(n_jobs)),
-                            n_jobs=n_jobs)
+            bench = partial(_benchmark, X[cells], labels, batches, pre, neighbours=_once(computer(n_jobs)))
             values, failed = _run(bench, [f for f in functions if f not in skipped])
             results[emb_id] = _results(functions, values, skipped, failed)
     finally:
@@ -277,7 +280,7 @@ def _once(compute):
     return memo
 
 
-def _benchmark(X, labels, batches, pre, functions, *, neighbours, n_jobs) -> dict[str, float]:
+def _benchmark(X, labels, batches, pre, functions, *, neighbours) -> dict[str, float]:
     """scib-metrics' ``Benchmarker`` on one embedding for ``functions``: metric id / aggregate -> value."""
     from anndata import AnnData
     from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
@@ -291,7 +294,7 @@ def _benchmark(X, labels, batches, pre, functions, *, neighbours, n_jobs) -> dic
     adata = AnnData(obs=obs, obsm={_EMB: X, _PRE: X if pre is None else pre})
     bench = Benchmarker(adata, batch_key=_BATCH, label_key=_LABEL, embedding_obsm_keys=[_EMB],
                         bio_conservation_metrics=bio, batch_correction_metrics=batch,
-                        pre_integrated_embedding_obsm_key=_PRE, n_jobs=n_jobs, progress_bar=False)
+                        pre_integrated_embedding_obsm_key=_PRE, progress_bar=False)
     bench.prepare(neighbor_computer=neighbours)
     bench.benchmark()
     wide = bench.get_results(min_max_scale=False).loc[_EMB]  # columns: cleaned metric names and the aggregates
