@@ -96,6 +96,12 @@ def _config(workdir, name, text):
      "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
      "unknown method 'no_such_method' in run.methods"),
     ("run: {datasets: [nowhere], methods: [true_labels]}\n", "unknown dataset 'nowhere' in run.datasets"),
+    ("run: {datasets: [pbmc68k], methods: [cellplm_zeroshot]}\n"
+     "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
+     "run.methods: cellplm_zeroshot is the zero-shot row of embedding 'cellplm'; list that in run.embeddings"),
+    ("run: {datasets: [pbmc68k], methods: [true_labels], embeddings: [umap]}\n"
+     "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
+     "unknown embedding 'umap' in run.embeddings"),
     ("run: {datasets: [pbmc12k], methods: [true_labels], sedes: [1]}\n", "sedes"),
 ])
 def test_config_errors_name_the_problem(workdir, text, message):
@@ -104,7 +110,7 @@ def test_config_errors_name_the_problem(workdir, text, message):
     assert message in out.stdout + out.stderr
 
 
-CELLPLM_RUN = ("run: {datasets: [pbmc68k], methods: [cellplm_finetune, cellplm_zeroshot]}\n"
+CELLPLM_RUN = ("run: {datasets: [pbmc68k], methods: [cellplm_finetune], embeddings: [cellplm]}\n"
                "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n")
 
 
@@ -201,10 +207,12 @@ def test_demo_end_to_end(demo):
         assert abs(value - 1 / n_types[dataset]) < 0.15  # about chance
     assert bal[("pbmc68k", "published", "logistic_regression")] > 0.5
     runs = pd.read_csv(tables / "runs.tsv", sep="\t", keep_default_na=False)
-    n_methods = len(yaml.safe_load((ROOT / "config/demo.yaml").read_text())["run"]["methods"])
-    geneformer = runs["method"] == "geneformer"  # no model_dir in the demo: a not_applicable row per run
-    assert geneformer.sum() == 3 * 2 and (runs.loc[geneformer, "status"] == "not_applicable").all()
-    assert runs.loc[geneformer, "reason"].str.startswith("no Geneformer model directory configured").all()
+    demo_run = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["run"]
+    n_methods = len(demo_run["methods"]) + len(demo_run["embeddings"])  # every embedding adds its zero-shot row
+    geneformer = runs["method"].isin(["geneformer", "geneformer_zeroshot"])  # no model_dir: not_applicable rows
+    assert geneformer.sum() == 2 * 3 * 2 and (runs.loc[geneformer, "status"] == "not_applicable").all()
+    assert runs.loc[runs["method"] == "geneformer", "reason"].str.startswith("no Geneformer model directory configured").all()
+    assert runs.loc[runs["method"] == "geneformer_zeroshot", "reason"].str.contains("not applicable").all()
     ok = runs[~geneformer]
     assert len(runs) == (1 + 2) * n_methods * 2 and (ok["status"] == "ok").all(), ok[ok["status"] != "ok"]
     # CellPLM rows: pretrained here (tiny shape, demo epochs), provenance in every table
@@ -251,13 +259,47 @@ def test_demo_end_to_end(demo):
     assert "NOT the published protocol" in md and "Balanced accuracy (macro recall, classes in the truth)" in md
     assert "## Checkpoints" in md and "## Ours beside the published table, reading for reading" in md
     assert "- CellPLM (fine-tuned) (`cellplm_finetune`): pretrained here (tiny, 4 epochs) (6 ok runs)." in md
-    for png in ["score_heatmap", "published_comparison", "speed", "confusion/pbmc68k__published"]:
+    for png in ["score_heatmap", "published_comparison", "speed", "confusion/pbmc68k__published", "zeroshot_scib",
+                "umap/pbmc68k", "umap/synthetic"]:
         assert (workdir / "results" / "plots" / f"{png}.png").stat().st_size > 5000
+    _check_zeroshot_track(tables, md)
     report = snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "results/report.html")
     assert report.returncode == 0, report.stderr[-2000:]
     assert (workdir / "results" / "report.html").stat().st_size > 100_000
     again = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _check_zeroshot_track(tables, md):
+    """The demo's zero-shot track: every embedding scored with its provenance, zero-shot rows beside the methods."""
+    from cellplm.bench.report.zeroshot import NO_CHECKPOINT
+
+    zs = pd.read_csv(tables / "zeroshot.tsv", sep="\t", keep_default_na=False)
+    assert set(zs["dataset"]) == {"pbmc68k", "synthetic"}
+    assert set(zs["embedding"]) == {"cellplm", "scgpt", "geneformer", "pca", "scvi"}
+    checkpoint = zs.drop_duplicates("embedding").set_index("embedding")["checkpoint"]
+    assert checkpoint["cellplm"] == "pretrained here (tiny, 4 epochs)"
+    assert checkpoint["scgpt"] == "random initialisation (tiny shape)"
+    assert checkpoint["pca"] == checkpoint["scvi"] == NO_CHECKPOINT
+    gf = zs[zs["embedding"] == "geneformer"]
+    assert (gf["status"] == "not_applicable").all() and gf["reason"].str.contains("model director").all()
+    ran = zs[zs["embedding"] != "geneformer"]
+    assert set(ran.loc[ran["dataset"] == "synthetic", "status"]) == {"ok"}  # three batches: every metric
+    one = ran[ran["dataset"] == "pbmc68k"]  # one batch: bio conservation only, the batch columns say why
+    assert (one.loc[one["metric_type"] == "bio", "status"] == "ok").all()
+    assert (one.loc[one["metric_type"] == "batch", "status"] == "not_applicable").all()
+    assert one.loc[one["metric_type"] == "batch", "reason"].str.contains("one batch").all()
+    assert set(zs["cells"]) == {"all 692 cells", "all 1,500 cells"} and zs["metric_set"].str.startswith("scib-metrics 0.5").all()
+    assert (ran.loc[ran["status"] == "ok", "value"].astype(float).between(-1, 1)).all()
+    cost = pd.read_csv(tables / "embedding_speed.tsv", sep="\t").set_index(["dataset", "embedding"])
+    assert (cost.loc[cost["status"] == "ok", "cells_per_s"] > 0).all() and len(cost) == 2 * 5
+    scores = pd.read_csv(tables / "scores.tsv", sep="\t", keep_default_na=False)
+    zero = scores[scores["method"].str.endswith("_zeroshot")]
+    assert set(zero["method"]) == {f"{e}_zeroshot" for e in ("cellplm", "scgpt", "geneformer", "pca", "scvi")}
+    assert set(zip(zero["dataset"], zero["split"])) == {("pbmc68k", "published"), ("synthetic", "published"),
+                                                        ("synthetic", "batch_holdout")}
+    assert "## Zero-shot embeddings" in md and "### Embedding cost" in md
+    assert "CellPLM (zero-shot embedding + kNN)" in md and "scVI (zero-shot embedding + kNN)" in md
 
 
 # Columns that measure the run rather than its result (time, memory, host, date) differ between identical runs.

@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from ..embedding_metrics import subsample  # noqa: E402
 from .aggregate import _num, _text, checkpoint_label  # noqa: E402
 from .plots import _placeholder, _save  # noqa: E402
 
@@ -309,13 +310,6 @@ def scib_plot(zeroshot: pd.DataFrame, path) -> None:
 
 # ---- UMAPs of the embeddings ----------------------------------------------------------------------------------------
 
-def _subsample(n: int, max_cells: int, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded subsample of at most ``max_cells`` of ``n`` cells (all when n <= max_cells)."""
-    if n <= max_cells:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
-
-
 def _palette(categories: list) -> dict:
     """Category -> colour, the same in every row of the grid."""
     from scanpy.plotting.palettes import default_102
@@ -349,7 +343,8 @@ def _legend(ax, palette: dict, what: str) -> None:
               fontsize=8 if len(palette) <= 15 else 6, title_fontsize=8, markerscale=0.8, handletextpad=0.2)
 
 
-def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells: int = 20000, seed: int = 0) -> None:
+def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells: int | None = 20000,
+              seed: int = 0) -> None:
     """A grid of UMAPs, one row per embedding, coloured by cell type (left) and by batch (right), png written
     atomically.
 
@@ -360,7 +355,7 @@ def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells
     """
     if not embeddings:
         return _placeholder(path, f"{dataset}: no embeddings to draw")
-    idx = _subsample(len(obs), max_cells, seed)
+    idx = subsample(len(obs), max_cells, seed)
     for e, (_, x, _) in embeddings.items():
         if x is not None and len(x) != len(obs):
             raise ValueError(f"embedding {e}: {len(x)} rows for {len(obs)} cells")
