@@ -70,6 +70,18 @@ def test_method_contract(method, split_files, tmp_path):
         assert rec["extra"]["genes"]["n_matched"] == rec["n_genes_used"] == 12
 
 
+class Broken(Annotator):
+
+    def fit(self, train, solution=None, unlabelled=None):
+        raise RuntimeError("out of memory")
+
+
+class NotForThis(Annotator):
+
+    def fit(self, train, solution=None, unlabelled=None):
+        raise NotApplicable("only 3% of genes in the vocabulary")
+
+
 @pytest.mark.parametrize("cls, status, reason", [(Broken, "failed", "RuntimeError: out of memory"),
                                                  (NotForThis, "not_applicable", "only 3% of genes in the vocabulary")])
 def test_failures_are_rows(cls, status, reason, split_files, tmp_path):
