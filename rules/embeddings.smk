@@ -2,6 +2,8 @@
 # cellplm/bench/embeddings/<id>/) embeds all cells of a dataset without labels; scib-metrics scores the embeddings
 # of a dataset in one job; a kNN on each embedding's train cells adds the zero-shot row <id>_zeroshot to the
 # annotation tables; one UMAP figure per dataset. CPU and GPU embedding methods are separate rules, as for methods.
+# Embedding, scoring and UMAP jobs have priority 1: they start as soon as their inputs exist and overlap the
+# annotation methods, instead of trailing them at the end of a run.
 
 # PYTHONSAFEPATH and OMP_NUM_THREADS: as METHOD_SHELL (rules/methods.smk).
 EMBED_SHELL = (
@@ -34,6 +36,7 @@ rule embed:
         on_error=RUN["on_method_error"],
         code=embedding_code_hash,
     threads: embedding_threads
+    priority: 1
     conda:
         embedding_env
     shell:
@@ -63,6 +66,7 @@ rule scib:
         scib=ZEROSHOT["scib"],
         code=code_hash("workflow/scripts/metrics/scib.py"),
     threads: ZEROSHOT["scib"]["threads"]
+    priority: 1
     conda:
         "../workflow/envs/scib.yaml"
     script:
@@ -88,6 +92,7 @@ rule umap:
         labels={e: config["embeddings"][e]["label"] for e in EMBEDDINGS},
         umap=ZEROSHOT["umap"],
         code=code_hash("workflow/scripts/report/umap.py"),
+    priority: 1
     conda:
         "../workflow/envs/scib.yaml"
     script:
