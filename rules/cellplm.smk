@@ -58,6 +58,7 @@ rule cellplm_corpus:
     params:
         spec=corpus_spec,
         code=code_hash("workflow/scripts/cellplm/corpus.py"),
+    priority: 2  # pretraining is on the critical path of every CellPLM row
     conda:
         "../workflow/envs/data.yaml"
     script:
@@ -81,6 +82,7 @@ rule cellplm_pretrain:
         keep_last="true" if PRETRAIN["resume"] else "false",
         code=code_hash("cellplm.pretrain", "cellplm.pretrain.__main__"),
     threads: PRETRAIN["threads"]
+    priority: 2
     resources:
         gpu=1 if PRETRAIN["gpu"] else 0,
     conda:
