@@ -397,7 +397,7 @@ def test_only_jobs_whose_code_changed_rerun(demo):
     undone."""
     assert planned_jobs(demo) == []
     for path, expected in [
-        ("cellplm/bench/report/plots.py", {"plots", "confusion_plot", "cellplm_loss_plot", "all"}),
+        ("cellplm/bench/report/plots.py", {"plots", "confusion_plot", "cellplm_loss_plot", "umap", "all"}),
         ("cellplm/bench/methods/knn_pca/method.py", {"run_method", "score", "aggregate", "plots", "confusion_plot", "all"}),
     ]:
         original = (demo / path).read_bytes()

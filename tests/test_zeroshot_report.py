@@ -9,6 +9,7 @@ import pytest
 
 from cellplm.bench.errors import OutputError
 from cellplm.bench.report import zeroshot as zs
+from cellplm.bench.report import zeroshot_plots as zp
 
 LABELS = {"cellplm": "CellPLM", "geneformer": "Geneformer", "pca": "PCA"}
 METRICS = [("silhouette_label", "Silhouette label", "bio"), ("nmi_ari_cluster_labels_kmeans_nmi", "KMeans NMI", "bio"),
@@ -121,23 +122,23 @@ def test_markdown_has_a_table_per_dataset_with_the_reason_of_every_na(tables, tm
 
 def test_scib_plot_writes_a_png_with_na_and_single_batch_panels(tables, tmp_path):
     table, _ = tables
-    zs.scib_plot(table, tmp_path / "scib.png")
+    zp.scib_plot(table, tmp_path / "scib.png")
     assert (tmp_path / "scib.png").read_bytes()[:4] == b"\x89PNG"
     # best first by total (0.62, 0.60), by bio conservation where no total was scored (0.87, 0.78), n/a last
-    assert zs._ranked(table[table["dataset"] == "two_batches"]) == ["cellplm", "pca", "geneformer"]
-    assert zs._ranked(table[table["dataset"] == "one_batch"]) == ["pca", "cellplm", "geneformer"]
+    assert zp._ranked(table[table["dataset"] == "two_batches"]) == ["cellplm", "pca", "geneformer"]
+    assert zp._ranked(table[table["dataset"] == "one_batch"]) == ["pca", "cellplm", "geneformer"]
 
 
 def test_a_figure_that_cannot_be_written_leaves_nothing(tables, tmp_path, read_only):
     table, _ = tables
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(OutputError, match="cannot create output folder"):  # the output folder is a file
-        zs.scib_plot(table, tmp_path / "file" / "scib.png")
+        zp.scib_plot(table, tmp_path / "file" / "scib.png")
     assert not list(tmp_path.glob("*.png")) and (tmp_path / "file").read_text() == "not a folder"
     (tmp_path / "ro").mkdir()
     folder = read_only(tmp_path / "ro")
     with pytest.raises(OutputError, match="scib.png: output folder is not writable"):
-        zs.scib_plot(table, folder / "scib.png")
+        zp.scib_plot(table, folder / "scib.png")
     assert list(folder.iterdir()) == []
 
 
@@ -152,13 +153,13 @@ def test_umap_grid_same_cells_for_every_embedding(tmp_path, monkeypatch):
     x = (centres[types] + rng.normal(size=(n, 8))).astype(np.float32)
     embeddings = {"pca": ("PCA", x, ""), "geneformer": ("Geneformer", None, NO_MODEL), "cellplm": ("CellPLM", x * 2, "")}
     seen = []
-    umap = zs._umap
-    monkeypatch.setattr(zs, "_umap", lambda emb, seed: seen.append(emb) or umap(emb, seed))
-    zs.umap_plot("synthetic", embeddings, obs, tmp_path / "umap.png", max_cells=200, seed=0)
+    umap = zp._umap
+    monkeypatch.setattr(zp, "_umap", lambda emb, seed: seen.append(emb) or umap(emb, seed))
+    zp.umap_plot("synthetic", embeddings, obs, tmp_path / "umap.png", max_cells=200, seed=0)
     assert (tmp_path / "umap.png").read_bytes()[:4] == b"\x89PNG"
     assert len(seen) == 2 and np.array_equal(seen[1], seen[0] * 2) and len(seen[0]) == 200
     with pytest.raises(ValueError, match="embedding cellplm: 10 rows for 300 cells"):
-        zs.umap_plot("synthetic", {"cellplm": ("CellPLM", x[:10], "")}, obs, tmp_path / "bad.png")
+        zp.umap_plot("synthetic", {"cellplm": ("CellPLM", x[:10], "")}, obs, tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
 
 
@@ -166,11 +167,11 @@ def test_umap_grid_legend_of_many_cell_types_is_a_note(monkeypatch, tmp_path):
     """Beyond 30 cell types no legend but a note; an embedding that did not run still gets its row (no UMAP run)."""
     obs = pd.DataFrame({"cell_type": [f"type{i % 40}" for i in range(400)], "batch": [f"b{i % 2}" for i in range(400)]})
     figures = []
-    monkeypatch.setattr(zs, "_save", lambda fig, path: figures.append(fig))
-    zs.umap_plot("many", {"geneformer": ("Geneformer", None, NO_MODEL)}, obs, tmp_path / "umap.png", max_cells=300)
+    monkeypatch.setattr(zp, "_save", lambda fig, path: figures.append(fig))
+    zp.umap_plot("many", {"geneformer": ("Geneformer", None, NO_MODEL)}, obs, tmp_path / "umap.png", max_cells=300)
     texts = [t.get_text() for ax in figures[0].axes for t in ax.texts]
     assert "cell type: 40\nvalues, too many\nfor a legend" in texts
     assert f"Geneformer: not available ({NO_MODEL})" in [t.replace("\n", " ") for t in texts]
     assert figures[0].get_suptitle().endswith("embedding, a seeded subsample of 300 of 400 cells (seed 0)")
     assert [t.get_text() for t in figures[0].axes[-1].get_legend().get_texts()] == ["b0", "b1"]
-    zs.plt.close(figures[0])
+    zp.plt.close(figures[0])

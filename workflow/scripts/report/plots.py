@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from cellplm.bench.report import plots, zeroshot
+from cellplm.bench.report import plots, zeroshot_plots
 from cellplm.bench.workflow import job, method_labels
 
 with job(snakemake):
@@ -12,4 +12,4 @@ with job(snakemake):
     plots.score_heatmap(pd.read_csv(inp.summary, sep="\t"), cfg["run"]["heatmap_metric"], labels, out.heatmap)
     plots.published_comparison(pd.read_csv(inp.comparison, sep="\t"), labels, out.published)
     plots.speed_bars(pd.read_csv(inp.speed, sep="\t"), labels, out.speed)
-    zeroshot.scib_plot(pd.read_csv(inp.zeroshot, sep="\t"), out.zeroshot)
+    zeroshot_plots.scib_plot(pd.read_csv(inp.zeroshot, sep="\t"), out.zeroshot)
