@@ -115,6 +115,12 @@ def test_markdown_has_a_table_per_dataset_with_the_reason_of_every_na(tables, tm
     two = text.split("### Dataset `two_batches`")[1]
     assert "n/a [1] (every metric for Geneformer)" in two and "n/a [2]" not in two
     assert "- **Total** (`total`, aggregate): what total measures" in text
+    overview = text.split("### Overview: aggregate score per dataset")[1].split("### Dataset")[0]
+    assert "| embedding | one_batch | two_batches |" in overview
+    pca = table[(table["embedding"] == "pca")].set_index(["dataset", "metric"])["value"]
+    assert (f"| PCA | {pca[('one_batch', 'bio_conservation')]:.3f} *bio* | {pca[('two_batches', 'total')]:.3f} |"
+            in overview)
+    assert "| Geneformer | n/a (not_applicable) | n/a (not_applicable) |" in overview
     cost = text.split("### Embedding cost")[1]
     assert "| one_batch | PCA | ok | cpu | 300 | 0.5 | 600 | 512 | – |" in cost
     assert f"| one_batch | Geneformer | not applicable: {NO_MODEL} | cpu | 300 | – | – | 512 | – |" in cost

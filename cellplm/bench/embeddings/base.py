@@ -27,6 +27,7 @@ from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
 from ..registry import Parameterised
 from . import REGISTRY
+from .results import EMBEDDING_KEY
 
 
 class Embedder(Parameterised):
@@ -116,8 +117,8 @@ def run(
         t0 = time.perf_counter()
         z = model.embed(cells)
         record.embed_s = time.perf_counter() - t0
-        out.obsm["X_emb"] = checked(z, cells.n_obs)
-        record.n_dims = int(out.obsm["X_emb"].shape[1])
+        out.obsm[EMBEDDING_KEY] = checked(z, cells.n_obs)
+        record.n_dims = int(out.obsm[EMBEDDING_KEY].shape[1])
         record.cells_per_s = cells.n_obs / record.embed_s if record.embed_s > 0 else None
         record.device, record.n_genes_used, record.extra = model.device, model.n_genes_used, model.extra
         log(f"{ids.embedding} on {ids.dataset}/{ids.split} seed {ids.seed}: {cells.n_obs} cells x {record.n_dims} "

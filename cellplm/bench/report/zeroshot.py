@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .aggregate import _num, _text, checkpoint_label
@@ -162,6 +163,34 @@ def _dataset_lines(dataset: str, sub: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _overview_lines(zeroshot: pd.DataFrame) -> list[str]:
+    """Embeddings x datasets: the total score, or bio conservation where a dataset has no total (one batch), or
+    why neither exists."""
+    if zeroshot.empty:
+        return []
+    agg = zeroshot[zeroshot["metric_type"] == "aggregate"]
+    datasets = sorted(set(zeroshot["dataset"]))
+    lines = ["", "### Overview: aggregate score per dataset", "",
+             "Total (0.6 bio + 0.4 batch); *bio* marks bio conservation alone, where a dataset has one batch.", "",
+             "| embedding | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+    for emb, sub in agg.groupby("embedding", sort=False):
+        cells = []
+        for d in datasets:
+            rows = sub[sub["dataset"] == d].set_index("metric")
+            total = rows["value"].get("total", np.nan)
+            bio = rows["value"].get("bio_conservation", np.nan)
+            if pd.notna(total):
+                cells.append(f"{total:.3f}")
+            elif pd.notna(bio):
+                cells.append(f"{bio:.3f} *bio*")
+            elif rows.empty:
+                cells.append("–")
+            else:
+                cells.append(f"n/a ({_str(rows['status'].iloc[0])})")
+        lines.append(f"| {_str(sub['embedding_label'].iloc[0])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dict) -> list[str]:
     """The "Zero-shot embeddings" section of benchmark.md: per dataset the scib table with its n/a reasons and
     the cells and metric set behind it, each metric's definition, and what each embedding cost.
@@ -177,6 +206,7 @@ def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dic
              " + 0.4 batch correction, as scib-metrics' Benchmarker)."]
     if zeroshot.empty:
         lines += ["", "No zero-shot scores."]
+    lines += _overview_lines(zeroshot)
     for dataset, sub in zeroshot.groupby("dataset", sort=True):
         lines += _dataset_lines(dataset, sub)
     shown = _columns(zeroshot)
