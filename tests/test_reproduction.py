@@ -30,7 +30,7 @@ from internet import FakeInternet, cellxgene, dropbox_shared_folder, figshare, g
 from test_workflow import copy_workflow, snakemake
 
 TOY_CONFIG = """
-run: {datasets: [toy, toy_other], methods: [majority_class, true_labels], seeds: [0, 1], min_free_gb: 0}
+run: {datasets: [toy, toy_other], methods: [majority_class, true_labels], embeddings: [], seeds: [0, 1], min_free_gb: 0}
 speed: {enabled: false}
 published: toy_scores.tsv
 published_datasets: toy_datasets.tsv
@@ -126,6 +126,7 @@ NET_CONFIG = """
 run:
   datasets: [pbmc12k, hlca, brain_origin, pancreas_origin]
   methods: [majority_class, true_labels]
+  embeddings: []  # the sources and checkpoints are the subject here, not the zero-shot track
   seeds: [0]
   min_free_gb: 0
 speed: {enabled: false}

@@ -28,7 +28,7 @@ TOOL = ROOT / "tools" / "slurm_localhost.sh"
 # on 2 cores, far too slow for CI. This keeps every kind of non-local job of the method stage: data building,
 # preprocessing, splitting, CPU methods, a GPU-rule method (scANVI: --gpus=1 on partition gpu) and scoring.
 SUBSET = """\
-run: {datasets: [synthetic], methods: [majority_class, logistic_regression, scanvi], seeds: [0]}
+run: {datasets: [synthetic], methods: [majority_class, logistic_regression, scanvi], embeddings: [], seeds: [0]}
 datasets: {synthetic: {splits: [published]}}
 speed: {enabled: false}
 """
