@@ -258,8 +258,13 @@ def method_inputs(wildcards):
     return inputs
 
 
+def spec_env(spec):
+    """The conda env file of a method or embedding method (from the workflow root)."""
+    return str(ROOT / spec["env"])
+
+
 def method_env(wildcards):
-    return str(ROOT / method_cfg(wildcards)["env"])
+    return spec_env(method_cfg(wildcards))
 
 
 def method_code_hash(wildcards):
@@ -308,7 +313,7 @@ def embedding_inputs(wildcards):
 
 
 def embedding_env(wildcards):
-    return str(ROOT / embedding_cfg(wildcards)["env"])
+    return spec_env(embedding_cfg(wildcards))
 
 
 def embedding_python(wildcards):
@@ -316,8 +321,7 @@ def embedding_python(wildcards):
 
 
 def embedding_command(wildcards):
-    spec = embedding_cfg(wildcards)
-    return spec["script"] if spec.get("script") else f"-m cellplm.bench.embeddings {wildcards.embedding}"
+    return wf.method_command(wildcards.embedding, embedding_cfg(wildcards), "embeddings")
 
 
 def embedding_params_json(wildcards):

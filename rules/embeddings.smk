@@ -113,7 +113,6 @@ if ZEROSHOT_METHODS:
             runs=zeroshot_runs(),
             methods={m: config["methods"][m] for m in ZEROSHOT_METHODS},
             embeddings=EMBEDDINGS,
-            k=ZEROSHOT["knn"]["k"],
             param_set=RUN["param_set"],
             on_error=RUN["on_method_error"],
             code=code_hash("workflow/scripts/zeroshot/knn.py"),

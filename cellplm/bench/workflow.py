@@ -445,9 +445,10 @@ def deep_update(base: dict, update: dict) -> dict:
     return out
 
 
-def method_command(method_id: str, method: dict) -> str:
-    """What follows the interpreter on a method job's command line: the method's own ``script``, or the runner."""
-    return method["script"] if method.get("script") else f"-m cellplm.bench.methods {method_id}"
+def method_command(method_id: str, method: dict, package: str = "methods") -> str:
+    """What follows the interpreter on a method (or, with ``package="embeddings"``, embedding method) job's command
+    line: its own ``script``, or the package's runner."""
+    return method["script"] if method.get("script") else f"-m cellplm.bench.{package} {method_id}"
 
 
 def method_params(method: dict, param_set: str) -> dict:

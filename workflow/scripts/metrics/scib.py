@@ -8,7 +8,7 @@ from cellplm.bench.workflow import job
 
 with job(snakemake):
     inp, p = snakemake.input, snakemake.params
-    dataset = read_h5ad(inp.dataset)
+    dataset = read_h5ad(inp.dataset, layers=False)  # the counts are in X (the canonical file holds them twice)
     arrays, unavailable, cells = read_embeddings(p.embeddings, inp.embeddings, inp.records)
     dataset = dataset[cells].copy()
     scib = p.scib

@@ -11,5 +11,5 @@ with job(snakemake):
         j = p.embeddings.index(emb)
         run(EmbeddingKNN.of(method, p.methods[method]), RunIds(w.dataset, w.split, method, seed, p.param_set),
             inp.train, inp.test, out.predictions[i], out.records[i],
-            params={"embedding": inp.embeddings[j], "record": inp.embedding_records[j], "k": p.k},
+            params={"embedding": inp.embeddings[j], "record": inp.embedding_records[j], **p.methods[method]["params"]},
             on_error=p.on_error)
