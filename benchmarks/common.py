@@ -31,6 +31,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's vector-instruction flags (SSE, AVX, AVX-512, AMX, FMA, F16C): what decides which kernels torch runs,
+    so results that differ between machines in their last digits can be traced to them."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(f for f in flags if f.startswith(("sse", "ssse", "avx", "amx", "fma", "f16c")))
+
+
 def ram_gib() -> float:
     try:
         with open("/proc/meminfo") as fh:
@@ -52,7 +63,7 @@ def gpu_name() -> str | None:
 
 
 def machine() -> dict:
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_gib": ram_gib(), "gpu": gpu_name(),
+    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "ram_gib": ram_gib(), "gpu": gpu_name(),
             "os": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 

@@ -57,21 +57,25 @@ import torch  # noqa: E402
 from benchmarks.common import provenance, write_result  # noqa: E402
 
 DEFAULT_OUT = {"trajectory": "benchmarks/results/finetune_trajectory.json",
-               "seeds": "benchmarks/results/finetune_accuracy.json"}
+               "seeds": "benchmarks/results/finetune_accuracy.json",
+               "replay": "benchmarks/results/finetune_replay.json",
+               "augmentation": "benchmarks/results/finetune_augmentation.json"}
 
 
 # ---- data and checkpoints ----------------------------------------------------------------------------------
-def labelled_data(n_cells: int, n_genes: int, seed: int):
-    """Seeded synthetic labelled counts (6 types, vocabulary genes, one sentence) and a train/valid/test split.
+def labelled_data(n_cells: int, n_genes: int, seed: int, batches: int = 1, marker_fold: float = 4.0):
+    """Seeded synthetic labelled counts (6 types, vocabulary genes; one sentence or ``batches`` samples) and a
+    train/valid/test split.
 
-    Cells are ordered train/valid first, test last, so that both implementations hold the cells of the
-    sentence in the same order (ours puts the test context after the training cells).
+    Cells are ordered train/valid first, test last, so that both implementations hold the cells of each sentence in
+    the same order (ours puts the test context after the training cells).
     """
     from benchmarks.speed import assign_split, synthetic_labelled
 
     from cellplm.model import released_config
 
-    adata, desc = synthetic_labelled(n_cells, n_genes, released_config().gene_list, seed)
+    adata, desc = synthetic_labelled(n_cells, n_genes, released_config().gene_list, seed, n_batches=batches,
+                                     marker_fold=marker_fold)
     adata.obs["split"] = assign_split(adata.n_obs, seed)
     order = np.argsort((adata.obs["split"] == "test").to_numpy(), kind="stable")
     return adata[order].copy(), desc
@@ -235,7 +239,7 @@ def corpus(args) -> None:
 
 # ---- experiment 1: deterministic trajectories --------------------------------------------------------------
 def trajectory(args) -> pd.DataFrame:
-    adata, desc = labelled_data(args.cells, args.genes, args.data_seed)
+    adata, desc = labelled_data(args.cells, args.genes, args.data_seed, args.batches, args.marker_fold)
     n_classes = adata.obs["celltype"].nunique()
     print(f"data: {desc}; split {dict(adata.obs['split'].value_counts())}")
     rec = Recorder()
@@ -326,7 +330,7 @@ def paired(x: np.ndarray, y: np.ndarray, n_perm: int = 20000) -> dict:
 
 
 def seeds(args) -> pd.DataFrame:
-    adata, desc = labelled_data(args.cells, args.genes, args.data_seed)
+    adata, desc = labelled_data(args.cells, args.genes, args.data_seed, args.batches, args.marker_fold)
     n_classes = adata.obs["celltype"].nunique()
     init = f"pretrained {args.pretrained}" if args.pretrained else f"random initialisation ({args.shape})"
     print(f"data: {desc}; split {dict(adata.obs['split'].value_counts())}; init: {init}; "
@@ -352,27 +356,173 @@ def seeds(args) -> pd.DataFrame:
     return summarise(df, init, args.precisions)
 
 
+# ---- experiment 3: the same random draws in both loops, augmentation on ---------------------------------------
+def best_epoch(valid_f1: list[float]) -> int:
+    """The epoch whose weights both loops keep: the best validation macro-F1, ties to the later epoch."""
+    f1 = np.asarray(valid_f1, dtype=float)
+    return int(np.flatnonzero(f1 == np.nanmax(f1))[-1])
+
+
+def divergence(genuine: pd.DataFrame, replay: pd.DataFrame, f1_genuine, f1_replay, tol: float) -> dict:
+    """Where a replay leaves the genuine run it replays: relative loss difference per step, validation F1 per epoch."""
+    n = min(len(genuine), len(replay))
+    a, b = genuine.loss.to_numpy()[:n], replay.loss.to_numpy()[:n]
+    rel = np.abs(a - b) / np.maximum(np.abs(a), 1e-30)
+    beyond = np.flatnonzero(rel > tol)
+    f1_same = np.abs(np.asarray(f1_genuine[:n]) - np.asarray(f1_replay[:n])) <= 1e-6
+    return dict(steps=n, max_rel_loss_diff_first10=float(rel[:10].max()), max_rel_loss_diff=float(rel.max()),
+                first_step_beyond_tol=int(beyond[0]) if beyond.size else None,
+                epochs_valid_f1_equal_from_start=int(np.argmin(f1_same)) if not f1_same.all() else n,
+                median_rel_loss_diff=float(np.median(rel)))
+
+
+def replay(args) -> pd.DataFrame:
+    """Each implementation's genuine run recorded, then replayed by the other: same init, same data, same draws."""
+    from benchmarks.finetune_draws import Draws, record_ours, record_upstream, replay_into_ours, replay_into_upstream
+
+    if args.batches != 1:
+        raise SystemExit("replay: only one-sentence data can be replayed (--batches 1)")
+    adata, desc = labelled_data(args.cells, args.genes, args.data_seed, args.batches, args.marker_fold)
+    n_classes = adata.obs["celltype"].nunique()
+    print(f"data: {desc}; split {dict(adata.obs['split'].value_counts())}; {args.epochs} epochs; fp32")
+    rows, epochs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in parse_seeds(args.seeds):
+            prefix = init_checkpoint(Path(tmp), args.shape, n_classes, seed, args.pretrained)
+            rec = Recorder()
+            runs = {}
+            with rec.active():
+                ours_draws, upstream_draws = Draws(), Draws()
+                rec.impl = "ours"
+                with record_ours(ours_draws):
+                    runs["ours"] = run_ours(prefix, adata, args.epochs, args.patience, seed, True, "fp32")
+                rec.impl = "upstream replaying ours"
+                with replay_into_upstream(ours_draws.steps):
+                    runs[rec.impl] = run_upstream(prefix, adata, n_classes, args.epochs, args.patience, seed, True)
+                del ours_draws
+                rec.impl = "upstream"
+                with record_upstream(upstream_draws):
+                    runs["upstream"] = run_upstream(prefix, adata, n_classes, args.epochs, args.patience, seed, True)
+                rec.impl = "ours replaying upstream"
+                with replay_into_ours(upstream_draws.steps):
+                    runs[rec.impl] = run_ours(prefix, adata, args.epochs, args.patience, seed, True, "fp32")
+                del upstream_draws
+            steps = pd.DataFrame(rec.steps)
+            f1 = {impl: (rec.valid_f1[impl] if impl.startswith("upstream")
+                         else [h.get("valid_macro_f1", float("nan")) for h in runs[impl]["history"]]) for impl in runs}
+            for impl in runs:
+                traj = steps[steps.implementation == impl].reset_index(drop=True)
+                for e in range(len(traj)):
+                    epochs.append(dict(seed=seed, run=impl, epoch=e, loss=traj.loss[e], grad_norm=traj.grad_norm[e],
+                                       lr_main=traj.lr_main[e], valid_macro_f1=f1[impl][e]))
+            line = [f"seed {seed:3d}"]
+            for genuine, replayed in (("ours", "upstream replaying ours"), ("upstream", "ours replaying upstream")):
+                trajectory_of = {impl: steps[steps.implementation == impl].reset_index(drop=True)
+                                 for impl in (genuine, replayed)}
+                d = divergence(trajectory_of[genuine], trajectory_of[replayed], f1[genuine], f1[replayed],
+                               args.tolerance)
+                rows.append(dict(seed=seed, draws_of=genuine, replayed_by=replayed.split()[0],
+                                 genuine_test_macro_f1=runs[genuine]["scores"]["macro_f1"],
+                                 replay_test_macro_f1=runs[replayed]["scores"]["macro_f1"],
+                                 genuine_best_epoch=best_epoch(f1[genuine]), replay_best_epoch=best_epoch(f1[replayed]),
+                                 epochs=args.epochs, shape=args.shape, **d))
+                equal_steps = d["first_step_beyond_tol"] if d["first_step_beyond_tol"] is not None else d["steps"]
+                line.append(f"{genuine} draws: genuine {runs[genuine]['scores']['macro_f1']:.3f} / replay "
+                            f"{runs[replayed]['scores']['macro_f1']:.3f} (loss equal to {args.tolerance:g} for "
+                            f"{equal_steps} steps)")
+            print("  ".join(line), flush=True)
+    args.extra_output = {"epochs": epochs}
+    return pd.DataFrame(rows)
+
+
+# ---- experiment 4: what the augmentation draws, ours against upstream ------------------------------------------
+def augmentation(args) -> pd.DataFrame:
+    """The draws of genuine runs of both implementations (same data, same init per seed), compared step by step in
+    distribution: counts that must be equal, rates that must agree within sampling error."""
+    from benchmarks.finetune_draws import Draws, check_upstream_dropout, draw_statistics, record_ours, record_upstream
+
+    if not check_upstream_dropout():
+        raise SystemExit("the recorder's dropout does not reproduce nn.Dropout: upstream's draws would not be genuine")
+    adata, desc = labelled_data(args.cells, args.genes, args.data_seed, args.batches, args.marker_fold)
+    n_classes = adata.obs["celltype"].nunique()
+    print(f"data: {desc}; {args.epochs} epochs x seeds {args.seeds}")
+    ours, upstream = Draws(), Draws()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in parse_seeds(args.seeds):
+            prefix = init_checkpoint(Path(tmp), args.shape, n_classes, seed, args.pretrained)
+            with record_ours(ours):
+                run_ours(prefix, adata, args.epochs, args.epochs + 1, seed, True, "fp32")
+            with record_upstream(upstream):
+                run_upstream(prefix, adata, n_classes, args.epochs, args.epochs + 1, seed, True)
+    df = pd.DataFrame(draw_statistics(ours.steps, upstream.steps))
+    print(f"\n{'check':62s} {'kind':8s} {'ours':>26s} {'upstream':>26s} {'p':>7s} ok")
+    for _, r in df.iterrows():
+        p = f"{r['p']:.3f}" if pd.notna(r.get("p")) else ""
+        print(f"{r['check'][:62]:62s} {r['kind']:8s} {str(r['ours'])[:26]:>26s} {str(r['upstream'])[:26]:>26s} {p:>7s} "
+              f"{'yes' if r['ok'] else 'NO'}")
+    df["steps_ours"], df["steps_upstream"] = len(ours), len(upstream)
+    return df
+
+
+LOW = 0.70  # a run below this test macro-F1 counts as a collapse
+# What "indistinguishable from upstream" means for a variant (the CellPLM-fidelity issue): the paired 95% CI contains
+# 0 and is at most +-0.035 wide around its mean, the mean difference is within +-0.03, ours' sd at most 1.3x upstream's.
+CRITERIA = dict(ci_half_width=0.035, mean_diff=0.03, sd_ratio=1.3)
+
+
+def spread(x: np.ndarray, y: np.ndarray, n_boot: int = 10000) -> dict:
+    """Spread of ``y`` against ``x`` over the same seeds: each sd, their ratio sd(y)/sd(x) with a paired bootstrap 95%
+    CI (seeds resampled), and the runs below :data:`LOW`."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    ratios = y[idx].std(1, ddof=1) / np.maximum(x[idx].std(1, ddof=1), 1e-12)
+    return dict(sd_reference=float(x.std(ddof=1)), sd=float(y.std(ddof=1)),
+                sd_ratio=float(y.std(ddof=1) / x.std(ddof=1)), sd_ratio_ci_low=float(np.percentile(ratios, 2.5)),
+                sd_ratio_ci_high=float(np.percentile(ratios, 97.5)), below_low=int((y < LOW).sum()),
+                below_low_reference=int((x < LOW).sum()))
+
+
+def verdict(c: dict, s: dict) -> dict:
+    """Each criterion of :data:`CRITERIA`, and whether all hold."""
+    half = (c["ci_high"] - c["ci_low"]) / 2
+    checks = {"ci_contains_0": c["ci_low"] <= 0 <= c["ci_high"],
+              "ci_half_width_ok": half <= CRITERIA["ci_half_width"],
+              "mean_diff_ok": abs(c["mean_diff"]) <= CRITERIA["mean_diff"],
+              "sd_ratio_ok": s["sd_ratio"] <= CRITERIA["sd_ratio"]}
+    return {**checks, "ci_half_width": half, "indistinguishable": all(checks.values())}
+
+
 def summarise(df: pd.DataFrame, init: str, precisions: list[str]) -> pd.DataFrame:
-    """Print mean/sd/median/range per variant and paired comparisons with upstream (and bf16 vs fp32)."""
+    """Print mean/sd/median/range per variant, paired comparisons with upstream (and bf16 vs fp32), the spread (sd
+    ratio with its bootstrap CI, runs below 0.70) and the verdict against :data:`CRITERIA`."""
     variants = ["upstream"] + [f"ours_{p}" for p in precisions]
     wide = df.pivot(index="seed", columns="variant", values="test_macro_f1")
     print(f"\nTest macro-F1 over {len(wide)} seeds ({init})")
-    print(f"  {'variant':14s} {'mean':>6s} {'sd':>6s} {'median':>6s} {'min':>6s} {'max':>6s} {'ratio':>6s} "
-          f"{'paired diff vs upstream [95% CI]':>34s} {'p':>6s} {'W/T/L':>8s} {'s/run':>6s}")
+    print(f"  {'variant':14s} {'mean':>6s} {'sd':>6s} {'median':>6s} {'min':>6s} {'max':>6s} {'<0.70':>5s} "
+          f"{'paired diff vs upstream [95% CI]':>34s} {'p':>6s} {'W/T/L':>8s} {'sd ratio [95% CI]':>20s} {'s/run':>6s}")
     up = wide["upstream"].to_numpy()
     for variant in variants:
         v = wide[variant].to_numpy()
         secs = df[df.variant == variant].seconds.mean()
-        if variant == "upstream":
-            cmp_s, p_s, wtl = "", "", ""
-        else:
-            c = paired(up, v)
+        cmp_s = p_s = wtl = ratio_s = ""
+        if variant != "upstream":
+            c, sp = paired(up, v), spread(up, v)
             cmp_s = f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
             p_s, wtl = f"{c['p_value']:.3f}", f"{c['wins']}/{c['ties']}/{c['losses']}"
-            df.loc[df.variant == variant, ["paired_mean_diff", "paired_ci_low", "paired_ci_high", "paired_p"]] = (
-                c["mean_diff"], c["ci_low"], c["ci_high"], c["p_value"])
+            ratio_s = f"{sp['sd_ratio']:.2f} [{sp['sd_ratio_ci_low']:.2f}, {sp['sd_ratio_ci_high']:.2f}]"
+            ver = verdict(c, sp)
+            values = {"paired_mean_diff": c["mean_diff"], "paired_ci_low": c["ci_low"], "paired_ci_high": c["ci_high"],
+                      "paired_p": c["p_value"], "sd_ratio": sp["sd_ratio"], "sd_ratio_ci_low": sp["sd_ratio_ci_low"],
+                      "sd_ratio_ci_high": sp["sd_ratio_ci_high"], "indistinguishable": ver["indistinguishable"]}
+            for col, val in values.items():
+                df.loc[df.variant == variant, col] = val
         print(f"  {variant:14s} {v.mean():6.3f} {v.std(ddof=1):6.3f} {np.median(v):6.3f} {v.min():6.3f} {v.max():6.3f} "
-              f"{v.mean() / up.mean():6.2f} {cmp_s:>34s} {p_s:>6s} {wtl:>8s} {secs:6.1f}")
+              f"{int((v < LOW).sum()):5d} {cmp_s:>34s} {p_s:>6s} {wtl:>8s} {ratio_s:>20s} {secs:6.1f}")
+        if variant != "upstream":
+            failed = [k for k, ok in ver.items() if k.endswith(("_0", "_ok")) and not ok]
+            print(f"  {'':14s} criteria (CI contains 0, half-width <= {CRITERIA['ci_half_width']}, |mean| <= "
+                  f"{CRITERIA['mean_diff']}, sd ratio <= {CRITERIA['sd_ratio']}): "
+                  + ("all met: indistinguishable" if ver["indistinguishable"] else "NOT met: " + ", ".join(failed)))
     if len(precisions) > 1:
         a, b = wide[f"ours_{precisions[0]}"].to_numpy(), wide[f"ours_{precisions[1]}"].to_numpy()
         c = paired(a, b)
@@ -386,25 +536,35 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="experiment", required=True)
     for name, help_ in (("trajectory", "deterministic loop equivalence, augmentation off"),
-                        ("seeds", "test macro-F1 over many seeds, protocol (augmentation on)")):
+                        ("seeds", "test macro-F1 over many seeds, protocol (augmentation on)"),
+                        ("replay", "each implementation's random draws replayed by the other (augmentation on)"),
+                        ("augmentation", "the draws of both implementations compared in distribution")):
         s = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         s.add_argument("--shape", default="small", choices=("85M", "small", "tiny"), help="model shape (random trunk)")
         s.add_argument("--pretrained", default=None, help="checkpoint prefix of a pretrained model (trunk) instead of random")
         s.add_argument("--cells", type=int, default=700, help="cells of the synthetic labelled dataset")
         s.add_argument("--genes", type=int, default=700, help="vocabulary genes of the synthetic dataset")
+        s.add_argument("--batches", type=int, default=1,
+                       help="samples (obs['batch'], the sentences) of the synthetic dataset")
+        s.add_argument("--marker-fold", type=float, default=4.0,
+                       help="marker strength of the synthetic cell types (the demo's synthetic dataset: 2.5)")
         s.add_argument("--data-seed", type=int, default=0, help="seed of the data and the train/valid/test split")
-        s.add_argument("--epochs", type=int, default=150 if name == "trajectory" else 200)
+        s.add_argument("--epochs", type=int, default={"trajectory": 150, "augmentation": 20}.get(name, 200))
         s.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
         s.add_argument("--out", default=str(ROOT / DEFAULT_OUT[name]), help="result file (JSON, written atomically)")
+        if name in ("trajectory", "replay"):
+            s.add_argument("--tolerance", type=float, default=1e-3, help="relative difference counted as a divergence")
         if name == "trajectory":
             s.add_argument("--seed", type=int, default=0, help="seed of the fresh latent/head weights")
-            s.add_argument("--tolerance", type=float, default=1e-3, help="relative difference counted as a divergence")
             s.add_argument("--control", choices=("upstream", "ours"), default=None,
                            help="instead of upstream vs ours, compare one implementation with itself on permuted cell "
                                 "order (the floating-point drift baseline)")
         else:
-            s.add_argument("--seeds", default="0-7", help="seeds, e.g. 0-15 or 0,3,5")
+            s.add_argument("--seeds", default="0-7" if name != "augmentation" else "0-1",
+                           help="seeds, e.g. 0-15 or 0,3,5")
+        if name in ("seeds", "replay"):
             s.add_argument("--patience", type=int, default=200, help="early stopping (epochs after the best validation F1)")
+        if name == "seeds":
             s.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"))
     m = sub.add_parser("summary", help="the seeds table of one or more seeds TSVs (e.g. runs over seed ranges)")
     m.add_argument("results", nargs="+", help="result files written by `seeds` (same init and data)")
@@ -439,10 +599,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     args.provenance = provenance("benchmarks/finetune_accuracy.py", argv, vars(args))
     t0 = time.perf_counter()
-    df = trajectory(args) if args.experiment == "trajectory" else seeds(args)
+    args.extra_output = {}
+    experiments = {"trajectory": trajectory, "seeds": seeds, "replay": replay, "augmentation": augmentation}
+    df = experiments[args.experiment](args)
     df["torch"], df["threads"] = torch.__version__, args.threads
-    write_result(args.out, "finetune_accuracy" if args.experiment == "seeds" else "finetune_trajectory", args.provenance, df.to_dict("records"), complete=True,
-                 seconds=round(time.perf_counter() - t0, 1))
+    write_result(args.out, f"finetune_{'accuracy' if args.experiment == 'seeds' else args.experiment}", args.provenance,
+                 df.to_dict("records"), complete=True, seconds=round(time.perf_counter() - t0, 1), **args.extra_output)
     print(f"\nwrote {args.out} ({len(df)} rows) in {time.perf_counter() - t0:.0f} s")
     return 0
 

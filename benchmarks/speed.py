@@ -122,17 +122,21 @@ def pbmc68k_counts():
     return adata, "scanpy pbmc68k_reduced (counts recovered from .raw, symbols mapped to Ensembl)"
 
 
-def synthetic_labelled(n_cells: int, n_genes: int, vocabulary: list[str], seed: int):
-    """Seeded synthetic counts with 6 cell types (marker programs), one sentence, Ensembl ids from the vocabulary."""
+def synthetic_labelled(n_cells: int, n_genes: int, vocabulary: list[str], seed: int, n_batches: int = 1,
+                       marker_fold: float = 4.0):
+    """Seeded synthetic counts with 6 cell types (marker programs), Ensembl ids from the vocabulary; one sentence, or
+    ``n_batches`` samples (``obs['batch']``, the sentences)."""
     from cellplm.bench.data.sources import synthetic
 
     rng = np.random.default_rng(seed + 1)
     genes = sorted(rng.choice(vocabulary, size=n_genes, replace=False).tolist())
-    adata = synthetic(n_cells=n_cells, n_genes=n_genes, n_cell_types=6, n_batches=1, markers_per_type=30,
-                      marker_fold=4.0, seed=seed, gene_symbols=genes)
+    adata = synthetic(n_cells=n_cells, n_genes=n_genes, n_cell_types=6, n_batches=n_batches, markers_per_type=30,
+                      marker_fold=marker_fold, seed=seed, gene_symbols=genes)
     adata.obs["celltype"] = adata.obs["cell_type"].astype(str).to_numpy()
-    adata.obs = adata.obs[["celltype"]]
-    return adata, f"synthetic (cellplm.bench.data.sources.synthetic, {n_cells} cells, {n_genes} vocabulary genes, 6 types, seed {seed})"
+    adata.obs = adata.obs[["celltype", "batch"]] if n_batches > 1 else adata.obs[["celltype"]]
+    sentences = f"{n_batches} samples (obs['batch'])" if n_batches > 1 else "one sentence"
+    return adata, (f"synthetic (cellplm.bench.data.sources.synthetic, {n_cells} cells, {n_genes} vocabulary genes, 6 "
+                   f"types, marker fold {marker_fold:g}, {sentences}, seed {seed})")
 
 
 def finetune_dataset(kind: str, n_cells: int, n_genes: int, vocabulary: list[str], seed: int):

@@ -21,8 +21,11 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        return x * self.keep_mask(x) * (1.0 / (1.0 - self.p))
+
+    def keep_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """The elements kept (bool, shape of ``x``): one uniform draw per element from torch's global generator."""
+        return torch.rand(x.shape, device=x.device) >= self.p
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
