@@ -113,6 +113,34 @@ def test_html_page_is_refused(net, tmp_path):
     assert leftovers(tmp_path / "dl") == []
 
 
+def test_html_page_sent_as_data_is_refused_by_its_first_bytes(net, tmp_path):
+    """A login page labelled application/octet-stream: its first bytes give it away (a BOM, whitespace, any case)."""
+    page = b"\xef\xbb\xbf\n  <!DOCTYPE HTML><html><head><title>Sign in</title></head><body>log in</body></html>"
+    net.file("raw.githubusercontent.com", "/YosefLab/scVI-data/master/gene_info.csv", page)
+    manifest = Manifest(tmp_path / "checksums.tsv")
+    dest = tmp_path / "dl" / "gene_info.csv"
+    with pytest.raises(DownloadError) as e:
+        get(GH, dest, manifest=manifest)
+    assert str(e.value) == (
+        "gene_info.csv: no source gave the file (GitHub raw.githubusercontent.com: an HTML page instead of the file (a "
+        "login, preview, quota or confirmation page), sent as application/octet-stream); nothing was saved. Download "
+        f"{GH} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)")
+    assert leftovers(dest.parent) == [] and manifest.row("gene_info.csv") is None
+    assert not manifest.path.exists() or "gene_info.csv" not in manifest.path.read_text()
+
+
+@pytest.mark.parametrize("head, html", [
+    (b"<html lang=en>", True), (b"\r\n\t<HEAD>", True), (b"<!-- x -->", True), (b"<p>moved</p>", True),
+    (b"<html\n>", True), (b"\x89HDF\r\n\x1a\n<html>", False), (b"PK\x03\x04", False), (b"<htmlish", False),
+    (b"gene_id,symbol\n<b>", False), (b"<?xml version='1.0'?>", False), (b"", False),
+])
+def test_looks_like_html_follows_the_mime_sniffing_signatures(tmp_path, head, html):
+    from cellplm.bench.data.services import looks_like_html
+
+    (tmp_path / "body").write_bytes(head + b"\x00" * 2000)
+    assert looks_like_html(tmp_path / "body") is html
+
+
 # ---- figshare: its bot challenge answers an empty 202 or a 403; the API route is a mirror --------------------------
 
 PANCREAS = "https://ndownloader.figshare.com/files/36086813"
@@ -369,3 +397,4 @@ def test_full_disk_stops_at_once_and_resumes_after_space_is_freed(net, small_dis
     small_disk.resize(8 << 20)
     get(GH, dest, sha256=hashlib.sha256(big).hexdigest())
     assert dest.read_bytes() == big and net.requests[-1][3].get("range") == f"bytes={kept}-"
+

@@ -3,7 +3,8 @@
 A source is named by a URL:
 
 - ``http(s)://...``: fetched here (urllib), optionally with ``mirrors`` tried in order. Only an answer of 200 or
-  206 with a non-empty body that is not an HTML page is data; anything else (figshare's bot challenge answers an
+  206 with a non-empty body that is not an HTML page (by its Content-Type, or by its first bytes whatever the
+  Content-Type: :func:`.services.looks_like_html`) is data; anything else (figshare's bot challenge answers an
   empty 202 or a 403, Dropbox and Google Drive answer HTML pages) is a refusal that moves on to the next mirror and
   finally ends in one line naming the service and what to do. Redirects are followed; a host that ignores HTTP
   Range requests (Dropbox's content host) makes a resumed transfer start again from the first byte.
@@ -38,11 +39,13 @@ from tqdm.auto import tqdm
 
 from ...checksum import sha256_file
 from ..errors import DISK_FULL, UNWRITABLE, DownloadError
-from .services import ENDPOINTS, check_cell_count, gdrive_download, open_url, resolve, service_name
+from .services import (ENDPOINTS, check_cell_count, gdrive_download, looks_like_html, open_url, resolve,
+                       service_name)
 
 CHUNK = 1 << 20
 # No retry can change these answers; the next mirror may.
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
+HTML_PAGE = "an HTML page instead of the file (a login, preview, quota or confirmation page)"
 
 
 class Manifest:
@@ -139,7 +142,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
             have = 0
         ctype = r.headers.get("Content-Type", "")
         if ctype.startswith("text/html"):
-            raise Refused("an HTML page instead of the file (a login, preview, quota or confirmation page)", r.url)
+            raise Refused(HTML_PAGE, r.url)
         length = r.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         mode = "ab" if have else "wb"
@@ -155,6 +158,8 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
             raise http.client.IncompleteRead(b"", total - got)
         if got == 0:
             raise Refused(f"HTTP {r.status} with an empty body", r.url)
+        if looks_like_html(part):  # the file's first bytes, also when this transfer resumed it
+            raise Refused(f"{HTML_PAGE}, sent as {ctype or 'no Content-Type'}", r.url)
 
 
 def _download_url(url: str, part: Path, dest: Path, retries: int, timeout: float, backoff: float,

@@ -13,6 +13,8 @@
 - **Hugging Face**, through ``huggingface_hub.snapshot_download`` at a pinned commit (``revision``), with
   ``allow_patterns``: ``GET /api/models/{repo}/tree/{revision}?recursive=true``, then per file
   ``HEAD``/``GET /{repo}/resolve/{revision}/{path}`` (LFS files redirect to a CDN).
+- Any body may be an HTML page (a login, preview, quota or confirmation page) whatever its Content-Type says:
+  :func:`looks_like_html` sniffs the first bytes of every file, the way browsers do.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ ENDPOINTS = {
     "cellxgene_datasets": "https://datasets.cellxgene.cziscience.com",
     "huggingface": "https://huggingface.co",
 }
+# How much of a body is sniffed for an HTML page (the WHATWG MIME Sniffing Standard reads up to 1445 bytes; its
+# HTML signatures all sit at the start, after whitespace).
+SNIFF_BYTES = 512
+# The HTML signatures of the WHATWG MIME Sniffing Standard (section 7.1, "identifying a resource with an unknown
+# MIME type"): after leading whitespace, one of these (any case) followed by a space or ">"; we also accept the
+# other whitespace bytes after it ("<html\n"), and skip a UTF-8 byte order mark.
+HTML_SIGNATURES = (b"<!doctype html", b"<html", b"<head", b"<script", b"<iframe", b"<h1", b"<div", b"<font",
+                   b"<table", b"<a", b"<style", b"<title", b"<b", b"<body", b"<br", b"<p", b"<!--")
+_WHITESPACE = b"\t\n\x0c\r "
 # Host suffix -> the service's name in messages.
 SERVICES = {
     "figshare.com": "figshare", "amazonaws.com": "figshare's file store (S3)", "dropbox.com": "Dropbox",
@@ -55,6 +66,16 @@ def service_name(url: str) -> str:
         return "CELLxGENE Discover"
     host = urllib.parse.urlsplit(url).hostname or url
     return next((name for suffix, name in SERVICES.items() if host == suffix or host.endswith("." + suffix)), host)
+
+
+def looks_like_html(path) -> bool:
+    """Whether the file at ``path`` begins like an HTML page. Services answer a login, preview, quota or
+    confirmation page in place of the file, not always as ``text/html`` (an ``application/octet-stream`` page would
+    otherwise be saved as the data and its sha256 recorded as the reference); the one check for every download."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES).removeprefix(b"\xef\xbb\xbf").lstrip(_WHITESPACE).lower()
+    return any(head.startswith(tag) and head[len(tag):len(tag) + 1] in (b">", *(bytes([c]) for c in _WHITESPACE))
+               for tag in HTML_SIGNATURES)
 
 
 def open_url(url: str, headers: dict | None = None, timeout: float = 60):
@@ -222,9 +243,7 @@ def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress
     if not out or not staging.exists() or staging.stat().st_size == 0:
         staging.unlink(missing_ok=True)
         raise DownloadError(f"{dest.name}: Google Drive gave an empty answer; {manual}")
-    with open(staging, "rb") as fh:
-        head = fh.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
+    if looks_like_html(staging):
         staging.unlink(missing_ok=True)
         raise DownloadError(f"{dest.name}: Google Drive answered an HTML page, not the file; {manual}")
     os.replace(staging, part)
