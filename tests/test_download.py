@@ -7,13 +7,17 @@ Dropbox's redirect to a content host without Range support, CELLxGENE's versions
 
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
 from cellplm.bench.data.download import Manifest, fetch
 from cellplm.bench.errors import DownloadError
-from conftest import make_counts_adata
+from conftest import ROOT, make_counts_adata
 from internet import (DROPBOX_CONTENT, FakeInternet, Response, cellxgene, dropbox_blob, dropbox_shared_folder,
                       figshare, google_drive, hugging_face)
 
@@ -343,6 +347,63 @@ def test_google_drive_folder_with_gdown(net, tmp_path):
     assert not (tmp_path / "models" / "other").exists()
 
 
+# A Drive server that sends the headers and then stalls: the job ends within download.timeout. Each case runs in a
+# subprocess killed after CAP seconds, so that a transfer without a timeout (gdown's default) fails the test
+# instead of hanging it.
+STALL_TIMEOUT, SLACK, CAP = 2.0, 4.0, 30
+
+
+def run_job(args, net, tmp_path):
+    """``python args...`` with the emulated internet, this checkout's package, a private HOME (gdown's cookies);
+    returns the finished process and the seconds from the first stalled response's headers to its end."""
+    env = {**os.environ, **net.env, "HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    try:
+        out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=CAP)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a stalled Google Drive transfer was still waiting after {CAP} s (no timeout reached gdown)")
+    ended = time.monotonic()
+    assert net.stalled, out.stderr[-2000:]
+    return out, ended - net.stalled[0]
+
+
+def test_stalled_google_drive_transfer_ends_within_the_timeout(net, tmp_path):
+    google_drive(net, {SCDIFF: ("reproducibility.tar.gz", DATA)}, stall={SCDIFF})
+    dest = tmp_path / "dl" / "scdiff.tar.gz"
+    manifest = tmp_path / "checksums.tsv"
+    out, waited = run_job(["-m", "cellplm.bench.cli", "download", f"gdrive://{SCDIFF}", str(dest), "--retries", "0",
+                           "--timeout", str(STALL_TIMEOUT), "--manifest", str(manifest)], net, tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    assert STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + SLACK  # gave up because of the timeout, and in time
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]  # after gdown's progress lines
+    assert errors == [out.stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith("ERROR: scdiff.tar.gz: Google Drive did not give the file (")
+    assert "Read timed out" in errors[0] and errors[0].endswith(f"save it as {dest}, and rerun (its sha256 is then "
+                                                                "recorded with the results)")
+    assert leftovers(dest.parent) == [] and not manifest.exists()  # nothing half-written, no checksum
+
+
+def test_stalled_google_drive_folder_file_ends_within_the_timeout(net, tmp_path):
+    ids = {"1ArgsJsonAAAAAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512}'),
+           "1BestModelCCCCCCCCCCCCCCCCCCCCCC": ("best_model.pt", DATA)}
+    google_drive(net, ids, folders={"1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y": ("scGPT_human", list(ids))},
+                 stall={"1BestModelCCCCCCCCCCCCCCCCCCCCCC"})
+    models = tmp_path / "models"
+    spec = {"source": {"kind": "gdrive_folder", "folder_id": "1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y"},
+            "files": {"args.json": None, "best_model.pt": None}}
+    code = ("import sys; from cellplm.bench.data.services import fetch_model; from cellplm.bench.errors import "
+            "DownloadError\ntry:\n    fetch_model(%r, %r, retries=0, timeout=%r, progress=False)\nexcept DownloadError "
+            "as e:\n    sys.exit(f'ERROR: {e}')" % (spec, str(models / "scgpt_whole_human"), STALL_TIMEOUT))
+    out, waited = run_job(["-c", code], net, tmp_path)
+    assert out.returncode == 1 and STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + SLACK
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: scgpt_whole_human: Google Drive did not give the file (")
+    assert "Read timed out" in lines[0]
+    # the file that arrived is kept for the rerun to resume from; the stalled one left nothing
+    assert sorted(p.relative_to(models).as_posix() for p in models.rglob("*")) == [
+        ".scgpt_whole_human.partial", ".scgpt_whole_human.partial/args.json"]
+
+
 # ---- Hugging Face, through huggingface_hub at a pinned commit (HF_ENDPOINT) --------------------------------------
 
 REVISION = "04c2b2e84da7c0f385c3f9ad8f3ec24bab6650e5"
@@ -397,4 +458,3 @@ def test_full_disk_stops_at_once_and_resumes_after_space_is_freed(net, small_dis
     small_disk.resize(8 << 20)
     get(GH, dest, sha256=hashlib.sha256(big).hexdigest())
     assert dest.read_bytes() == big and net.requests[-1][3].get("range") == f"bytes={kept}-"
-

@@ -9,7 +9,7 @@ A source is named by a URL:
   finally ends in one line naming the service and what to do. Redirects are followed; a host that ignores HTTP
   Range requests (Dropbox's content host) makes a resumed transfer start again from the first byte.
 - ``gdrive://<file id>``: Google Drive, through ``gdown`` (:mod:`.services`), which answers Drive's large-file
-  confirmation form.
+  confirmation form; ``timeout`` reaches it too (gdown's own default waits forever).
 - ``cellxgene://<dataset id or dataset version id>``: CELLxGENE Discover, resolved to one dataset version through
   the curation API (:mod:`.services`), pinned by ``version_id`` or chosen by ``as_of``, then fetched from the
   public datasets host; its ``cell_count`` is checked against the file.
@@ -243,7 +243,7 @@ def fetch(
     recorded = locked if locked and (locked.get("version") or "") == resolved.version else None
     expected = sha256.lower() if sha256 else (recorded["sha256"] if recorded else None)
     if url.startswith("gdrive://"):
-        used = gdrive_download(resolved.urls[0], part, dest, retries=retries, progress=progress)
+        used = gdrive_download(resolved.urls[0], part, dest, retries=retries, timeout=timeout, progress=progress)
     else:
         refusals = []
         for candidate in resolved.urls:

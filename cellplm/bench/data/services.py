@@ -10,6 +10,7 @@
   a large file first answers an HTML warning page whose ``<form id="download-form">`` (hidden inputs ``id``,
   ``export``, ``confirm``, ``uuid``) must be resubmitted with the session's cookies; a quota page carries
   ``<p class="uc-error-subcaption">``. A public folder is listed from ``/embeddedfolderview?id=<folder id>``.
+  gdown waits forever for a stalled server unless given ``timeout`` (see :func:`gdrive_download`).
 - **Hugging Face**, through ``huggingface_hub.snapshot_download`` at a pinned commit (``revision``), with
   ``allow_patterns``: ``GET /api/models/{repo}/tree/{revision}?recursive=true``, then per file
   ``HEAD``/``GET /{repo}/resolve/{revision}/{path}`` (LFS files redirect to a CDN).
@@ -19,6 +20,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import re
@@ -228,8 +231,28 @@ def _gdown_error(what: str, err: Exception, manual: str) -> DownloadError:
     return DownloadError(f"{what}: Google Drive did not give the file ({said}); {manual}")
 
 
-def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress: bool = True) -> str:
-    """Download one Drive file into ``part`` with gdown (confirmation form, cookies, resume)."""
+def _drop_empty_partials(paths) -> None:
+    """Remove those of gdown's partial files (``paths``) that are empty: nothing to resume. gdown 6.5.1 writes a
+    transfer to ``<output><8 random characters>.part`` beside its output (``gdown/download.py``,
+    ``_prepare_partial_file``); one with bytes is kept, and the next run resumes it (``resume=True``), as it does a
+    plain-HTTP ``.part`` file."""
+    for partial in paths:
+        if partial.is_file() and partial.stat().st_size == 0:
+            partial.unlink(missing_ok=True)
+
+
+def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, timeout: float = 60,
+                    progress: bool = True) -> str:
+    """Download one Drive file into ``part`` with gdown (confirmation form, cookies, resume).
+
+    ``timeout``: seconds without data before an attempt fails. gdown 6.5.1 waits forever by default
+    (``gdown/download.py`` line 726: ``timeout: float | tuple[float, float] | None = None``, documented at lines
+    784-787 "Default is None, which waits forever"). The value reaches the one ``sess.get(..., stream=True,
+    timeout=timeout)`` of ``_get_response_with_retries`` (lines 340-346) through ``_get_download_response`` (line
+    410) and the body reads of ``_iter_response_chunks`` (lines 576, 680), where a stalled read raises a requests
+    ``ConnectionError``/``Timeout`` (caught at lines 614-618) that is retried ``retries`` times (``_wait_for_retry``,
+    lines 307-322, a random back-off of at most min(2**attempt, 30) s) and then raised.
+    """
     import gdown
     import requests
 
@@ -237,8 +260,10 @@ def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress
     staging.unlink(missing_ok=True)
     manual = f"download {url} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)"
     try:
-        out = gdown.download(url=url, output=str(staging), quiet=not progress, resume=True, retries=retries)
+        out = gdown.download(url=url, output=str(staging), quiet=not progress, resume=True, retries=retries,
+                             timeout=timeout)
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
+        _drop_empty_partials(staging.parent.glob(glob.escape(staging.name) + "?" * 8 + ".part"))
         raise _gdown_error(dest.name, e, manual) from None
     if not out or not staging.exists() or staging.stat().st_size == 0:
         staging.unlink(missing_ok=True)
@@ -250,10 +275,15 @@ def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress
     return url
 
 
-def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retries: int = 4,
+def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retries: int = 4, timeout: float = 60,
                   progress: bool = True) -> dict:
     """Download the public Drive folder ``folder_id`` with ``gdown.download_folder`` into ``dest`` (atomically:
-    a staging folder renamed into place), keeping ``files`` (name -> pinned sha256 or None), verified."""
+    a staging folder renamed into place), keeping ``files`` (name -> pinned sha256 or None), verified.
+
+    ``timeout`` as in :func:`gdrive_download`: gdown 6.5.1 ``gdown/download_folder.py`` line 83 (``timeout=None``,
+    documented at lines 124-127 "Default is None, which waits forever") passes it to the folder listing (line 178,
+    then ``sess.get(url, verify=verify, timeout=timeout)`` at line 289) and to each file's ``download(...,
+    timeout=timeout)`` (line 240)."""
     import gdown
     import requests
 
@@ -263,19 +293,24 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
     staging = dest.with_name(f".{dest.name}.partial")
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        gdown.download_folder(id=folder_id, output=str(staging), quiet=not progress, resume=True, retries=retries)
+        gdown.download_folder(id=folder_id, output=str(staging), quiet=not progress, resume=True, retries=retries,
+                              timeout=timeout)
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
+        _drop_empty_partials(staging.rglob("*.part"))  # the staging folder is ours: every partial in it is gdown's
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # only when nothing is left to resume
         raise _gdown_error(dest.name, e, manual) from None
     return _finish_tree(staging, dest, files, manifest, url, manual)
 
 
-def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, endpoints: dict | None = None,
-                progress: bool = True) -> dict:
+def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, timeout: float = 60,
+                endpoints: dict | None = None, progress: bool = True) -> dict:
     """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``."""
     source, files, dest = spec["source"], dict(spec["files"]), Path(dest)
     endpoints = {**ENDPOINTS, **(endpoints or {})}
     if source["kind"] == "gdrive_folder":
-        return gdrive_folder(source["folder_id"], dest, files, manifest, retries=retries, progress=progress)
+        return gdrive_folder(source["folder_id"], dest, files, manifest, retries=retries, timeout=timeout,
+                             progress=progress)
     if source["kind"] == "huggingface":
         return hf_snapshot(source["repo_id"], source["revision"], dest, files, endpoints["huggingface"], manifest)
     raise DownloadError(f"{dest}: unknown model source kind {source['kind']!r}")
