@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from cellplm.bench.data.download import Manifest, fetch
 from cellplm.bench.errors import DownloadError
@@ -458,3 +459,55 @@ def test_full_disk_stops_at_once_and_resumes_after_space_is_freed(net, small_dis
     small_disk.resize(8 << 20)
     get(GH, dest, sha256=hashlib.sha256(big).hexdigest())
     assert dest.read_bytes() == big and net.requests[-1][3].get("range") == f"bytes={kept}-"
+
+
+GENEFORMER = {"Geneformer-V1-10M/config.json": b'{"model_type": "bert"}', "Geneformer-V1-10M/model.safetensors": DATA}
+
+
+def test_hugging_face_follows_hf_endpoint_unless_the_config_names_an_endpoint(tmp_path, monkeypatch):
+    """A user's mirror in HF_ENDPOINT is asked (huggingface.co is not); an endpoint in the config still wins."""
+    import huggingface_hub  # noqa: F401 - imported before HF_ENDPOINT is set: our code must read it at each call
+
+    from cellplm.bench.data.services import fetch_model
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    spec = {"source": {"kind": "huggingface", "repo_id": "ctheodoris/Geneformer", "revision": REVISION},
+            "files": {"Geneformer-V1-10M/config.json": None, "Geneformer-V1-10M/model.safetensors": SHA}}
+    with FakeInternet(tmp_path, direct_host="hf-mirror.com") as mirror:
+        hugging_face(mirror, "ctheodoris/Geneformer", REVISION, GENEFORMER, host="hf-mirror.com",
+                     lfs={"Geneformer-V1-10M/model.safetensors"})  # huggingface.co itself answers 404 to all
+        for k, v in mirror.env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("HF_ENDPOINT", mirror.url + "/")
+        manifest = Manifest(tmp_path / "checksums.tsv")
+        info = fetch_model(spec, tmp_path / "models" / "gf", manifest, endpoints={})
+        assert (tmp_path / "models" / "gf" / "Geneformer-V1-10M" / "model.safetensors").read_bytes() == DATA
+        assert info["url"] == f"{mirror.url}/ctheodoris/Geneformer/tree/{REVISION}"
+        assert manifest.row("gf/Geneformer-V1-10M/config.json")["url"] == info["url"]
+        assert any(h.startswith(f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}")
+                   for h in mirror.hits("hf-mirror.com"))
+        assert mirror.hits("huggingface.co") == []
+        # the config's endpoint wins over HF_ENDPOINT (here a port where nothing listens)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        again = fetch_model(spec, tmp_path / "models" / "gf2", endpoints={"huggingface": mirror.url})
+        assert again["url"].startswith(mirror.url) and (tmp_path / "models" / "gf2" / "Geneformer-V1-10M").is_dir()
+
+
+def test_the_schema_sets_no_hugging_face_endpoint_so_that_hf_endpoint_applies(tmp_path):
+    """Snakemake fills the schema's defaults into the config: a default endpoint there would override HF_ENDPOINT."""
+    from snakemake.utils import validate
+
+    from cellplm.bench.data.services import ENDPOINTS
+
+    full = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    schema = {"$schema": full["$schema"], **full["properties"]["download"]}
+    (tmp_path / "download.schema.yaml").write_text(yaml.safe_dump(schema))
+    settings = {}
+    validate(settings, str(tmp_path / "download.schema.yaml"))
+    assert settings["endpoints"] == ENDPOINTS and "huggingface" not in settings["endpoints"]
+    described = schema["properties"]["endpoints"]["properties"]["huggingface"]["description"]
+    assert "HF_ENDPOINT" in described and "huggingface.co" in described

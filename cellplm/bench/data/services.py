@@ -13,7 +13,8 @@
   gdown waits forever for a stalled server unless given ``timeout`` (see :func:`gdrive_download`).
 - **Hugging Face**, through ``huggingface_hub.snapshot_download`` at a pinned commit (``revision``), with
   ``allow_patterns``: ``GET /api/models/{repo}/tree/{revision}?recursive=true``, then per file
-  ``HEAD``/``GET /{repo}/resolve/{revision}/{path}`` (LFS files redirect to a CDN).
+  ``HEAD``/``GET /{repo}/resolve/{revision}/{path}`` (LFS files redirect to a CDN). The Hub's address is the
+  config's endpoint, else the user's ``HF_ENDPOINT`` (a mirror), else huggingface.co (:func:`hf_endpoint`).
 - Any body may be an HTML page (a login, preview, quota or confirmation page) whatever its Content-Type says:
   :func:`looks_like_html` sniffs the first bytes of every file, the way browsers do.
 """
@@ -41,8 +42,10 @@ USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
 ENDPOINTS = {
     "cellxgene_api": "https://api.cellxgene.cziscience.com/curation/v1",
     "cellxgene_datasets": "https://datasets.cellxgene.cziscience.com",
-    "huggingface": "https://huggingface.co",
 }
+# The Hugging Face Hub when neither the config (endpoints.huggingface) nor HF_ENDPOINT names one: huggingface_hub
+# 2.4.0's own default (huggingface_hub/constants.py, _HF_DEFAULT_ENDPOINT).
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 # How much of a body is sniffed for an HTML page (the WHATWG MIME Sniffing Standard reads up to 1445 bytes; its
 # HTML signatures all sit at the start, after whitespace).
 SNIFF_BYTES = 512
@@ -305,28 +308,43 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
 
 def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, timeout: float = 60,
                 endpoints: dict | None = None, progress: bool = True) -> dict:
-    """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``."""
+    """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``.
+    ``endpoints``: the config's ``download.endpoints`` (``huggingface``: see :func:`hf_endpoint`)."""
     source, files, dest = spec["source"], dict(spec["files"]), Path(dest)
-    endpoints = {**ENDPOINTS, **(endpoints or {})}
     if source["kind"] == "gdrive_folder":
         return gdrive_folder(source["folder_id"], dest, files, manifest, retries=retries, timeout=timeout,
                              progress=progress)
     if source["kind"] == "huggingface":
-        return hf_snapshot(source["repo_id"], source["revision"], dest, files, endpoints["huggingface"], manifest)
+        return hf_snapshot(source["repo_id"], source["revision"], dest, files, (endpoints or {}).get("huggingface"),
+                           manifest)
     raise DownloadError(f"{dest}: unknown model source kind {source['kind']!r}")
 
 
 # ---- Hugging Face (huggingface_hub) -----------------------------------------------------------------------------
 
-def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: str, manifest=None) -> dict:
+def hf_endpoint(configured: str | None = None) -> str:
+    """The Hugging Face Hub to ask: the config's ``download.endpoints.huggingface`` when given, else the user's
+    ``HF_ENDPOINT`` (a mirror) when set, else huggingface.co.
+
+    That is huggingface_hub's own rule (2.4.0, ``huggingface_hub/constants.py``: ``ENDPOINT =
+    os.getenv("HF_ENDPOINT", _HF_DEFAULT_ENDPOINT).rstrip("/")``; ``snapshot_download``'s ``endpoint`` "Defaults to
+    the value of `HF_ENDPOINT`"), with the config first. It is read here at each call, since huggingface_hub reads
+    the variable once, when it is first imported; and named here, since messages and the manifest quote the URL."""
+    return (configured or os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: str | None = None,
+                manifest=None) -> dict:
     """The ``files`` (repository path -> pinned sha256 or None) of ``repo_id`` at commit ``revision``, downloaded
-    with ``huggingface_hub.snapshot_download`` into ``dest`` (a staging folder renamed into place), verified."""
+    with ``huggingface_hub.snapshot_download`` into ``dest`` (a staging folder renamed into place), verified.
+    ``endpoint``: the configured Hub, if any (:func:`hf_endpoint`)."""
     import huggingface_hub
 
+    endpoint = hf_endpoint(endpoint)
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
         raise DownloadError(f"{repo_id}: revision {revision!r} is not a commit sha (40 hex digits); pin a commit, since "
                             "the repository's layout has been renamed before")
-    url = f"{endpoint.rstrip('/')}/{repo_id}/tree/{revision}"
+    url = f"{endpoint}/{repo_id}/tree/{revision}"
     manual = f"download {', '.join(files)} from {url} into {dest}/ (same paths) and rerun"
     staging = dest.with_name(f".{dest.name}.partial")
     try:
