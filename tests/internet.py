@@ -18,6 +18,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,7 @@ class Response:
     body: bytes = b""
     ranges: bool = True  # honour Range requests (206); False: always the whole body with 200
     cut_after: int | None = None  # drop the connection after this many body bytes
+    stall: bool = False  # send the headers, then no byte of the body (until the emulation stops)
 
 
 @dataclass
@@ -61,6 +63,8 @@ class FakeInternet:
         self.requests: list[tuple[str, str, str, dict]] = []
         self.direct_host = direct_host
         self.cuts: dict[tuple[str, str], int] = {}  # (host, path) -> connections still to drop
+        self.stalled: list[float] = []  # time.monotonic() when each stalling response had sent its headers
+        self.unstall = threading.Event()  # set on exit: stalled responses end (closing their connection)
         self.ca = trustme.CA()
         self.ca_file = tmp_path / "fake-internet-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
@@ -101,6 +105,7 @@ class FakeInternet:
         return self
 
     def __exit__(self, *exc):
+        self.unstall.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -162,6 +167,11 @@ def _proxy_handler(net: FakeInternet):
             self.end_headers()
             if self.command == "HEAD":
                 return
+            if res.stall:  # a server that stops sending after the headers: only a client timeout ends the wait
+                net.stalled.append(time.monotonic())
+                net.unstall.wait()
+                self.close_connection = True
+                return
             key = (req.host, req.path)
             try:
                 if res.cut_after is not None and net.cuts.get(key, 0) > 0:
@@ -204,14 +214,15 @@ def _sha1_git(data: bytes) -> str:
 # ---- the services --------------------------------------------------------------------------------------------
 
 def google_drive(net: FakeInternet, files: dict[str, tuple[str, bytes]], folders: dict | None = None,
-                 large: set = frozenset(), quota: set = frozenset()):
+                 large: set = frozenset(), quota: set = frozenset(), stall: set = frozenset()):
     """Google Drive as gdown 6.5.1 talks to it (gdown/download.py, download_folder.py; its own tests' fixtures).
 
     ``files``: id -> (name, bytes). ``GET drive.google.com/uc?id=ID``: a small file answers at once with
     ``Content-Disposition``; a ``large`` one redirects (303) to ``drive.usercontent.google.com/download?id=ID&
     export=download``, which answers the virus-scan warning page, an HTML form ``id="download-form"`` with hidden
     inputs id, export, confirm and uuid (one line, as Drive sends it), and only the resubmitted form with that
-    uuid gets the file (with an ETag; Range honoured). An id in ``quota`` answers Drive's "Too many users" page.
+    uuid gets the file (with an ETag; Range honoured). An id in ``quota`` answers Drive's "Too many users" page;
+    one in ``stall`` sends the file's response headers and then nothing (a stalled transfer).
     ``folders``: folder id -> (title, [file ids]), listed at ``drive.google.com/embeddedfolderview?id=FOLDER``.
     """
     uuids = {fid: f"5e1f{abs(hash(fid)) % 10**8:08d}-7c2a-4b7e-9a51-0f0c4a6c3d21" for fid in files}
@@ -219,7 +230,7 @@ def google_drive(net: FakeInternet, files: dict[str, tuple[str, bytes]], folders
     def attachment(fid):
         name, data = files[fid]
         return Response(200, {"Content-Type": "application/octet-stream", "ETag": f'"{_sha1_git(data)}"',
-                              "Content-Disposition": f'attachment; filename="{name}"'}, data)
+                              "Content-Disposition": f'attachment; filename="{name}"'}, data, stall=fid in stall)
 
     def uc(req):
         fid = req.query.get("id", "")

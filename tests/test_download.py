@@ -7,13 +7,18 @@ Dropbox's redirect to a content host without Range support, CELLxGENE's versions
 
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
+import yaml
 
 from cellplm.bench.data.download import Manifest, fetch
 from cellplm.bench.errors import DownloadError
-from conftest import make_counts_adata
+from conftest import ROOT, make_counts_adata
 from internet import (DROPBOX_CONTENT, FakeInternet, Response, cellxgene, dropbox_blob, dropbox_shared_folder,
                       figshare, google_drive, hugging_face)
 
@@ -111,6 +116,34 @@ def test_html_page_is_refused(net, tmp_path):
     with pytest.raises(DownloadError, match=r"GitHub raw.githubusercontent.com: an HTML page instead of the file"):
         get(GH, tmp_path / "dl" / "x.csv")
     assert leftovers(tmp_path / "dl") == []
+
+
+def test_html_page_sent_as_data_is_refused_by_its_first_bytes(net, tmp_path):
+    """A login page labelled application/octet-stream: its first bytes give it away (a BOM, whitespace, any case)."""
+    page = b"\xef\xbb\xbf\n  <!DOCTYPE HTML><html><head><title>Sign in</title></head><body>log in</body></html>"
+    net.file("raw.githubusercontent.com", "/YosefLab/scVI-data/master/gene_info.csv", page)
+    manifest = Manifest(tmp_path / "checksums.tsv")
+    dest = tmp_path / "dl" / "gene_info.csv"
+    with pytest.raises(DownloadError) as e:
+        get(GH, dest, manifest=manifest)
+    assert str(e.value) == (
+        "gene_info.csv: no source gave the file (GitHub raw.githubusercontent.com: an HTML page instead of the file (a "
+        "login, preview, quota or confirmation page), sent as application/octet-stream); nothing was saved. Download "
+        f"{GH} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)")
+    assert leftovers(dest.parent) == [] and manifest.row("gene_info.csv") is None
+    assert not manifest.path.exists() or "gene_info.csv" not in manifest.path.read_text()
+
+
+@pytest.mark.parametrize("head, html", [
+    (b"<html lang=en>", True), (b"\r\n\t<HEAD>", True), (b"<!-- x -->", True), (b"<p>moved</p>", True),
+    (b"<html\n>", True), (b"\x89HDF\r\n\x1a\n<html>", False), (b"PK\x03\x04", False), (b"<htmlish", False),
+    (b"gene_id,symbol\n<b>", False), (b"<?xml version='1.0'?>", False), (b"", False),
+])
+def test_looks_like_html_follows_the_mime_sniffing_signatures(tmp_path, head, html):
+    from cellplm.bench.data.services import looks_like_html
+
+    (tmp_path / "body").write_bytes(head + b"\x00" * 2000)
+    assert looks_like_html(tmp_path / "body") is html
 
 
 # ---- figshare: its bot challenge answers an empty 202 or a 403; the API route is a mirror --------------------------
@@ -315,6 +348,63 @@ def test_google_drive_folder_with_gdown(net, tmp_path):
     assert not (tmp_path / "models" / "other").exists()
 
 
+# A Drive server that sends the headers and then stalls: the job ends within download.timeout. Each case runs in a
+# subprocess killed after CAP seconds, so that a transfer without a timeout (gdown's default) fails the test
+# instead of hanging it.
+STALL_TIMEOUT, SLACK, CAP = 2.0, 4.0, 30
+
+
+def run_job(args, net, tmp_path):
+    """``python args...`` with the emulated internet, this checkout's package, a private HOME (gdown's cookies);
+    returns the finished process and the seconds from the first stalled response's headers to its end."""
+    env = {**os.environ, **net.env, "HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    try:
+        out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=CAP)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a stalled Google Drive transfer was still waiting after {CAP} s (no timeout reached gdown)")
+    ended = time.monotonic()
+    assert net.stalled, out.stderr[-2000:]
+    return out, ended - net.stalled[0]
+
+
+def test_stalled_google_drive_transfer_ends_within_the_timeout(net, tmp_path):
+    google_drive(net, {SCDIFF: ("reproducibility.tar.gz", DATA)}, stall={SCDIFF})
+    dest = tmp_path / "dl" / "scdiff.tar.gz"
+    manifest = tmp_path / "checksums.tsv"
+    out, waited = run_job(["-m", "cellplm.bench.cli", "download", f"gdrive://{SCDIFF}", str(dest), "--retries", "0",
+                           "--timeout", str(STALL_TIMEOUT), "--manifest", str(manifest)], net, tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    assert STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + SLACK  # gave up because of the timeout, and in time
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]  # after gdown's progress lines
+    assert errors == [out.stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith("ERROR: scdiff.tar.gz: Google Drive did not give the file (")
+    assert "Read timed out" in errors[0] and errors[0].endswith(f"save it as {dest}, and rerun (its sha256 is then "
+                                                                "recorded with the results)")
+    assert leftovers(dest.parent) == [] and not manifest.exists()  # nothing half-written, no checksum
+
+
+def test_stalled_google_drive_folder_file_ends_within_the_timeout(net, tmp_path):
+    ids = {"1ArgsJsonAAAAAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512}'),
+           "1BestModelCCCCCCCCCCCCCCCCCCCCCC": ("best_model.pt", DATA)}
+    google_drive(net, ids, folders={"1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y": ("scGPT_human", list(ids))},
+                 stall={"1BestModelCCCCCCCCCCCCCCCCCCCCCC"})
+    models = tmp_path / "models"
+    spec = {"source": {"kind": "gdrive_folder", "folder_id": "1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y"},
+            "files": {"args.json": None, "best_model.pt": None}}
+    code = ("import sys; from cellplm.bench.data.services import fetch_model; from cellplm.bench.errors import "
+            "DownloadError\ntry:\n    fetch_model(%r, %r, retries=0, timeout=%r, progress=False)\nexcept DownloadError "
+            "as e:\n    sys.exit(f'ERROR: {e}')" % (spec, str(models / "scgpt_whole_human"), STALL_TIMEOUT))
+    out, waited = run_job(["-c", code], net, tmp_path)
+    assert out.returncode == 1 and STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + SLACK
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: scgpt_whole_human: Google Drive did not give the file (")
+    assert "Read timed out" in lines[0]
+    # the file that arrived is kept for the rerun to resume from; the stalled one left nothing
+    assert sorted(p.relative_to(models).as_posix() for p in models.rglob("*")) == [
+        ".scgpt_whole_human.partial", ".scgpt_whole_human.partial/args.json"]
+
+
 # ---- Hugging Face, through huggingface_hub at a pinned commit (HF_ENDPOINT) --------------------------------------
 
 REVISION = "04c2b2e84da7c0f385c3f9ad8f3ec24bab6650e5"
@@ -369,3 +459,55 @@ def test_full_disk_stops_at_once_and_resumes_after_space_is_freed(net, small_dis
     small_disk.resize(8 << 20)
     get(GH, dest, sha256=hashlib.sha256(big).hexdigest())
     assert dest.read_bytes() == big and net.requests[-1][3].get("range") == f"bytes={kept}-"
+
+
+GENEFORMER = {"Geneformer-V1-10M/config.json": b'{"model_type": "bert"}', "Geneformer-V1-10M/model.safetensors": DATA}
+
+
+def test_hugging_face_follows_hf_endpoint_unless_the_config_names_an_endpoint(tmp_path, monkeypatch):
+    """A user's mirror in HF_ENDPOINT is asked (huggingface.co is not); an endpoint in the config still wins."""
+    import huggingface_hub  # noqa: F401 - imported before HF_ENDPOINT is set: our code must read it at each call
+
+    from cellplm.bench.data.services import fetch_model
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    spec = {"source": {"kind": "huggingface", "repo_id": "ctheodoris/Geneformer", "revision": REVISION},
+            "files": {"Geneformer-V1-10M/config.json": None, "Geneformer-V1-10M/model.safetensors": SHA}}
+    with FakeInternet(tmp_path, direct_host="hf-mirror.com") as mirror:
+        hugging_face(mirror, "ctheodoris/Geneformer", REVISION, GENEFORMER, host="hf-mirror.com",
+                     lfs={"Geneformer-V1-10M/model.safetensors"})  # huggingface.co itself answers 404 to all
+        for k, v in mirror.env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("HF_ENDPOINT", mirror.url + "/")
+        manifest = Manifest(tmp_path / "checksums.tsv")
+        info = fetch_model(spec, tmp_path / "models" / "gf", manifest, endpoints={})
+        assert (tmp_path / "models" / "gf" / "Geneformer-V1-10M" / "model.safetensors").read_bytes() == DATA
+        assert info["url"] == f"{mirror.url}/ctheodoris/Geneformer/tree/{REVISION}"
+        assert manifest.row("gf/Geneformer-V1-10M/config.json")["url"] == info["url"]
+        assert any(h.startswith(f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}")
+                   for h in mirror.hits("hf-mirror.com"))
+        assert mirror.hits("huggingface.co") == []
+        # the config's endpoint wins over HF_ENDPOINT (here a port where nothing listens)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        again = fetch_model(spec, tmp_path / "models" / "gf2", endpoints={"huggingface": mirror.url})
+        assert again["url"].startswith(mirror.url) and (tmp_path / "models" / "gf2" / "Geneformer-V1-10M").is_dir()
+
+
+def test_the_schema_sets_no_hugging_face_endpoint_so_that_hf_endpoint_applies(tmp_path):
+    """Snakemake fills the schema's defaults into the config: a default endpoint there would override HF_ENDPOINT."""
+    from snakemake.utils import validate
+
+    from cellplm.bench.data.services import ENDPOINTS
+
+    full = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    schema = {"$schema": full["$schema"], **full["properties"]["download"]}
+    (tmp_path / "download.schema.yaml").write_text(yaml.safe_dump(schema))
+    settings = {}
+    validate(settings, str(tmp_path / "download.schema.yaml"))
+    assert settings["endpoints"] == ENDPOINTS and "huggingface" not in settings["endpoints"]
+    described = schema["properties"]["endpoints"]["properties"]["huggingface"]["description"]
+    assert "HF_ENDPOINT" in described and "huggingface.co" in described

@@ -1,6 +1,7 @@
 """``cellplm-bench``: the benchmark's data steps from the command line, outside Snakemake.
 
     cellplm-bench download URL DEST [--sha256 HEX] [--manifest TSV] [--mirror URL ...] [--version-id ID] [--as-of DATE]
+                               [--retries N] [--timeout SECONDS]
     cellplm-bench preprocess INPUT.h5ad OUTPUT.h5ad [--label-key ...] [--batch-key ...] [--counts ...]
     cellplm-bench split DATASET.h5ad OUTDIR [--strategy random|batch_holdout] [--seed 10] [--fractions 0.9 0 0.1]
     cellplm-bench synthetic OUTPUT.h5ad [--n-cells N] [--n-genes G] [--seed S]
@@ -19,8 +20,9 @@ from .errors import BenchError
 def _download(args):
     from .data.download import Manifest, fetch
 
+    timeout = {"timeout": args.timeout} if args.timeout else {}  # else fetch's default
     info = fetch(args.url, args.dest, sha256=args.sha256, manifest=Manifest(args.manifest) if args.manifest else None,
-                 mirrors=args.mirror, version_id=args.version_id, as_of=args.as_of, retries=args.retries)
+                 mirrors=args.mirror, version_id=args.version_id, as_of=args.as_of, retries=args.retries, **timeout)
     print(json.dumps(info))
 
 
@@ -72,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--sha256", help="expected checksum")
     d.add_argument("--manifest", help="TSV recording first-download checksums (verified on later downloads)")
     d.add_argument("--retries", type=int, default=4)
+    d.add_argument("--timeout", type=float,
+                   help="seconds without data before a transfer attempt fails (Google Drive's too)")
     d.add_argument("--mirror", action="append", default=[], help="URL tried when the URL refuses the file (repeatable)")
     d.add_argument("--version-id", help="cellxgene: pin this dataset version")
     d.add_argument("--as-of", help="cellxgene: the newest version published on or before this date (YYYY-MM-DD)")

@@ -3,12 +3,13 @@
 A source is named by a URL:
 
 - ``http(s)://...``: fetched here (urllib), optionally with ``mirrors`` tried in order. Only an answer of 200 or
-  206 with a non-empty body that is not an HTML page is data; anything else (figshare's bot challenge answers an
+  206 with a non-empty body that is not an HTML page (by its Content-Type, or by its first bytes whatever the
+  Content-Type: :func:`.services.looks_like_html`) is data; anything else (figshare's bot challenge answers an
   empty 202 or a 403, Dropbox and Google Drive answer HTML pages) is a refusal that moves on to the next mirror and
   finally ends in one line naming the service and what to do. Redirects are followed; a host that ignores HTTP
   Range requests (Dropbox's content host) makes a resumed transfer start again from the first byte.
 - ``gdrive://<file id>``: Google Drive, through ``gdown`` (:mod:`.services`), which answers Drive's large-file
-  confirmation form.
+  confirmation form; ``timeout`` reaches it too (gdown's own default waits forever).
 - ``cellxgene://<dataset id or dataset version id>``: CELLxGENE Discover, resolved to one dataset version through
   the curation API (:mod:`.services`), pinned by ``version_id`` or chosen by ``as_of``, then fetched from the
   public datasets host; its ``cell_count`` is checked against the file.
@@ -38,11 +39,13 @@ from tqdm.auto import tqdm
 
 from ...checksum import sha256_file
 from ..errors import DISK_FULL, UNWRITABLE, DownloadError
-from .services import ENDPOINTS, check_cell_count, gdrive_download, open_url, resolve, service_name
+from .services import (ENDPOINTS, check_cell_count, gdrive_download, looks_like_html, open_url, resolve,
+                       service_name)
 
 CHUNK = 1 << 20
 # No retry can change these answers; the next mirror may.
 PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
+HTML_PAGE = "an HTML page instead of the file (a login, preview, quota or confirmation page)"
 
 
 class Manifest:
@@ -139,7 +142,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
             have = 0
         ctype = r.headers.get("Content-Type", "")
         if ctype.startswith("text/html"):
-            raise Refused("an HTML page instead of the file (a login, preview, quota or confirmation page)", r.url)
+            raise Refused(HTML_PAGE, r.url)
         length = r.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         mode = "ab" if have else "wb"
@@ -155,6 +158,8 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
             raise http.client.IncompleteRead(b"", total - got)
         if got == 0:
             raise Refused(f"HTTP {r.status} with an empty body", r.url)
+        if looks_like_html(part):  # the file's first bytes, also when this transfer resumed it
+            raise Refused(f"{HTML_PAGE}, sent as {ctype or 'no Content-Type'}", r.url)
 
 
 def _download_url(url: str, part: Path, dest: Path, retries: int, timeout: float, backoff: float,
@@ -238,7 +243,7 @@ def fetch(
     recorded = locked if locked and (locked.get("version") or "") == resolved.version else None
     expected = sha256.lower() if sha256 else (recorded["sha256"] if recorded else None)
     if url.startswith("gdrive://"):
-        used = gdrive_download(resolved.urls[0], part, dest, retries=retries, progress=progress)
+        used = gdrive_download(resolved.urls[0], part, dest, retries=retries, timeout=timeout, progress=progress)
     else:
         refusals = []
         for candidate in resolved.urls:

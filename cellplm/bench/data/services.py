@@ -10,13 +10,19 @@
   a large file first answers an HTML warning page whose ``<form id="download-form">`` (hidden inputs ``id``,
   ``export``, ``confirm``, ``uuid``) must be resubmitted with the session's cookies; a quota page carries
   ``<p class="uc-error-subcaption">``. A public folder is listed from ``/embeddedfolderview?id=<folder id>``.
+  gdown waits forever for a stalled server unless given ``timeout`` (see :func:`gdrive_download`).
 - **Hugging Face**, through ``huggingface_hub.snapshot_download`` at a pinned commit (``revision``), with
   ``allow_patterns``: ``GET /api/models/{repo}/tree/{revision}?recursive=true``, then per file
-  ``HEAD``/``GET /{repo}/resolve/{revision}/{path}`` (LFS files redirect to a CDN).
+  ``HEAD``/``GET /{repo}/resolve/{revision}/{path}`` (LFS files redirect to a CDN). The Hub's address is the
+  config's endpoint, else the user's ``HF_ENDPOINT`` (a mirror), else huggingface.co (:func:`hf_endpoint`).
+- Any body may be an HTML page (a login, preview, quota or confirmation page) whatever its Content-Type says:
+  :func:`looks_like_html` sniffs the first bytes of every file, the way browsers do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import re
@@ -36,8 +42,19 @@ USER_AGENT = "cellplm-bench/0.1 (+https://github.com/; benchmark data download)"
 ENDPOINTS = {
     "cellxgene_api": "https://api.cellxgene.cziscience.com/curation/v1",
     "cellxgene_datasets": "https://datasets.cellxgene.cziscience.com",
-    "huggingface": "https://huggingface.co",
 }
+# The Hugging Face Hub when neither the config (endpoints.huggingface) nor HF_ENDPOINT names one: huggingface_hub
+# 2.4.0's own default (huggingface_hub/constants.py, _HF_DEFAULT_ENDPOINT).
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
+# How much of a body is sniffed for an HTML page (the WHATWG MIME Sniffing Standard reads up to 1445 bytes; its
+# HTML signatures all sit at the start, after whitespace).
+SNIFF_BYTES = 512
+# The HTML signatures of the WHATWG MIME Sniffing Standard (section 7.1, "identifying a resource with an unknown
+# MIME type"): after leading whitespace, one of these (any case) followed by a space or ">"; we also accept the
+# other whitespace bytes after it ("<html\n"), and skip a UTF-8 byte order mark.
+HTML_SIGNATURES = (b"<!doctype html", b"<html", b"<head", b"<script", b"<iframe", b"<h1", b"<div", b"<font",
+                   b"<table", b"<a", b"<style", b"<title", b"<b", b"<body", b"<br", b"<p", b"<!--")
+_WHITESPACE = b"\t\n\x0c\r "
 # Host suffix -> the service's name in messages.
 SERVICES = {
     "figshare.com": "figshare", "amazonaws.com": "figshare's file store (S3)", "dropbox.com": "Dropbox",
@@ -55,6 +72,16 @@ def service_name(url: str) -> str:
         return "CELLxGENE Discover"
     host = urllib.parse.urlsplit(url).hostname or url
     return next((name for suffix, name in SERVICES.items() if host == suffix or host.endswith("." + suffix)), host)
+
+
+def looks_like_html(path) -> bool:
+    """Whether the file at ``path`` begins like an HTML page. Services answer a login, preview, quota or
+    confirmation page in place of the file, not always as ``text/html`` (an ``application/octet-stream`` page would
+    otherwise be saved as the data and its sha256 recorded as the reference); the one check for every download."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES).removeprefix(b"\xef\xbb\xbf").lstrip(_WHITESPACE).lower()
+    return any(head.startswith(tag) and head[len(tag):len(tag) + 1] in (b">", *(bytes([c]) for c in _WHITESPACE))
+               for tag in HTML_SIGNATURES)
 
 
 def open_url(url: str, headers: dict | None = None, timeout: float = 60):
@@ -207,8 +234,28 @@ def _gdown_error(what: str, err: Exception, manual: str) -> DownloadError:
     return DownloadError(f"{what}: Google Drive did not give the file ({said}); {manual}")
 
 
-def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress: bool = True) -> str:
-    """Download one Drive file into ``part`` with gdown (confirmation form, cookies, resume)."""
+def _drop_empty_partials(paths) -> None:
+    """Remove those of gdown's partial files (``paths``) that are empty: nothing to resume. gdown 6.5.1 writes a
+    transfer to ``<output><8 random characters>.part`` beside its output (``gdown/download.py``,
+    ``_prepare_partial_file``); one with bytes is kept, and the next run resumes it (``resume=True``), as it does a
+    plain-HTTP ``.part`` file."""
+    for partial in paths:
+        if partial.is_file() and partial.stat().st_size == 0:
+            partial.unlink(missing_ok=True)
+
+
+def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, timeout: float = 60,
+                    progress: bool = True) -> str:
+    """Download one Drive file into ``part`` with gdown (confirmation form, cookies, resume).
+
+    ``timeout``: seconds without data before an attempt fails. gdown 6.5.1 waits forever by default
+    (``gdown/download.py`` line 726: ``timeout: float | tuple[float, float] | None = None``, documented at lines
+    784-787 "Default is None, which waits forever"). The value reaches the one ``sess.get(..., stream=True,
+    timeout=timeout)`` of ``_get_response_with_retries`` (lines 340-346) through ``_get_download_response`` (line
+    410) and the body reads of ``_iter_response_chunks`` (lines 576, 680), where a stalled read raises a requests
+    ``ConnectionError``/``Timeout`` (caught at lines 614-618) that is retried ``retries`` times (``_wait_for_retry``,
+    lines 307-322, a random back-off of at most min(2**attempt, 30) s) and then raised.
+    """
     import gdown
     import requests
 
@@ -216,25 +263,30 @@ def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, progress
     staging.unlink(missing_ok=True)
     manual = f"download {url} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)"
     try:
-        out = gdown.download(url=url, output=str(staging), quiet=not progress, resume=True, retries=retries)
+        out = gdown.download(url=url, output=str(staging), quiet=not progress, resume=True, retries=retries,
+                             timeout=timeout)
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
+        _drop_empty_partials(staging.parent.glob(glob.escape(staging.name) + "?" * 8 + ".part"))
         raise _gdown_error(dest.name, e, manual) from None
     if not out or not staging.exists() or staging.stat().st_size == 0:
         staging.unlink(missing_ok=True)
         raise DownloadError(f"{dest.name}: Google Drive gave an empty answer; {manual}")
-    with open(staging, "rb") as fh:
-        head = fh.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
+    if looks_like_html(staging):
         staging.unlink(missing_ok=True)
         raise DownloadError(f"{dest.name}: Google Drive answered an HTML page, not the file; {manual}")
     os.replace(staging, part)
     return url
 
 
-def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retries: int = 4,
+def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retries: int = 4, timeout: float = 60,
                   progress: bool = True) -> dict:
     """Download the public Drive folder ``folder_id`` with ``gdown.download_folder`` into ``dest`` (atomically:
-    a staging folder renamed into place), keeping ``files`` (name -> pinned sha256 or None), verified."""
+    a staging folder renamed into place), keeping ``files`` (name -> pinned sha256 or None), verified.
+
+    ``timeout`` as in :func:`gdrive_download`: gdown 6.5.1 ``gdown/download_folder.py`` line 83 (``timeout=None``,
+    documented at lines 124-127 "Default is None, which waits forever") passes it to the folder listing (line 178,
+    then ``sess.get(url, verify=verify, timeout=timeout)`` at line 289) and to each file's ``download(...,
+    timeout=timeout)`` (line 240)."""
     import gdown
     import requests
 
@@ -244,35 +296,55 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
     staging = dest.with_name(f".{dest.name}.partial")
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        gdown.download_folder(id=folder_id, output=str(staging), quiet=not progress, resume=True, retries=retries)
+        gdown.download_folder(id=folder_id, output=str(staging), quiet=not progress, resume=True, retries=retries,
+                              timeout=timeout)
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
+        _drop_empty_partials(staging.rglob("*.part"))  # the staging folder is ours: every partial in it is gdown's
+        with contextlib.suppress(OSError):
+            staging.rmdir()  # only when nothing is left to resume
         raise _gdown_error(dest.name, e, manual) from None
     return _finish_tree(staging, dest, files, manifest, url, manual)
 
 
-def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, endpoints: dict | None = None,
-                progress: bool = True) -> dict:
-    """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``."""
+def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, timeout: float = 60,
+                endpoints: dict | None = None, progress: bool = True) -> dict:
+    """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``.
+    ``endpoints``: the config's ``download.endpoints`` (``huggingface``: see :func:`hf_endpoint`)."""
     source, files, dest = spec["source"], dict(spec["files"]), Path(dest)
-    endpoints = {**ENDPOINTS, **(endpoints or {})}
     if source["kind"] == "gdrive_folder":
-        return gdrive_folder(source["folder_id"], dest, files, manifest, retries=retries, progress=progress)
+        return gdrive_folder(source["folder_id"], dest, files, manifest, retries=retries, timeout=timeout,
+                             progress=progress)
     if source["kind"] == "huggingface":
-        return hf_snapshot(source["repo_id"], source["revision"], dest, files, endpoints["huggingface"], manifest)
+        return hf_snapshot(source["repo_id"], source["revision"], dest, files, (endpoints or {}).get("huggingface"),
+                           manifest)
     raise DownloadError(f"{dest}: unknown model source kind {source['kind']!r}")
 
 
 # ---- Hugging Face (huggingface_hub) -----------------------------------------------------------------------------
 
-def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: str, manifest=None) -> dict:
+def hf_endpoint(configured: str | None = None) -> str:
+    """The Hugging Face Hub to ask: the config's ``download.endpoints.huggingface`` when given, else the user's
+    ``HF_ENDPOINT`` (a mirror) when set, else huggingface.co.
+
+    That is huggingface_hub's own rule (2.4.0, ``huggingface_hub/constants.py``: ``ENDPOINT =
+    os.getenv("HF_ENDPOINT", _HF_DEFAULT_ENDPOINT).rstrip("/")``; ``snapshot_download``'s ``endpoint`` "Defaults to
+    the value of `HF_ENDPOINT`"), with the config first. It is read here at each call, since huggingface_hub reads
+    the variable once, when it is first imported; and named here, since messages and the manifest quote the URL."""
+    return (configured or os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: str | None = None,
+                manifest=None) -> dict:
     """The ``files`` (repository path -> pinned sha256 or None) of ``repo_id`` at commit ``revision``, downloaded
-    with ``huggingface_hub.snapshot_download`` into ``dest`` (a staging folder renamed into place), verified."""
+    with ``huggingface_hub.snapshot_download`` into ``dest`` (a staging folder renamed into place), verified.
+    ``endpoint``: the configured Hub, if any (:func:`hf_endpoint`)."""
     import huggingface_hub
 
+    endpoint = hf_endpoint(endpoint)
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
         raise DownloadError(f"{repo_id}: revision {revision!r} is not a commit sha (40 hex digits); pin a commit, since "
                             "the repository's layout has been renamed before")
-    url = f"{endpoint.rstrip('/')}/{repo_id}/tree/{revision}"
+    url = f"{endpoint}/{repo_id}/tree/{revision}"
     manual = f"download {', '.join(files)} from {url} into {dest}/ (same paths) and rerun"
     staging = dest.with_name(f".{dest.name}.partial")
     try:

@@ -9,5 +9,5 @@ from cellplm.bench.workflow import job
 with job(snakemake):
     s = snakemake.params.settings
     info = fetch_model(snakemake.params.spec, snakemake.output[0], Manifest(s["manifest"]), retries=s["retries"],
-                       endpoints=s["endpoints"])
+                       timeout=s["timeout"], endpoints=s["endpoints"])
     print(json.dumps(info, indent=2))
