@@ -2,6 +2,8 @@
 #   snakemake --cores 8 --use-conda                          full reproduction (config/config.yaml)
 #   snakemake --cores 2 --configfile config/demo.yaml        offline demo
 #   snakemake --report results/report.html                   self-contained HTML report
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -10,7 +12,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-report: "workflow/report/workflow.rst"
+# The report's landing page, written by the landing_page rule from the config (rules/report.smk). Absolute, as
+# Snakemake resolves this path against the Snakefile's folder, and the page lies in the working directory.
+report: os.path.join(os.getcwd(), "results/report/workflow.rst")
 
 
 include: "rules/common.smk"

@@ -152,6 +152,7 @@ def final_outputs():
         "results/tables/summary.tsv",
         "results/tables/comparison.tsv",
         "results/tables/benchmark.md",
+        "results/report/workflow.rst",
         "results/tables/runs.tsv",
         "results/tables/speed.tsv",
         "results/tables/zeroshot.tsv",

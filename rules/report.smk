@@ -1,4 +1,5 @@
 # Report: tidy tables, plots, and report() outputs for `snakemake --report results/report.html`.
+from cellplm.bench.report.landing import landing_rst
 
 
 rule aggregate:
@@ -39,6 +40,22 @@ rule aggregate:
         "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/report/aggregate.py"
+
+
+rule landing_page:
+    """The HTML report's landing page (the Snakefile's report: directive): datasets, methods and zero-shot rows
+    of the config, and the wording about the published table's readings that benchmark.md uses."""
+    output:
+        "results/report/workflow.rst",
+    log:
+        "logs/report/landing_page.log",
+    params:
+        text=landing_rst(config, ZEROSHOT_METHODS),  # the page itself: rewritten whenever it changes
+    localrule: True
+    conda:
+        "../workflow/envs/report.yaml"
+    script:
+        "../workflow/scripts/report/landing.py"
 
 
 rule plots:

@@ -1,22 +1,28 @@
 """Ours beside the published table, reading for reading: the dataset fingerprint, every reason a pair is not
-comparable, and the differences, against values worked out by hand."""
+comparable, the differences, our number under each candidate reading with the "reading uncertain" flag (table,
+Markdown and plot), and the published table's reading columns, against values worked out by hand."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cellplm.bench.report.aggregate import checkpoint_reason, comparison, dataset_table, fingerprint, read_published
+from cellplm.bench.errors import InputError
+from cellplm.bench.io import write_tsv
+from cellplm.bench.report import plots
+from cellplm.bench.report.aggregate import (checkpoint_reason, comparison, dataset_table, fingerprint, markdown,
+                                            read_published, read_published_scores)
+from cellplm.bench.report.readings import READINGS, readings_text, split_readings
 from conftest import ROOT
 
 PUBLISHED = pd.DataFrame([
     {"method": "CellPLM", "dataset": "PBMC12K", "value": 0.975, "std": np.nan, "reading": "tm_macro_accuracy",
-     "reading_basis": "b1", "source": "s"},
+     "plausible_readings": "tm_macro_accuracy;tm_macro_accuracy_swapped", "reading_basis": "b1", "source": "s"},
     {"method": "scANVI", "dataset": "PBMC12K", "value": 0.930, "std": 0.0148, "reading": "tm_macro_accuracy_swapped",
-     "reading_basis": "b2", "source": "s"},
+     "plausible_readings": "tm_macro_accuracy_swapped;accuracy", "reading_basis": "b2", "source": "s"},
     {"method": "Geneformer", "dataset": "PBMC12K", "value": np.nan, "std": np.nan, "reading": "tm_macro_accuracy",
-     "reading_basis": "b1", "source": "s"},
+     "plausible_readings": "tm_macro_accuracy", "reading_basis": "b1", "source": "s"},
     {"method": "scDiff", "dataset": "PBMC12K", "value": 0.967, "std": 0.0042, "reading": "tm_macro_accuracy_swapped",
-     "reading_basis": "b2", "source": "s"},
+     "plausible_readings": "tm_macro_accuracy_swapped", "reading_basis": "b2", "source": "s"},
 ])
 PUBLISHED_DATASETS = pd.DataFrame([{"dataset": "PBMC12K", "cells": 11990, "genes": 3346, "classes": 9, "source": "s"}])
 QC = {"n_cells": 11990, "n_genes": 3346, "n_cell_types": 9, "n_batches": 2,
@@ -26,12 +32,15 @@ QC = {"n_cells": 11990, "n_genes": 3346, "n_cell_types": 9, "n_batches": 2,
 def config(variant="published_file", param_set="default", splits=("published",)):
     return {
         "run": {"datasets": ["pbmc12k"], "methods": ["cellplm_finetune", "scanvi", "geneformer"], "param_set": param_set,
+                "seeds": [0],
                 "splits": list(splits)},
         "splits": {"published": {"strategy": "random"}, "batch_holdout": {"strategy": "batch_holdout"}},
         "datasets": {"pbmc12k": {"published_as": "PBMC12K", "variant": variant, "splits": None,
                                  "source": {"kind": "archive", "filename": "a.tar.gz", "member": "PBMC12K_processed.h5ad"}}},
-        "methods": {"cellplm_finetune": {"published_as": "CellPLM"}, "scanvi": {"published_as": "scANVI"},
-                    "geneformer": {"published_as": "Geneformer"}},
+        "methods": {"cellplm_finetune": {"published_as": "CellPLM", "label": "CellPLM (fine-tuned)"},
+                    "scanvi": {"published_as": "scANVI", "label": "scANVI"},
+                    "geneformer": {"published_as": "Geneformer", "label": "Geneformer"}},
+        "published": "config/published_scores.tsv",
     }
 
 
@@ -118,7 +127,7 @@ def test_data_split_and_parameters_that_are_not_the_published_ones():
 def test_partial_fingerprint_and_the_shipped_tables():
     assert fingerprint(QC, {"cells": 11990, "genes": np.nan, "classes": 9}) == ("matches (cells 11,990, classes 9)", True)
     assert fingerprint(QC, None) == ("no published statistics", None)
-    scores = read_published(ROOT / "config/published_scores.tsv")
+    scores = read_published_scores(ROOT / "config/published_scores.tsv")
     assert set(scores["reading"]) == {"tm_macro_accuracy", "tm_macro_accuracy_swapped"}
     own = scores["method"].isin(["scGPT", "Geneformer", "CellPLM"])
     assert (scores.loc[own, "reading"] == "tm_macro_accuracy").all()
@@ -126,6 +135,136 @@ def test_partial_fingerprint_and_the_shipped_tables():
     assert len(scores) == 8 * 6 and scores["reading_basis"].str.startswith("inferred").all()
     datasets = read_published(ROOT / "config/published_datasets.tsv").set_index("dataset")
     assert datasets.loc["PBMC12K", ["cells", "genes", "classes"]].tolist() == [11990, 3346, 9]
+
+
+# ---- every reading, side by side ------------------------------------------------------------------------------
+
+CK = "released (20230926_85M)"
+# Our three readings: CellPLM's 0.020 apart (reading uncertain), scANVI's 0.004 apart (they agree), Geneformer none.
+READING_ROWS = [("published", "cellplm_finetune", "tm_macro_accuracy", 0.95, 0.01, 3, CK),
+                ("published", "cellplm_finetune", "tm_macro_accuracy_swapped", 0.97, 0.02, 3, CK),
+                ("published", "cellplm_finetune", "accuracy", 0.96, 0.0, 3, CK),
+                ("published", "scanvi", "tm_macro_accuracy", 0.931, 0.01, 3, ""),
+                ("published", "scanvi", "tm_macro_accuracy_swapped", 0.930, 0.01, 3, ""),
+                ("published", "scanvi", "accuracy", 0.934, 0.002, 3, ""),
+                *(("published", "geneformer", r, np.nan, np.nan, 0, "") for r in READINGS)]
+
+
+@pytest.fixture
+def readings():
+    """(config, datasets, summary, comparison) of the hand-made readings above."""
+    cfg = config()
+    ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
+    ours = summary(READING_ROWS)
+    return cfg, ds, ours, comparison(ours, PUBLISHED, cfg, ds)
+
+
+def test_every_published_value_beside_our_three_readings(readings):
+    comp = readings[3].set_index("published_method")
+    cellplm, scanvi = comp.loc["CellPLM"], comp.loc["scANVI"]
+    assert [cellplm[f"ours_{r}"] for r in READINGS] == [0.95, 0.97, 0.96]
+    assert [cellplm[f"ours_{r}_std"] for r in READINGS] == [0.01, 0.02, 0.0]
+    assert [scanvi[f"ours_{r}"] for r in READINGS] == [0.931, 0.930, 0.934]
+    # the headline stays the favoured reading's: CellPLM's tm_macro_accuracy, scANVI's swapped one
+    assert cellplm["ours_mean"] == 0.95 and cellplm["difference"] == pytest.approx(0.95 - 0.975)
+    assert scanvi["ours_mean"] == 0.930 and scanvi["difference"] == pytest.approx(0.0)
+    assert cellplm["plausible_readings"] == "tm_macro_accuracy;tm_macro_accuracy_swapped"
+    # 0.97 - 0.95 > 0.005: flagged, and said in the notes; 0.934 - 0.930 is not
+    assert cellplm["reading_uncertain"] and cellplm["readings_spread"] == pytest.approx(0.02)
+    assert cellplm["notes"] == ("reading uncertain: our readings range from 0.950 (tm_macro_accuracy) to 0.970 "
+                                "(tm_macro_accuracy_swapped), 0.020 apart (more than 0.005)")
+    assert not scanvi["reading_uncertain"] and scanvi["readings_spread"] == pytest.approx(0.004)
+    assert scanvi["notes"] == "" and cellplm["comparable"] and scanvi["comparable"]
+    # no reading at all (a run that did not apply, a method not run here): nothing to flag
+    for method in ("Geneformer", "scDiff"):
+        row = comp.loc[method]
+        assert all(np.isnan(row[f"ours_{r}"]) for r in READINGS) and np.isnan(row["readings_spread"])
+        assert not row["reading_uncertain"] and row["notes"] == ""
+
+
+def test_markdown_shows_the_three_readings_and_the_flag(readings):
+    cfg, ds, ours, comp = readings
+    runs = ours[["dataset", "split", "method", "checkpoint", "device"]].drop_duplicates().assign(
+        seed=0, status="ok", reason="")
+    md = markdown(ours, comp, runs, pd.DataFrame(), cfg, ds)
+    assert "| ours, `tm_macro_accuracy` | ours, `tm_macro_accuracy_swapped` | ours, `accuracy` | favoured reading | " \
+           "difference under the favoured reading | reading uncertain |" in md
+    # bold: the favoured reading; in parentheses: a reading the row's plausible_readings leave out
+    assert ("| pbmc12k | cellplm_finetune (released (20230926_85M)) | published: 0.975 (CellPLM) | **0.950 ± 0.010** | "
+            "0.970 ± 0.020 | (0.960 ± 0.000) | `tm_macro_accuracy` | -0.025 | **yes**: 0.020 apart | – | s |") in md
+    assert ("| pbmc12k | scanvi | published: 0.930 ± 0.015 (scANVI) | (0.931 ± 0.010) | **0.930 ± 0.010** | "
+            "0.934 ± 0.002 | `tm_macro_accuracy_swapped` | +0.000 | no: 0.004 apart | – | s |") in md
+    assert "| pbmc12k | (not run here) | published: 0.967 ± 0.004 (scDiff) | – | – | – | `tm_macro_accuracy_swapped` " \
+           "| – | – | method not run here | s |" in md
+    assert readings_text("config/published_scores.tsv") in md and "macro-averaged (balanced accuracy)" not in md
+
+
+def test_plot_marks_every_reading_and_the_uncertain_rows(readings, tmp_path, monkeypatch):
+    comp = readings[3]
+    write_tsv(comp, tmp_path / "comparison.tsv")  # as the plots job reads it back
+    back = pd.read_csv(tmp_path / "comparison.tsv", sep="\t")
+    plots.published_comparison(back, {}, tmp_path / "published.png")
+    assert (tmp_path / "published.png").stat().st_size > 5000
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    plots.published_comparison(back, {}, tmp_path / "unused.png")
+    ax = figures[0].axes[0]
+    points = {c.get_label(): c for c in ax.collections}
+
+    def at(label):  # (x, y) of one marker kind; x: 0 CellPLM, 1 scANVI, 2 Geneformer (no reading), offset per reading
+        return [tuple(np.round(xy, 3)) for xy in points[label].get_offsets().tolist()]
+
+    # the three readings side by side in READINGS order; filled (and blue: comparable): the favoured one
+    assert at("ours, tm_macro_accuracy (favoured, comparable)") == [(-0.22, 0.95)]
+    assert at("ours, tm_macro_accuracy") == [(0.78, 0.931)]
+    assert at("ours, tm_macro_accuracy_swapped (favoured, comparable)") == [(1.0, 0.93)]
+    assert at("ours, tm_macro_accuracy_swapped") == [(0.0, 0.97)]
+    assert at("ours, accuracy") == [(0.22, 0.96), (1.22, 0.934)]
+    assert [np.round(s[0], 3).tolist() for s in points["published"].get_segments()] == [[-0.42, 0.975], [0.58, 0.93]]
+    band = [p.get_x() for p in ax.patches if p.get_label() == plots.UNCERTAIN_LABEL]
+    assert np.allclose(band, [-0.45])  # behind CellPLM only
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[0].endswith("reading uncertain") and "uncertain" not in ticks[1] + ticks[2]
+    assert ax.get_ylim()[0] > 0.85  # zoomed on the values: gaps of a few thousandths stay visible
+    plots.plt.close(figures[0])
+
+
+def test_shipped_table_has_plausible_readings_for_every_row():
+    scores = read_published_scores(ROOT / "config/published_scores.tsv")
+    plausible = scores.set_index(["method", "dataset"])["plausible_readings"].map(split_readings)
+    assert plausible.map(lambda p: bool(p) and set(p) <= set(READINGS)).all()
+    assert all(r in p for r, p in zip(scores["reading"], plausible))
+    by_method = scores.groupby("method")["plausible_readings"].agg(set)
+    assert (by_method.map(len) == 1).all()  # one attribution per method, the same on every dataset
+    expected = {"CellPLM": "tm_macro_accuracy;tm_macro_accuracy_swapped",
+                "scGPT": "tm_macro_accuracy;tm_macro_accuracy_swapped;accuracy",
+                "Geneformer": "tm_macro_accuracy;tm_macro_accuracy_swapped;accuracy",
+                "SingleCellNet": "tm_macro_accuracy_swapped;accuracy", "ACTINN": "tm_macro_accuracy_swapped;accuracy",
+                "CellTypist": "tm_macro_accuracy_swapped;accuracy", "scANVI": "tm_macro_accuracy_swapped",
+                "scDiff": "tm_macro_accuracy_swapped"}
+    assert by_method.map(lambda s: next(iter(s))).to_dict() == expected
+    dance = scores[scores["method"].isin(["SingleCellNet", "ACTINN", "CellTypist"])]
+    assert dance["reading_basis"].str.contains("dance/utils/metrics.py::acc").all()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"plausible_readings": "tm_macro_accuracy;macro_recall"},
+     "unknown reading 'macro_recall' (known readings: tm_macro_accuracy, tm_macro_accuracy_swapped, accuracy)"),
+    ({"reading": "balanced_accuracy"}, "unknown reading 'balanced_accuracy'"),
+    ({"reading": "accuracy"}, "the favoured reading 'accuracy' is not among its plausible_readings "
+                              "'tm_macro_accuracy;tm_macro_accuracy_swapped'"),
+    ({"plausible_readings": np.nan}, "plausible_readings is empty"),
+])
+def test_a_bad_reading_in_the_published_table_is_one_line_naming_the_file(tmp_path, change, message):
+    path = tmp_path / "scores.tsv"
+    PUBLISHED.head(1).assign(**change).to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError) as e:
+        read_published_scores(path)
+    assert str(e.value).startswith(f"{path}: CellPLM / PBMC12K: ") and message in str(e.value)
+    assert "\n" not in str(e.value)
+    PUBLISHED.drop(columns="plausible_readings").to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"scores.tsv: missing column\(s\) plausible_readings \("):
+        read_published_scores(path)
 
 
 def test_source_record_of_a_file_placed_by_hand_is_checked_against_its_pin(tmp_path):

@@ -50,10 +50,10 @@ datasets:
     min_cells_per_type: 0
 """
 TOY_SCORES = """# the test's published table
-method\tdataset\tvalue\tstd\tmetric_as_published\treading\treading_basis\tsource
-Majority\tTOY\t0.30\tNA\taccuracy\ttm_macro_accuracy\tby construction\ttest table
-Truth\tTOY\t0.90\t0.01\taccuracy\ttm_macro_accuracy_swapped\tby construction\ttest table
-Nobody\tTOY\t0.50\tNA\taccuracy\ttm_macro_accuracy\tby construction\ttest table
+method\tdataset\tvalue\tstd\tmetric_as_published\treading\tplausible_readings\treading_basis\tsource
+Majority\tTOY\t0.30\tNA\taccuracy\ttm_macro_accuracy\ttm_macro_accuracy;accuracy\tby construction\ttest table
+Truth\tTOY\t0.90\t0.01\taccuracy\ttm_macro_accuracy_swapped\ttm_macro_accuracy_swapped\tby construction\ttest table
+Nobody\tTOY\t0.50\tNA\taccuracy\ttm_macro_accuracy\ttm_macro_accuracy\tby construction\ttest table
 """
 
 
@@ -84,6 +84,15 @@ def test_comparison_pairs_each_published_value_with_our_number_of_its_reading(to
     assert row.loc["Majority", "method"] == "majority_class" and row.loc["Majority", "reading"] == "tm_macro_accuracy"
     assert row.loc["Majority", "ours_mean"] == pytest.approx(by_hand)
     assert row.loc["Majority", "difference"] == pytest.approx(by_hand - 0.30) and row.loc["Majority", "comparable"]
+    # its other readings: micro accuracy is the test share of that class, macro precision that share over the classes
+    share = float((truth == majority).mean())
+    swapped = share / len(classes)
+    assert row.loc["Majority", "ours_accuracy"] == pytest.approx(share)
+    assert row.loc["Majority", "ours_tm_macro_accuracy_swapped"] == pytest.approx(swapped)
+    spread = max(by_hand, share, swapped) - min(by_hand, share, swapped)
+    assert row.loc["Majority", "readings_spread"] == pytest.approx(spread) and spread > 0.005
+    assert row.loc["Majority", "reading_uncertain"] and row.loc["Majority", "notes"].startswith("reading uncertain: ")
+    assert not row.loc["Truth", "reading_uncertain"] and row.loc["Truth", "readings_spread"] == 0
     assert row.loc["Truth", "reading"] == "tm_macro_accuracy_swapped" and row.loc["Truth", "ours_mean"] == 1.0
     assert row.loc["Truth", "difference"] == pytest.approx(0.10)
     assert row.loc["Nobody", "method"] == "(not run here)" and pd.isna(row.loc["Nobody", "difference"])
@@ -108,10 +117,13 @@ def test_comparison_pairs_each_published_value_with_our_number_of_its_reading(to
     assert {"tm_macro_accuracy", "tm_macro_accuracy_swapped"} <= set(scores["metric"])
     md = (toy / "results/tables/benchmark.md").read_text()
     assert "## Ours beside the published table, reading for reading" in md
-    assert re.search(rf"\| toy \| majority_class \| `tm_macro_accuracy` \| {by_hand:.3f} ± 0\.000 \| published: 0\.300 "
-                     rf"\(Majority\) \| {by_hand - 0.30:+.3f} \| – \| test table \|", md), md
-    assert "| toy | true_labels | `tm_macro_accuracy_swapped` | 1.000 ± 0.000 | published: 0.900 ± 0.010 (Truth) | " \
-           "+0.100 | – | test table |" in md
+    # every reading side by side: bold the favoured one, in parentheses one the row's plausible_readings leave out
+    ours = row.loc["Majority"]  # the values checked by hand above, as computed (torchmetrics is float32)
+    assert (f"| toy | majority_class | published: 0.300 (Majority) | **{by_hand:.3f} ± 0.000** | "
+            f"({ours['ours_tm_macro_accuracy_swapped']:.3f} ± 0.000) | {share:.3f} ± 0.000 | `tm_macro_accuracy` | "
+            f"{by_hand - 0.30:+.3f} | **yes**: {ours['readings_spread']:.3f} apart | – | test table |") in md, md
+    assert "| toy | true_labels | published: 0.900 ± 0.010 (Truth) | (1.000 ± 0.000) | **1.000 ± 0.000** | " \
+           "(1.000 ± 0.000) | `tm_macro_accuracy_swapped` | +0.100 | no: 0.000 apart | – | test table |" in md
     assert (toy / "results/plots/published_comparison.png").stat().st_size > 10_000
 
 

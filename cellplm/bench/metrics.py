@@ -9,7 +9,8 @@ Definitions, stated because the published table is ambiguous. Four come from sci
   F1 0; a predicted label absent from the truth has F1 0).
 - ``macro_precision``: unweighted mean precision over the same union (precision 0 for labels never predicted).
 
-Two are the readings of the published table's "accuracy", computed with torchmetrics itself (its functional
+Two more are readings of the published table's "accuracy" (``accuracy`` is the third; see
+:mod:`cellplm.bench.report.readings`), computed with torchmetrics itself (its functional
 ``multiclass_accuracy``, default ``average="macro"``), labels encoded over the sorted union of true and predicted
 labels as scDiff's ``evaluate_annotation`` does:
 

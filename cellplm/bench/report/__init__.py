@@ -1,2 +1,3 @@
 """Report: the tidy tables (:mod:`.aggregate`: scores, summary, the comparison with the published table, runs,
-datasets) and the figures (:mod:`.plots`)."""
+datasets), the figures (:mod:`.plots`), the readings of the published "accuracy" (:mod:`.readings`) and the HTML
+report's landing page (:mod:`.landing`)."""

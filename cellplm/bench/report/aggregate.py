@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..metrics import METRIC_LABELS, METRICS
 from ..workflow import dataset_splits, method_labels
+from .readings import READING_TOLERANCE, READINGS, check_published, readings_text, split_readings
 
 RUN_KEYS = ["dataset", "split", "method"]
 
@@ -116,7 +117,13 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_published(path) -> pd.DataFrame:
+    """A published table (scores or dataset statistics): tab-separated, ``#`` lines are its header comment."""
     return pd.read_csv(path, sep="\t", comment="#")
+
+
+def read_published_scores(path) -> pd.DataFrame:
+    """The published scores table, its reading columns checked (:func:`.readings.check_published`)."""
+    return check_published(read_published(path), path)
 
 
 # ---- datasets: what each one is, and whether it is the published one ----------------------------------------------
@@ -228,12 +235,40 @@ def _not_comparable(pub, ours, dataset, other_split: str | None, test_params: bo
     return reasons
 
 
-def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, datasets: pd.DataFrame) -> pd.DataFrame:
-    """Every published value of a dataset in this run beside our number of the same reading.
+def _by_reading(mine: pd.DataFrame) -> dict:
+    """Our mean and std under each reading (NaN where we have none), from one run's summary rows by metric."""
+    out = {}
+    for r in READINGS:
+        row = mine.loc[r] if r in mine.index else None
+        out[f"ours_{r}"] = float(row["mean"]) if row is not None and pd.notna(row["mean"]) else np.nan
+        out[f"ours_{r}_std"] = float(row["std"]) if row is not None and pd.notna(row["std"]) else np.nan
+    return out
 
-    The difference is ours minus published, and only where the two are the same quantity on comparable setups;
+
+def reading_spread(values: dict) -> tuple[float, bool, str]:
+    """How far apart our readings are (max - min over those we have), whether that exceeds
+    :data:`.readings.READING_TOLERANCE` ("reading uncertain"), and the note saying so ("" when it does not)."""
+    have = {r: values[f"ours_{r}"] for r in READINGS if pd.notna(values[f"ours_{r}"])}
+    if len(have) < 2:
+        return np.nan, False, ""
+    low, high = min(have, key=have.get), max(have, key=have.get)
+    spread = have[high] - have[low]
+    if spread <= READING_TOLERANCE:
+        return spread, False, ""
+    return spread, True, (f"reading uncertain: our readings range from {have[low]:.3f} ({low}) to {have[high]:.3f} "
+                          f"({high}), {spread:.3f} apart (more than {READING_TOLERANCE})")
+
+
+def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, datasets: pd.DataFrame) -> pd.DataFrame:
+    """Every published value of a dataset in this run beside our number under each candidate reading.
+
+    Columns ``ours_<reading>`` (and ``_std``) give our mean under each reading of :data:`.readings.READINGS`;
+    ``ours_mean``/``ours_std`` repeat the one the evidence favours (``reading``). The difference is ours minus
+    published under that favoured reading only, and only where the two are the same quantity on comparable setups;
     otherwise it is empty and ``not_comparable_reason`` says why (data, split, parameters, weights, failed run,
-    nothing published). Published rows whose method is not run here are listed too, so nothing published is hidden.
+    nothing published). ``reading_uncertain`` flags rows whose readings are more than ``READING_TOLERANCE`` apart
+    (``readings_spread``, with a note in ``notes``): there the published value cannot be tied to one reading with
+    confidence. Published rows whose method is not run here are listed too, so nothing published is hidden.
     """
     ds = datasets.set_index("dataset") if not datasets.empty else datasets
     m_map = {m: c.get("published_as") for m, c in config["methods"].items() if m in config["run"]["methods"]}
@@ -248,33 +283,38 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
             for _, p in pub.iterrows():
                 ours_methods = [m for m, pm in m_map.items() if pm == p["method"]] or [None]
                 for method in ours_methods:
-                    row = summary[(summary["dataset"] == dataset) & (summary["split"] == split)
-                                  & (summary["method"] == method) & (summary["metric"] == p["reading"])]
-                    ours = row.iloc[0] if len(row) else None
+                    mine = summary[(summary["dataset"] == dataset) & (summary["split"] == split)
+                                   & (summary["method"] == method)].set_index("metric")
+                    ours = mine.loc[p["reading"]] if p["reading"] in mine.index else None
                     checkpoint = ours.get("checkpoint") if ours is not None else ""
                     checkpoint = checkpoint if isinstance(checkpoint, str) else ""
                     reasons = _not_comparable(p, ours, d, split if not protocol else None, test_params, checkpoint)
-                    mean = float(ours["mean"]) if ours is not None and pd.notna(ours["mean"]) else np.nan
+                    readings = _by_reading(mine)
+                    spread, uncertain, note = reading_spread(readings)
+                    mean = readings[f"ours_{p['reading']}"]
                     rows.append({
                         "dataset": dataset, "data": d["data"], "split": split,
                         "method": method or "(not run here)",
                         "checkpoint": checkpoint, "device": (ours.get("device") or "") if ours is not None else "",
                         "published_method": p["method"], "published_dataset": d["published_as"],
-                        "reading": p["reading"], "reading_basis": p.get("reading_basis", ""),
-                        "ours_mean": mean,
-                        "ours_std": float(ours["std"]) if ours is not None and pd.notna(ours["std"]) else np.nan,
+                        "reading": p["reading"], "plausible_readings": p["plausible_readings"],
+                        "reading_basis": p.get("reading_basis", ""),
+                        "ours_mean": mean, "ours_std": readings[f"ours_{p['reading']}_std"], **readings,
+                        "readings_spread": spread, "reading_uncertain": uncertain,
                         "ours_n_seeds": int(ours["n_seeds"]) if ours is not None else 0,
                         "ours_status": ours["statuses"] if ours is not None else "not run",
                         "published_value": float(p["value"]) if pd.notna(p["value"]) else np.nan,
                         "published_std": float(p["std"]) if pd.notna(p["std"]) else np.nan,
                         "comparable": not reasons,
                         "difference": mean - float(p["value"]) if not reasons else np.nan,
-                        "not_comparable_reason": "; ".join(reasons),
+                        "not_comparable_reason": "; ".join(reasons), "notes": note,
                         "published_source": p["source"],
                     })
     cols = ["dataset", "data", "split", "method", "checkpoint", "device", "published_method", "published_dataset", "reading",
-            "reading_basis", "ours_mean", "ours_std", "ours_n_seeds", "ours_status", "published_value",
-            "published_std", "comparable", "difference", "not_comparable_reason", "published_source"]
+            "plausible_readings", "reading_basis", "ours_mean", "ours_std",
+            *(f"ours_{r}{s}" for r in READINGS for s in ("", "_std")), "readings_spread", "reading_uncertain",
+            "ours_n_seeds", "ours_status", "published_value", "published_std", "comparable", "difference",
+            "not_comparable_reason", "notes", "published_source"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -325,11 +365,9 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
         "",
         f"- Parameter set: `{run['param_set']}`; seeds: {', '.join(map(str, run['seeds']))}; devices: {devices}.",
         "- Every number below was computed by this workflow from its own predictions, except the columns marked"
-        " *published*, which are copied from `config/published_scores.tsv` with their source.",
+        f" *published*, which are copied from `{config['published']}` with their source.",
         "- Metric definitions: " + "; ".join(f"`{m}` = {METRIC_LABELS[m]}" for m in METRICS) + ".",
-        "- The published table's \"accuracy\" is not one quantity: each published row is compared with our number of"
-        " its own reading (`tm_macro_accuracy` for the CellPLM authors' rows, `tm_macro_accuracy_swapped` = macro"
-        " precision for the rows copied from the scDiff paper; see the comparison section).",
+        "- " + readings_text(config["published"]) + " See the comparison section.",
     ]
     lines += _checkpoint_lines(runs, config, label)
     lines += [
@@ -364,22 +402,7 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
                 name = label.get(method, method)
                 ck = _join(piv[piv["method"] == method].get("checkpoint", pd.Series(dtype=str)))
                 lines.append(f"| {name + f' [{ck}]' if ck else name} | " + " | ".join(cells) + " |")
-    if not comp.empty:
-        lines += ["", "## Ours beside the published table, reading for reading", "",
-                  "The *published* column is copied from the source named in the last column, never computed here."
-                  " Each row compares the published value with our number of the same reading; the difference (ours"
-                  " minus published) is given only where both are the same quantity on comparable setups, and"
-                  " otherwise the row says why not.",
-                  "", "| dataset | method (our checkpoint) | reading | ours | published | difference | why not comparable "
-                  "| published source |", "|---|---|---|---|---|---|---|---|"]
-        for _, r in comp.iterrows():
-            pub = "published: " + _fmt(r["published_value"], r["published_std"]) + f" ({r['published_method']})"
-            diff = f"{r['difference']:+.3f}" if pd.notna(r["difference"]) else "–"
-            ck = r.get("checkpoint", "")
-            method = f"{r['method']} ({ck})" if isinstance(ck, str) and ck else r["method"]
-            why = r["not_comparable_reason"] if isinstance(r["not_comparable_reason"], str) else ""
-            lines.append(f"| {r['dataset']} | {method} | `{r['reading']}` | {_fmt(r['ours_mean'], r['ours_std'])} | "
-                         f"{pub} | {diff} | {why or '–'} | {r['published_source']} |")
+    lines += _comparison_lines(comp)
     bad = runs[runs["status"] != "ok"]
     lines += ["", "## Runs that did not produce predictions", ""]
     if bad.empty:
@@ -391,6 +414,43 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
     lines += list(zeroshot)
     lines += _speed_lines(speed_df, label)
     return "\n".join(lines) + "\n"
+
+
+def _comparison_lines(comp: pd.DataFrame) -> list[str]:
+    """The comparison section: each published value beside our number under every reading, the favoured one in
+    bold (readings not plausible for the row in parentheses), the difference under the favoured reading only, and
+    the "reading uncertain" flag."""
+    if comp.empty:
+        return []
+    lines = ["", "## Ours beside the published table, reading for reading", "",
+             "The *published* column is copied from the source named in the last column, never computed here. Our"
+             " number follows under each reading: **bold** is the reading the evidence favours for that published row,"
+             " and a reading in parentheses is not among its plausible ones (`plausible_readings`). The difference"
+             " (ours minus published) is computed under the favoured reading only, and only where both are the same"
+             " quantity on comparable setups; otherwise the row says why not. *Reading uncertain*: our readings are"
+             f" more than {READING_TOLERANCE} apart, so the published value cannot be tied to one reading with"
+             " confidence.",
+             "", "| dataset | method (our checkpoint) | published | " + " | ".join(f"ours, `{r}`" for r in READINGS)
+             + " | favoured reading | difference under the favoured reading | reading uncertain | why not comparable"
+             " | published source |", "|---" * (len(READINGS) + 8) + "|"]
+    for _, r in comp.iterrows():
+        pub = "published: " + _fmt(r["published_value"], r["published_std"]) + f" ({r['published_method']})"
+        plausible = split_readings(r["plausible_readings"])
+        cells = []
+        for reading in READINGS:
+            text = _fmt(r[f"ours_{reading}"], r[f"ours_{reading}_std"])
+            cells.append("–" if text == "–" else f"**{text}**" if reading == r["reading"]
+                         else text if reading in plausible else f"({text})")
+        diff = f"{r['difference']:+.3f}" if pd.notna(r["difference"]) else "–"
+        ck = r.get("checkpoint", "")
+        method = f"{r['method']} ({ck})" if isinstance(ck, str) and ck else r["method"]
+        why = r["not_comparable_reason"] if isinstance(r["not_comparable_reason"], str) else ""
+        spread = r["readings_spread"]
+        flag = "–" if pd.isna(spread) else (f"**yes**: {spread:.3f} apart" if r["reading_uncertain"]
+                                            else f"no: {spread:.3f} apart")
+        lines.append(f"| {r['dataset']} | {method} | {pub} | " + " | ".join(cells) + f" | `{r['reading']}` | {diff} | "
+                     f"{flag} | {why or '–'} | {r['published_source']} |")
+    return lines
 
 
 def _speed_lines(speed_df: pd.DataFrame, label: dict) -> list[str]:

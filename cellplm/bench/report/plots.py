@@ -11,6 +11,7 @@ import pandas as pd  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
 from ..metrics import METRIC_LABELS  # noqa: E402
+from .readings import READING_SHORT, READING_TOLERANCE, READINGS  # noqa: E402
 
 
 def _save(fig, path) -> None:
@@ -44,37 +45,76 @@ def score_heatmap(summary: pd.DataFrame, metric: str, labels: dict, path) -> Non
     _save(fig, path)
 
 
-READING_SHORT = {"tm_macro_accuracy": "tm macro acc.", "tm_macro_accuracy_swapped": "tm swapped (macro prec.)"}
+READING_MARKERS = {"tm_macro_accuracy": "o", "tm_macro_accuracy_swapped": "s", "accuracy": "^"}
+READING_OFFSET = 0.22  # markers of one row side by side, in READINGS order
+UNCERTAIN_LABEL = f"reading uncertain (our readings more than {READING_TOLERANCE} apart)"
 
 
 def published_comparison(comp: pd.DataFrame, labels: dict, path) -> None:
-    """Per dataset: our mean of each published row's reading (grey and hatched where not comparable), the
-    published value as a red mark."""
+    """Per dataset, one column per published row: our mean under each of the three readings side by side (marker
+    shape: the reading; filled: the reading the evidence favours, blue where comparable with the published value,
+    grey where not; error bars: standard deviation over seeds), the published value as a red bar across the column,
+    and an orange band behind rows whose readings are more than READING_TOLERANCE apart ("reading uncertain", also
+    in the tick label). The y axis spans the values shown, so that gaps of a few thousandths stay visible."""
     sub = comp[comp["method"] != "(not run here)"]
     if sub.empty:
         return _placeholder(path, "No dataset in this run has published values (see config: published_as).")
     panels = list(dict.fromkeys(zip(sub["dataset"], sub["split"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 1.1 * sub.groupby(["dataset", "split"]).size().max()
+                                                      * len(panels), 4.6), squeeze=False)
     for ax, (d, split) in zip(axes[0], panels):
         r = sub[(sub["dataset"] == d) & (sub["split"] == split)]
         x = np.arange(len(r))
         ok = r["comparable"].astype(bool).to_numpy()
-        if ok.any():
-            ax.bar(x[ok], r["ours_mean"][ok], yerr=r["ours_std"][ok].fillna(0), color="tab:blue",
-                   label="ours, comparable")
-        if (~ok).any():
-            ax.bar(x[~ok], r["ours_mean"][~ok].fillna(0), yerr=r["ours_std"][~ok].fillna(0), color="lightgrey",
-                   hatch="//", edgecolor="grey", label="ours, not comparable")
+        uncertain = r["reading_uncertain"].astype(bool).to_numpy()
+        for i in np.flatnonzero(uncertain):
+            ax.axvspan(i - 0.45, i + 0.45, color="tab:orange", alpha=0.15, linewidth=0, label=UNCERTAIN_LABEL)
+        shown = [r["published_value"].to_numpy(dtype=float)]
+        for k, g in enumerate(READINGS):
+            xs = x + (k - (len(READINGS) - 1) / 2) * READING_OFFSET
+            mean, std = r[f"ours_{g}"].to_numpy(dtype=float), r[f"ours_{g}_std"].to_numpy(dtype=float)
+            shown.append(mean)
+            favoured = (r["reading"] == g).to_numpy()
+            have = ~np.isnan(mean)
+            ax.errorbar(xs[have], mean[have], yerr=np.nan_to_num(std[have]), fmt="none", ecolor="grey", elinewidth=0.8,
+                        zorder=3)
+            for mask, face, name in ((favoured & ok, "tab:blue", f"ours, {g} (favoured, comparable)"),
+                                     (favoured & ~ok, "lightgrey", f"ours, {g} (favoured, not comparable)"),
+                                     (~favoured, "none", f"ours, {g}")):
+                if (mask & have).any():
+                    ax.scatter(xs[mask & have], mean[mask & have], marker=READING_MARKERS[g], s=40, facecolors=face,
+                               edgecolors="black", linewidths=0.8, zorder=4, label=name)
         has = r["published_value"].notna().to_numpy()
-        ax.scatter(x[has], r["published_value"][has], marker="_", s=600, color="tab:red", linewidths=3,
-                   label="published", zorder=3)
-        ticks = [f"{labels.get(m, m)}\n[{READING_SHORT.get(g, g)}]" for m, g in zip(r["method"], r["reading"])]
+        ax.hlines(r["published_value"][has], x[has] - 0.42, x[has] + 0.42, color="tab:red", linewidth=2.5, zorder=2,
+                  label="published")
+        values = np.concatenate(shown)
+        values = values[~np.isnan(values)]
+        low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
+        margin = max(0.02, 0.1 * (high - low))
+        ax.set_ylim(max(0.0, low - margin), min(1.0, high + margin) + 0.005)
+        ax.set_xlim(-0.5, len(r) - 0.5)
+        ticks = [f"{labels.get(m, m)}\n[favoured: {READING_SHORT.get(g, g)}]" + ("\nreading uncertain" if u else "")
+                 + ("" if c else "\nnot comparable") for m, g, u, c in zip(r["method"], r["reading"], uncertain, ok)]
         ax.set_xticks(x, ticks, rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(0, 1.05)
         ax.set_title(f"{d} ({split})\n{r['data'].iloc[0]}", fontsize=8)
-    axes[0][0].set_ylabel("score, in the reading of each published row")
-    axes[0][-1].legend(loc="lower right", fontsize=7)
+    axes[0][0].set_ylabel("our score under each reading; published value")
+    axes[0][-1].legend(handles=_comparison_legend(), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
     _save(fig, path)
+
+
+def _comparison_legend() -> list:
+    """Legend of :func:`published_comparison`: one entry per reading's marker, then the fills, bar and band."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def marker(shape, face, text):
+        return Line2D([], [], linestyle="none", marker=shape, markerfacecolor=face, markeredgecolor="black", label=text)
+
+    return ([marker(READING_MARKERS[g], "none", f"ours, {g} ({READING_SHORT[g]})") for g in READINGS]
+            + [marker("o", "tab:blue", "filled: the favoured reading, comparable"),
+               marker("o", "lightgrey", "filled grey: the favoured reading, not comparable"),
+               Line2D([], [], color="tab:red", linewidth=2.5, label="published"),
+               Patch(color="tab:orange", alpha=0.15, label=UNCERTAIN_LABEL)])
 
 
 def confusion_grid(confusions: dict[str, pd.DataFrame], labels: dict, title: str, path) -> None:

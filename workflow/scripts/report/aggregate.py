@@ -22,7 +22,7 @@ with job(snakemake):
     scores = agg.with_provenance(agg.read_tsvs(inp.scores), records)
     bench = agg.read_benchmarks(inp.benchmarks, snakemake.params.runs)
     summary = agg.summarise(scores)
-    comp = agg.comparison(summary, agg.read_published(inp.published), cfg, datasets)
+    comp = agg.comparison(summary, agg.read_published_scores(inp.published), cfg, datasets)
     runs = agg.runs_table(records)
     per_run = agg.speed(records, bench)
     embedding = pd.read_csv(inp.speed_embedding[0], sep="\t") if inp.speed_embedding else pd.DataFrame()
