@@ -219,6 +219,21 @@ def test_singlecellnet_seeded_and_reserved_name(separable):
         SingleCellNet(seed=0, unassigned="drop").fit(train)
 
 
+def test_singlecellnet_dance_settings_change_what_is_built(separable):
+    """DANCE's settings (method.yaml alternative_params.dance) are known params and change the forest: 100 rand
+    profiles instead of 70, balanced class weights, no HVG step; 1,000 trees as DANCE's example passes."""
+    dance = metadata("singlecellnet")["alternative_params"]["dance"]
+    assert dance == {"n_trees": 1000, "n_rand": 100, "stratify": True, "limit_to_hvg": False}
+    train, test, truth = separable
+    ours = SingleCellNet(seed=0, **FAST_SCN).fit(train)
+    theirs = SingleCellNet(seed=0, **dance).fit(train)
+    assert (ours.extra["n_rand_profiles"], theirs.extra["n_rand_profiles"]) == (70, 100)
+    assert (ours.forest_.class_weight, theirs.forest_.class_weight) == (None, "balanced")
+    assert isinstance(ours.extra["n_hvg"], int) and theirs.extra["n_hvg"] is None
+    assert len(theirs.forest_.estimators_) == 1000 and len(ours.forest_.estimators_) == 100
+    assert np.mean(theirs.predict(test) == truth) > 0.95
+
+
 # ---- wiring ---------------------------------------------------------------------------------------------
 
 

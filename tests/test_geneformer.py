@@ -14,7 +14,13 @@ from cellplm.bench.errors import ConfigError, InputError
 from cellplm.bench.io import write_h5ad
 from cellplm.bench.methods.base import RunIds, run
 from cellplm.bench.methods.geneformer.files import find_model_files
-from cellplm.bench.methods.geneformer.method import Geneformer, linear_schedule, training_batches
+from cellplm.bench.methods.geneformer.method import (
+    Geneformer,
+    best_epoch,
+    linear_schedule,
+    rare_types,
+    training_batches,
+)
 from cellplm.bench.methods.geneformer.tokenizer import RankValueTokenizer, anndata_ensembl_ids
 from cellplm.bench.data.split import SplitSpec, make_split
 from cellplm.checksum import sha256_file
@@ -89,6 +95,25 @@ def test_schedule_and_batches():
     assert sorted(np.concatenate(batches).tolist()) == list(range(100)) and max(map(len, batches)) == 12
 
 
+def test_rare_types_as_the_example_drops_them():
+    """Geneformer's example keeps a type with more than 0.005 x the cells: 5 of 1,000 is dropped, 6 kept."""
+    labels = ["A"] * 600 + ["B"] * 389 + ["C"] * 5 + ["D"] * 6
+    assert rare_types(labels, 0.005) == {"C": 5}
+    assert rare_types(labels, 0.006) == {"C": 5, "D": 6} and rare_types(labels, 0.0) == {}
+
+
+def test_best_model_rule_on_a_recorded_history():
+    history = [{"epoch": 1, "train_loss": 1.2},  # not validated
+               {"epoch": 2, "valid_loss": 0.9, "valid_macro_f1": 0.50},
+               {"epoch": 3, "valid_loss": 0.6, "valid_macro_f1": 0.70},
+               {"epoch": 4, "valid_loss": 0.7, "valid_macro_f1": 0.80},
+               {"epoch": 5, "valid_loss": 0.6, "valid_macro_f1": 0.80}]
+    assert best_epoch(history, "eval_loss") == 3 and best_epoch(history, "macro_f1") == 4  # the first of equals
+    assert best_epoch(history[:1], "eval_loss") is None
+    with pytest.raises(ValueError, match="best_model must be one of eval_loss, macro_f1, not 'accuracy'"):
+        best_epoch(history, "accuracy")
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return write_tiny_geneformer(tmp_path_factory.mktemp("gf") / "gf-tiny", ENSEMBL)
@@ -156,6 +181,8 @@ def test_bad_model_directory_fails_with_one_line(split_files, model_dir, tmp_pat
     record = _run(split_files, tmp_path, {"model_dir": str(model_dir), "max_input_size": 4096})
     assert record.status == "failed"
     assert record.reason.startswith("ConfigError: max_input_size 4096 exceeds the model's max_position_embeddings 2048")
+    record = _run(split_files, tmp_path, {"model_dir": str(model_dir), "best_model": "accuracy"})
+    assert record.status == "failed" and record.reason.startswith("ValueError: best_model must be one of")
     wrong = write_tiny_geneformer(tmp_path / "wrong", ENSEMBL)
     cfg = json.loads((wrong / "config.json").read_text())
     (wrong / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 48}))
@@ -181,6 +208,21 @@ def test_pretrained_weights_are_loaded_and_frozen_layers_stay(split_files, model
                                                              "classifier.weight", "classifier.bias"}
 
 
+def test_rare_type_cells_are_not_trained_on(split_files, model_dir):
+    from cellplm.bench.io import read_h5ad
+
+    train = read_h5ad(split_files["train"])
+    labels = train.obs["cell_type"].astype(str).to_numpy()
+    labels[:3] = "rare"  # 3 of the training cells, under 5%
+    train.obs["cell_type"] = labels
+    gf = Geneformer(seed=0, model_dir=str(model_dir), epochs=1, warmup_steps=1, device="cpu", precision="fp32",
+                    rare_type_fraction=0.05).fit(train)
+    assert gf.extra["rare_types_dropped"] == {"rare": 3} and list(gf.classes_) == ["type0", "type1", "type2"]
+    training = gf.extra["training"]
+    assert training["n_fit_cells"] + training["n_valid_cells"] == train.n_obs - 3
+    assert gf.model_.config.num_labels == 3
+
+
 def test_script_end_to_end(split_files, model_dir, tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     help_text = subprocess.run([sys.executable, *RUNNER, "--help"], capture_output=True, text=True, env=env, check=True)
@@ -203,6 +245,9 @@ def test_script_end_to_end(split_files, model_dir, tmp_path):
     assert extra["model"]["num_hidden_layers"] == 2 and extra["model"]["hidden_size"] == 16
     training = extra["training"]
     assert len(training["history"]) == 3 and training["n_valid_cells"] > 0 and 1 <= training["best_epoch"] <= 3
+    # the example's rule by default: the epoch of lowest validation loss; no type of the toy is rare
+    assert training["best_epoch"] == min(training["history"], key=lambda e: e["valid_loss"])["epoch"]
+    assert training["selection"] == "best validation eval_loss (best_model)" and extra["rare_types_dropped"] == {}
     assert training["total_steps"] == 3 * -(-training["n_fit_cells"] // 12)
     from cellplm.bench.io import read_h5ad
 

@@ -1,4 +1,5 @@
-"""PBMC12K assembly (scvi.data.pbmc_dataset on our downloaded files) on a tiny fake of the four files."""
+"""PBMC12K: assembly (scvi.data.pbmc_dataset on our downloaded files) on a tiny fake of the four files, and the
+published member read with the Ensembl ids scDiff kept."""
 
 import io
 import tarfile
@@ -8,12 +9,13 @@ import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
+import yaml
 
 from cellplm.bench.io import read_h5ad
 from cellplm.bench.data.preprocess import DatasetSpec, preprocess
 from cellplm.bench.data.sources import PBMC12K_LAYOUT, assemble_pbmc12k
-
-pytest.importorskip("scvi")
+from cellplm.genes import symbols_to_ensembl
+from conftest import ROOT, make_counts_adata
 
 GENES = [("ENSG00000198851", "CD3E"), ("ENSG00000010610", "CD4"), ("ENSG00000090382", "LYZ"),
          ("ENSG00000105374", "NKG7"), ("ENSG00000163736", "PPBP")]
@@ -37,6 +39,7 @@ def tenx_tarball(path, barcodes, seed):
 
 
 def test_assemble_pbmc12k(tmp_path):
+    pytest.importorskip("scvi")
     b8 = [f"AAAC{i:04d}-1" for i in range(12)]
     b4 = [f"GGGT{i:04d}-1" for i in range(8)]
     tenx_tarball(tmp_path / "pbmc8k_filtered_gene_bc_matrices.tar.gz", b8, 0)
@@ -63,3 +66,30 @@ def test_assemble_pbmc12k(tmp_path):
     assert list(out.var_names) == ["CD3E", "CD4", "LYZ", "NKG7"]
     assert out.var["ensembl_id"].tolist() == [g for g, _ in GENES[:4]]
     assert out.obs["cell_type"].value_counts().to_dict() == {"B cells": 7, "CD4 T cells": 7, "NK cells": 6}
+
+
+# Genes of the 10x GRCh38 reference (Ensembl 84) whose symbol GENCODE v44 maps to another id or to none:
+# SOD2 and MATR3 now have other ids; the second MATR3 (made unique as MATR3-1) and the clone name RP11-34P13.7
+# map to nothing.
+PUBLISHED_GENES = [("CD3E", "ENSG00000198851"), ("SOD2", "ENSG00000112096"), ("MATR3", "ENSG00000015479"),
+                   ("MATR3-1", "ENSG00000280987"), ("RP11-34P13.7", "ENSG00000238009"), ("LYZ", "ENSG00000090382")]
+
+
+def test_published_member_keeps_scdiffs_ensembl_ids(tmp_path):
+    """A file shaped like PBMC12K_processed.h5ad (scdiff/data/pbmc12k.py, _read: var re-indexed by gene_symbols,
+    made unique, the 10x ids kept in var['ensg']; log1p(CP10k) X, counts in layers['counts']) read with the
+    config's pbmc12k entry: var['ensembl_id'] is var['ensg'], not the GENCODE mapping of the symbols."""
+    symbols, ensg = map(list, zip(*PUBLISHED_GENES))
+    gencode = symbols_to_ensembl(symbols)
+    assert gencode[1] not in ("", ensg[1]) and gencode[2] not in ("", ensg[2]) and gencode[3] == gencode[4] == ""
+    a = make_counts_adata(n_cells=30, genes=symbols)
+    a.layers["counts"] = a.X.copy()
+    a.X = sp.csr_matrix(np.log1p(a.X.toarray() / a.X.sum(1).A * 1e4), dtype=np.float32)
+    a.var["ensg"] = ensg
+    a.obs = a.obs.rename(columns={"cell_type": "str_labels"})
+    a.write_h5ad(tmp_path / "PBMC12K_processed.h5ad")
+    entry = yaml.safe_load((ROOT / "config/config.yaml").read_text())["datasets"]["pbmc12k"]
+    assert entry["gene_ids"] == "ensg"
+    out, rep = preprocess(tmp_path / "PBMC12K_processed.h5ad", DatasetSpec.from_config("pbmc12k", entry))
+    assert rep.counts_from == "layers/counts" and list(out.var_names) == symbols
+    assert out.var["ensembl_id"].tolist() == ensg and rep.ensembl_mapped_fraction == 1.0

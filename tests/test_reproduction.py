@@ -152,9 +152,14 @@ def h5ad_bytes(adata, tmp_path, name, **kw) -> bytes:
     return (tmp_path / name).read_bytes()
 
 
-def scdiff_like(n, seed, label_key, batch_key, split=False):
-    """As scDiff's processed files: log-normalised X, counts in layers['counts'], symbols as var_names."""
+def scdiff_like(n, seed, label_key, batch_key, split=False, ensg=False):
+    """As scDiff's processed files: log-normalised X, counts in layers['counts'], symbols as var_names (with
+    ``ensg``, Ensembl ids in var['ensg'], as in PBMC12K)."""
+    from cellplm.genes import symbols_to_ensembl
+
     a = make_counts_adata(n_cells=n, n_types=3, seed=seed)
+    if ensg:
+        a.var["ensg"] = symbols_to_ensembl(a.var_names).astype(str)
     a.layers["counts"] = a.X.copy()
     norm = a.X.multiply(1e4 / np.asarray(a.X.sum(1))).tocsr()
     norm.data = np.log1p(norm.data)
@@ -189,8 +194,8 @@ def test_full_config_fetches_every_source_and_checkpoint_through_the_services(tm
     (workdir / "config" / "net.yaml").write_text(NET_CONFIG)
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        members = {"reproduce/PBMC12K_processed.h5ad": h5ad_bytes(scdiff_like(150, 1, "str_labels", "batch"), tmp_path,
-                                                                  "pbmc.h5ad"),
+        pbmc = scdiff_like(150, 1, "str_labels", "batch", ensg=True)
+        members = {"reproduce/PBMC12K_processed.h5ad": h5ad_bytes(pbmc, tmp_path, "pbmc.h5ad"),
                    "reproduce/HLCA_zstd_sub.h5ad": h5ad_bytes(scdiff_like(130, 2, "cell_type", "batch", split=True),
                                                               tmp_path, "hlca.h5ad", compression=hdf5plugin.Zstd()),
                    "reproduce/biolinkbert_HLCA_sub_threshold1000.ckpt": b"not needed"}

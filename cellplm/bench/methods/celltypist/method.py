@@ -1,4 +1,17 @@
-"""CellTypist trained from scratch on the training split (as DANCE runs it for the published table)."""
+"""CellTypist trained from scratch on the training split: ``celltypist.train`` (SGD logistic regression, 200
+iterations, no feature selection) on log1p(CP10k) counts, then ``celltypist.annotate`` without majority voting.
+
+These are the settings of DANCE's CellTypist example (OmicsML/dance,
+``examples/single_modality/cell_type_annotation/celltypist.py``, the same since the 2023-11 "DANCE V1.0.0 benchmark
+production" commit): a new model trained with ``use_SGD`` on, ``max_iter=200``, ``n_jobs=10``, feature selection
+left off, majority voting off; no pretrained CellTypist model. DANCE, from the group that wrote scDiff, is a
+plausible source of the published CellTypist row, but neither scDiff nor CellPLM says how that row was produced,
+so its exact settings are unknown. Differences from DANCE's example: DANCE's module
+(``dance/modules/single_modality/cell_type_annotation/celltypist.py``, its own copy of CellTypist's training code)
+normalises nothing and takes its datasets' stored expression, which its SingleCellNet example calls already
+normalised; here raw counts are log1p(CP10k)-normalised, the input ``celltypist.train`` expects. ``n_jobs`` is 1
+(parallelism only).
+"""
 
 from __future__ import annotations
 

@@ -14,9 +14,11 @@ plus ``model.safetensors`` or ``pytorch_model.bin``, with Geneformer's two pickl
 method is not applicable. Annotation follows Geneformer's cell-classification example: a
 ``BertForSequenceClassification`` head on the pretrained encoder, all layers fine-tuned (``freeze_layers=0``),
 AdamW (lr 5e-5, weight decay 0.001 on all but biases and LayerNorm weights), batch 12, linear schedule with 500
-warm-up steps, 10 epochs, gradients clipped at norm 1 (the Hugging Face Trainer default). The loop is plain
-torch with dynamic padding and attention masks; validation cells (``obs['is_validation']``) are held out and
-pick the best epoch by macro-F1.
+warm-up steps, 10 epochs, gradients clipped at norm 1 (the Hugging Face Trainer default). As the example, cell
+types with at most 0.5% of the training cells are dropped before fine-tuning (``rare_type_fraction``; the run
+record lists them), and the epoch of lowest validation loss is kept (``best_model: eval_loss``, the Trainer's
+``load_best_model_at_end`` without a metric; ``macro_f1`` keeps the epoch of highest macro-F1 instead). The loop is
+plain torch with dynamic padding and attention masks; validation cells (``obs['is_validation']``) are held out.
 
 The tokeniser is written here from the paper's description and the documented behaviour of Geneformer's
 ``TranscriptomeTokenizer`` (totals over all genes of the cell, duplicate Ensembl ids summed, ties kept in input
@@ -54,6 +56,29 @@ def training_batches(lengths, batch_size: int, generator: np.random.Generator, g
     if group_by_length:
         generator.shuffle(batches)
     return batches
+
+
+def rare_types(labels, fraction: float) -> dict[str, int]:
+    """Cell types with at most ``fraction`` of the cells, with their counts: the types Geneformer's
+    cell-classification example drops before fine-tuning (it keeps a type when its count is above 0.005 x the
+    cells; examples/cell_classification.ipynb)."""
+    types, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    return {str(t): int(c) for t, c in zip(types, counts) if c <= fraction * len(labels)}
+
+
+# best_model rule -> (history column, better): eval_loss as the Hugging Face Trainer's load_best_model_at_end
+# with no metric_for_best_model (what Geneformer's example sets), macro_f1 the alternative.
+BEST_MODEL_RULES = {"eval_loss": ("valid_loss", np.argmin), "macro_f1": ("valid_macro_f1", np.argmax)}
+
+
+def best_epoch(history: list[dict], rule: str) -> int | None:
+    """The epoch a fine-tuning keeps under ``rule`` (a key of :data:`BEST_MODEL_RULES`): lowest validation loss or
+    highest validation macro-F1, the first of equal ones; None when no epoch was validated."""
+    if rule not in BEST_MODEL_RULES:
+        raise ValueError(f"best_model must be one of {', '.join(BEST_MODEL_RULES)}, not {rule!r}")
+    column, pick = BEST_MODEL_RULES[rule]
+    scored = [entry for entry in history if column in entry]
+    return scored[int(pick([entry[column] for entry in scored]))]["epoch"] if scored else None
 
 
 def linear_schedule(warmup_steps: int, total_steps: int):
@@ -134,18 +159,26 @@ class Geneformer(Annotator):
     # --- fit / predict -------------------------------------------------------------------------------------------
     def fit(self, train, solution=None, unlabelled=None):
         files = self._model_files()  # not applicable without a model directory, before anything heavy is imported
+        best_epoch([], str(self.param("best_model")))  # an unknown rule is refused before any work
         self.tokenizer = self._make_tokenizer(files)
         sequences = self._tokenize(train, "training data", check=True)
         self.n_genes_used = self.extra["genes"]["n_tokens_used"]
         lengths = np.array([len(s) for s in sequences])
         labels = train.obs["cell_type"].astype(str).to_numpy()
-        self.classes_ = np.array(sorted(set(labels)), dtype=object)
-        y = np.searchsorted(self.classes_, labels)
-        self.majority_ = self.classes_[np.bincount(y).argmax()]
+        # As Geneformer's example: rare types are dropped from all training cells before the train/eval split.
+        rare = rare_types(labels, float(self.param("rare_type_fraction")))
+        kept = ~np.isin(labels, list(rare))
+        self.extra["rare_types_dropped"] = rare
+        self.classes_ = np.array(sorted(set(labels[kept])), dtype=object)
+        if len(self.classes_) < 2:
+            raise NotApplicable(f"fewer than 2 cell types have more than rare_type_fraction "
+                                f"{self.param('rare_type_fraction')} of the training cells")
+        y = np.searchsorted(self.classes_, labels)  # only read for kept cells
+        self.majority_ = self.classes_[np.bincount(y[kept]).argmax()]
         is_valid = (train.obs["is_validation"].to_numpy(bool) if "is_validation" in train.obs
                     else np.zeros(train.n_obs, bool))
-        fit_idx = np.flatnonzero((lengths > 0) & ~is_valid)
-        valid_idx = np.flatnonzero((lengths > 0) & is_valid)
+        fit_idx = np.flatnonzero((lengths > 0) & kept & ~is_valid)
+        valid_idx = np.flatnonzero((lengths > 0) & kept & is_valid)
         if fit_idx.size == 0:
             raise NotApplicable("no training cell has a gene of the Geneformer token dictionary")
         self.extra["sequence_length"] = {"mean": float(lengths[lengths > 0].mean()), "max": int(lengths.max()),
@@ -179,7 +212,8 @@ class Geneformer(Annotator):
         rng = np.random.default_rng(self.seed)
         lengths = np.array([len(sequences[i]) for i in fit_idx])
         clip = p("max_grad_norm")
-        history, best_state, best_score, best_epoch = [], None, -1.0, None
+        rule = str(p("best_model"))
+        history, best_state = [], None
         for epoch in range(1, epochs + 1):
             model.train()
             loss_sum = 0.0
@@ -198,13 +232,15 @@ class Geneformer(Annotator):
                 loss_sum += loss.detach().item() * len(cells)
             entry = {"epoch": epoch, "train_loss": round(loss_sum / fit_idx.size, 5)}
             if valid_idx.size:
-                pred = self._predict_ids(model, [sequences[i] for i in valid_idx])
+                logits = torch.from_numpy(self._logits(model, [sequences[i] for i in valid_idx]))
+                pred = logits.argmax(-1).numpy()
+                entry["valid_loss"] = round(float(torch.nn.functional.cross_entropy(
+                    logits, torch.as_tensor(y[valid_idx]))), 5)
                 entry["valid_macro_f1"] = round(macro_f1(y[valid_idx], pred), 5)
                 entry["valid_accuracy"] = round(float(np.mean(pred == y[valid_idx])), 5)
-                if entry["valid_macro_f1"] > best_score:
-                    best_score, best_epoch = entry["valid_macro_f1"], epoch
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             history.append(entry)
+            if valid_idx.size and best_epoch(history, rule) == epoch:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             print(f"geneformer: epoch {epoch}/{epochs}", *(f"{k} {v}" for k, v in entry.items() if k != "epoch"))
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -212,27 +248,32 @@ class Geneformer(Annotator):
             "epochs": epochs, "batch_size": batch_size, "max_lr": float(p("max_lr")), "schedule": "linear",
             "warmup_steps": warmup, "total_steps": total_steps, "weight_decay": float(p("weight_decay")),
             "freeze_layers": int(p("freeze_layers")), "max_grad_norm": clip, "n_fit_cells": int(fit_idx.size),
-            "n_valid_cells": int(valid_idx.size), "best_epoch": best_epoch,
-            "selection": "best validation macro-F1" if valid_idx.size else "last epoch (no validation cells)",
+            "n_valid_cells": int(valid_idx.size), "best_epoch": best_epoch(history, rule),
+            "selection": (f"best validation {rule} (best_model)" if valid_idx.size
+                          else "last epoch (no validation cells)"),
             "history": history}
         return model
 
-    def _predict_ids(self, model, sequences) -> np.ndarray:
-        """Class index per sequence; sequences are batched by length so that padding stays short."""
+    def _logits(self, model, sequences) -> np.ndarray:
+        """Class logits (float32) per sequence; sequences are batched by length so that padding stays short."""
         import torch
 
         model.eval()
         rt, size = self.runtime_, int(self.param("eval_batch_size"))
         order = np.argsort([-len(s) for s in sequences], kind="stable")
-        out = np.empty(len(sequences), dtype=np.int64)
+        out = np.empty((len(sequences), len(self.classes_)), dtype=np.float32)
         with torch.no_grad():
             for i in range(0, len(order), size):
                 cells = order[i:i + size]
                 ids, mask = pad_batch([sequences[j] for j in cells], self.tokenizer.pad_token)
                 with rt.autocast():
                     logits = model(input_ids=ids.to(rt.device), attention_mask=mask.to(rt.device)).logits
-                out[cells] = logits.float().argmax(-1).cpu().numpy()
+                out[cells] = logits.float().cpu().numpy()
         return out
+
+    def _predict_ids(self, model, sequences) -> np.ndarray:
+        """Class index per sequence."""
+        return self._logits(model, sequences).argmax(-1)
 
     def predict(self, test):
         sequences = self._tokenize(test, "test data", check=False)

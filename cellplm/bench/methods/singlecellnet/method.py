@@ -31,6 +31,10 @@ best-scoring real type instead. The number of ``rand`` calls is in the run recor
 *Differences from the authors' code:* genes are scored on log-normalised values (the R package's input; the
 Python port z-scores first, which leaves the correlation unchanged apart from clipping at 10 s.d.); random
 profiles and trees are seeded with the run's seed (the authors fix ``random_state=100``).
+
+*DANCE's settings* (``alternative_params: dance`` in method.yaml, with the upstream files they come from): 100
+"rand" profiles, balanced class weights (``stratify``) and no HVG limit, 1,000 trees; whether the published
+SingleCellNet row used them is unknown.
 """
 
 from __future__ import annotations
