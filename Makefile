@@ -46,11 +46,19 @@ SCALE_CELLS ?= 20000 50000
 scale: venv
 	.venv/bin/python benchmarks/scale.py --cells $(SCALE_CELLS)
 
-# Fine-tuning accuracy against upstream: the deterministic trajectory and test macro-F1 over seeds (see README).
-ACCURACY_SEEDS ?= 0-15
+# Fine-tuning against upstream (see README): the deterministic loop, the random draws compared and replayed, and
+# test macro-F1 over many seeds in two settings (one sentence with strong markers; three sentences with the demo's
+# weaker markers). About 2.5 h on 2 cores (the two seed studies run side by side, one thread each).
+ACCURACY_SEEDS ?= 0-127
+REPLAY_SEEDS ?= 0-3
+UPSTREAM_PY = PYTHONPATH=$(CURDIR) OMP_NUM_THREADS=1 .venv-upstream/bin/python
 accuracy: venv upstream-env
-	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python benchmarks/finetune_accuracy.py trajectory --shape tiny --epochs 150
-	PYTHONPATH=$(CURDIR) .venv-upstream/bin/python benchmarks/finetune_accuracy.py seeds --shape tiny --epochs 100 --seeds $(ACCURACY_SEEDS)
+	$(UPSTREAM_PY) benchmarks/finetune_accuracy.py trajectory --shape tiny --epochs 150
+	$(UPSTREAM_PY) benchmarks/finetune_accuracy.py augmentation --shape tiny --cells 1000 --batches 3 --marker-fold 2.5 --epochs 20 --seeds 0-3
+	$(UPSTREAM_PY) benchmarks/finetune_accuracy.py replay --shape tiny --epochs 100 --seeds $(REPLAY_SEEDS)
+	$(UPSTREAM_PY) benchmarks/finetune_accuracy.py seeds --shape tiny --epochs 100 --seeds $(ACCURACY_SEEDS) & \
+	$(UPSTREAM_PY) benchmarks/finetune_accuracy.py seeds --shape tiny --epochs 100 --cells 1000 --batches 3 --marker-fold 2.5 \
+	  --seeds $(ACCURACY_SEEDS) --out benchmarks/results/finetune_accuracy_sentences.json & wait
 
 # The README's measured tables from benchmarks/results/ (--check: only compare).
 readme-tables: venv

@@ -123,12 +123,14 @@ def quiet():
 # ---- instrumentation: the values each loop hands to the scheduler and to clipping --------------------------
 class Recorder:
     """Patches ``ReduceLROnPlateau.step`` and ``torch.nn.utils.clip_grad_norm_`` (both loops call them once per
-    step) and upstream's validation ``inference``, recording per step: loss, both learning rates, gradient norm."""
+    step) and each loop's validation scoring (upstream's ``inference``, our ``validation_macro_f1``), recording per
+    step: loss, both learning rates, gradient norm; per validation pass: macro-F1 and how many classes it predicted."""
 
     def __init__(self):
         self.impl = None
         self.steps: list[dict] = []
         self.valid_f1: dict[str, list[float]] = {}
+        self.valid_classes: dict[str, list[int]] = {}  # distinct classes predicted for the validation cells
         self._norm = float("nan")
 
     @contextlib.contextmanager
@@ -137,8 +139,11 @@ class Recorder:
 
         import CellPLM.pipeline.cell_type_annotation as upstream_cta
 
+        import cellplm.finetune as ours_ft
+
         rec = self
         orig_step, orig_clip, orig_inference = ReduceLROnPlateau.step, torch.nn.utils.clip_grad_norm_, upstream_cta.inference
+        orig_f1 = ours_ft.validation_macro_f1
 
         def step(sched, metrics, *a, **k):
             groups = sched.optimizer.param_groups
@@ -155,13 +160,20 @@ class Recorder:
             out = orig_inference(model, dataloader, split, *a, **k)
             if split == "valid":
                 rec.valid_f1.setdefault(rec.impl, []).append(float(out["metrics"]["f1_score"]))
+                rec.valid_classes.setdefault(rec.impl, []).append(int(out["pred"].unique().numel()))
             return out
 
+        def f1(y_true, y_pred):
+            rec.valid_classes.setdefault(rec.impl, []).append(int(np.unique(y_pred).size))
+            return orig_f1(y_true, y_pred)
+
         ReduceLROnPlateau.step, torch.nn.utils.clip_grad_norm_, upstream_cta.inference = step, clip, inference
+        ours_ft.validation_macro_f1 = f1
         try:
             yield self
         finally:
             ReduceLROnPlateau.step, torch.nn.utils.clip_grad_norm_, upstream_cta.inference = orig_step, orig_clip, orig_inference
+            ours_ft.validation_macro_f1 = orig_f1
 
 
 # ---- one fine-tuning run of each implementation ------------------------------------------------------------
@@ -363,6 +375,15 @@ def best_epoch(valid_f1: list[float]) -> int:
     return int(np.flatnonzero(f1 == np.nanmax(f1))[-1])
 
 
+ESCAPE = 0.5  # validation macro-F1 that a run stuck on the plateau near chance has not reached
+
+
+def first_epoch_at(valid_f1: list[float], level: float) -> int | None:
+    """The first epoch whose validation macro-F1 reaches ``level`` (None: never): how long a run stays on the plateau."""
+    above = np.flatnonzero(np.asarray(valid_f1, dtype=float) >= level)
+    return int(above[0]) if above.size else None
+
+
 def divergence(genuine: pd.DataFrame, replay: pd.DataFrame, f1_genuine, f1_replay, tol: float) -> dict:
     """Where a replay leaves the genuine run it replays: relative loss difference per step, validation F1 per epoch."""
     n = min(len(genuine), len(replay))
@@ -414,7 +435,8 @@ def replay(args) -> pd.DataFrame:
                 traj = steps[steps.implementation == impl].reset_index(drop=True)
                 for e in range(len(traj)):
                     epochs.append(dict(seed=seed, run=impl, epoch=e, loss=traj.loss[e], grad_norm=traj.grad_norm[e],
-                                       lr_main=traj.lr_main[e], valid_macro_f1=f1[impl][e]))
+                                       lr_main=traj.lr_main[e], valid_macro_f1=f1[impl][e],
+                                       valid_classes_predicted=rec.valid_classes[impl][e]))
             line = [f"seed {seed:3d}"]
             for genuine, replayed in (("ours", "upstream replaying ours"), ("upstream", "ours replaying upstream")):
                 trajectory_of = {impl: steps[steps.implementation == impl].reset_index(drop=True)
@@ -422,6 +444,8 @@ def replay(args) -> pd.DataFrame:
                 d = divergence(trajectory_of[genuine], trajectory_of[replayed], f1[genuine], f1[replayed],
                                args.tolerance)
                 rows.append(dict(seed=seed, draws_of=genuine, replayed_by=replayed.split()[0],
+                                 genuine_first_epoch_f1_05=first_epoch_at(f1[genuine], ESCAPE),
+                                 replay_first_epoch_f1_05=first_epoch_at(f1[replayed], ESCAPE),
                                  genuine_test_macro_f1=runs[genuine]["scores"]["macro_f1"],
                                  replay_test_macro_f1=runs[replayed]["scores"]["macro_f1"],
                                  genuine_best_epoch=best_epoch(f1[genuine]), replay_best_epoch=best_epoch(f1[replayed]),

@@ -40,6 +40,9 @@ COMMANDS = {
     "scale.json": "make scale",
     "finetune_accuracy.json": "make accuracy",
     "finetune_trajectory.json": "make accuracy",
+    "finetune_accuracy_sentences.json": "make accuracy",
+    "finetune_replay.json": "make accuracy",
+    "finetune_augmentation.json": "make accuracy",
     "embedding_speed_cuda.json": "bash benchmarks/gpu.sh",
     "demo.json": ".venv/bin/python benchmarks/timed.py demo -- .venv/bin/snakemake --cores 2 --configfile config/demo.yaml",
     "make_test.json": ".venv/bin/python benchmarks/timed.py make_test -- make test",
@@ -64,12 +67,18 @@ def status(row: dict, reason: bool = False) -> str:
     return f" ({row['status']}: {row.get('reason', '')})" if reason else f" ({row['status']})"
 
 
+# The vector-instruction flags a footer names (the full list is in the result file): which kernels torch can use.
+SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
 def footer(result: dict, name: str) -> str:
     p = result["provenance"]
     m, v = p["machine"], p["versions"]
     up = f", upstream CellPLM {v['upstream_cellplm']}" if v.get("upstream_cellplm") else ""
     state = "" if result.get("complete", True) else " **Partial run (interrupted).**"
-    return (f"*Measured {p['date'][:10]} ({p['date']}) on {m['cpu']}, {m['cores']} cores, {m['ram_gib']:g} GiB RAM, "
+    flags = [f for f in m.get("cpu_flags", []) if f in SHOWN_FLAGS]
+    cpu = f"{m['cpu']} ({' '.join(flags) or 'no AVX2'})" if "cpu_flags" in m else m["cpu"]
+    return (f"*Measured {p['date'][:10]} ({p['date']}) on {cpu}, {m['cores']} cores, {m['ram_gib']:g} GiB RAM, "
             f"GPU: {m['gpu'] or 'none'}, {m['os']}; load average at start {' '.join(map(str, m['load_average']))}; "
             f"Python {v['python']}, torch {v['torch']}{up}; commit `{p['git_commit'][:12]}`; "
             f"`{p['command']}` → `benchmarks/results/{name}`.*{state}")
@@ -147,7 +156,9 @@ def render_scale(result: dict) -> str:
 
 
 def render_finetune_accuracy(result: dict) -> str:
-    from benchmarks.finetune_accuracy import paired
+    import numpy as np
+
+    from benchmarks.finetune_accuracy import CRITERIA, LOW, paired, spread, verdict
 
     o = result["provenance"]["options"]
     rows = result["rows"]
@@ -156,32 +167,87 @@ def render_finetune_accuracy(result: dict) -> str:
     by = {(r["variant"], r["seed"]): r["test_macro_f1"] for r in rows}
     variants = ["upstream"] + [f"ours_{p}" for p in precisions]
     done = [s for s in seeds if all((v, s) in by for v in variants)]
-    vals = {v: [by[(v, s)] for s in done] for v in variants}
+    vals = {v: np.array([by[(v, s)] for s in done]) for v in variants}
 
     def ms(x):
-        mean = sum(x) / len(x)
-        sd = math.sqrt(sum((a - mean) ** 2 for a in x) / (len(x) - 1)) if len(x) > 1 else float("nan")
-        return f"{mean:.3f} ± {_num(sd, '.3f')}"
+        return f"{x.mean():.3f} ± {_num(x.std(ddof=1) if len(x) > 1 else float('nan'), '.3f')} ({int((x < LOW).sum())} < {LOW})"
 
     def cmp(a, b):
-        import numpy as np
-
-        c = paired(np.array(vals[a]), np.array(vals[b]))
+        c = paired(vals[a], vals[b])
         return (f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], p {c['p_value']:.2f} "
                 f"(W/T/L {c['wins']}/{c['ties']}/{c['losses']})")
 
+    def ratio(p):
+        sp = spread(vals["upstream"], vals[f"ours_{p}"])
+        return f"{sp['sd_ratio']:.2f} [{sp['sd_ratio_ci_low']:.2f}, {sp['sd_ratio_ci_high']:.2f}]"
+
+    def met(p):
+        c = paired(vals["upstream"], vals[f"ours_{p}"])
+        v = verdict(c, spread(vals["upstream"], vals[f"ours_{p}"]))
+        failed = [name for name, key in (("CI contains 0", "ci_contains_0"), ("CI half-width", "ci_half_width_ok"),
+                                         ("mean", "mean_diff_ok"), ("sd ratio", "sd_ratio_ok")) if not v[key]]
+        return "**yes**" if v["indistinguishable"] else "no (" + ", ".join(failed) + ")"
+
     init = f"pretrained {o['pretrained']}" if o.get("pretrained") else f"{o['shape']}, random init"
-    head = ["test macro-F1"] + ["upstream"] + [f"ours {p}" for p in precisions] + [f"ours {p} - upstream" for p in precisions]
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    cells = [f"{init}, {o['epochs']} epochs, {len(done)} seeds"] + [ms(vals[v]) for v in variants] + \
-        [cmp("upstream", f"ours_{p}") for p in precisions]
-    out.append("| " + " | ".join(cells) + " |")
+    sentences = f"{o['batches']} sentences" if o.get("batches", 1) > 1 else "one sentence"
+    setting = (f"{init}, {o['cells']} cells ({sentences}), marker fold {o.get('marker_fold', 4.0):g}, {o['epochs']} "
+               f"epochs, {len(done)} seeds")
+    out = table([("setting", "---"), ("variant", "---"), ("test macro-F1: mean ± sd (runs < 0.70)", "---"),
+                 ("paired difference vs upstream [95% CI]", "---"), ("sd ratio vs upstream [95% CI]", "---"),
+                 ("indistinguishable?", "---")],
+                [[setting, "upstream (authors' code)", ms(vals["upstream"]), "", "", ""]]
+                + [["", f"ours {p}", ms(vals[f"ours_{p}"]), cmp("upstream", f"ours_{p}"), ratio(p), met(p)]
+                   for p in precisions])
+    out += ["", f"Indistinguishable: the paired 95% CI contains 0 with a half-width of at most "
+                f"{CRITERIA['ci_half_width']}, the mean difference is within ±{CRITERIA['mean_diff']}, and ours' sd is "
+                f"at most {CRITERIA['sd_ratio']}x upstream's (sd ratio: a paired bootstrap over seeds). "
+                f"Data: {o['cells']} synthetic cells x {o['genes']} vocabulary genes, {o['threads']} thread(s), early "
+                f"stopping {o['patience']}; seconds per run (mean): "
+                + ", ".join(f"{v} {sum(r['seconds'] for r in rows if r['variant'] == v) / max(1, len(done)):.0f}"
+                            for v in variants) + "."]
     if len(precisions) > 1:
-        out += ["", f"ours {precisions[1]} - ours {precisions[0]}: {cmp(f'ours_{precisions[0]}', f'ours_{precisions[1]}')}. "
-                    f"Data: {o['cells']} synthetic cells x {o['genes']} vocabulary genes, {o['threads']} thread(s), early "
-                    f"stopping {o['patience']}; seconds per run (mean): "
-                    + ", ".join(f"{v} {sum(r['seconds'] for r in rows if r['variant'] == v) / max(1, len(done)):.0f}"
-                                for v in variants) + "."]
+        out[-1] += f" ours {precisions[1]} - ours {precisions[0]}: {cmp(f'ours_{precisions[0]}', f'ours_{precisions[1]}')}."
+    return "\n".join(out)
+
+
+def _epoch(e) -> str:
+    return "never" if e is None else str(e)
+
+
+def render_finetune_replay(result: dict) -> str:
+    o = result["provenance"]["options"]
+    body = []
+    for r in result["rows"]:
+        equal = r["first_step_beyond_tol"] if r["first_step_beyond_tol"] is not None else f"all {r['steps']}"
+        body.append([str(r["seed"]), r["draws_of"], r["replayed_by"], f"{r['max_rel_loss_diff_first10']:.1e}",
+                     str(equal), str(r["epochs_valid_f1_equal_from_start"]),
+                     f"{r['genuine_test_macro_f1']:.3f} / {r['replay_test_macro_f1']:.3f}",
+                     f"{r['genuine_best_epoch']} / {r['replay_best_epoch']}",
+                     f"{_epoch(r['genuine_first_epoch_f1_05'])} / {_epoch(r['replay_first_epoch_f1_05'])}"])
+    out = table([("seed", "---:"), ("draws of", "---"), ("replayed by", "---"),
+                 ("max rel. loss difference, steps 0-9", "---:"), (f"steps with loss equal to {o['tolerance']:g}", "---:"),
+                 ("epochs with equal validation F1", "---:"), ("test macro-F1 genuine / replay", "---:"),
+                 ("best epoch genuine / replay", "---:"),
+                 ("first epoch of validation F1 >= 0.5, genuine / replay", "---:")], body)
+    out += ["", f"{o['shape']} shape, random init, {o['cells']} cells x {o['genes']} genes (one sentence), "
+                f"{o['epochs']} epochs, fp32, one thread."]
+    return "\n".join(out)
+
+
+def render_finetune_augmentation(result: dict) -> str:
+    o, rows = result["provenance"]["options"], result["rows"]
+    out = table([("check", "---"), ("kind", "---"), ("ours", "---"), ("upstream", "---"), ("p", "---:"), ("agree", "---")],
+                [[r["check"], r["kind"], str(r["ours"]).replace("|", "/"), str(r["upstream"]).replace("|", "/"),
+                  _num(r.get("p"), ".3f"), "yes" if r["ok"] else "**NO**"] for r in rows
+                 if not r["check"].startswith(("dropout calls of a step", "cells kept per step", "cells masked per step",
+                                               "sentences"))])
+    exact = [r for r in rows if r["check"].startswith(("dropout calls of a step", "cells kept per step",
+                                                       "cells masked per step", "sentences"))]
+    out += ["", "Equal in both, step by step (too long to show): " + "; ".join(
+        f"{r['check']} ({'equal' if r['ok'] else 'DIFFERENT'})" for r in exact) + ". "
+        f"Data: {o['cells']} cells ({o['batches']} sentences), marker fold {o['marker_fold']:g}, {o['shape']} shape, "
+        f"{o['epochs']} epochs x seeds {o['seeds']} of each implementation, {rows[0]['steps_ours']} training steps each; "
+        "rates compared with a two-proportion z test, uniformity with a chi-square test (agree: p > 0.001)."]
     return "\n".join(out)
 
 
@@ -226,7 +292,8 @@ def render_timed(result: dict) -> str:
 
 
 RENDERERS = {"timed": render_timed, "speed": render_speed, "scale": render_scale, "finetune_accuracy": render_finetune_accuracy,
-             "finetune_trajectory": render_finetune_trajectory, "embedding_speed": render_embedding_speed}
+             "finetune_trajectory": render_finetune_trajectory, "finetune_replay": render_finetune_replay,
+             "finetune_augmentation": render_finetune_augmentation, "embedding_speed": render_embedding_speed}
 
 
 def block(relpath: str, root: Path = ROOT) -> str:
