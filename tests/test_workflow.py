@@ -30,8 +30,9 @@ def copy_workflow(dest):
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dest / name)
-    if (ROOT / ".venv-scgpt").exists():  # the demo's scGPT interpreter (a link into the env cache), not a copy
-        (dest / ".venv-scgpt").symlink_to((ROOT / ".venv-scgpt").resolve())
+    for venv in (".venv-scgpt", ".venv-upstream"):  # the scGPT and authors' CellPLM interpreters: links, not copies
+        if (ROOT / venv).exists():
+            (dest / venv).symlink_to((ROOT / venv).resolve())
     return dest
 
 
@@ -72,6 +73,14 @@ def test_full_config_dry_run_is_offline(workdir):
     assert "WARNING" not in out.stderr  # no manual step is missing
     for dataset in ("pbmc12k", "pancreas", "hlca", "immune", "brain", "liver"):
         assert f"results/data/{dataset}/dataset.h5ad" in out.stdout
+        # the authors' pipeline beside ours on every dataset, with the same checkpoint, on a GPU
+        for method in ("cellplm_finetune", "cellplm_upstream"):
+            assert f"results/runs/{dataset}/published/{method}/seed2/run.json" in out.stdout
+    upstream = [m for m in re.finditer(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
+                if "method=cellplm_upstream," in m.group(1)]
+    assert len(upstream) == 6 * 3
+    assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in m.group(1) for m in upstream)
+    assert "results/tables/fidelity.tsv" in out.stdout
     for path in ("resources/downloads/scdiff_reproducibility.tar.gz", "resources/extracted/scdiff_reproducibility.tar.gz",
                  "resources/downloads/cellplm/20230926_85M.best.ckpt", "resources/models/scgpt_whole_human",
                  "resources/models/geneformer_v1_10m", "results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt"):
