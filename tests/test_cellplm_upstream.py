@@ -170,3 +170,25 @@ def test_a_missing_package_is_a_not_applicable_row_naming_it(files, tiny_checkpo
     (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'skmisc'\", name='skmisc')\n")
     rec, _, _ = run_method(files, tmp_path / "no_skmisc", params, pythonpath=[shadow.parent])
     assert rec["status"] == "not_applicable" and "cannot import package 'skmisc'" in rec["reason"]
+
+
+@needs_env
+def test_a_split_holding_out_whole_batches_is_a_not_applicable_row(tiny_checkpoint, tmp_path):
+    """The authors' fit scores every sentence's training cells and crashes on a sentence without any (torchmetrics
+    on an empty tensor): a batch hold-out split is a row that says so, not a crash."""
+    from cellplm.bench.data.split import SplitSpec, make_split
+    from cellplm.bench.io import write_h5ad
+
+    a = make_counts_adata(n_cells=150, n_types=3, batches=2)  # every type in both batches
+    parts = make_split(a, SplitSpec("batch_holdout", strategy="batch_holdout", seed=0, test_fraction=0.2),
+                       {"train": 0.8, "valid": 0.1, "test": 0.1})
+    files = {}
+    for name, part in parts.items():
+        files[name] = tmp_path / f"{name}.h5ad"
+        write_h5ad(part, files[name])
+    held = sorted(set(parts["test"].obs["batch"].astype(str)))
+    rec, pred, _ = run_method(files, tmp_path / "out", {**QUICK, "checkpoint": str(tiny_checkpoint)})
+    assert rec["status"] == "not_applicable" and pred.obs["label_pred"].isna().all()
+    assert rec["reason"] == (f"the authors' fit scores the training cells of every sentence and fails on one without "
+                             f"any: {len(held)} of 2 sentences (obs['batch'] {', '.join(map(repr, held))}) hold no "
+                             "training cell (a split that holds out whole batches)")

@@ -23,6 +23,9 @@ What the tutorial does and what is done here:
   ``ensembl_auto_conversion=False``: upstream's conversion queries mygene over the network. Genes outside the
   vocabulary keep their names, so that upstream's seurat_v3 HVGs are computed on all genes, then intersected with
   the vocabulary, as in upstream's ``common_preprocess``.
+- Where that fit cannot run, the row is not applicable and says why: a split without validation cells, or one
+  with a sentence without training cells (a batch hold-out: upstream scores each sentence's training cells with
+  torchmetrics, which fails on an empty one).
 - The class set: test labels are hidden by the benchmark's contract, so test cells carry a placeholder that is a
   training class; they are outside the loss (``split == 'train'``) and the validation (``split == 'valid'``), and
   upstream's label encoder is fitted on the training classes only. The tutorial fits it on all cells, test labels
@@ -116,6 +119,7 @@ class CellPLMUpstream(Annotator):
         self.data_, match = upstream_anndata(train, unlabelled, vocabulary, placeholder=classes[0])
         self.extra["genes"] = match.to_dict()
         require_coverage(match, "training data", p("min_gene_share"), p("min_count_share"))
+        require_trainable(self.data_)
         with upstream_output() as out:
             self.pipeline_.fit(self.data_, self.config_, split_field=SPLIT, train_split="train", valid_split="valid",
                                label_fields=[LABEL], ensembl_auto_conversion=False, device=device)
@@ -172,6 +176,23 @@ def upstream_anndata(train: ad.AnnData, test: ad.AnnData | None, vocabulary: lis
     data = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(names.astype(str))))
     data.var_names_make_unique()
     return data, match
+
+
+def require_trainable(data: ad.AnnData) -> None:
+    """:class:`NotApplicable` where the authors' ``fit`` cannot run on this split, rather than its crash: it keeps the
+    epoch of the best validation F1, so it needs validation cells; and it scores every sentence's training cells with
+    torchmetrics, which fails on a sentence that has none (a split holding out whole batches, e.g. batch_holdout)."""
+    split = data.obs[SPLIT]
+    if not (split == "valid").any():
+        raise NotApplicable("the authors' fit keeps the epoch of the best validation F1, and the training data has no "
+                            "validation cells (obs['is_validation'])")
+    trained = split.eq("train").groupby(data.obs["batch"]).any()
+    untrained = trained.index[~trained.to_numpy()].tolist()
+    if untrained:
+        raise NotApplicable(f"the authors' fit scores the training cells of every sentence and fails on one without "
+                            f"any: {len(untrained)} of {len(trained)} sentences (obs['batch'] "
+                            f"{', '.join(map(repr, untrained[:3]))}) hold no training cell (a split that holds out "
+                            "whole batches)")
 
 
 class _Output(io.TextIOBase):
