@@ -99,7 +99,8 @@ def test_split_files_name_the_batch_column_and_the_sentences_say_it():
     a.uns.update(dataset_id="toy", batch_key="tech")
     parts = make_split(a, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})
     assert {part.uns["batch_key"] for part in parts.values()} == {"tech"}
-    assert describe_sentences(parts["train"].uns, 4) == "one per obs['batch'] value (= dataset column 'tech'; 4 sentences)"
+    assert describe_sentences(parts["train"].uns, 4) == ("one per obs['batch'] value (= dataset column 'tech'; "
+                                                         "4 sentences)")
     assert describe_sentences({"batch_key": ""}, 1) == ("one per obs['batch'] value (the dataset has no batch column: "
                                                          "one value for all cells; 1 sentence)")
     assert describe_sentences({}, 2) == ("one per obs['batch'] value (dataset column not recorded in the split files; "
