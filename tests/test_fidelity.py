@@ -120,5 +120,5 @@ def test_cellplm_rows_carry_precision_and_sentences_into_the_tables(tmp_path):
     assert "| CellPLM (fine-tuned) [released (20230926_85M), fp32] | 0.900 |" in md
     assert "| CellPLM (fine-tuned, authors' code) [released (20230926_85M), fp32] | 0.800 |" in md
     assert "- CellPLM sentences: one per value of `obs['batch']`, the dataset's `batch_key` column" in md
-    assert "assumed: how the authors grouped this dataset into sentences is not published" in md
+    assert "how the authors grouped these datasets into sentences is not published, so this grouping is an " in md
     assert md.index("## Fidelity: ours vs the authors' code") > md.index("## Runs that did not produce predictions")

@@ -463,5 +463,6 @@ def _checkpoint_lines(runs: pd.DataFrame, config: dict, label: dict) -> list[str
         lines.append(f"- CellPLM checkpoint source configured: `cellplm.checkpoint.source: {source}`.")
     if "sentences" in runs.columns and runs["sentences"].fillna("").ne("").any():
         lines.append("- CellPLM sentences: one per value of `obs['batch']`, the dataset's `batch_key` column (column "
-                     f"`sentences` of runs.tsv, summary.tsv and comparison.tsv); {SENTENCES_ASSUMED}.")
+                     "`sentences` of runs.tsv, summary.tsv and comparison.tsv); how the authors grouped these datasets "
+                     "into sentences is not published, so this grouping is an assumption.")
     return lines
