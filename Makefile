@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (Python 3.11, no conda needed):
-#   make demo   builds .venv and .venv-scgpt, runs the offline demo end to end and writes results/report.html
+#   make demo   builds .venv, .venv-upstream and .venv-scgpt, runs the offline demo end to end and writes results/report.html
 #   make test   builds .venv (and .venv-upstream, the authors' CellPLM package for the parity tests) and runs the tests
 # .venv is rebuilt only when requirements/lock.txt or pyproject.toml change.
 SNAKEMAKE = .venv/bin/snakemake
@@ -10,7 +10,7 @@ CORES ?= 2
 venv:
 	bash tools/bootstrap.sh
 
-demo: venv scgpt-env
+demo: venv upstream-env scgpt-env
 	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml
 	$(SNAKEMAKE) --configfile config/demo.yaml --report results/report.html
 	@echo "demo done: results/tables/benchmark.md, results/plots/, results/report.html"

@@ -13,9 +13,9 @@ only. Inductive: train sentences hold train cells only and test cells are predic
 
 Faster than upstream at the same arithmetic: only the rows of the gene-embedding table for the genes in use are
 trained (the fine-tuned model's vocabulary is those genes) and AdamW is fused. bf16 autocast where the hardware
-has it (``precision="auto"``, the default; accuracy equal to fp32 and to upstream over many seeds, see README
-"CellPLM speed"; ``"fp32"`` is upstream's arithmetic) and, optionally, a validation pass every ``eval_every``
-epochs (1 = upstream).
+has it (``precision="auto"``, this class's default; ``"fp32"`` is upstream's arithmetic, and the benchmark's
+``cellplm_finetune`` method uses it by default; whether bf16 changes accuracy: see README, "Fine-tuning accuracy
+against upstream") and, optionally, a validation pass every ``eval_every`` epochs (1 = upstream).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class FinetuneConfig:
     min_count_share: float = 0.5  # below this share of counts in the vocabulary: not applicable
     shape: str = "85M"  # model shape when there is no checkpoint (random initialisation)
     device: str = "auto"
-    precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32 (upstream's arithmetic); equal accuracy shown
+    precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32 (upstream's arithmetic)
     seed: int = 0
     progress: bool = True
 
@@ -250,7 +250,7 @@ class CellTypeAnnotator:
             "epochs_run": len(self.history_), "best_epoch": best[1], "best_valid_macro_f1": best[0] if best[1] >= 0 else None,
             "stopped_early": len(self.history_) < o.max_epochs, "device": self.runtime_.device.type, "device_detail": self.runtime_.describe(),
             "precision": self.runtime_.precision, "setting": "transductive" if o.transductive else "inductive",
-            "options": asdict(o),
+            "n_sentences": len(train_sentences), "options": asdict(o),
         })
         if context is not None:  # predictions for the context cells, from the same sentences
             pred = self._predict_cells(model, train_sentences, joint.n_obs)[train.n_obs:]

@@ -151,6 +151,7 @@ def final_outputs():
         "results/tables/scores.tsv",
         "results/tables/summary.tsv",
         "results/tables/comparison.tsv",
+        "results/tables/fidelity.tsv",
         "results/tables/benchmark.md",
         "results/report/workflow.rst",
         "results/tables/runs.tsv",

@@ -27,6 +27,7 @@ rule aggregate:
         embedding_speed=report(
             "results/tables/embedding_speed.tsv", caption="../workflow/report/embedding_speed.rst", category="Speed"
         ),
+        fidelity=report("results/tables/fidelity.tsv", caption="../workflow/report/fidelity.rst", category="Tables"),
         markdown=report("results/tables/benchmark.md", caption="../workflow/report/markdown.rst", category="Tables"),
     log:
         "logs/report/aggregate.log",

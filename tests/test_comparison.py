@@ -287,3 +287,25 @@ def test_source_record_of_a_file_placed_by_hand_is_checked_against_its_pin(tmp_p
     table = dataset_table(cfg, {"pbmc12k": {**QC, "source_record": rec}}, PUBLISHED_DATASETS)
     assert table.loc[0, "pinned_sha256_ok"] == False  # noqa: E712 - the pin says another file
     assert table.loc[0, "downloads"] == f"pancreas.h5ad sha256 {digest}"
+
+
+def test_two_of_our_methods_meet_one_published_row_and_say_how_their_sentences_were_made():
+    """cellplm_finetune (ours) and cellplm_upstream (the authors' code) are both CellPLM: each gets its own row beside
+    the published CellPLM value, with the sentence grouping each used disclosed as an assumption."""
+    cfg = config()
+    cfg["run"]["methods"].append("cellplm_upstream")
+    cfg["methods"]["cellplm_upstream"] = {"published_as": "CellPLM"}
+    ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
+    grouping = "one per obs['batch'] value (= dataset column 'batch'; 2 sentences)"
+    ours = summary(OURS + [("published", "cellplm_upstream", "tm_macro_accuracy", 0.96, 0.02, 3,
+                            "released (20230926_85M)")]).assign(sentences="")
+    ours.loc[ours["method"].str.startswith("cellplm"), "sentences"] = grouping
+    comp = comparison(ours, PUBLISHED, cfg, ds)
+    cellplm = comp[comp["published_method"] == "CellPLM"].set_index("method")
+    assert sorted(cellplm.index) == ["cellplm_finetune", "cellplm_upstream"]
+    assert cellplm.loc["cellplm_upstream", "ours_mean"] == 0.96
+    assert cellplm.loc["cellplm_upstream", "difference"] == pytest.approx(0.96 - 0.975)
+    assert cellplm.loc["cellplm_finetune", "difference"] == pytest.approx(0.95 - 0.975)
+    assert (cellplm["sentences"] == f"{grouping}; assumed: how the authors grouped this dataset into sentences is not "
+                                    "published").all()
+    assert (comp.loc[comp["published_method"] != "CellPLM", "sentences"] == "").all()

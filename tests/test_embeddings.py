@@ -103,6 +103,8 @@ def test_embedding_contract(embedding, split_files, tmp_path, tiny_checkpoint, g
     if embedding == "cellplm":
         assert extra["checkpoint_kind"] == "user-supplied" and label == f"user-supplied ({tiny_checkpoint})"
         assert extra["genes"]["n_matched"] == rec["n_genes_used"] == 200 and extra["n_sentences"] == 2  # one per batch
+        assert extra["sentences"].startswith("one per obs['batch'] value (")
+        assert extra["sentences"].endswith("; 2 sentences)")
     if embedding == "geneformer":
         assert extra["emb_mode"] == "cell" and extra["hidden_states_index"] == -2  # a V1 dictionary: no <cls>
         assert extra["checkpoint"] == str(geneformer_dir) and rec["n_dims"] == 16

@@ -110,3 +110,25 @@ def test_every_method_env_has_what_the_runner_needs():
     for method in method_ids():
         env = ROOT / metadata(method)["env"]
         assert "pyyaml" in {name for name, _, _ in pins(env)}, env
+
+
+def test_upstream_cellplm_env_is_the_venv_the_tests_run():
+    """workflow/envs/cellplm_upstream.yaml (--use-conda) pins exactly the versions of .venv-upstream
+    (requirements/upstream-cellplm.txt, whose scikit-misc is the project lock's), and its post-deploy script installs
+    the same cellplm release --no-deps and checks the imports tools/upstream_env.sh checks."""
+    env = ROOT / "workflow/envs/cellplm_upstream.yaml"
+    lock = read_lock(ROOT / "requirements/upstream-cellplm.txt")
+    found = {name: version for name, version, _ in pins(env)}
+    assert "lock: requirements/upstream-cellplm.txt" in env.read_text()
+    assert {"torch", "torchmetrics", "einops", "scanpy", "scikit-misc", "pyyaml"} <= set(found)
+    assert {name: version for name, version in found.items() if lock.get(name) != version} == {}
+    assert lock["scikit-misc"] == read_lock(ROOT / "requirements/lock.txt")["scikit-misc"]
+    deploy = (ROOT / "workflow/envs/cellplm_upstream.post-deploy.sh").read_text()
+    venv = (ROOT / "tools/upstream_env.sh").read_text()
+    release = re.search(r"install --no-deps (cellplm==\S+)", venv).group(1)
+    assert re.search(rf"pip install --no-deps --no-input {re.escape(release)}\n", deploy)
+
+    def checked(text):  # the modules of the script's `python -c "import ..."` check
+        return {m.strip() for m in re.search(r'"import (CellPLM[^"]*)"', text).group(1).split(",")}
+
+    assert checked(venv) <= checked(deploy) and "skmisc" in checked(venv)

@@ -33,13 +33,14 @@ def _run(cls, method, split_files, tmp_path, params=None):
 
 def test_every_method_folder_is_in_the_registry():
     folders = sorted(p.parent.name for p in (ROOT / "cellplm/bench/methods").glob("*/method.yaml"))
-    assert folders == method_ids() == sorted(registry()) and len(folders) == 12
+    assert folders == method_ids() == sorted(registry()) and len(folders) == 13
 
 
 @pytest.mark.parametrize("method", method_ids())
 def test_method_contract(method, split_files, tmp_path):
     cls = registry()[method]
-    if isinstance(cls, MethodUnavailable):  # not importable here (scGPT needs its own env): a visible row, not a gap
+    if isinstance(cls, MethodUnavailable):  # not importable here (scGPT, the authors' CellPLM need their own envs): a
+        # visible row, not a gap
         record = _run(method, method, split_files, tmp_path)
         assert record.status == "not_applicable" and "cannot import package" in record.reason
         assert read_h5ad(tmp_path / "prediction.h5ad").uns["status"] == "not_applicable"
@@ -68,6 +69,11 @@ def test_method_contract(method, split_files, tmp_path):
     if method.startswith("cellplm"):
         assert rec["extra"]["checkpoint_kind"] == "random initialisation"
         assert rec["extra"]["genes"]["n_matched"] == rec["n_genes_used"] == 12
+        # which column made the sentences (the toy split files do not name the dataset's), and the class set
+        assert rec["extra"]["sentences"] == ("one per obs['batch'] value (dataset column not recorded in the split "
+                                             "files; 2 sentences)")
+        assert rec["extra"]["class_set"].startswith("training labels (3 classes)")
+        assert rec["extra"]["precision"] == "fp32"  # the method's default (method.yaml), upstream's arithmetic
 
 
 class Broken(Annotator):

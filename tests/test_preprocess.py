@@ -21,6 +21,7 @@ def test_canonical_layout(counts_adata, write):
     assert sp.isspmatrix_csr(out.X) and out.X.dtype == np.float32
     assert (out.layers["counts"] != out.X).nnz == 0
     assert list(out.obs.columns) == ["cell_type", "batch"]
+    assert out.uns["batch_key"] == spec().batch_key  # which column obs['batch'] is (CellPLM's sentences say it)
     assert out.var_names.is_unique and "ensembl_id" in out.var
     assert out.var.loc["CD3E", "ensembl_id"] == "ENSG00000198851"  # GENCODE v44 via CellTypist
     assert rep.counts_from == "X" and rep.n_cell_types == 3
@@ -33,7 +34,7 @@ def test_pbmc68k_counts_recovered_from_raw():
     assert np.array_equal(out.X.data, np.round(out.X.data)) and out.X.data.min() >= 1
     # the 8-cell type is dropped (<= 10 cells), 692 of 700 cells remain
     assert rep.dropped_rare_types == {"CD4+/CD45RA+/CD25- Naive T": 8}
-    assert out.n_obs == 692 and out.obs["batch"].unique().tolist() == ["pbmc68k"]
+    assert out.n_obs == 692 and out.obs["batch"].unique().tolist() == ["pbmc68k"] and out.uns["batch_key"] == ""
     # first cell: log1p(count / n_counts * 1e4) reproduces the stored value
     raw = ad.read_h5ad(builtin_path("pbmc68k_reduced")).raw
     cell = out.obs_names[0]

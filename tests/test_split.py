@@ -88,3 +88,24 @@ def test_class_only_in_test():
     parts = make_split(a, spec, fractions, path="toy.h5ad")
     assert parts["test"].n_obs == len(test_cells) - 1 and "unseen" not in set(parts["solution"].obs["cell_type"])
     assert parts["test"].uns["dropped_unseen_test_cells"] == "unseen (1)"
+
+
+def test_split_files_name_the_batch_column_and_the_sentences_say_it():
+    """Preprocessing records which dataset column obs['batch'] is (uns['batch_key']); the split files carry it, and
+    a CellPLM row's sentence note names it."""
+    from cellplm.bench.data.split import describe_sentences
+
+    a = make_counts_adata(n_cells=60)
+    a.uns.update(dataset_id="toy", batch_key="tech")
+    parts = make_split(a, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})
+    assert {part.uns["batch_key"] for part in parts.values()} == {"tech"}
+    assert describe_sentences(parts["train"].uns, 4) == ("one per obs['batch'] value (= dataset column 'tech'; "
+                                                         "4 sentences)")
+    assert describe_sentences({"batch_key": ""}, 1) == ("one per obs['batch'] value (the dataset has no batch column: "
+                                                         "one value for all cells; 1 sentence)")
+    assert describe_sentences({}, 2) == ("one per obs['batch'] value (dataset column not recorded in the split files; "
+                                         "2 sentences)")
+    assert describe_sentences({}, 1, None) == "all cells in one (1 sentence)"
+    del a.uns["batch_key"]  # a canonical file written before the key existed: the split files say nothing
+    parts = make_split(a, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})
+    assert "batch_key" not in parts["train"].uns

@@ -30,8 +30,9 @@ def copy_workflow(dest):
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dest / name)
-    if (ROOT / ".venv-scgpt").exists():  # the demo's scGPT interpreter (a link into the env cache), not a copy
-        (dest / ".venv-scgpt").symlink_to((ROOT / ".venv-scgpt").resolve())
+    for venv in (".venv-scgpt", ".venv-upstream"):  # the scGPT and authors' CellPLM interpreters: links, not copies
+        if (ROOT / venv).exists():
+            (dest / venv).symlink_to((ROOT / venv).resolve())
     return dest
 
 
@@ -72,6 +73,14 @@ def test_full_config_dry_run_is_offline(workdir):
     assert "WARNING" not in out.stderr  # no manual step is missing
     for dataset in ("pbmc12k", "pancreas", "hlca", "immune", "brain", "liver"):
         assert f"results/data/{dataset}/dataset.h5ad" in out.stdout
+        # the authors' pipeline beside ours on every dataset, with the same checkpoint, on a GPU
+        for method in ("cellplm_finetune", "cellplm_upstream"):
+            assert f"results/runs/{dataset}/published/{method}/seed2/run.json" in out.stdout
+    upstream = [m for m in re.finditer(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
+                if "method=cellplm_upstream," in m.group(1)]
+    assert len(upstream) == 6 * 3
+    assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in m.group(1) for m in upstream)
+    assert "results/tables/fidelity.tsv" in out.stdout
     for path in ("resources/downloads/scdiff_reproducibility.tar.gz", "resources/extracted/scdiff_reproducibility.tar.gz",
                  "resources/downloads/cellplm/20230926_85M.best.ckpt", "resources/models/scgpt_whole_human",
                  "resources/models/geneformer_v1_10m", "results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt"):
@@ -213,30 +222,46 @@ def test_demo_end_to_end(demo):
     assert geneformer.sum() == 2 * 3 * 2 and (runs.loc[geneformer, "status"] == "not_applicable").all()
     assert runs.loc[runs["method"] == "geneformer", "reason"].str.startswith("no Geneformer model directory configured").all()
     assert runs.loc[runs["method"] == "geneformer_zeroshot", "reason"].str.contains("not applicable").all()
-    ok = runs[~geneformer]
+    # the authors' pipeline cannot fine-tune on a batch hold-out (a sentence without training cells): a row that says so
+    held_out = (runs["method"] == "cellplm_upstream") & (runs["split"] == "batch_holdout")
+    assert held_out.sum() == 2 and (runs.loc[held_out, "status"] == "not_applicable").all()
+    assert runs.loc[held_out, "reason"].str.contains("hold no training cell").all()
+    ok = runs[~geneformer & ~held_out]
     assert len(runs) == (1 + 2) * n_methods * 2 and (ok["status"] == "ok").all(), ok[ok["status"] != "ok"]
     # CellPLM rows: pretrained here (tiny shape, demo epochs), provenance in every table
-    cellplm = runs[runs["method"].isin(["cellplm_finetune", "cellplm_zeroshot"])]
-    assert len(cellplm) == 3 * 2 * 2
+    cellplm = runs[runs["method"].isin(["cellplm_finetune", "cellplm_upstream", "cellplm_zeroshot"])]
+    assert len(cellplm) == 3 * 2 * 3
     assert (cellplm["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    finetuned = cellplm[(cellplm["method"] != "cellplm_zeroshot") & ~held_out.loc[cellplm.index]]
+    assert (finetuned["precision"] == "fp32").all()  # ours' default, the authors' only arithmetic
+    sentences = finetuned.set_index(["dataset", "split"])["sentences"]
+    assert (sentences.loc["pbmc68k"] == "one per obs['batch'] value (the dataset has no batch column: one value for all "
+                                        "cells; 1 sentence)").all()
+    assert (sentences.loc[("synthetic", "published")] == "one per obs['batch'] value (= dataset column 'batch'; 3 "
+                                                         "sentences)").all()
     others = runs.loc[~runs.index.isin(cellplm.index)]
     assert not others["checkpoint"].str.contains("pretrained here").any()
     assert others.loc[others["method"] == "scgpt", "checkpoint"].str.startswith("random initialisation").all()
     for name in ("scores", "summary"):
         table = pd.read_csv(tables / f"{name}.tsv", sep="\t", keep_default_na=False)
         rows = table[table["method"].str.startswith("cellplm_")]
-        assert set(rows["method"]) == {"cellplm_finetune", "cellplm_zeroshot"}
+        assert set(rows["method"]) == {"cellplm_finetune", "cellplm_upstream", "cellplm_zeroshot"}
         assert (rows["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
     comparison = pd.read_csv(tables / "comparison.tsv", sep="\t", keep_default_na=False)
     assert (comparison.loc[comparison["method"] == "cellplm_finetune", "checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
     # the demo exercises the comparison: pbmc68k is shown beside the published PBMC12K column, every published row
     # with our number of its reading, and no difference, because it is not that data
-    assert len(comparison) == 8 and set(comparison["published_dataset"]) == {"PBMC12K"}
+    # (the published CellPLM row meets both of our CellPLM fine-tuning rows: ours and the authors' code)
+    assert len(comparison) == 9 and set(comparison["published_dataset"]) == {"PBMC12K"}
     assert set(comparison["dataset"]) == {"pbmc68k"} and (comparison["difference"] == "NA").all()
     ran = comparison[comparison["method"] != "(not run here)"]
-    assert len(ran) == 7 and ran["not_comparable_reason"].str.startswith("not the published dataset (differs: cells "
+    assert len(ran) == 8 and ran["not_comparable_reason"].str.startswith("not the published dataset (differs: cells "
                                                                          "692 vs published 11,990").all()
-    ours = comparison.set_index("published_method")
+    cellplm_rows = comparison[comparison["published_method"] == "CellPLM"]
+    assert sorted(cellplm_rows["method"]) == ["cellplm_finetune", "cellplm_upstream"]
+    assert cellplm_rows["sentences"].str.endswith("; assumed: how the authors grouped this dataset into sentences is "
+                                                  "not published").all()
+    ours = comparison[comparison["method"] != "cellplm_upstream"].set_index("published_method")
     assert ours.loc["CellPLM", "reading"] == "tm_macro_accuracy" and ours.loc["scANVI", "reading"] == "tm_macro_accuracy_swapped"
     assert "checkpoint pretrained here (tiny, 4 epochs), not the authors' release" in ours.loc["CellPLM", "not_comparable_reason"]
     assert ours.loc["scDiff", "method"] == "(not run here)"
@@ -262,6 +287,8 @@ def test_demo_end_to_end(demo):
     assert "NOT the published protocol" in md and "Balanced accuracy (macro recall, classes in the truth)" in md
     assert "## Checkpoints" in md and "## Ours beside the published table, reading for reading" in md
     assert "- CellPLM (fine-tuned) (`cellplm_finetune`): pretrained here (tiny, 4 epochs) (6 ok runs)." in md
+    assert "| CellPLM (fine-tuned, authors' code) [pretrained here (tiny, 4 epochs), fp32] |" in md
+    _check_fidelity(tables, md)
     for png in ["score_heatmap", "published_comparison", "speed", "confusion/pbmc68k__published", "zeroshot_scib",
                 "umap/pbmc68k", "umap/synthetic"]:
         assert (workdir / "results" / "plots" / f"{png}.png").stat().st_size > 5000
@@ -271,6 +298,23 @@ def test_demo_end_to_end(demo):
     assert (workdir / "results" / "report.html").stat().st_size > 100_000
     again = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _check_fidelity(tables, md):
+    """Ours minus the authors' code on every dataset split and metric, like for like (the same demo protocol)."""
+    fidelity = pd.read_csv(tables / "fidelity.tsv", sep="\t", keep_default_na=False)
+    assert len(fidelity) == 3 * 6 and set(fidelity["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1",
+                                                                   "macro_precision", "tm_macro_accuracy",
+                                                                   "tm_macro_accuracy_swapped"}
+    ran = fidelity[fidelity["split"] == "published"]
+    assert (ran["n_paired"] == 2).all() and (ran["like_for_like"].astype(str) == "True").all()
+    assert ran["settings"].str.startswith("like for like: checkpoint pretrained here (tiny, 4 epochs), precision fp32, "
+                                          "max_epochs 40, patience 40, warmup_epochs 30").all()
+    diff = ran["ours_mean"].astype(float) - ran["authors_mean"].astype(float)
+    assert (diff - ran["difference_of_means"].astype(float)).abs().max() < 1e-9
+    held = fidelity[fidelity["split"] == "batch_holdout"]
+    assert (held["authors_status"] == "not_applicable").all() and (held["n_paired"] == 0).all()
+    assert "## Fidelity: ours vs the authors' code" in md and "### synthetic, split `batch_holdout`" in md
 
 
 def _check_zeroshot_track(tables, md):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the isolated environment .venv-upstream holding the upstream CellPLM package
 # (PyPI cellplm==0.1.0.post2, import name CellPLM). The parity tests (tests/test_parity.py, through
-# tools/upstream/parity_reference.py) and the speed benchmark (tools/benchmark_speed.py) use it.
+# tests/upstream/parity_reference.py), the speed and accuracy benchmarks (benchmarks/speed.py,
+# benchmarks/finetune_accuracy.py) and the `cellplm_upstream` method of the workflow use it.
 # It is kept apart from .venv on purpose; rebuilt only when requirements/upstream-cellplm.txt or this script change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +12,5 @@ venv_begin upstream_env .venv-upstream logs/upstream_env.log "$REQ" tools/upstre
 install .venv-upstream/bin/pip install -r "$REQ"
 # cellplm's declared dependencies are wrong (pydance, no torch); its real imports are all in $REQ.
 install .venv-upstream/bin/pip install --no-deps cellplm==0.1.0.post2
-install .venv-upstream/bin/python -c "import CellPLM, CellPLM.pipeline.cell_embedding, CellPLM.pipeline.cell_type_annotation"
+install .venv-upstream/bin/python -c "import CellPLM, CellPLM.pipeline.cell_embedding, CellPLM.pipeline.cell_type_annotation, skmisc"
 venv_done

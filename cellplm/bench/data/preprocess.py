@@ -30,6 +30,7 @@ from . import counts as counts_mod
 from ..errors import InputError
 from ...genes import ensembl_fraction, strip_version, symbols_to_ensembl
 from ..io import open_h5ad
+from .split import BATCH_KEY
 
 
 @dataclass
@@ -174,6 +175,7 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
     report.n_batches = int(out.obs["batch"].nunique())
     report.total_counts = float(X.sum())
     out.uns["dataset_id"] = spec.name
+    out.uns[BATCH_KEY] = spec.batch_key or ""  # which column obs['batch'] is ("" = none: one value, the dataset's name)
     out.uns["preprocessing"] = {k: v for k, v in report.__dict__.items() if k != "dropped_rare_types"}
     out.uns["preprocessing"]["dropped_rare_types"] = ", ".join(f"{k} ({v})" for k, v in rare.items()) or "none"
     return out, report

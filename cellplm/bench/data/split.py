@@ -11,7 +11,10 @@ where a stored ``split`` column holding exactly train/valid/test is reused. Trai
 as such in every file it writes.
 
 Files: ``train.h5ad`` (raw counts in ``X`` + ``obs['cell_type']``, ``obs['batch']``, ``obs['is_validation']``),
-``test.h5ad`` (counts + ``obs['batch']``, no labels), ``solution.h5ad`` (``obs['cell_type']`` only).
+``test.h5ad`` (counts + ``obs['batch']``, no labels), ``solution.h5ad`` (``obs['cell_type']`` only). Their ``uns``
+says how the split was made and, as ``uns['batch_key']``, which column of the dataset ``obs['batch']`` is (the
+config's ``batch_key``; "" when the dataset has none), so that a CellPLM row can say what its sentences were
+(:func:`describe_sentences`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 from ..errors import InputError
 
 PUBLISHED_KEYS = ("train", "valid", "test")
+BATCH_KEY = "batch_key"  # uns key of the canonical and split files: the dataset column obs['batch'] holds
 
 
 @dataclass
@@ -127,6 +131,8 @@ def make_split(adata: ad.AnnData, spec: SplitSpec, fractions: dict, path="datase
         "n_test": int(test.sum()),
         "dropped_unseen_test_cells": ", ".join(f"{k} ({v})" for k, v in dropped_unseen.items()) or "none",
     }
+    if BATCH_KEY in adata.uns:
+        meta[BATCH_KEY] = str(adata.uns[BATCH_KEY])
     train = adata[train_mask].copy()
     train.obs = train.obs[["cell_type", "batch"]].copy()
     train.obs["is_validation"] = is_validation[train_mask]
@@ -148,3 +154,23 @@ def _validation(labels: np.ndarray, spec: SplitSpec) -> np.ndarray:
     out = np.zeros(labels.size, dtype=bool)
     out[chosen] = True
     return out
+
+
+def describe_sentences(uns, n_sentences: int, group_key: str | None = "batch") -> str:
+    """How a CellPLM row grouped its cells into sentences, in words, for its run record (``extra['sentences']``).
+
+    A CellPLM sentence is the cells sharing one value of ``obs[group_key]``; our canonical ``obs['batch']`` is the
+    dataset's batch column (config ``batch_key``), which the split files name in ``uns['batch_key']`` (``uns``: the
+    split file's). E.g. "one per obs['batch'] value (= dataset column 'tech'; 4 sentences)". ``group_key`` None: the
+    cells had no such column, so all of them formed one sentence.
+    """
+    count = f"{n_sentences} sentence{'' if n_sentences == 1 else 's'}"
+    if not group_key:
+        return f"all cells in one ({count})"
+    if group_key != "batch":
+        return f"one per obs['{group_key}'] value ({count})"
+    key = uns.get(BATCH_KEY) if uns is not None else None
+    source = ("dataset column not recorded in the split files" if key is None
+              else "the dataset has no batch column: one value for all cells" if key == ""
+              else f"= dataset column '{key}'")
+    return f"one per obs['batch'] value ({source}; {count})"

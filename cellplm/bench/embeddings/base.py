@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data.split import BATCH_KEY
 from ..errors import InputError
 from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
@@ -60,7 +61,8 @@ class EmbeddingRecord(Record):
 
 def split_cells(train_path, test_path) -> tuple[ad.AnnData, np.ndarray]:
     """The cells an embedding method sees (train cells then test cells, in file order; raw counts, the train file's
-    ``var``, ``obs['batch']`` as strings and nothing else) and which set each cell is from ("train"/"test")."""
+    ``var``, ``obs['batch']`` as strings and nothing else; ``uns['batch_key']``, the dataset column obs['batch'] is,
+    where the split files say it) and which set each cell is from ("train"/"test")."""
     train, test = read_h5ad(train_path, layers=False), read_h5ad(test_path, layers=False)
     for path, part in ((train_path, train), (test_path, test)):
         if "batch" not in part.obs:
@@ -73,7 +75,8 @@ def split_cells(train_path, test_path) -> tuple[ad.AnnData, np.ndarray]:
         raise InputError(test_path, f"cell ids also in {train_path}: a cell is in one set of a split")
     X = sp.vstack([sp.csr_matrix(train.X), sp.csr_matrix(test.X)], format="csr")  # (n_train + n_test, n_genes)
     sets = np.repeat(["train", "test"], [train.n_obs, test.n_obs])
-    return ad.AnnData(X, obs=obs, var=train.var.copy()), sets
+    uns = {BATCH_KEY: str(train.uns[BATCH_KEY])} if BATCH_KEY in train.uns else {}
+    return ad.AnnData(X, obs=obs, var=train.var.copy(), uns=uns), sets
 
 
 def checked(z, n_cells: int) -> np.ndarray:

@@ -59,6 +59,8 @@ def read_records(paths, pretraining: dict | None = None) -> pd.DataFrame:
         extra = rec.pop("extra", {})
         params = rec.pop("params", {})
         rec["checkpoint"] = checkpoint_label(extra or {}, params or {}, pretraining)
+        rec["precision"] = str((extra or {}).get("precision") or "")
+        rec["sentences"] = str((extra or {}).get("sentences") or "")
         rec["versions"] = "; ".join(f"{k} {v}" for k, v in versions.items())
         rec["params"] = json.dumps(params, sort_keys=True)
         rec["extra"] = json.dumps(extra, sort_keys=True) if extra else ""
@@ -77,11 +79,15 @@ def read_benchmarks(paths, runs: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-PROVENANCE = ("checkpoint", "device")  # what each run record says produced its scores
+# What each run record says produced its scores: the weights, the device, the arithmetic (fp32/bf16, for the models
+# that record it) and, for CellPLM rows, which column made its sentences (empty where it does not apply).
+PROVENANCE = ("checkpoint", "device", "precision", "sentences")
+# How the authors grouped each dataset into CellPLM sentences is not published: our grouping is an assumption.
+SENTENCES_ASSUMED = "assumed: how the authors grouped this dataset into sentences is not published"
 
 
 def with_provenance(scores: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
-    """Scores with the run's ``checkpoint`` (empty for methods without one) and ``device`` columns."""
+    """Scores with the run's provenance columns (:data:`PROVENANCE`; empty where a method has none)."""
     keys = RUN_KEYS + ["seed"]
     if scores.empty or records.empty:
         return scores.assign(**{c: "" for c in PROVENANCE})
@@ -108,8 +114,7 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
         statuses=("status", lambda s: ",".join(sorted(set(s)))),
         reason=("reason", lambda r: next((x for x in r if isinstance(x, str) and x), "")),
         n_runs=("status", "size"),
-        checkpoint=("checkpoint", _join),
-        device=("device", _join),
+        **{c: (c, _join) for c in PROVENANCE},
     ).reset_index()
     out = status.merge(summary, on=RUN_KEYS + ["metric"], how="left")
     out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
@@ -288,6 +293,8 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
                     ours = mine.loc[p["reading"]] if p["reading"] in mine.index else None
                     checkpoint = ours.get("checkpoint") if ours is not None else ""
                     checkpoint = checkpoint if isinstance(checkpoint, str) else ""
+                    sentences = ours.get("sentences") if ours is not None else ""
+                    sentences = f"{sentences}; {SENTENCES_ASSUMED}" if isinstance(sentences, str) and sentences else ""
                     reasons = _not_comparable(p, ours, d, split if not protocol else None, test_params, checkpoint)
                     readings = _by_reading(mine)
                     spread, uncertain, note = reading_spread(readings)
@@ -296,6 +303,7 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
                         "dataset": dataset, "data": d["data"], "split": split,
                         "method": method or "(not run here)",
                         "checkpoint": checkpoint, "device": (ours.get("device") or "") if ours is not None else "",
+                        "precision": (ours.get("precision") or "") if ours is not None else "",
                         "published_method": p["method"], "published_dataset": d["published_as"],
                         "reading": p["reading"], "plausible_readings": p["plausible_readings"],
                         "reading_basis": p.get("reading_basis", ""),
@@ -309,12 +317,14 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
                         "difference": mean - float(p["value"]) if not reasons else np.nan,
                         "not_comparable_reason": "; ".join(reasons), "notes": note,
                         "published_source": p["source"],
+                        "sentences": sentences,
                     })
-    cols = ["dataset", "data", "split", "method", "checkpoint", "device", "published_method", "published_dataset", "reading",
+    cols = ["dataset", "data", "split", "method", "checkpoint", "device", "precision", "published_method",
+            "published_dataset", "reading",
             "plausible_readings", "reading_basis", "ours_mean", "ours_std",
             *(f"ours_{r}{s}" for r in READINGS for s in ("", "_std")), "readings_spread", "reading_uncertain",
             "ours_n_seeds", "ours_status", "published_value", "published_std", "comparable", "difference",
-            "not_comparable_reason", "notes", "published_source"]
+            "not_comparable_reason", "notes", "published_source", "sentences"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -332,7 +342,8 @@ def speed(records: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:
 
 
 def runs_table(records: pd.DataFrame) -> pd.DataFrame:
-    cols = ["dataset", "split", "method", "seed", "checkpoint", "param_set", "status", "reason", "device", "fit_s", "predict_s",
+    cols = ["dataset", "split", "method", "seed", "checkpoint", "precision", "sentences", "param_set", "status", "reason",
+            "device", "fit_s", "predict_s",
             "peak_rss_mb", "peak_gpu_mb", "n_train", "n_test", "n_genes_used", "implementation", "params", "extra",
             "versions", "host", "finished"]
     return records.reindex(columns=cols).sort_values(["dataset", "split", "method", "seed"])
@@ -354,9 +365,10 @@ def with_data(table: pd.DataFrame, datasets: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, speed_df: pd.DataFrame,
-             config: dict, datasets: pd.DataFrame, zeroshot: list[str] = ()) -> str:
-    """The benchmark as one Markdown page: provenance first, then methods x datasets per metric, the zero-shot
-    track's section (``zeroshot``: its lines, :func:`.zeroshot.markdown_lines`) and speed."""
+             config: dict, datasets: pd.DataFrame, zeroshot: list[str] = (), fidelity: list[str] = ()) -> str:
+    """The benchmark as one Markdown page: provenance first, then methods x datasets per metric, the fidelity
+    section (``fidelity``: its lines, :func:`.fidelity.markdown_lines`), the zero-shot track's section
+    (``zeroshot``: its lines, :func:`.zeroshot.markdown_lines`) and speed."""
     run = config["run"]
     label = method_labels(config)
     devices = ", ".join(sorted(set(map(str, runs["device"].dropna())))) or "n/a"
@@ -400,8 +412,10 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
                     else:
                         cells.append(_fmt(r["mean"].iloc[0], r["std"].iloc[0]))
                 name = label.get(method, method)
-                ck = _join(piv[piv["method"] == method].get("checkpoint", pd.Series(dtype=str)))
-                lines.append(f"| {name + f' [{ck}]' if ck else name} | " + " | ".join(cells) + " |")
+                mine = piv[piv["method"] == method]
+                tags = ", ".join(t for t in (_join(mine.get(c, pd.Series(dtype=str))) for c in ("checkpoint", "precision"))
+                                 if t)
+                lines.append(f"| {name + f' [{tags}]' if tags else name} | " + " | ".join(cells) + " |")
     lines += _comparison_lines(comp)
     bad = runs[runs["status"] != "ok"]
     lines += ["", "## Runs that did not produce predictions", ""]
@@ -411,6 +425,7 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
         lines += ["| dataset | split | method | seed | status | reason |", "|---|---|---|---|---|---|"]
         for _, r in bad.iterrows():
             lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['seed']} | {r['status']} | {r['reason']} |")
+    lines += list(fidelity)
     lines += list(zeroshot)
     lines += _speed_lines(speed_df, label)
     return "\n".join(lines) + "\n"
@@ -430,7 +445,7 @@ def _comparison_lines(comp: pd.DataFrame) -> list[str]:
              " quantity on comparable setups; otherwise the row says why not. *Reading uncertain*: our readings are"
              f" more than {READING_TOLERANCE} apart, so the published value cannot be tied to one reading with"
              " confidence.",
-             "", "| dataset | method (our checkpoint) | published | " + " | ".join(f"ours, `{r}`" for r in READINGS)
+             "", "| dataset | method (our checkpoint, precision; CellPLM: sentences) | published | " + " | ".join(f"ours, `{r}`" for r in READINGS)
              + " | favoured reading | difference under the favoured reading | reading uncertain | why not comparable"
              " | published source |", "|---" * (len(READINGS) + 8) + "|"]
     for _, r in comp.iterrows():
@@ -442,8 +457,10 @@ def _comparison_lines(comp: pd.DataFrame) -> list[str]:
             cells.append("–" if text == "–" else f"**{text}**" if reading == r["reading"]
                          else text if reading in plausible else f"({text})")
         diff = f"{r['difference']:+.3f}" if pd.notna(r["difference"]) else "–"
-        ck = r.get("checkpoint", "")
-        method = f"{r['method']} ({ck})" if isinstance(ck, str) and ck else r["method"]
+        tags = ", ".join(t for t in (r.get("checkpoint"), r.get("precision")) if isinstance(t, str) and t)
+        method = f"{r['method']} ({tags})" if tags else r["method"]
+        if isinstance(r.get("sentences"), str) and r["sentences"]:
+            method += f"; sentences: {r['sentences']}"
         why = r["not_comparable_reason"] if isinstance(r["not_comparable_reason"], str) else ""
         spread = r["readings_spread"]
         flag = "–" if pd.isna(spread) else (f"**yes**: {spread:.3f} apart" if r["reading_uncertain"]
@@ -508,4 +525,8 @@ def _checkpoint_lines(runs: pd.DataFrame, config: dict, label: dict) -> list[str
     source = config.get("cellplm", {}).get("checkpoint", {}).get("source")
     if source:
         lines.append(f"- CellPLM checkpoint source configured: `cellplm.checkpoint.source: {source}`.")
+    if "sentences" in runs.columns and runs["sentences"].fillna("").ne("").any():
+        lines.append("- CellPLM sentences: one per value of `obs['batch']`, the dataset's `batch_key` column (column "
+                     "`sentences` of runs.tsv, summary.tsv and comparison.tsv); how the authors grouped these datasets "
+                     "into sentences is not published, so this grouping is an assumption.")
     return lines

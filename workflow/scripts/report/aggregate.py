@@ -7,10 +7,11 @@ import pandas as pd
 
 from cellplm.bench.embedding_metrics import AGGREGATES, METRICS
 from cellplm.bench.report import aggregate as agg
+from cellplm.bench.report import fidelity as fid
 from cellplm.bench.report import zeroshot as zs
 from cellplm.bench.io import write_text, write_tsv
 from cellplm.bench.speed import speed_table
-from cellplm.bench.workflow import job
+from cellplm.bench.workflow import job, method_labels
 
 with job(snakemake):
     cfg = snakemake.config
@@ -24,6 +25,7 @@ with job(snakemake):
     summary = agg.summarise(scores)
     comp = agg.comparison(summary, agg.read_published_scores(inp.published), cfg, datasets)
     runs = agg.runs_table(records)
+    fidelity = fid.fidelity_table(scores, records)
     per_run = agg.speed(records, bench)
     embedding = pd.read_csv(inp.speed_embedding[0], sep="\t") if inp.speed_embedding else pd.DataFrame()
     speed = speed_table(embedding, per_run)
@@ -34,9 +36,11 @@ with job(snakemake):
     write_tsv(agg.with_data(scores, datasets), out.scores)
     write_tsv(agg.with_data(summary, datasets), out.summary)
     write_tsv(comp, out.comparison)
+    write_tsv(agg.with_data(fidelity, datasets), out.fidelity)
     write_tsv(agg.with_data(runs, datasets), out.runs)
     write_tsv(speed, out.speed)
     write_tsv(agg.with_data(zeroshot, datasets), out.zeroshot)
     write_tsv(agg.with_data(emb_speed, datasets), out.embedding_speed)
     zeroshot_lines = zs.markdown_lines(zeroshot, emb_speed, {**METRICS, **AGGREGATES}) if snakemake.params.embeddings else []
-    write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines), out.markdown)
+    fidelity_lines = fid.markdown_lines(fidelity, method_labels(cfg))
+    write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines, fidelity_lines), out.markdown)

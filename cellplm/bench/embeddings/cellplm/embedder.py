@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ....embed import embed_cells, load_embedder
 from ...checkpoints import use_checkpoint
+from ...data.split import describe_sentences
 from ...errors import NotApplicable
 from ..base import Embedder
 
@@ -26,4 +27,6 @@ class CellPLMEmbedder(Embedder):
         self.n_genes_used, self.device = info["genes"]["n_matched"], info["device"]
         self.extra.update({k: info[k] for k in ("genes", "precision", "device_detail", "n_sentences", "group_key",
                                                 "max_cells", "cluster_choice")})
+        key = p("group_key") if p("group_key") in cells.obs else None
+        self.extra["sentences"] = describe_sentences(cells.uns, info["n_sentences"], key)
         return result.embedding  # (n_cells, post_latent_dim) float32

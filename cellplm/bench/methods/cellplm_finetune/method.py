@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ...checkpoints import use_checkpoint
+from ...data.split import describe_sentences
 from ..base import Annotator
+from ...finetune_protocol import CLASS_SET, PROTOCOL
 
 FINETUNE_OPTIONS = ("n_hvg", "transductive", "lr", "embedder_lr_scale", "weight_decay", "embedder_weight_decay",
                     "warmup_epochs", "max_epochs", "patience", "plateau_patience", "plateau_factor", "clip", "dropout",
@@ -24,7 +26,8 @@ class CellPLMFinetune(Annotator):
         p = self.params
         ckpt, self.extra = use_checkpoint(p.get("checkpoint"), p.get("checkpoint_kind"), p.get("trusted_sha256"),
                                           p.get("shape", "85M"))
-        options = {k: self.params[k] for k in FINETUNE_OPTIONS if k in self.params}
+        # the params given, else this method's defaults (method.yaml, e.g. precision fp32), else CellTypeAnnotator's
+        options = {k: self.param(k) for k in FINETUNE_OPTIONS if k in self.params or k in self.defaults()}
         self.model_ = CellTypeAnnotator(ckpt, seed=self.seed, progress=self.params.get("progress", True), **options)
         self.model_.fit(train, label_key="cell_type", unlabelled=unlabelled)
         info = self.model_.info_
@@ -33,6 +36,11 @@ class CellPLMFinetune(Annotator):
         self.extra.update({k: info[k] for k in ("genes", "epochs_run", "best_epoch", "best_valid_macro_f1", "precision",
                                                 "setting", "device_detail")
                            if k in info})
+        group_key = info["options"]["group_key"]
+        self.extra.update(
+            protocol={k: info["options"][k] for k in PROTOCOL},
+            sentences=describe_sentences(train.uns, info["n_sentences"], group_key if group_key in train.obs else None),
+            class_set=CLASS_SET.format(n=len(self.model_.classes_)))
         return self
 
     def predict(self, test):
