@@ -114,7 +114,7 @@ def test_cellplm_rows_carry_precision_and_sentences_into_the_tables(tmp_path):
               "splits": {"published": {"strategy": "random"}},
               "methods": {"cellplm_finetune": {"label": "CellPLM (fine-tuned)"},
                           "cellplm_upstream": {"label": "CellPLM (fine-tuned, authors' code)"}},
-              "cellplm": {"checkpoint": {"source": "release"}}}
+              "cellplm": {"checkpoint": {"source": "release"}}, "published": "config/published_scores.tsv"}
     md = agg.markdown(agg.summarise(sc[sc["seed"] == 0]), pd.DataFrame(), runs, pd.DataFrame(), config, pd.DataFrame(),
                       fidelity=["", "## Fidelity: ours vs the authors' code"])
     assert "| CellPLM (fine-tuned) [released (20230926_85M), fp32] | 0.900 |" in md
