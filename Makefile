@@ -48,9 +48,10 @@ scale: venv
 
 # Fine-tuning against upstream (see README): the deterministic loop, the random draws compared and replayed, and
 # test macro-F1 over many seeds in two settings (one sentence with strong markers; three sentences with the demo's
-# weaker markers). About 2.5 h on 2 cores (the two seed studies run side by side, one thread each).
+# weaker markers). About 2.5 h on 2 cores (the two seed studies run side by side, one thread each). REPLAY_SEEDS:
+# seed 0 and the seeds of the committed study where ours (1, 34, 40, 69, 77, 86) or upstream (122) scored below 0.70.
 ACCURACY_SEEDS ?= 0-127
-REPLAY_SEEDS ?= 0-3
+REPLAY_SEEDS ?= 0,1,34,40,69,77,86,122
 UPSTREAM_PY = PYTHONPATH=$(CURDIR) OMP_NUM_THREADS=1 .venv-upstream/bin/python
 accuracy: venv upstream-env
 	$(UPSTREAM_PY) benchmarks/finetune_accuracy.py trajectory --shape tiny --epochs 150
