@@ -397,8 +397,29 @@ def divergence(genuine: pd.DataFrame, replay: pd.DataFrame, f1_genuine, f1_repla
                 median_rel_loss_diff=float(np.median(rel)))
 
 
+PERTURBATION = 1e-7  # the drift control: every weight changed in about its last float32 digit
+CONTROL = "ours replaying ours, weights perturbed"
+CONTROL_LABEL = f"ours, weights x (1 + {PERTURBATION:g} N(0,1))"
+
+
+def perturbed(prefix: Path, scale: float, seed: int) -> Path:
+    """A copy of the checkpoint at ``prefix`` with every floating-point weight multiplied by 1 + scale * N(0, 1)."""
+    from cellplm.model import load_model, save_checkpoint
+
+    model, _ = load_model(prefix, task="annotation", n_classes=None)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1 + scale * torch.randn(p.shape, generator=gen))
+    out = prefix.with_name(prefix.name + "_perturbed")
+    save_checkpoint(model, out)
+    return out
+
+
 def replay(args) -> pd.DataFrame:
-    """Each implementation's genuine run recorded, then replayed by the other: same init, same data, same draws."""
+    """Each implementation's genuine run recorded, then replayed by the other: same init, same data, same draws.
+    Control: ours replaying its own draws from weights changed in their last digits (:data:`PERTURBATION`), the
+    pace at which any floating-point difference grows into a different run."""
     from benchmarks.finetune_draws import Draws, record_ours, record_upstream, replay_into_ours, replay_into_upstream
 
     if args.batches != 1:
@@ -420,6 +441,10 @@ def replay(args) -> pd.DataFrame:
                 rec.impl = "upstream replaying ours"
                 with replay_into_upstream(ours_draws.steps):
                     runs[rec.impl] = run_upstream(prefix, adata, n_classes, args.epochs, args.patience, seed, True)
+                rec.impl = CONTROL  # the drift of ours against itself: same draws, weights changed in the last digits
+                with replay_into_ours(ours_draws.steps):
+                    runs[rec.impl] = run_ours(perturbed(prefix, PERTURBATION, seed), adata, args.epochs, args.patience,
+                                              seed, True, "fp32")
                 del ours_draws
                 rec.impl = "upstream"
                 with record_upstream(upstream_draws):
@@ -438,12 +463,14 @@ def replay(args) -> pd.DataFrame:
                                        lr_main=traj.lr_main[e], valid_macro_f1=f1[impl][e],
                                        valid_classes_predicted=rec.valid_classes[impl][e]))
             line = [f"seed {seed:3d}"]
-            for genuine, replayed in (("ours", "upstream replaying ours"), ("upstream", "ours replaying upstream")):
+            for genuine, replayed in (("ours", "upstream replaying ours"), ("upstream", "ours replaying upstream"),
+                                      ("ours", CONTROL)):
                 trajectory_of = {impl: steps[steps.implementation == impl].reset_index(drop=True)
                                  for impl in (genuine, replayed)}
                 d = divergence(trajectory_of[genuine], trajectory_of[replayed], f1[genuine], f1[replayed],
                                args.tolerance)
-                rows.append(dict(seed=seed, draws_of=genuine, replayed_by=replayed.split()[0],
+                rows.append(dict(seed=seed, draws_of=genuine,
+                                 replayed_by=CONTROL_LABEL if replayed == CONTROL else replayed.split()[0],
                                  genuine_first_epoch_f1_05=first_epoch_at(f1[genuine], ESCAPE),
                                  replay_first_epoch_f1_05=first_epoch_at(f1[replayed], ESCAPE),
                                  genuine_test_macro_f1=runs[genuine]["scores"]["macro_f1"],

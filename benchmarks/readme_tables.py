@@ -230,7 +230,8 @@ def render_finetune_replay(result: dict) -> str:
                  ("best epoch genuine / replay", "---:"),
                  ("first epoch of validation F1 >= 0.5, genuine / replay", "---:")], body)
     out += ["", f"{o['shape']} shape, random init, {o['cells']} cells x {o['genes']} genes (one sentence), "
-                f"{o['epochs']} epochs, fp32, one thread."]
+                f"{o['epochs']} epochs, fp32, one thread. The control rows (ours replaying its own draws from weights "
+                "changed in their last float32 digit) show how soon any floating-point difference becomes another run."]
     return "\n".join(out)
 
 
