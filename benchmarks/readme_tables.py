@@ -155,6 +155,14 @@ def render_scale(result: dict) -> str:
     return "\n".join(out)
 
 
+def fisher(a, b, low: float = 0.70) -> float:
+    """Two-sided Fisher exact p that runs below ``low`` are as frequent in ``a`` as in ``b``."""
+    from scipy.stats import fisher_exact
+
+    ka, kb = int((a < low).sum()), int((b < low).sum())
+    return float(fisher_exact([[ka, len(a) - ka], [kb, len(b) - kb]]).pvalue)
+
+
 def render_finetune_accuracy(result: dict) -> str:
     import numpy as np
 
@@ -207,6 +215,9 @@ def render_finetune_accuracy(result: dict) -> str:
                             for v in variants) + "."]
     if len(precisions) > 1:
         out[-1] += f" ours {precisions[1]} - ours {precisions[0]}: {cmp(f'ours_{precisions[0]}', f'ours_{precisions[1]}')}."
+    out[-1] += " Runs below 0.70 against upstream's (Fisher's exact test, two-sided): " + "; ".join(
+        f"ours {p} {int((vals[f'ours_{p}'] < LOW).sum())} vs {int((vals['upstream'] < LOW).sum())}, p "
+        f"{fisher(vals[f'ours_{p}'], vals['upstream']):.2f}" for p in precisions) + "."
     return "\n".join(out)
 
 
