@@ -85,6 +85,26 @@ def _check_used(state: dict) -> None:
                            f"({len(state['dropout'])} left)")
 
 
+def _check_all_used(state: dict, queue: list) -> None:
+    """At the end of a replay: every recorded step and every dropout mask was taken."""
+    _check_used(state)
+    if queue:
+        raise RuntimeError(f"replay: {len(queue)} recorded steps were not used")
+
+
+@contextlib.contextmanager
+def _patched(*patches):
+    """Each ``(owner, attribute, value)`` set for the block, the originals restored after it."""
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
+
 def _hidden_entries(row_ids: torch.Tensor, cols: torch.Tensor, hidden: torch.Tensor) -> np.ndarray:
     return torch.stack([row_ids[hidden], cols[hidden]], 1).cpu().numpy().astype(np.int64)
 
@@ -116,11 +136,8 @@ def record_ours(draws: Draws):
             draws.current.dropout.append((module.p, keep.cpu()))
         return keep
 
-    CellPLM.mask, Dropout.keep_mask = mask, keep_mask
-    try:
+    with _patched((CellPLM, "mask", mask), (Dropout, "keep_mask", keep_mask)):
         yield draws
-    finally:
-        CellPLM.mask, Dropout.keep_mask = mask_orig, keep_orig
 
 
 @contextlib.contextmanager
@@ -130,7 +147,6 @@ def replay_into_ours(steps: list[Step]):
     from cellplm.model.dropout import Dropout
     from cellplm.model.masking import Mask
 
-    mask_orig, keep_orig = CellPLM.mask, Dropout.keep_mask
     queue = list(steps)
     state = {"dropout": []}
 
@@ -156,14 +172,9 @@ def replay_into_ours(steps: list[Step]):
     def keep_mask(module, x):
         return _recorded_keep(state, module.p, x)
 
-    CellPLM.mask, Dropout.keep_mask = mask, keep_mask
-    try:
+    with _patched((CellPLM, "mask", mask), (Dropout, "keep_mask", keep_mask)):
         yield
-        _check_used(state)
-        if queue:
-            raise RuntimeError(f"replay: {len(queue)} recorded steps were not used")
-    finally:
-        CellPLM.mask, Dropout.keep_mask = mask_orig, keep_orig
+        _check_all_used(state, queue)
 
 
 # ---- upstream (CellPLM 0.1.0.post2) -------------------------------------------------------------------------------
@@ -186,9 +197,8 @@ def check_upstream_dropout(p: float = 0.5, shape=(64, 32)) -> bool:
     return bool(torch.equal(expected, got))
 
 
-@contextlib.contextmanager
 def _capture(module, name: str, out: list):
-    """Call ``module.name`` as usual but keep each result in ``out``."""
+    """``module.name`` as usual, but each result also kept in ``out`` (a :func:`_patched` patch)."""
     orig = getattr(module, name)
 
     def wrapped(*args, **kwargs):
@@ -196,21 +206,9 @@ def _capture(module, name: str, out: list):
         out.append(result)
         return result
 
-    setattr(module, name, wrapped)
-    try:
-        yield
-    finally:
-        setattr(module, name, orig)
+    return module, name, wrapped
 
 
-@contextlib.contextmanager
-def _substitute(module, name: str, fn):
-    orig = getattr(module, name)
-    setattr(module, name, fn)
-    try:
-        yield
-    finally:
-        setattr(module, name, orig)
 
 
 def _upstream_entries(x_seq: torch.Tensor, mask: torch.Tensor, masked: np.ndarray) -> tuple[np.ndarray, int]:
@@ -228,12 +226,12 @@ def record_upstream(draws: Draws):
     """Record the draws of upstream's ``CellTypeAnnotationPipeline.fit`` while it runs as released."""
     from CellPLM.utils import mask as upstream_mask
 
-    apply_orig, dropout_orig = upstream_mask.MaskBuilder.apply_mask, torch.nn.Dropout.forward
+    apply_orig = upstream_mask.MaskBuilder.apply_mask
 
     def apply_mask(builder, x_dict):
         n, nnz = x_dict["x_seq"].shape[0], x_dict["x_seq"].coalesce()._nnz()
         perms, permutations = [], []
-        with _capture(torch, "randperm", perms), _capture(np.random, "permutation", permutations):
+        with _patched(_capture(torch, "randperm", perms), _capture(np.random, "permutation", permutations)):
             out = apply_orig(builder, x_dict)
         if not builder.training:
             return out
@@ -253,11 +251,8 @@ def record_upstream(draws: Draws):
             draws.current.dropout.append((module.p, keep.cpu()))
         return y
 
-    upstream_mask.MaskBuilder.apply_mask, torch.nn.Dropout.forward = apply_mask, dropout
-    try:
+    with _patched((upstream_mask.MaskBuilder, "apply_mask", apply_mask), (torch.nn.Dropout, "forward", dropout)):
         yield draws
-    finally:
-        upstream_mask.MaskBuilder.apply_mask, torch.nn.Dropout.forward = apply_orig, dropout_orig
 
 
 @contextlib.contextmanager
@@ -266,7 +261,7 @@ def replay_into_upstream(steps: list[Step]):
     permutations and uniform numbers that reproduce the recorded cells and entries."""
     from CellPLM.utils import mask as upstream_mask
 
-    apply_orig, dropout_orig = upstream_mask.MaskBuilder.apply_mask, torch.nn.Dropout.forward
+    apply_orig = upstream_mask.MaskBuilder.apply_mask
     queue = list(steps)
     state = {"dropout": []}
 
@@ -295,8 +290,7 @@ def replay_into_upstream(steps: list[Step]):
             u[step.entries[:, 0], step.entries[:, 1]] = 0.0
             return u
 
-        with _substitute(torch, "randperm", randperm), _substitute(np.random, "permutation", permutation), \
-                _substitute(torch, "rand", rand):
+        with _patched((torch, "randperm", randperm), (np.random, "permutation", permutation), (torch, "rand", rand)):
             out = apply_orig(builder, x_dict)
         entries, _ = _upstream_entries(out["x_seq"], out["input_mask"].cpu(), step.masked)
         if len(entries) != len(step.entries):
@@ -309,14 +303,9 @@ def replay_into_upstream(steps: list[Step]):
             return x
         return x * _recorded_keep(state, module.p, x) * (1.0 / (1.0 - module.p))
 
-    upstream_mask.MaskBuilder.apply_mask, torch.nn.Dropout.forward = apply_mask, dropout
-    try:
+    with _patched((upstream_mask.MaskBuilder, "apply_mask", apply_mask), (torch.nn.Dropout, "forward", dropout)):
         yield
-        _check_used(state)
-        if queue:
-            raise RuntimeError(f"replay: {len(queue)} recorded steps were not used")
-    finally:
-        upstream_mask.MaskBuilder.apply_mask, torch.nn.Dropout.forward = apply_orig, dropout_orig
+        _check_all_used(state, queue)
 
 
 # ---- comparing the draws of two genuine runs -------------------------------------------------------------------------
