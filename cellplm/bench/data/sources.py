@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..io import atomic_path, write_h5ad
-from ..workflow import package_file
+from .catalog import package_file, remote_files
 
 
 def celltypist_sample() -> ad.AnnData:
@@ -336,7 +336,6 @@ def source_record(source: dict, path, manifest=None) -> dict:
     came from as the manifest recorded them (URL, sha256, bytes, the version a service resolved, when), and the
     sha256 of the h5ad that preprocessing read (for an archive, the member)."""
     from ...checksum import sha256_file
-    from ..workflow import remote_files
 
     digest = sha256_file(path)
     files = []

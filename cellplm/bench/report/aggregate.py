@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import METRIC_LABELS, METRICS
-from ..workflow import dataset_splits, method_labels
+from ..config import dataset_splits, method_labels
 from .readings import READING_TOLERANCE, READINGS, check_published, readings_text, split_readings
 
 RUN_KEYS = ["dataset", "split", "method"]

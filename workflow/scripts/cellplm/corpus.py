@@ -2,7 +2,7 @@
 
 from cellplm.bench.io import write_h5ad
 from cellplm.bench.data.sources import corpus_item
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     adata = corpus_item(snakemake.wildcards.item, list(snakemake.input), snakemake.params.spec)

@@ -4,7 +4,7 @@ from cellplm.bench.embedding_metrics import score_embeddings
 from cellplm.bench.embeddings.pca.embedder import pca_embedding
 from cellplm.bench.io import read_h5ad, write_tsv
 from cellplm.bench.embeddings.results import read_embeddings
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     inp, p = snakemake.input, snakemake.params

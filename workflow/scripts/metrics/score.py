@@ -2,7 +2,7 @@
 
 from cellplm.bench.io import read_h5ad, write_tsv
 from cellplm.bench.metrics import evaluate
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     w = snakemake.wildcards

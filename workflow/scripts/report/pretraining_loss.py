@@ -3,7 +3,7 @@
 import pandas as pd
 
 from cellplm.bench.report import plots
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     plots.pretraining_loss(pd.read_csv(snakemake.input[0], sep="\t"), snakemake.params.title, snakemake.output[0])

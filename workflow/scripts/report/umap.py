@@ -3,7 +3,7 @@
 from cellplm.bench.io import read_h5ad
 from cellplm.bench.embeddings.results import read_embeddings
 from cellplm.bench.report.zeroshot_plots import umap_plot
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     inp, p = snakemake.input, snakemake.params

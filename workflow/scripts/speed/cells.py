@@ -2,7 +2,7 @@
 
 from cellplm.bench.io import read_h5ad, write_h5ad
 from cellplm.bench.speed import speed_input
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     p = snakemake.params

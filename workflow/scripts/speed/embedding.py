@@ -2,7 +2,7 @@
 
 from cellplm.bench.io import write_tsv
 from cellplm.bench.speed import run_models
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake) as log:
     p, inp = snakemake.params, snakemake.input

@@ -2,7 +2,7 @@
 
 from cellplm.bench.methods.base import RunIds, run
 from cellplm.bench.methods.zeroshot import EmbeddingKNN
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     w, inp, out, p = snakemake.wildcards, snakemake.input, snakemake.output, snakemake.params
