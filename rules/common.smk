@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
-from snakemake.utils import validate
 
 ROOT = Path(workflow.basedir)
 sys.path.insert(0, str(ROOT))
@@ -27,16 +26,13 @@ from cellplm.bench.data.catalog import builtin_path, remote_files
 from cellplm.bench.errors import ConfigError
 from cellplm.pretrain.options import config_args
 
-# The method registry: every method folder's method.yaml, updated by the config's `methods` section.
-config["methods"] = wf.method_registry(config.get("methods"))
-config["embeddings"] = wf.embedding_registry(config.get("embeddings"))
-validate(config, schema="../workflow/schemas/config.schema.yaml")
+# The config as the rules read it: the method and embedding registries (every folder's method.yaml or
+# embedding.yaml, updated by the config's sections), validated, checked, with the zero-shot rows the method registry
+# declares (cellplm/bench/methods/zeroshot.yaml).
 try:
-    wf.check_config(config, ROOT)
+    wf.complete_config(config, ROOT)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-# The zero-shot rows (<embedding>_zeroshot) join the registry: scored and tabulated like every method.
-config["methods"].update(wf.zeroshot_methods(config))
 
 RUN = config["run"]
 

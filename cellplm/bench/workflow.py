@@ -1,6 +1,6 @@
-"""What the Snakefile needs on top of the libraries (standard library only, so the DAG builds fast): the config
-checks beyond the JSON schema, the method and embedding registries merged with the config, the fetched models and
-the speed job's models, and the command line, params and interpreter of a method job.
+"""What the Snakefile needs on top of the libraries (standard library only at import, so the DAG builds fast): the
+config completed and checked beyond the JSON schema, the method and embedding registries merged with the config,
+the fetched models and the speed job's models, and the command line, params and interpreter of a method job.
 
 Nothing under the libraries imports this module; it sits on :mod:`.config` (what the libraries read from a config),
 :mod:`.data.catalog` (the dataset files), :mod:`.checkpoint_plan` (the CellPLM checkpoint). The job wrapper of the
@@ -19,6 +19,7 @@ from .config import dataset_splits, deep_update
 from .data.catalog import remote_files
 from .errors import ConfigError
 
+SCHEMA = "workflow/schemas/config.schema.yaml"  # from the workflow root
 OUTPUT_FOLDERS = ("results", "logs", "resources")
 
 
@@ -45,14 +46,16 @@ def check_output_space(root: Path, min_free_gb: float, folders=OUTPUT_FOLDERS) -
 
 def check_config(config: dict, root: Path) -> None:
     """Cross-references the schema cannot express. Raises ConfigError with a one-line message."""
+    from .methods import zeroshot_row_id
+
     run = config["run"]
     for kind, known in (("dataset", config["datasets"]), ("method", config["methods"]), ("split", config["splits"]),
                         ("embedding", config["embeddings"])):
         for name in run[f"{kind}s"]:
-            if kind == "method" and name not in known and name.removesuffix(ZEROSHOT_SUFFIX) in config["embeddings"]:
-                raise ConfigError(f"config: run.methods: {name} is the zero-shot row of embedding "
-                                  f"'{name.removesuffix(ZEROSHOT_SUFFIX)}'; list that in run.embeddings instead "
-                                  f"(zeroshot.knn adds the row)")
+            of = [e for e in config["embeddings"] if zeroshot_row_id(e) == name] if kind == "method" else []
+            if name not in known and of:
+                raise ConfigError(f"config: run.methods: {name} is the zero-shot row of embedding '{of[0]}'; list "
+                                  f"that in run.embeddings instead (zeroshot.knn adds the row)")
             if name not in known:
                 raise ConfigError(f"config: unknown {kind} '{name}' in run.{kind}s (known: {', '.join(sorted(known))})")
     for name in run["datasets"]:
@@ -204,26 +207,30 @@ def _with_overrides(metadata, ids, overrides: dict | None) -> dict:
     return {**{m: spec for m, spec in overrides.items() if m not in registry}, **registry}
 
 
-ZEROSHOT_SUFFIX = "_zeroshot"
+def zeroshot_rows(config: dict) -> dict:
+    """The zero-shot rows of the run's embedding methods, as the method registry declares them
+    (cellplm/bench/methods/zeroshot.yaml); none when zeroshot.knn is off."""
+    from . import methods
 
-
-def zeroshot_methods(config: dict) -> dict:
-    """Registry entries of the zero-shot annotation rows, ``<embedding>_zeroshot`` for every embedding of the run
-    (none when zeroshot.knn is off): a kNN on the train cells' embedding, run by the workflow's zero-shot job."""
     knn = config["zeroshot"]["knn"]
     if not knn["enabled"]:
         return {}
-    out = {}
-    for emb in config["run"]["embeddings"]:
-        spec = config["embeddings"][emb]
-        out[emb + ZEROSHOT_SUFFIX] = {
-            "label": f"{spec['label']} (zero-shot embedding + kNN)",
-            "implementation": f"scikit-learn KNeighborsClassifier (k={knn['k']}) on the train cells' {spec['label']} "
-                              f"({spec.get('implementation', '')})",
-            "env": "workflow/envs/classic.yaml", "gpu": False, "control": False, "published_as": None,
-            "params": {"k": knn["k"]}, "zeroshot_of": emb, "cellplm_checkpoint": False, "model": None,
-        }
-    return out
+    return methods.zeroshot_rows({e: config["embeddings"][e] for e in config["run"]["embeddings"]}, knn["k"])
+
+
+def complete_config(config: dict, root: Path) -> dict:
+    """The config as the rules read it, completed in place: the method and embedding registries (every folder's
+    metadata updated by the config's ``methods`` and ``embeddings`` sections), validated against the schema (which
+    fills its defaults), checked (:func:`check_config`, ConfigError), and the run's zero-shot rows joined to the
+    method registry (:func:`zeroshot_rows`), so that they are scored and tabulated like every method."""
+    from snakemake.utils import validate
+
+    config["methods"] = method_registry(config.get("methods"))
+    config["embeddings"] = embedding_registry(config.get("embeddings"))
+    validate(config, schema=str(Path(root) / SCHEMA))
+    check_config(config, root)
+    config["methods"].update(zeroshot_rows(config))
+    return config
 
 
 def method_command(method_id: str, method: dict, package: str = "methods") -> str:
