@@ -74,7 +74,7 @@ def test_plain_checkpoint_loads_without_trust(tiny_checkpoint, monkeypatch):
 
 
 def test_geneformer_dictionary_that_runs_code_is_refused(tmp_path):
-    from cellplm.bench.methods.geneformer.files import read_pickled_dict
+    from cellplm.bench.models.geneformer.files import read_pickled_dict
 
     marker = tmp_path / "code-ran"
     path = tmp_path / "token_dictionary_gc30M.pkl"

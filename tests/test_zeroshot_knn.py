@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellplm.bench.embeddings.results import EMBEDDING_KEY
+from cellplm.bench.embedding_results import EMBEDDING_KEY
 from cellplm.bench.io import read_h5ad
 from cellplm.bench.methods.base import RunIds, run
 from cellplm.bench.methods.zeroshot import EmbeddingKNN

@@ -4,7 +4,9 @@ Stages, in the order data flows through the workflow:
 
 - :mod:`.data`: obtain each dataset (services, downloads, packaged demo and synthetic data), one canonical count
   matrix per dataset (genes mapped by :mod:`cellplm.genes`), and its train / test / solution files
-- :mod:`.methods`: one folder per method and the harness that records every run
+- :mod:`.methods`: one folder per method and the harness that records every run; :mod:`.embeddings`: one folder
+  per embedding method of the zero-shot track. They never import each other: what both need is below them,
+  :mod:`.models` (scGPT, Geneformer), :mod:`.normalise` and :mod:`.embedding_results`
 - :mod:`.metrics`: scores of one prediction
 - :mod:`.report`: tables and figures for the report; :mod:`.speed`: the embedding-speed table
 

@@ -23,12 +23,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data.split import BATCH_KEY
+from ..embedding_results import EMBEDDING_KEY
 from ..errors import InputError
 from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
 from ..registry import Parameterised
 from . import REGISTRY
-from .results import EMBEDDING_KEY
 
 
 class Embedder(Parameterised):

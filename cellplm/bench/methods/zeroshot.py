@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..embeddings.results import read_embedding
+from ..embedding_results import read_embedding
 from ..errors import InputError, NotApplicable
 from .base import Annotator
 

@@ -1,7 +1,7 @@
 """One CellPLM pretraining corpus item as an h5ad of raw counts (see cellplm.bench.corpus_item)."""
 
-from cellplm.bench.io import write_h5ad
 from cellplm.bench.data.sources import corpus_item
+from cellplm.bench.io import write_h5ad
 from cellplm.bench.job import job
 
 with job(snakemake):

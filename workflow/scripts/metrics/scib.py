@@ -1,9 +1,9 @@
 """scib-metrics scores of one dataset's embeddings (all its cells, or a seeded subsample), one long table."""
 
 from cellplm.bench.embedding_metrics import score_embeddings
+from cellplm.bench.embedding_results import read_embeddings
 from cellplm.bench.embeddings.pca.embedder import pca_embedding
 from cellplm.bench.io import read_h5ad, write_tsv
-from cellplm.bench.embeddings.results import read_embeddings
 from cellplm.bench.job import job
 
 with job(snakemake):

@@ -3,8 +3,8 @@
 import pandas as pd
 
 from cellplm.bench.config import method_labels
-from cellplm.bench.report import plots, zeroshot_plots
 from cellplm.bench.job import job
+from cellplm.bench.report import plots, zeroshot_plots
 
 with job(snakemake):
     cfg = snakemake.config

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 import scvi
 
-from ...methods.normalise import select_hvg
+from ...normalise import select_hvg
 from ..base import Embedder
 
 

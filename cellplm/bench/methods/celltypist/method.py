@@ -20,8 +20,8 @@ import numpy as np
 
 import celltypist
 
+from ...normalise import log1p_cp10k
 from ..base import Annotator
-from ..normalise import log1p_cp10k
 
 
 class CellTypistFromScratch(Annotator):

@@ -22,12 +22,13 @@ plain torch with dynamic padding and attention masks; validation cells (``obs['i
 
 The tokeniser is written here from the paper's description and the documented behaviour of Geneformer's
 ``TranscriptomeTokenizer`` (totals over all genes of the cell, duplicate Ensembl ids summed, ties kept in input
-order); ``transformers`` is imported only when a model directory is configured. :func:`.embedder.embed_cells` gives
+order); ``transformers`` is imported only when a model directory is configured.
+:func:`cellplm.bench.models.geneformer.embedder.embed_cells` gives
 zero-shot cell embeddings as Geneformer's EmbExtractor computes them by default (the 2nd-to-last layer's <cls> state,
 or the mean of its gene states without <cls>), used by the zero-shot track and the speed comparison.
 
-The folder: :mod:`.files` (model directory and dictionaries), :mod:`.tokenizer`, this module (fine-tuning and the
-annotator) and :mod:`.embedder`.
+The model's code the embedding method shares is in :mod:`cellplm.bench.models.geneformer`: ``files`` (model directory
+and dictionaries), ``tokenizer`` and ``embedder``; this module holds the fine-tuning and the annotator.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import numpy as np
 
 from ....metrics import macro_f1
 from ...errors import InputError, NotApplicable
+from ...models.geneformer.files import GeneformerFiles, find_model_files
+from ...models.geneformer.tokenizer import RankValueTokenizer, anndata_ensembl_ids, make_tokenizer, pad_batch
 from ..base import Annotator
-from .files import GeneformerFiles, find_model_files
-from .tokenizer import RankValueTokenizer, anndata_ensembl_ids, make_tokenizer, pad_batch
 
 
 def training_batches(lengths, batch_size: int, generator: np.random.Generator, group_by_length: bool):

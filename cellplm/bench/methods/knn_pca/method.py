@@ -7,7 +7,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from ..normalise import HVGAnnotator
+from ..hvg import HVGAnnotator
 
 
 class KNNOnPCA(HVGAnnotator):

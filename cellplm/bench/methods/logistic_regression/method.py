@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sklearn.linear_model import LogisticRegression
 
-from ..normalise import HVGAnnotator
+from ..hvg import HVGAnnotator
 
 
 class LogisticRegressionHVG(HVGAnnotator):

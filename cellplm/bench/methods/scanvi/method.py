@@ -9,8 +9,8 @@ import scipy.sparse as sp
 
 import scvi
 
+from ...normalise import select_hvg
 from ..base import Annotator
-from ..normalise import select_hvg
 
 UNLABELLED = "__unlabelled__"
 

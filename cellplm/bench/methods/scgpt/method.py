@@ -2,8 +2,9 @@
 
 Runs only in its own environment (``.venv-scgpt``, built by ``tools/scgpt_env.sh``): scGPT needs torchtext, hence
 torch 2.3. Importing this module elsewhere raises ImportError, and the method registry makes its rows not
-applicable, naming what is missing. The folder: :mod:`.upstream` (the authors' package), :mod:`.genes`,
-:mod:`.tokenizer` (values and tokens), :mod:`.model`, this module (the annotator) and :mod:`.embedder`.
+applicable, naming what is missing. The model's code the embedding method shares is in
+:mod:`cellplm.bench.models.scgpt`: ``upstream`` (the authors' package), ``genes``, ``tokenizer`` (values and
+tokens), ``model`` and ``embedder``; this module holds the annotator.
 
 :class:`ScGPTAnnotator` fine-tunes scGPT for cell-type annotation with the defaults of scGPT's annotation tutorial
 (``tutorials/Tutorial_Annotation.ipynb``): 10 epochs, Adam lr 1e-4, batch 32, StepLR gamma 0.9 per epoch, 51 value
@@ -30,7 +31,7 @@ Weights: ``model_dir`` (a directory in the layout of scGPT's released "whole-hum
 vocabulary of the training genes. Genes are matched by symbol (Ensembl ids are mapped to symbols offline); too low
 coverage of the vocabulary makes the method not applicable.
 
-:func:`.embedder.embed_cells` is the zero-shot counterpart for the speed benchmark: the L2-normalised ``<cls>`` embedding of
+:func:`cellplm.bench.models.scgpt.embedder.embed_cells` is the zero-shot counterpart for the speed benchmark: the L2-normalised ``<cls>`` embedding of
 every cell, as ``scgpt.tasks.embed_data`` computes it.
 """
 
@@ -46,12 +47,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ...errors import NotApplicable
+from ...models.scgpt.genes import counts_of, gene_symbols, match_vocabulary, require_coverage, select_hvg
+from ...models.scgpt.model import (PAD_VALUE, autocast, build_model, device_detail, forward, load_weights,
+                                   read_model_dir, resolve_device, set_threads, shape_of, vocab_from_genes,
+                                   weights_provenance)
+from ...models.scgpt.tokenizer import MASK_VALUE, bin_values, token_stats, tokenize
+from ...models.scgpt.upstream import random_mask_value, scgpt, scgpt_model_module, torch
 from ..base import Annotator
-from .genes import counts_of, gene_symbols, match_vocabulary, require_coverage, select_hvg
-from .model import (PAD_VALUE, autocast, build_model, device_detail, forward, load_weights, read_model_dir,
-                    resolve_device, set_threads, shape_of, vocab_from_genes, weights_provenance)
-from .tokenizer import MASK_VALUE, bin_values, token_stats, tokenize
-from .upstream import random_mask_value, scgpt, scgpt_model_module, torch
 
 
 class ScGPTAnnotator(Annotator):

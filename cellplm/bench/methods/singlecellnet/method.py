@@ -48,8 +48,8 @@ from sklearn.ensemble import RandomForestClassifier
 
 from ....hvg import highly_variable_genes
 from ...errors import NotApplicable
+from ...normalise import log1p_cp10k
 from ..base import Annotator
-from ..normalise import log1p_cp10k
 
 RAND = "rand"
 

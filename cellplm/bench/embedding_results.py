@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from ..io import read_h5ad
+from .errors import InputError
+from .io import read_h5ad
 
 EMBEDDING_KEY = "X_emb"
 
