@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .data import check_counts, counts_matrix, gene_totals, match_genes, require_coverage, sentences
+from .keys import BATCH, CELLPLM_EMBEDDING
 from .model import CellPLM, load_model
 from .runtime import Runtime
 
@@ -41,7 +42,7 @@ def load_embedder(checkpoint, device: str = "auto", spatial_pe: bool | None = No
     return model, {"checkpoint": str(checkpoint), "load_report": report.summary()}
 
 
-def embed_cells(adata, model: CellPLM, *, group_key: str | None = "batch", max_cells: int | None = None,
+def embed_cells(adata, model: CellPLM, *, group_key: str | None = BATCH, max_cells: int | None = None,
                 layer: str | None = None, gene_ids: str | None = None, spatial_key: str | None = None,
                 device: str = "auto", precision: str = "auto", sample_cluster: bool = False,
                 min_gene_share: float = 0.0, min_count_share: float = 0.0, progress: bool = True,
@@ -81,7 +82,7 @@ def embed_cells(adata, model: CellPLM, *, group_key: str | None = "batch", max_c
     return EmbedResult(out, clusters, info)
 
 
-def embed(adata, checkpoint: str | Path | CellPLM, *, key_added: str = "X_cellplm", copy: bool = False, **kwargs):
+def embed(adata, checkpoint: str | Path | CellPLM, *, key_added: str = CELLPLM_EMBEDDING, copy: bool = False, **kwargs):
     """Zero-shot CellPLM embeddings of raw counts.
 
     Parameters

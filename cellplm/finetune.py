@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .hvg import highly_variable_genes
+from .keys import BATCH, IS_VALIDATION, LABEL
 from .metrics import macro_f1 as validation_macro_f1  # best-epoch selection
 from .data import check_counts, counts_matrix, match_genes, require_coverage, sentence_obs, sentences
 from .model import CellPLM, config_for_shape, load_model
@@ -61,7 +62,7 @@ class FinetuneConfig:
     dropout: float = 0.5
     eval_every: int = 1  # validation pass every k epochs (upstream: every epoch)
     valid_fraction: float = 0.1  # used only when the training data has no obs['is_validation']
-    group_key: str = "batch"  # sentence column
+    group_key: str = BATCH  # sentence column
     min_gene_share: float = 0.3  # below this share of genes in the vocabulary: not applicable
     min_count_share: float = 0.5  # below this share of counts in the vocabulary: not applicable
     shape: str = "85M"  # model shape when there is no checkpoint (random initialisation)
@@ -108,8 +109,8 @@ class CellTypeAnnotator:
         return joint, role
 
     def _validation_mask(self, train: ad.AnnData) -> np.ndarray:
-        if "is_validation" in train.obs:
-            return train.obs["is_validation"].astype(bool).to_numpy()
+        if IS_VALIDATION in train.obs:
+            return train.obs[IS_VALIDATION].astype(bool).to_numpy()
         rng = np.random.default_rng(self.options.seed)
         mask = np.zeros(train.n_obs, dtype=bool)
         mask[rng.permutation(train.n_obs)[: int(round(self.options.valid_fraction * train.n_obs))]] = True
@@ -177,7 +178,7 @@ class CellTypeAnnotator:
         return opt, plateau
 
     # ---- fit / predict -------------------------------------------------------------------------------------
-    def fit(self, train: ad.AnnData, label_key: str = "cell_type", unlabelled: ad.AnnData | None = None) -> "CellTypeAnnotator":
+    def fit(self, train: ad.AnnData, label_key: str = LABEL, unlabelled: ad.AnnData | None = None) -> "CellTypeAnnotator":
         o = self.options
         torch.manual_seed(o.seed)
         np.random.seed(o.seed)

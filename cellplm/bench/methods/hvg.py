@@ -7,7 +7,7 @@ from .base import Annotator
 
 
 class HVGAnnotator(Annotator):
-    """Features: log1p-CP10k of the ``n_hvg`` (default 2,000) most variable training genes."""
+    """Features: log1p-CP10k of the ``n_hvg`` most variable training genes (a param of every subclass)."""
 
     packages = ("scikit-learn",)
 
@@ -15,5 +15,5 @@ class HVGAnnotator(Annotator):
         return log1p_cp10k(adata.X)[:, self.genes_]
 
     def _fit_genes(self, train):
-        self.genes_ = select_hvg(train, self.params.get("n_hvg", 2000))
+        self.genes_ = select_hvg(train, self.param("n_hvg"))
         self.n_genes_used = int(self.genes_.sum())

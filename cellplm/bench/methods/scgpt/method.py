@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ....keys import IS_VALIDATION, LABEL
 from ...errors import NotApplicable
 from ...models.scgpt.genes import counts_of, gene_symbols, match_vocabulary, require_coverage, select_hvg
 from ...models.scgpt.model import (PAD_VALUE, autocast, build_model, device_detail, forward, load_weights,
@@ -71,7 +72,7 @@ class ScGPTAnnotator(Annotator):
         symbols, symbol_source = gene_symbols(train)
         shape, vocab, pad_value = self._weights_source(symbols)
         columns = self._select_genes(counts, symbols, symbol_source, vocab)
-        labels = train.obs["cell_type"].astype(str).to_numpy()
+        labels = train.obs[LABEL].astype(str).to_numpy()
         self.classes_ = np.array(sorted(set(labels)), dtype=object)
         y = np.searchsorted(self.classes_, labels)
         train_idx, valid_idx, validation = self._validation_cells(train)
@@ -138,8 +139,8 @@ class ScGPTAnnotator(Annotator):
     def _validation_cells(self, train):
         """(training cells in batch order, validation cells, how they were chosen)."""
         rng = np.random.default_rng(self.seed)
-        if "is_validation" in train.obs and train.obs["is_validation"].astype(bool).any():
-            is_valid = train.obs["is_validation"].astype(bool).to_numpy()
+        if IS_VALIDATION in train.obs and train.obs[IS_VALIDATION].astype(bool).any():
+            is_valid = train.obs[IS_VALIDATION].astype(bool).to_numpy()
             validation = f"obs['is_validation'] ({int(is_valid.sum())} cells)"
         else:  # the tutorial's train_test_split(test_size=0.1)
             fraction = self.param("validation_fraction")
