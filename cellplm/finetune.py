@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 
 import anndata as ad
 import numpy as np
@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .finetune_options import FinetuneConfig
 from .hvg import highly_variable_genes
-from .keys import BATCH, IS_VALIDATION, LABEL
+from .keys import IS_VALIDATION, LABEL
 from .metrics import macro_f1 as validation_macro_f1  # best-epoch selection
 from .data import check_counts, counts_matrix, match_genes, require_coverage, sentence_obs, sentences
 from .model import CellPLM, config_for_shape, load_model
@@ -43,33 +44,6 @@ from .model.sentence import Sentence
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneConfig:
-    n_hvg: int = 3000  # seurat_v3 HVGs on all cells seen in fit (then intersected with the vocabulary); 0 = all
-    transductive: bool = True  # test cells in the sentences as context (upstream) or not
-    lr: float = 5e-3  # encoder, latent and head
-    embedder_lr_scale: float = 0.1  # embedder lr = lr x this
-    weight_decay: float = 1e-7
-    embedder_weight_decay: float = 1e-10
-    warmup_epochs: int = 30  # linear warm-up of the main group
-    max_epochs: int = 2000
-    patience: int = 200  # stop this many epochs after the best validation macro-F1
-    plateau_patience: int = 25  # ReduceLROnPlateau on the training loss, stepped every step
-    plateau_factor: float = 0.95
-    clip: float = 2.0
-    dropout: float = 0.5
-    eval_every: int = 1  # validation pass every k epochs (upstream: every epoch)
-    valid_fraction: float = 0.1  # used only when the training data has no obs['is_validation']
-    group_key: str = BATCH  # sentence column
-    min_gene_share: float = 0.3  # below this share of genes in the vocabulary: not applicable
-    min_count_share: float = 0.5  # below this share of counts in the vocabulary: not applicable
-    shape: str = "85M"  # model shape when there is no checkpoint (random initialisation)
-    device: str = "auto"
-    precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32 (upstream's arithmetic)
-    seed: int = 0
-    progress: bool = True
 
 
 class CellTypeAnnotator:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
+from ....finetune_options import FinetuneConfig
 from ....keys import LABEL
 from ...checkpoints import use_checkpoint
 from ...data.split import describe_sentences
 from ...finetune_protocol import CLASS_SET, PROTOCOL
 from ..base import Annotator
 
-FINETUNE_OPTIONS = ("n_hvg", "transductive", "lr", "embedder_lr_scale", "weight_decay", "embedder_weight_decay",
-                    "warmup_epochs", "max_epochs", "patience", "plateau_patience", "plateau_factor", "clip", "dropout",
-                    "eval_every", "group_key", "min_gene_share", "min_count_share", "shape", "device", "precision")
+# The CellTypeAnnotator options a run may set (seed and progress are passed on their own).
+FINETUNE_OPTIONS = tuple(f.name for f in fields(FinetuneConfig) if f.name not in ("seed", "progress"))
 
 
 class CellPLMFinetune(Annotator):
