@@ -37,8 +37,11 @@ class EmbedResult:
     info: dict = field(default_factory=dict)
 
 
-def load_embedder(checkpoint, device: str = "auto", spatial_pe: bool | None = None) -> tuple[CellPLM, dict]:
-    model, report = load_model(checkpoint, task="embedder", spatial_pe=spatial_pe)
+def load_embedder(checkpoint, device: str = "auto", spatial_pe: bool | None = None,
+                  trusted_sha256=None) -> tuple[CellPLM, dict]:
+    """The embedder of a checkpoint and what loaded it; ``trusted_sha256``: see
+    :func:`cellplm.model.checkpoint.read_checkpoint`."""
+    model, report = load_model(checkpoint, task="embedder", spatial_pe=spatial_pe, trusted_sha256=trusted_sha256)
     return model, {"checkpoint": str(checkpoint), "load_report": report.summary()}
 
 

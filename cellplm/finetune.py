@@ -50,14 +50,17 @@ class CellTypeAnnotator:
     """scikit-learn-style CellPLM annotator: ``fit(train)``, ``predict(test)``.
 
     ``checkpoint``: a checkpoint prefix (``<prefix>.config.json`` + ``<prefix>.best.ckpt``); ``None`` trains
-    from random initialisation (``shape``), which the provenance says.
+    from random initialisation (``shape``), which the provenance says. ``trusted_sha256``: digests of weights files
+    that may be fully unpickled (:func:`cellplm.model.checkpoint.read_checkpoint`). ``options``: the fields of
+    :class:`~cellplm.finetune_options.FinetuneConfig`.
     """
 
-    def __init__(self, checkpoint=None, **options):
+    def __init__(self, checkpoint=None, *, trusted_sha256=None, **options):
         unknown = set(options) - {f.name for f in fields(FinetuneConfig)}
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         self.checkpoint = checkpoint
+        self.trusted_sha256 = trusted_sha256
         self.options = FinetuneConfig(**options)
         self.history_: list[dict] = []
         self.info_: dict = {}
@@ -121,7 +124,8 @@ class CellTypeAnnotator:
             model = CellPLM(base.for_annotation(n_classes, dropout=o.dropout))
             self.info_["checkpoint"] = {"kind": "random initialisation", "shape": o.shape}
         else:
-            model, report = load_model(self.checkpoint, task="annotation", n_classes=n_classes)
+            model, report = load_model(self.checkpoint, task="annotation", n_classes=n_classes,
+                                       trusted_sha256=self.trusted_sha256)
             if model.config.model_dropout != o.dropout:
                 pretrained, model = model, CellPLM(model.config.replace(model_dropout=o.dropout))
                 model.load_state_dict(pretrained.state_dict())

@@ -30,7 +30,8 @@ class CellPLMFinetune(Annotator):
         ckpt, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"), p("shape"))
         # the params given, else this method's defaults (method.yaml, e.g. precision fp32), else CellTypeAnnotator's
         options = {k: p(k) for k in FINETUNE_OPTIONS if k in self.params or k in self.defaults()}
-        self.model_ = CellTypeAnnotator(ckpt, seed=self.seed, progress=p("progress"), **options)
+        self.model_ = CellTypeAnnotator(ckpt, trusted_sha256=p("trusted_sha256"), seed=self.seed, progress=p("progress"),
+                                        **options)
         self.model_.fit(train, label_key=LABEL, unlabelled=unlabelled)
         info = self.model_.info_
         self.n_genes_used = info.get("n_genes_used")

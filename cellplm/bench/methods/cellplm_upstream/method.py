@@ -110,7 +110,7 @@ class CellPLMUpstream(Annotator):
         self.config_ = {**CellTypeAnnotationDefaultPipelineConfig, **{k: p(k) for k in PIPELINE_PARAMS}}
         set_seed(self.seed)  # python, numpy, torch (and CUDA), as the tutorial's first cell
         weights = checkpoint_paths(prefix)[1]
-        with upstream_output() as out, safe_checkpoint_loading() as loaded:
+        with upstream_output() as out, safe_checkpoint_loading(p("trusted_sha256")) as loaded:
             self.pipeline_ = CellTypeAnnotationPipeline(
                 pretrain_prefix=weights.name.removesuffix(WEIGHTS_SUFFIX), pretrain_directory=str(weights.parent),
                 overwrite_config={**CellTypeAnnotationDefaultModelConfig, "out_dim": len(classes)})
@@ -220,9 +220,10 @@ def upstream_output():
 
 
 @contextlib.contextmanager
-def safe_checkpoint_loading():
+def safe_checkpoint_loading(trusted_sha256=None):
     """The one patch (:data:`PATCHES`): ``torch`` as ``CellPLM.pipeline`` sees it, with ``load`` reading the file
-    with :func:`~cellplm.model.checkpoint.read_checkpoint`. Yields the state dicts it read."""
+    with :func:`~cellplm.model.checkpoint.read_checkpoint` (``trusted_sha256``: the digests it may fully unpickle).
+    Yields the state dicts it read."""
     loaded = []
 
     class TorchWithSafeLoad:
@@ -231,7 +232,7 @@ def safe_checkpoint_loading():
 
         @staticmethod
         def load(path, *args, **kwargs):
-            blob = read_checkpoint(path)
+            blob = read_checkpoint(path, trusted_sha256)
             loaded.append(blob["model_state_dict"])
             return blob
 
