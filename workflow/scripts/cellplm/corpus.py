@@ -1,4 +1,4 @@
-"""One CellPLM pretraining corpus item as an h5ad of raw counts (see cellplm.bench.corpus_item)."""
+"""One CellPLM pretraining corpus item as an h5ad of raw counts (see cellplm.bench.data.sources.corpus_item)."""
 
 from cellplm.bench.data.sources import corpus_item
 from cellplm.bench.io import write_h5ad
