@@ -16,18 +16,22 @@ import json
 import logging
 import sys
 
+from . import finetune_options
 from .errors import CellPLMError
+from .keys import BATCH, CELLPLM_EMBEDDING, IS_VALIDATION, LABEL, PREDICTION
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _embed_options(p: argparse.ArgumentParser) -> None:
+    """The runtime options of ``cellplm embed`` (the defaults of :func:`cellplm.embed.embed_cells`); ``cellplm
+    finetune``'s come from :class:`cellplm.finetune_options.FinetuneConfig`."""
     p.add_argument("--device", default="auto", help="auto (CUDA if visible, else CPU), cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="matrix-product precision: auto = bf16 where the hardware has native bf16, else fp32 "
                    "(upstream's arithmetic) (default: auto)")
-    p.add_argument("--group-key", default="batch", help="obs column whose values are the sentences (tissues); "
-                   "missing column = one sentence (default: batch)")
+    p.add_argument("--group-key", default=BATCH, help="obs column whose values are the sentences (tissues); "
+                   f"missing column = one sentence (default: {BATCH})")
     p.add_argument("--min-gene-share", type=float, default=0.3, help="refuse (exit 3, not applicable) below this share "
                    "of genes in the vocabulary (default: 0.3)")
     p.add_argument("--min-count-share", type=float, default=0.5, help="... or below this share of counts (default: 0.5)")
@@ -54,7 +58,7 @@ def cmd_embed(args) -> int:
                          min_gene_share=args.min_gene_share, min_count_share=args.min_count_share,
                          progress=not args.no_progress, source=args.data)
     out = ad.AnnData(obs=adata.obs.copy())
-    out.obsm["X_cellplm"] = result.embedding
+    out.obsm[CELLPLM_EMBEDDING] = result.embedding
     out.obs["cellplm_cluster"] = result.cluster
     out.uns["cellplm"] = h5ad_safe(json.loads(json.dumps({**provenance, **result.info}, default=str)))
     write_h5ad(out, args.out)
@@ -71,15 +75,10 @@ def cmd_finetune(args) -> int:
 
     train = _read(args.train)
     test = _read(args.test)
-    model = CellTypeAnnotator(
-        args.checkpoint, shape=args.shape, max_epochs=args.max_epochs, patience=args.patience,
-        transductive=not args.inductive, n_hvg=args.n_hvg, eval_every=args.eval_every, device=args.device,
-        precision=args.precision, group_key=args.group_key, min_gene_share=args.min_gene_share,
-        min_count_share=args.min_count_share, seed=args.seed, progress=not args.no_progress,
-    )
+    model = CellTypeAnnotator(args.checkpoint, **finetune_options.from_args(args))
     model.fit(train, label_key=args.label_key, unlabelled=test)
     labels = model.predict(test)
-    out = ad.AnnData(obs=pd.DataFrame({"label_pred": pd.Series(labels, index=test.obs_names, dtype="string")}))
+    out = ad.AnnData(obs=pd.DataFrame({PREDICTION: pd.Series(labels, index=test.obs_names, dtype="string")}))
     write_h5ad(out, args.out)
     if args.save_model:
         model.save(args.save_model)
@@ -106,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("embed", help="zero-shot cell embeddings", description="Zero-shot CellPLM embeddings of raw "
-                       "counts; writes an h5ad with obs, obsm['X_cellplm'], obs['cellplm_cluster'] and uns['cellplm'].")
+                       f"counts; writes an h5ad with obs, obsm['{CELLPLM_EMBEDDING}'], obs['cellplm_cluster'] and "
+                       "uns['cellplm'].")
     e.add_argument("data", help="input h5ad with raw counts")
     e.add_argument("--checkpoint", required=True, help="checkpoint prefix (PREFIX.config.json + PREFIX.best.ckpt)")
     e.add_argument("--out", required=True, help="output h5ad")
@@ -119,26 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--spatial-pe", action="store_true", help="add the 2-D positional encoding (off in the released model)")
     e.add_argument("--sample-cluster", action="store_true", help="draw the mixture component as upstream does "
                    "(stochastic); default: the most probable one (deterministic)")
-    _common(e)
+    _embed_options(e)
     e.set_defaults(func=cmd_embed)
 
     f = sub.add_parser("finetune", help="fine-tune for cell-type annotation", description="Fine-tune CellPLM on "
-                       "labelled cells (upstream protocol) and label the test cells; writes obs['label_pred'].")
-    f.add_argument("train", help="labelled h5ad (raw counts, obs[--label-key]; obs['is_validation'] optional)")
+                       f"labelled cells (upstream protocol) and label the test cells; writes obs['{PREDICTION}']. "
+                       "The options are those of cellplm.finetune.CellTypeAnnotator (cellplm/finetune_options.py).")
+    f.add_argument("train", help=f"labelled h5ad (raw counts, obs[--label-key]; obs['{IS_VALIDATION}'] optional)")
     f.add_argument("--test", required=True, help="h5ad of the cells to label (context in the transductive setting)")
     f.add_argument("--checkpoint", help="checkpoint prefix; omit to train from random initialisation (--shape)")
-    f.add_argument("--out", required=True, help="output h5ad with obs['label_pred']")
-    f.add_argument("--label-key", default="cell_type", help="obs column with labels (default: cell_type)")
-    f.add_argument("--shape", default="85M", help="model shape without a checkpoint: 85M, small, tiny (default: 85M)")
-    f.add_argument("--max-epochs", type=int, default=2000, help="default: 2000 (upstream)")
-    f.add_argument("--patience", type=int, default=200, help="early-stopping patience in epochs (default: 200)")
-    f.add_argument("--eval-every", type=int, default=1, help="validation pass every k epochs (default: 1)")
-    f.add_argument("--n-hvg", type=int, default=3000, help="seurat_v3 HVGs before vocabulary matching; 0 = all genes")
-    f.add_argument("--inductive", action="store_true", help="keep test cells out of the training sentences")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help=f"output h5ad with obs['{PREDICTION}']")
+    f.add_argument("--label-key", default=LABEL, help=f"obs column with labels (default: {LABEL})")
     f.add_argument("--save-model", metavar="PREFIX", help="also write the fine-tuned model as a checkpoint")
     f.add_argument("--history", metavar="JSON", help="write the per-epoch history and run info")
-    _common(f)
+    finetune_options.add_arguments(f)
     f.set_defaults(func=cmd_finetune)
 
     from . import pretrain

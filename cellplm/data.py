@@ -24,6 +24,7 @@ import torch
 from . import genes as _genes
 from .errors import InputError
 from .genes import ENSEMBL_RE, ensembl_fraction, strip_version, symbols_to_ensembl
+from .keys import BATCH
 from .model.sentence import Sentence
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def scaled_coords(coords: np.ndarray) -> np.ndarray:
     return (coords - lo) / np.where(hi > lo, hi - lo, 1.0)
 
 
-def sentences(adata, vocab_index: np.ndarray, n_vocab: int, group_key: str | None = "batch", max_cells: int | None = None,
+def sentences(adata, vocab_index: np.ndarray, n_vocab: int, group_key: str | None = BATCH, max_cells: int | None = None,
               layer: str | None = None, spatial_key: str | None = None,
               cells: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, Sentence]]:
     """Yield (cell indices, sentence) for each tissue, split into chunks of at most ``max_cells`` cells.

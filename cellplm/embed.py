@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .data import check_counts, counts_matrix, gene_totals, match_genes, require_coverage, sentences
+from .keys import BATCH, CELLPLM_EMBEDDING
 from .model import CellPLM, load_model
 from .runtime import Runtime
 
@@ -36,12 +37,15 @@ class EmbedResult:
     info: dict = field(default_factory=dict)
 
 
-def load_embedder(checkpoint, device: str = "auto", spatial_pe: bool | None = None) -> tuple[CellPLM, dict]:
-    model, report = load_model(checkpoint, task="embedder", spatial_pe=spatial_pe)
+def load_embedder(checkpoint, device: str = "auto", spatial_pe: bool | None = None,
+                  trusted_sha256=None) -> tuple[CellPLM, dict]:
+    """The embedder of a checkpoint and what loaded it; ``trusted_sha256``: see
+    :func:`cellplm.model.checkpoint.read_checkpoint`."""
+    model, report = load_model(checkpoint, task="embedder", spatial_pe=spatial_pe, trusted_sha256=trusted_sha256)
     return model, {"checkpoint": str(checkpoint), "load_report": report.summary()}
 
 
-def embed_cells(adata, model: CellPLM, *, group_key: str | None = "batch", max_cells: int | None = None,
+def embed_cells(adata, model: CellPLM, *, group_key: str | None = BATCH, max_cells: int | None = None,
                 layer: str | None = None, gene_ids: str | None = None, spatial_key: str | None = None,
                 device: str = "auto", precision: str = "auto", sample_cluster: bool = False,
                 min_gene_share: float = 0.0, min_count_share: float = 0.0, progress: bool = True,
@@ -81,7 +85,7 @@ def embed_cells(adata, model: CellPLM, *, group_key: str | None = "batch", max_c
     return EmbedResult(out, clusters, info)
 
 
-def embed(adata, checkpoint: str | Path | CellPLM, *, key_added: str = "X_cellplm", copy: bool = False, **kwargs):
+def embed(adata, checkpoint: str | Path | CellPLM, *, key_added: str = CELLPLM_EMBEDDING, copy: bool = False, **kwargs):
     """Zero-shot CellPLM embeddings of raw counts.
 
     Parameters

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 
 import anndata as ad
 import numpy as np
@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .finetune_options import FinetuneConfig
 from .hvg import highly_variable_genes
+from .keys import IS_VALIDATION, LABEL
 from .metrics import macro_f1 as validation_macro_f1  # best-epoch selection
 from .data import check_counts, counts_matrix, match_genes, require_coverage, sentence_obs, sentences
 from .model import CellPLM, config_for_shape, load_model
@@ -44,45 +46,21 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FinetuneConfig:
-    n_hvg: int = 3000  # seurat_v3 HVGs on all cells seen in fit (then intersected with the vocabulary); 0 = all
-    transductive: bool = True  # test cells in the sentences as context (upstream) or not
-    lr: float = 5e-3  # encoder, latent and head
-    embedder_lr_scale: float = 0.1  # embedder lr = lr x this
-    weight_decay: float = 1e-7
-    embedder_weight_decay: float = 1e-10
-    warmup_epochs: int = 30  # linear warm-up of the main group
-    max_epochs: int = 2000
-    patience: int = 200  # stop this many epochs after the best validation macro-F1
-    plateau_patience: int = 25  # ReduceLROnPlateau on the training loss, stepped every step
-    plateau_factor: float = 0.95
-    clip: float = 2.0
-    dropout: float = 0.5
-    eval_every: int = 1  # validation pass every k epochs (upstream: every epoch)
-    valid_fraction: float = 0.1  # used only when the training data has no obs['is_validation']
-    group_key: str = "batch"  # sentence column
-    min_gene_share: float = 0.3  # below this share of genes in the vocabulary: not applicable
-    min_count_share: float = 0.5  # below this share of counts in the vocabulary: not applicable
-    shape: str = "85M"  # model shape when there is no checkpoint (random initialisation)
-    device: str = "auto"
-    precision: str = "auto"  # auto (bf16 where native) | bf16 | fp32 (upstream's arithmetic)
-    seed: int = 0
-    progress: bool = True
-
-
 class CellTypeAnnotator:
     """scikit-learn-style CellPLM annotator: ``fit(train)``, ``predict(test)``.
 
     ``checkpoint``: a checkpoint prefix (``<prefix>.config.json`` + ``<prefix>.best.ckpt``); ``None`` trains
-    from random initialisation (``shape``), which the provenance says.
+    from random initialisation (``shape``), which the provenance says. ``trusted_sha256``: digests of weights files
+    that may be fully unpickled (:func:`cellplm.model.checkpoint.read_checkpoint`). ``options``: the fields of
+    :class:`~cellplm.finetune_options.FinetuneConfig`.
     """
 
-    def __init__(self, checkpoint=None, **options):
+    def __init__(self, checkpoint=None, *, trusted_sha256=None, **options):
         unknown = set(options) - {f.name for f in fields(FinetuneConfig)}
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         self.checkpoint = checkpoint
+        self.trusted_sha256 = trusted_sha256
         self.options = FinetuneConfig(**options)
         self.history_: list[dict] = []
         self.info_: dict = {}
@@ -108,8 +86,8 @@ class CellTypeAnnotator:
         return joint, role
 
     def _validation_mask(self, train: ad.AnnData) -> np.ndarray:
-        if "is_validation" in train.obs:
-            return train.obs["is_validation"].astype(bool).to_numpy()
+        if IS_VALIDATION in train.obs:
+            return train.obs[IS_VALIDATION].astype(bool).to_numpy()
         rng = np.random.default_rng(self.options.seed)
         mask = np.zeros(train.n_obs, dtype=bool)
         mask[rng.permutation(train.n_obs)[: int(round(self.options.valid_fraction * train.n_obs))]] = True
@@ -146,7 +124,8 @@ class CellTypeAnnotator:
             model = CellPLM(base.for_annotation(n_classes, dropout=o.dropout))
             self.info_["checkpoint"] = {"kind": "random initialisation", "shape": o.shape}
         else:
-            model, report = load_model(self.checkpoint, task="annotation", n_classes=n_classes)
+            model, report = load_model(self.checkpoint, task="annotation", n_classes=n_classes,
+                                       trusted_sha256=self.trusted_sha256)
             if model.config.model_dropout != o.dropout:
                 pretrained, model = model, CellPLM(model.config.replace(model_dropout=o.dropout))
                 model.load_state_dict(pretrained.state_dict())
@@ -177,7 +156,7 @@ class CellTypeAnnotator:
         return opt, plateau
 
     # ---- fit / predict -------------------------------------------------------------------------------------
-    def fit(self, train: ad.AnnData, label_key: str = "cell_type", unlabelled: ad.AnnData | None = None) -> "CellTypeAnnotator":
+    def fit(self, train: ad.AnnData, label_key: str = LABEL, unlabelled: ad.AnnData | None = None) -> "CellTypeAnnotator":
         o = self.options
         torch.manual_seed(o.seed)
         np.random.seed(o.seed)

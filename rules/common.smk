@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
-from snakemake.utils import validate
 
 ROOT = Path(workflow.basedir)
 sys.path.insert(0, str(ROOT))
@@ -19,20 +18,21 @@ os.environ.update(
     PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
 )
 
+from cellplm.bench import codehash
 from cellplm.bench import workflow as wf
+from cellplm.bench.checkpoint_plan import cellplm_checkpoint, cellplm_corpus_items, with_checkpoint
+from cellplm.bench.config import dataset_splits, to_json
+from cellplm.bench.data.catalog import builtin_path, remote_files
 from cellplm.bench.errors import ConfigError
 from cellplm.pretrain.options import config_args
 
-# The method registry: every method folder's method.yaml, updated by the config's `methods` section.
-config["methods"] = wf.method_registry(config.get("methods"))
-config["embeddings"] = wf.embedding_registry(config.get("embeddings"))
-validate(config, schema="../workflow/schemas/config.schema.yaml")
+# The config as the rules read it: the method and embedding registries (every folder's method.yaml or
+# embedding.yaml, updated by the config's sections), validated, checked, with the zero-shot rows the method registry
+# declares (cellplm/bench/methods/zeroshot.yaml).
 try:
-    wf.check_config(config, ROOT)
+    wf.complete_config(config, ROOT)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-# The zero-shot rows (<embedding>_zeroshot) join the registry: scored and tabulated like every method.
-config["methods"].update(wf.zeroshot_methods(config))
 
 RUN = config["run"]
 
@@ -54,13 +54,13 @@ ZEROSHOT_METHODS = [m for m, spec in config["methods"].items() if spec.get("zero
 METHODS = ANNOTATORS + ZEROSHOT_METHODS  # every row of the annotation tables
 SEEDS = RUN["seeds"]
 DL = config["download"]["dir"]
-REMOTE = {f["filename"]: f for ds in DATASETS for f in wf.remote_files(config["datasets"][ds]["source"])}
+REMOTE = {f["filename"]: f for ds in DATASETS for f in remote_files(config["datasets"][ds]["source"])}
 ARCHIVES = wf.archive_members(config)  # archive file name -> members extracted (one pass per archive)
 # CellPLM: how the checkpoint is obtained (cellplm.checkpoint) and which methods get it.
-CKPT = wf.cellplm_checkpoint(config, ROOT, DL)
+CKPT = cellplm_checkpoint(config, ROOT, DL)
 CELLPLM_METHODS = [m for m in ANNOTATORS if config["methods"][m]["cellplm_checkpoint"]]
 CELLPLM_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["cellplm_checkpoint"]]
-CORPUS_ITEMS = (wf.cellplm_corpus_items(config) if CKPT.source == "pretrain" and (CELLPLM_METHODS or CELLPLM_EMBEDDINGS)
+CORPUS_ITEMS = (cellplm_corpus_items(config) if CKPT.source == "pretrain" and (CELLPLM_METHODS or CELLPLM_EMBEDDINGS)
                 else [])
 PRETRAIN = config["cellplm"]["pretrain"]
 if (CELLPLM_METHODS or CELLPLM_EMBEDDINGS) and CKPT.missing:
@@ -81,7 +81,7 @@ CPU_EMBEDDINGS = [e for e in EMBEDDINGS if not config["embeddings"][e]["gpu"]]
 def code_hash(*entries):
     """The code a rule's jobs run (its script or modules and every cellplm module they import): a param, so that
     only the jobs whose code changed rerun."""
-    return wf.code_hash(ROOT, *entries)
+    return codehash.code_hash(ROOT, *entries)
 
 
 def alternatives(names):
@@ -109,7 +109,7 @@ def runs():
     return [
         (d, s, m, seed)
         for d in DATASETS
-        for s in wf.dataset_splits(config, d)
+        for s in dataset_splits(config, d)
         for m in METHODS
         for seed in SEEDS
     ]
@@ -142,7 +142,7 @@ def all_benchmarks():
 
 
 def dataset_split_pairs():
-    return [(d, s) for d in DATASETS for s in wf.dataset_splits(config, d)]
+    return [(d, s) for d in DATASETS for s in dataset_splits(config, d)]
 
 
 def final_outputs():
@@ -191,13 +191,13 @@ def source_h5ad(wildcards):
     src = source(wildcards)
     kind = src["kind"]
     if kind in ("download", "cellxgene"):
-        return f"{DL}/{wf.remote_files(src)[0]['filename']}"
+        return f"{DL}/{remote_files(src)[0]['filename']}"
     if kind == "archive":  # the folder its members are extracted to; the member is params.member
         return f"resources/extracted/{src['filename']}"
     if kind == "local":
         return src["path"]
     if kind == "builtin":
-        return str(wf.builtin_path(src["name"]))
+        return str(builtin_path(src["name"]))
     return f"resources/sources/{wildcards.dataset}.h5ad"  # pbmc12k, synthetic
 
 
@@ -208,7 +208,7 @@ def build_source_env(wildcards):
 
 
 def source_downloads(wildcards):
-    return {f["filename"]: f"{DL}/{f['filename']}" for f in wf.remote_files(source(wildcards))}
+    return {f["filename"]: f"{DL}/{f['filename']}" for f in remote_files(source(wildcards))}
 
 
 def source_member(wildcards):
@@ -221,72 +221,80 @@ def split_spec(wildcards):
     return config["splits"][wildcards.split]
 
 
-# ---- methods ---------------------------------------------------------------------------------------
+# ---- methods and embedding methods -----------------------------------------------------------------
 
 
-def method_cfg(wildcards):
-    return config["methods"][wildcards.method]
+def split_files(dataset, split):
+    """The train and test files of a dataset split (what every method and embedding job reads)."""
+    base = f"results/data/{dataset}/{split}"
+    return {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
 
 
-def spec_python(spec):
-    """With --use-conda: `python` (the rule's conda env). Otherwise the entry's `python` key (a relative path is
-    taken from the workflow root); null or missing -> python on PATH."""
-    return "python" if USE_CONDA else wf.method_python(spec["python"], ROOT)
+class Component:
+    """The input functions of the jobs of one component kind: the annotation methods (rule run_method, wildcard
+    {method}, config section and runner package `methods`) or the embedding methods of the zero-shot track (rule
+    embed, {embedding}, `embeddings`). `cellplm`: the ids that get the CellPLM checkpoint."""
+
+    def __init__(self, kind, package, cellplm):
+        self.kind, self.package, self.cellplm = kind, package, cellplm
+
+    def id(self, wildcards):
+        return getattr(wildcards, self.kind)
+
+    def spec(self, wildcards):
+        """The registry entry: the folder's metadata updated by the config's section."""
+        return config[self.package][self.id(wildcards)]
+
+    def python(self, wildcards):
+        """With --use-conda: `python` (the rule's conda env). Otherwise the entry's `python` key (a relative path is
+        taken from the workflow root); null or missing -> python on PATH."""
+        return "python" if USE_CONDA else wf.method_python(self.spec(wildcards)["python"], ROOT)
+
+    def command(self, wildcards):
+        return wf.method_command(self.id(wildcards), self.spec(wildcards), self.package)
+
+    def env(self, wildcards):
+        """The conda env file of the entry (from the workflow root)."""
+        return str(ROOT / self.spec(wildcards)["env"])
+
+    def threads(self, wildcards):
+        return self.spec(wildcards)["threads"]
+
+    def params_json(self, wildcards):
+        """A job's --params: the entry's params (of run.param_set), paths of its fetched model, the CellPLM
+        checkpoint."""
+        spec = self.spec(wildcards)
+        params = {**wf.method_params(spec, RUN["param_set"]), **wf.fetched_model_params(config, spec)}
+        return to_json(with_checkpoint(params, CKPT) if self.id(wildcards) in self.cellplm else params)
+
+    def code_hash(self, wildcards):
+        """The code a job runs: the entry's own script, or the runner and its folder's entry module."""
+        spec = self.spec(wildcards)
+        if spec.get("script"):
+            return code_hash(spec["script"])
+        entry_module = spec["entry"].partition(":")[0]
+        return code_hash(f"cellplm.bench.{self.package}.__main__",
+                         f"cellplm.bench.{self.package}.{self.id(wildcards)}.{entry_module}")
+
+    def model_inputs(self, wildcards):
+        """The checkpoint files of an entry that gets the CellPLM checkpoint; the folder of a fetched model."""
+        inputs = {}
+        if self.id(wildcards) in self.cellplm and CKPT.files:
+            inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT.files
+        if self.spec(wildcards)["model"]:  # a fetched pretrained model (scGPT, Geneformer)
+            inputs["model"] = wf.model_dir(self.spec(wildcards)["model"])
+        return inputs
 
 
-def spec_code_hash(package, name, spec):
-    """The code a method or embedding job runs: its own script, or the runner and its folder's entry module."""
-    if spec.get("script"):
-        return code_hash(spec["script"])
-    entry_module = spec["entry"].partition(":")[0]
-    return code_hash(f"cellplm.bench.{package}.__main__", f"cellplm.bench.{package}.{name}.{entry_module}")
-
-
-def spec_params_json(spec, cellplm):
-    """A job's --params: the entry's params (of run.param_set), paths of its fetched model, the CellPLM checkpoint."""
-    params = {**wf.method_params(spec, RUN["param_set"]), **wf.fetched_model_params(config, spec)}
-    return wf.to_json(wf.with_checkpoint(params, CKPT) if cellplm else params)
+METHOD_JOBS = Component("method", "methods", CELLPLM_METHODS)
+EMBEDDING_JOBS = Component("embedding", "embeddings", CELLPLM_EMBEDDINGS)
 
 
 def method_inputs(wildcards):
-    base = f"results/data/{wildcards.dataset}/{wildcards.split}"
-    inputs = {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
-    if method_cfg(wildcards)["control"]:  # only control methods may see the truth
-        inputs["solution"] = f"{base}/solution.h5ad"
-    if wildcards.method in CELLPLM_METHODS and CKPT.files:  # only CellPLM methods get the checkpoint
-        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT.files
-    if method_cfg(wildcards)["model"]:  # a fetched pretrained model (scGPT, Geneformer)
-        inputs["model"] = wf.model_dir(method_cfg(wildcards)["model"])
-    return inputs
-
-
-def spec_env(spec):
-    """The conda env file of a method or embedding method (from the workflow root)."""
-    return str(ROOT / spec["env"])
-
-
-def method_env(wildcards):
-    return spec_env(method_cfg(wildcards))
-
-
-def method_code_hash(wildcards):
-    return spec_code_hash("methods", wildcards.method, method_cfg(wildcards))
-
-
-def method_command(wildcards):
-    return wf.method_command(wildcards.method, method_cfg(wildcards))
-
-
-def method_python(wildcards):
-    return spec_python(method_cfg(wildcards))
-
-
-def method_params_json(wildcards):
-    return spec_params_json(method_cfg(wildcards), wildcards.method in CELLPLM_METHODS)
-
-
-def method_threads(wildcards):
-    return method_cfg(wildcards)["threads"]
+    inputs = split_files(wildcards.dataset, wildcards.split)
+    if METHOD_JOBS.spec(wildcards)["control"]:  # only control methods may see the truth
+        inputs["solution"] = f"results/data/{wildcards.dataset}/{wildcards.split}/solution.h5ad"
+    return {**inputs, **METHOD_JOBS.model_inputs(wildcards)}
 
 
 def solution_arg(wildcards, input):
@@ -296,46 +304,12 @@ def solution_arg(wildcards, input):
 # ---- zero-shot track -------------------------------------------------------------------------------
 
 
-def embedding_cfg(wildcards):
-    return config["embeddings"][wildcards.embedding]
-
-
 def embedding_split(wildcards):
     return wf.embedding_split(config, wildcards.dataset)
 
 
 def embedding_inputs(wildcards):
-    base = f"results/data/{wildcards.dataset}/{embedding_split(wildcards)}"
-    inputs = {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
-    if wildcards.embedding in CELLPLM_EMBEDDINGS and CKPT.files:
-        inputs["checkpoint_config"], inputs["checkpoint_weights"] = CKPT.files
-    if embedding_cfg(wildcards)["model"]:
-        inputs["model"] = wf.model_dir(embedding_cfg(wildcards)["model"])
-    return inputs
-
-
-def embedding_env(wildcards):
-    return spec_env(embedding_cfg(wildcards))
-
-
-def embedding_python(wildcards):
-    return spec_python(embedding_cfg(wildcards))
-
-
-def embedding_command(wildcards):
-    return wf.method_command(wildcards.embedding, embedding_cfg(wildcards), "embeddings")
-
-
-def embedding_params_json(wildcards):
-    return spec_params_json(embedding_cfg(wildcards), wildcards.embedding in CELLPLM_EMBEDDINGS)
-
-
-def embedding_code_hash(wildcards):
-    return spec_code_hash("embeddings", wildcards.embedding, embedding_cfg(wildcards))
-
-
-def embedding_threads(wildcards):
-    return embedding_cfg(wildcards)["threads"]
+    return {**split_files(wildcards.dataset, embedding_split(wildcards)), **EMBEDDING_JOBS.model_inputs(wildcards)}
 
 
 def embedding_files(name, dataset="{dataset}"):
@@ -353,8 +327,8 @@ def zeroshot_files(name):
 
 
 def zeroshot_split_inputs(wildcards):
-    base = f"results/data/{wildcards.dataset}/{wildcards.split}"
-    return {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad", "embeddings": embedding_files("embedding.h5ad", wildcards.dataset),
+    return {**split_files(wildcards.dataset, wildcards.split),
+            "embeddings": embedding_files("embedding.h5ad", wildcards.dataset),
             "embedding_records": embedding_files("run.json", wildcards.dataset)}
 
 
@@ -409,11 +383,11 @@ def speed_model_method(wildcards):
 
 
 def speed_model_env(wildcards):
-    return method_env(speed_model_method(wildcards))
+    return METHOD_JOBS.env(speed_model_method(wildcards))
 
 
 def speed_model_python(wildcards):
-    return method_python(speed_model_method(wildcards))
+    return METHOD_JOBS.python(speed_model_method(wildcards))
 
 
 # ---- CellPLM ---------------------------------------------------------------------------------------
@@ -427,7 +401,7 @@ def corpus_inputs(wildcards):
     """Train files of every split variant of the dataset (a train__<dataset> item); nothing otherwise."""
     if wildcards.item.startswith("train__"):
         d = wildcards.item.removeprefix("train__")
-        return [f"results/data/{d}/{s}/train.h5ad" for s in wf.dataset_splits(config, d)]
+        return [f"results/data/{d}/{s}/train.h5ad" for s in dataset_splits(config, d)]
     return []
 
 

@@ -27,18 +27,18 @@ rule embed:
     wildcard_constraints:
         embedding=alternatives(CPU_EMBEDDINGS),
     params:
-        python=embedding_python,
-        command=embedding_command,
+        python=EMBEDDING_JOBS.python,
+        command=EMBEDDING_JOBS.command,
         split=embedding_split,
         seed=SEEDS[0],
-        params=embedding_params_json,
+        params=EMBEDDING_JOBS.params_json,
         param_set=RUN["param_set"],
         on_error=RUN["on_method_error"],
-        code=embedding_code_hash,
-    threads: embedding_threads
+        code=EMBEDDING_JOBS.code_hash,
+    threads: EMBEDDING_JOBS.threads
     priority: 1
     conda:
-        embedding_env
+        EMBEDDING_JOBS.env
     shell:
         EMBED_SHELL
 

@@ -24,16 +24,16 @@ rule run_method:
     wildcard_constraints:
         method=alternatives(CPU_METHODS),
     params:
-        python=method_python,
-        command=method_command,
+        python=METHOD_JOBS.python,
+        command=METHOD_JOBS.command,
         solution=solution_arg,
-        params=method_params_json,
+        params=METHOD_JOBS.params_json,
         param_set=RUN["param_set"],
         on_error=RUN["on_method_error"],
-        code=method_code_hash,
-    threads: method_threads
+        code=METHOD_JOBS.code_hash,
+    threads: METHOD_JOBS.threads
     conda:
-        method_env
+        METHOD_JOBS.env
     shell:
         METHOD_SHELL
 

@@ -14,6 +14,29 @@ sys.path.insert(0, str(ROOT))
 SYMBOLS = ["CD3E", "CD4", "CD8A", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "PPBP", "FCGR3A", "IL7R", "CCR7"]
 
 
+def forbidden_imports(package: Path, forbidden, selects=lambda rel: True) -> list[str]:
+    """``file:line name`` for every import of a module in ``forbidden`` (dotted names; their submodules count too) by
+    a module of ``package`` (a package folder) that ``selects`` (its path relative to the folder) accepts.
+
+    Read statically, as the workflow's code hash reads imports (:func:`cellplm.bench.codehash.imported_names`):
+    absolute and relative imports, anywhere in a module (lazy imports inside functions too), ``from a import b``
+    as ``a`` and ``a.b``. One entry per import statement.
+    """
+    from cellplm.bench.codehash import imported_names, module_name
+
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if not selects(rel):
+            continue
+        lines = set()
+        for line, name in imported_names(path, module_name(package.parent, path)):
+            if line not in lines and any(name == f or name.startswith(f + ".") for f in forbidden):
+                lines.add(line)
+                found.append(f"{rel}:{line} {name}")
+    return found
+
+
 def make_counts_adata(n_cells=60, n_types=3, seed=0, genes=SYMBOLS, batches=2) -> ad.AnnData:
     """A small count matrix with cell types that differ in expression."""
     rng = np.random.default_rng(seed)

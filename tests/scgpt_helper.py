@@ -21,9 +21,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.simplefilter("ignore")
 
-from cellplm.bench.methods.scgpt import embedder, method, tokenizer, upstream  # noqa: E402
-from cellplm.bench.methods.scgpt import genes as scgpt_genes  # noqa: E402
-from cellplm.bench.methods.scgpt import model as scgpt_model  # noqa: E402
+from cellplm.bench.methods.scgpt import method  # noqa: E402
+from cellplm.bench.models.scgpt import embedder, tokenizer, upstream  # noqa: E402
+from cellplm.bench.models.scgpt import genes as scgpt_genes  # noqa: E402
+from cellplm.bench.models.scgpt import model as scgpt_model  # noqa: E402
 
 SYMBOLS = ["CD3E", "CD4", "CD8A", "MS4A1", "CD14", "LYZ", "NKG7", "GNLY", "PPBP", "FCGR3A", "IL7R", "CCR7"]
 VOCAB_GENES = SYMBOLS + ["A1BG", "A2M", "ACTB", "GAPDH"]  # a few genes the test data lack

@@ -13,7 +13,7 @@ import yaml
 from cellplm.bench.errors import NotApplicable
 from cellplm.bench.methods import metadata, registry
 from cellplm.bench.methods.actinn.method import ACTINN, ACTINNNetwork, actinn_gene_filter, actinn_normalise
-from cellplm.bench.methods.normalise import log1p_cp10k
+from cellplm.bench.normalise import log1p_cp10k
 from cellplm.bench.methods.singlecellnet.method import (
     SingleCellNet,
     best_pairs,

@@ -9,7 +9,7 @@ import torch
 
 from cellplm.bench.checkpoints import link, released_architecture, verify
 from cellplm.bench.errors import InputError
-from cellplm.bench.workflow import release_urls
+from cellplm.bench.checkpoint_plan import release_urls
 from conftest import ROOT, released_shaped_state
 
 RELEASES = {"folder_url": "https://www.dropbox.com/scl/fo/i5rmxgtqzg7iykt2e9uqm/h", "rlkey": "o8hi0xads9ol07o48jdityzv1",

@@ -184,7 +184,7 @@ def test_unknown_param_fails_and_on_error_raise_raises(split_files, tmp_path):
 
 def test_pca_embedding_is_the_pca_of_the_log_hvgs():
     from cellplm.bench.embeddings.pca.embedder import pca_embedding
-    from cellplm.bench.methods.normalise import log1p_cp10k
+    from cellplm.bench.normalise import log1p_cp10k
 
     a = SyntheticCounts(n_cells=80, n_genes=30, n_batches=1, seed=2).adata()
     z = pca_embedding(a, n_comps=5, n_hvg=100)  # fewer genes than n_hvg: all of them

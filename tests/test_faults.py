@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     import sys, types
     import anndata as ad, numpy as np
     from cellplm.bench.io import write_h5ad
-    from cellplm.bench.workflow import job
+    from cellplm.bench.job import job
     snakemake = types.SimpleNamespace(log=[sys.argv[2]])
     with job(snakemake):
         x = np.random.default_rng(0).random((2000, 400), dtype="float32")  # incompressible

@@ -13,7 +13,7 @@ from cellplm.bench.report.aggregate import checkpoint_label
 from cellplm.bench.errors import ConfigError, InputError
 from cellplm.bench.io import write_h5ad
 from cellplm.bench.methods.base import RunIds, run
-from cellplm.bench.methods.geneformer.files import find_model_files
+from cellplm.bench.models.geneformer.files import find_model_files
 from cellplm.bench.methods.geneformer.method import (
     Geneformer,
     best_epoch,
@@ -21,7 +21,7 @@ from cellplm.bench.methods.geneformer.method import (
     rare_types,
     training_batches,
 )
-from cellplm.bench.methods.geneformer.tokenizer import RankValueTokenizer, anndata_ensembl_ids
+from cellplm.bench.models.geneformer.tokenizer import RankValueTokenizer, anndata_ensembl_ids
 from cellplm.bench.data.split import SplitSpec, make_split
 from cellplm.checksum import sha256_file
 from conftest import ROOT, make_counts_adata
@@ -260,9 +260,9 @@ def test_zero_shot_embeddings_mask_padding_and_special_tokens(tmp_path):
     import torch
     from transformers import BertModel
 
-    from cellplm.bench.methods.geneformer.embedder import embed_cells
-    from cellplm.bench.methods.geneformer.files import find_model_files
-    from cellplm.bench.methods.geneformer.tokenizer import make_tokenizer
+    from cellplm.bench.models.geneformer.embedder import embed_cells
+    from cellplm.bench.models.geneformer.files import find_model_files
+    from cellplm.bench.models.geneformer.tokenizer import make_tokenizer
 
     folder = write_tiny_geneformer(tmp_path / "v2", ENSEMBL, special_tokens=True)
     a = make_counts_adata(n_cells=6)

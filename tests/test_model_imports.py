@@ -3,13 +3,12 @@ or celltypist, to embed or fine-tune; the benchmark may import the model, never 
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, forbidden_imports
 
 FORBIDDEN = ("cellplm.bench", "scanpy", "matplotlib", "celltypist")
 
@@ -90,30 +89,7 @@ def test_embed_and_finetune_never_import_the_benchmark_or_its_dependencies():
 def bench_imports(package: Path) -> list[str]:
     """``file:line module`` for every import of cellplm.bench (absolute or relative, anywhere in the module) by a
     module of ``package`` (the cellplm folder) outside ``package/bench``."""
-    found = []
-    for path in sorted(package.rglob("*.py")):
-        rel = path.relative_to(package)
-        if rel.parts[0] == "bench":
-            continue
-        here = ["cellplm", *rel.parts[:-1]]  # the module's package: where a relative import starts
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = here[: len(here) - (node.level - 1)]
-                    module = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    module = node.module or ""
-                # "from . import bench" / "from cellplm import bench" name the package in the imported names
-                names = [module] + [f"{module}.{a.name}" for a in node.names]
-            else:
-                continue
-            for name in names:
-                if name == "cellplm.bench" or name.startswith("cellplm.bench."):
-                    found.append(f"{rel}:{node.lineno} {name}")
-                    break
-    return found
+    return forbidden_imports(package, ("cellplm.bench",), selects=lambda rel: rel.parts[0] != "bench")
 
 
 def test_no_model_module_imports_the_benchmark():

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from cellplm.bench.errors import InputError
 from cellplm.bench.data.preprocess import DatasetSpec, preprocess
-from cellplm.bench.workflow import builtin_path
+from cellplm.bench.data.catalog import builtin_path
 from conftest import make_counts_adata
 
 

@@ -5,11 +5,11 @@ reStructuredText), and written by the workflow's landing_page rule where the Sna
 import jinja2
 import yaml
 from docutils.core import publish_parts
-from snakemake.utils import validate
 
-from cellplm.bench import workflow as wf
+from cellplm.bench.config import deep_update
 from cellplm.bench.report.landing import landing_rst
 from cellplm.bench.report.readings import readings_text, rst
+from cellplm.bench.workflow import complete_config
 from conftest import ROOT
 from test_workflow import copy_workflow, snakemake
 
@@ -20,16 +20,12 @@ def zeroshot_rows(cfg: dict) -> list[str]:
 
 
 def workflow_config(*overlays: str) -> dict:
-    """config/config.yaml with ``overlays`` (config files) merged in, completed as rules/common.smk does: the method
-    and embedding registries, the schema's defaults and the zero-shot rows."""
+    """config/config.yaml with ``overlays`` (config files) merged in, completed as rules/common.smk completes it
+    (the method and embedding registries, the schema's defaults and the zero-shot rows)."""
     cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     for overlay in overlays:
-        cfg = wf.deep_update(cfg, yaml.safe_load((ROOT / overlay).read_text()))
-    cfg["methods"] = wf.method_registry(cfg.get("methods"))
-    cfg["embeddings"] = wf.embedding_registry(cfg.get("embeddings"))
-    validate(cfg, schema=str(ROOT / "workflow/schemas/config.schema.yaml"))
-    cfg["methods"].update(wf.zeroshot_methods(cfg))
-    return cfg
+        cfg = deep_update(cfg, yaml.safe_load((ROOT / overlay).read_text()))
+    return complete_config(cfg, ROOT)
 
 
 def rendered(text: str) -> str:

@@ -67,6 +67,31 @@ def test_trusted_digest_allows_a_full_unpickle_and_says_so(tiny_checkpoint, tmp_
     assert report.ok and len(report.loaded) > 0
 
 
+def test_the_benchmark_passes_trusted_digests_as_arguments(tiny_checkpoint, tmp_path, monkeypatch):
+    """The config's trusted digests reach the loaders of cellplm_finetune and of the CellPLM embedding as
+    arguments (their params): nothing travels through CELLPLM_TRUSTED_SHA256, which stays a user's override."""
+    from cellplm.bench.embeddings.cellplm.embedder import CellPLMEmbedder
+    from cellplm.bench.methods.cellplm_finetune.method import CellPLMFinetune
+    from cellplm.embed import load_embedder
+    from conftest import make_counts_adata
+
+    monkeypatch.delenv("CELLPLM_TRUSTED_SHA256", raising=False)
+    prefix, marker = evil_checkpoint(tiny_checkpoint, tmp_path)
+    digest = sha256_file(f"{prefix}.best.ckpt")
+    params = {"checkpoint": str(prefix), "checkpoint_kind": "user-supplied", "trusted_sha256": [digest]}
+    cells = make_counts_adata(n_cells=40)
+    embedder = CellPLMEmbedder(**params, device="cpu")
+    assert embedder.embed(cells).shape == (40, 32)
+    finetuned = CellPLMFinetune(**params, shape="tiny", max_epochs=1, patience=1, warmup_epochs=0, device="cpu")
+    finetuned.fit(cells[:30].copy(), unlabelled=cells[30:].copy())
+    assert len(finetuned.predict(cells[30:].copy())) == 10
+    for component in (embedder, finetuned):
+        assert component.extra["loaded_with"] == f"full unpickle (trusted sha256 {digest})"
+    assert "CELLPLM_TRUSTED_SHA256" not in os.environ
+    with pytest.raises(InputError, match="refused"):  # the digests went nowhere else: a bare load still refuses it
+        load_embedder(prefix)
+
+
 def test_plain_checkpoint_loads_without_trust(tiny_checkpoint, monkeypatch):
     monkeypatch.delenv("CELLPLM_TRUSTED_SHA256", raising=False)
     blob = read_checkpoint(f"{tiny_checkpoint}.best.ckpt")
@@ -74,7 +99,7 @@ def test_plain_checkpoint_loads_without_trust(tiny_checkpoint, monkeypatch):
 
 
 def test_geneformer_dictionary_that_runs_code_is_refused(tmp_path):
-    from cellplm.bench.methods.geneformer.files import read_pickled_dict
+    from cellplm.bench.models.geneformer.files import read_pickled_dict
 
     marker = tmp_path / "code-ran"
     path = tmp_path / "token_dictionary_gc30M.pkl"

@@ -86,7 +86,8 @@ def test_speedups_are_relative_to_scgpt():
 
 
 def test_speed_models_follow_the_config():
-    from cellplm.bench.workflow import CheckpointPlan, speed_models
+    from cellplm.bench.checkpoint_plan import CheckpointPlan
+    from cellplm.bench.workflow import speed_models
 
     config = {"methods": {"cellplm_finetune": {}, "scgpt": {"params": {"model_dir": "/models/scgpt_human"}}},
               "speed": {"models": {

@@ -172,6 +172,8 @@ def test_checkpoint_provenance_labels():
     from cellplm.bench.report.aggregate import checkpoint_label
 
     assert checkpoint_label({}, {"k": 5}) == ""
+    # a Geneformer or scGPT run that loaded nothing: its params' default checkpoint_kind is not a checkpoint
+    assert checkpoint_label({}, {"model_dir": None, "checkpoint_kind": "pretrained"}) == ""
     assert checkpoint_label({"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation",
                              "shape": "tiny"}, {"checkpoint": ""}) == "random initialisation (tiny shape)"
     here = {"checkpoint": "results/cellplm/pretrained/tiny_e4_seed0_ab/model", "checkpoint_kind": "pretrained here",

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellplm.bench.embeddings.results import EMBEDDING_KEY
 from cellplm.bench.io import read_h5ad
 from cellplm.bench.methods.base import RunIds, run
 from cellplm.bench.methods.zeroshot import EmbeddingKNN
+from cellplm.keys import EMBEDDING
 from conftest import make_counts_adata, write_split_files
 
 META = {"label": "Toy embedding + kNN", "implementation": "kNN on a toy embedding"}
@@ -29,7 +29,7 @@ def _embedding(folder, adata, status="ok", reason="", emb=None, drop=0):
     cells = adata[drop:]
     out = ad.AnnData(obs=pd.DataFrame({"batch": cells.obs["batch"].astype(str).to_numpy()}, index=cells.obs_names))
     if status == "ok":
-        out.obsm[EMBEDDING_KEY] = emb[drop:] if emb is not None else np.eye(3, dtype=np.float32)[
+        out.obsm[EMBEDDING] = emb[drop:] if emb is not None else np.eye(3, dtype=np.float32)[
             pd.Categorical(cells.obs["cell_type"]).codes] + 0.01 * np.random.default_rng(0).normal(size=(cells.n_obs, 3)).astype(np.float32)
     out.write_h5ad(folder / "embedding.h5ad")
     record = {"embedding": "toy", "status": status, "reason": reason, "device": "cpu", "embed_s": 0.5,

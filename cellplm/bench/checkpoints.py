@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..checksum import sha256_file
-from ..model.checkpoint import TRUST_ENV, checkpoint_paths, load_model, read_checkpoint
+from ..model.checkpoint import checkpoint_paths, load_model, read_checkpoint
 from .errors import InputError
 from .io import write_json
 
@@ -83,13 +83,13 @@ def link(config_src, weights_src, out_config, out_weights, provenance, *, source
     return record
 
 
-def checkpoint_provenance(checkpoint: str | None, kind: str | None, shape: str = "85M") -> dict:
+def checkpoint_provenance(checkpoint: str | None, kind: str | None, shape: str = "85M", trusted_sha256=None) -> dict:
     """What produced the weights: kind, path, sha256 of the weights file, how it was unpickled, and pretraining
     metadata if any; random initialisation of ``shape`` without a checkpoint."""
     if not checkpoint:
         return {"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation", "shape": shape}
     weights = checkpoint_paths(checkpoint)[1]
-    blob = read_checkpoint(weights)
+    blob = read_checkpoint(weights, trusted_sha256)
     meta = blob.get("pretraining")
     if kind in (None, "", "auto"):
         kind = "pretrained here" if meta else "user-supplied"
@@ -105,10 +105,10 @@ def use_checkpoint(checkpoint: str | None, kind: str | None, trusted_sha256=None
                    shape: str = "85M") -> tuple[str | None, dict]:
     """(the checkpoint prefix, or None for random initialisation; its :func:`checkpoint_provenance`).
 
-    ``trusted_sha256`` (the config's explicit opt-in, cellplm.checkpoint.trusted_sha256, for a pinned release) is
-    put in the environment, so that every load in this process honours it.
+    ``trusted_sha256``: the config's explicit opt-in (cellplm.checkpoint.trusted_sha256, or a pinned release's
+    sha256), digests of weights files that may be fully unpickled. The caller passes the same digests to the loader
+    it then uses (``CellTypeAnnotator``, ``load_embedder``, ``read_checkpoint``): they travel as arguments, never
+    through the environment.
     """
-    if trusted_sha256:
-        os.environ[TRUST_ENV] = ",".join(trusted_sha256)
     checkpoint = checkpoint or None
-    return checkpoint, checkpoint_provenance(checkpoint, kind, shape)
+    return checkpoint, checkpoint_provenance(checkpoint, kind, shape, trusted_sha256)

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..keys import LABEL
 from .errors import BenchError
 
 
@@ -84,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("preprocess", help="write the canonical h5ad (raw counts, symbols, cell_type, batch)")
     pp.add_argument("input")
     pp.add_argument("output")
-    pp.add_argument("--label-key", default="cell_type")
+    pp.add_argument("--label-key", default=LABEL)
     pp.add_argument("--batch-key", default=None)
     pp.add_argument("--counts", default=None, help="X, raw or a layer name (default: detect)")
     pp.add_argument("--gene-symbols", default=None, help="var column with symbols (default: var_names)")

@@ -24,6 +24,8 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
+from ..keys import BATCH, EMBEDDING, LABEL
+
 # scib-metrics function name -> how it is shown and what it measures. Labels are Benchmarker's column names
 # (``metric_name_cleaner``); definitions paraphrase the functions' docstrings (scib_metrics/metrics/*.py), with the
 # neighbour counts Benchmarker gives them (``MetricAnnDataAPI``, ``_neighbor_values`` = 15, 50, 90). Order:
@@ -95,7 +97,7 @@ _ROWS = {  # the functions that give two values: Benchmarker stores them as f"{m
     "nmi_ari_cluster_labels_leiden": ("nmi_ari_cluster_labels_leiden_nmi", "nmi_ari_cluster_labels_leiden_ari"),
     "nmi_ari_cluster_labels_kmeans": ("nmi_ari_cluster_labels_kmeans_nmi", "nmi_ari_cluster_labels_kmeans_ari"),
 }
-_LABEL, _BATCH, _EMB, _PRE = "cell_type", "batch", "X_emb", "X_pre"  # names inside the AnnData we hand over
+_LABEL, _BATCH, _EMB, _PRE = LABEL, BATCH, EMBEDDING, "X_pre"  # names inside the AnnData we hand over
 
 
 def subsample(n_cells: int, max_cells: int | None, seed: int) -> np.ndarray:

@@ -38,6 +38,8 @@ from sklearn.metrics import (
     precision_score,
 )
 
+from ..keys import LABEL, PREDICTION
+
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_precision", "tm_macro_accuracy",
            "tm_macro_accuracy_swapped")
 METRIC_LABELS = {
@@ -113,11 +115,11 @@ def evaluate(solution, prediction, ids: dict) -> dict[str, pd.DataFrame]:
         scores = pd.DataFrame([{**base, "metric": m, "value": np.nan, "status": status, "reason": reason}
                                for m in METRICS])
         return {"scores": scores, "per_class": pd.DataFrame(), "confusion": pd.DataFrame()}
-    truth = solution.obs["cell_type"].astype(str)
+    truth = solution.obs[LABEL].astype(str)
     missing = truth.index.difference(prediction.obs_names)
     if len(missing):
         raise ValueError(f"prediction lacks {len(missing)} of {len(truth)} test cells (e.g. {missing[0]})")
-    pred = prediction.obs["label_pred"].reindex(truth.index).astype(str)
+    pred = prediction.obs[PREDICTION].reindex(truth.index).astype(str)
     values = score(truth.to_numpy(), pred.to_numpy())
     scores = pd.DataFrame([{**base, "metric": m, "value": v, "status": "ok", "reason": ""} for m, v in values.items()])
     pc = per_class(truth, pred)

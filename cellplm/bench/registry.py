@@ -29,7 +29,8 @@ class Unavailable(ImportError):
 
 
 @functools.lru_cache(maxsize=None)
-def _read_yaml(path: Path, kind: str) -> dict:
+def read_yaml(path: Path, kind: str) -> dict:
+    """A metadata file (a mapping; {} when the file does not exist), read once per process."""
     if not path.exists():
         return {}
     with open(path) as f:
@@ -53,7 +54,7 @@ class Registry:
 
     def read_metadata(self, folder: Path) -> dict:
         """A component folder's metadata file; {} when the folder has none (read once per process)."""
-        return _read_yaml(Path(folder) / self.metadata_file, self.kind)
+        return read_yaml(Path(folder) / self.metadata_file, self.kind)
 
     def ids(self) -> list[str]:
         """Ids of the component folders (every folder here with a metadata file)."""

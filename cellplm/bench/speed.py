@@ -65,7 +65,7 @@ def _cellplm(options: dict, device: str):
 
 def _scgpt(options: dict, device: str):
     """scGPT 0.2.4 (the authors' package): CLS embedding of the expressed genes (include_zero_gene=False)."""
-    from cellplm.bench.methods.scgpt import embedder as scgpt_embedder
+    from cellplm.bench.models.scgpt import embedder as scgpt_embedder
     from cellplm.runtime import device_name, resolve_device
 
     model_dir = options.get("model_dir") if options.get("weights", "random") == "checkpoint" else None
@@ -89,7 +89,7 @@ def _geneformer(options: dict, device: str):
     if not model_dir:
         raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
                             "its token and gene-median dictionaries cannot be made up")
-    from cellplm.bench.methods.geneformer import embedder as geneformer_embedder
+    from cellplm.bench.models.geneformer import embedder as geneformer_embedder
     from cellplm.runtime import device_name, resolve_device
 
     kwargs = {k: options[k] for k in ("batch_size", "max_input_size", "token_dictionary", "gene_median_dictionary")
@@ -147,7 +147,7 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
 def speed_input(adata, n_cells: int, n_genes: int | None, seed: int = 0):
     """The cells every model embeds: ``n_cells`` drawn without replacement (seeded) and, when ``n_genes`` is set,
     only the ``n_genes`` most variable genes (the input size of both annotation protocols: 3,000 HVGs)."""
-    from .methods.normalise import select_hvg
+    from .normalise import select_hvg
 
     if adata.n_obs == 0:
         raise BenchError("speed input: the dataset has no cells")

@@ -9,9 +9,10 @@ but the file lacks means the file and the architecture disagree: that is an erro
 
 A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, which admits tensors and
 plain containers only. A file whose pickle names any other Python object (which unpickling would call) is refused,
-unless its sha256 is one the user trusts explicitly: ``trusted_sha256`` or the environment variable
-``CELLPLM_TRUSTED_SHA256`` (comma-separated digests). Such a file is then fully unpickled, with a warning, and
-the returned dict says so under ``loaded_with``.
+unless its sha256 is one the user trusts explicitly: the ``trusted_sha256`` argument of the loaders (the benchmark
+passes its configured digests so), or, where a caller passes none, the environment variable
+``CELLPLM_TRUSTED_SHA256`` (comma-separated digests; for a user of the command line). Such a file is then fully
+unpickled, with a warning, and the returned dict says so under ``loaded_with``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..keys import BATCH
 from ..runtime import PRECISIONS
 
 # PretrainConfig fields that may differ when resuming (they do not change the trajectory of the steps taken).
@@ -23,7 +24,7 @@ class PretrainConfig:
     seed: int = 0  # root of every random draw (init, split, order, subsampling, masking, dropout)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"; under torchrun CUDA ranks use LOCAL_RANK
     precision: str = "auto"  # "auto", "fp32" or "bf16" (autocast for encoder and decoder; losses in fp32)
-    sentence_key: str | None = "batch"  # obs column defining sentences; a missing column = one sentence per item
+    sentence_key: str | None = BATCH  # obs column defining sentences; a missing column = one sentence per item
     spatial_key: str | None = None  # obsm key of cell coordinates (items without it have no coordinates)
     layer: str | None = None  # layer with raw counts (default: layers['counts'] if present, else X)
     gene_ids: str | None = None  # var column with Ensembl ids (default: detected, see data.ensembl_ids)

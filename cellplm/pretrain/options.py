@@ -11,6 +11,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..keys import BATCH
 from ..model.config import SHAPES
 from ..runtime import PRECISIONS
 from .config import PretrainConfig
@@ -64,7 +65,7 @@ BY_KEY = {o.key: o for o in OPTIONS}
 # order of the command line the workflow has always written (a changed command line would rerun its jobs).
 WORKFLOW_SETTINGS = {"shape": None, "epochs": None, "seed": None, "lr": None, "warmup_steps": None,
                      "max_cells_per_sentence": None, "val_sentences": None, "device": None, "precision": None,
-                     "sentence_key": "batch", "spatial_key": "spatial", "no_progress": True, "spatial_pe": None,
+                     "sentence_key": BATCH, "spatial_key": "spatial", "no_progress": True, "spatial_pe": None,
                      "resume": None}
 WORKFLOW_KEYS = tuple(k for k, fixed in WORKFLOW_SETTINGS.items() if fixed is None)
 

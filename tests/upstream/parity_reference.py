@@ -64,8 +64,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_CONFIG = Path('/work/shared/cellplm/20230926_85M.config.json')
-KEY_TABLE = Path('/work/shared/cellplm/state_dict_keys_20230926_85M.tsv')
+RELEASED_CONFIG = REPO / 'cellplm' / 'resources' / '20230926_85M.config.json'  # shipped with the package
+KEY_TABLE = REPO / 'cellplm' / 'resources' / 'state_dict_keys_20230926_85M.tsv'
 
 
 def parse_args(argv=None):
@@ -80,8 +80,7 @@ def parse_args(argv=None):
     p.add_argument('--mask-cells', type=float, default=0.75, help='fraction of masked cells (default 0.75)')
     p.add_argument('--mask-p', type=float, default=0.25, help='entry mask rate in masked cells (default 0.25)')
     p.add_argument('--config', default=None,
-                   help='released config json (default: cellplm/data/20230926_85M.config.json in the repo, '
-                        f'else {SHARED_CONFIG})')
+                   help='released config json (default: cellplm/resources/20230926_85M.config.json in the repo)')
     p.add_argument('--threads', type=int, default=0, help='torch threads (0 = torch default)')
     return p.parse_args(argv)
 
@@ -109,12 +108,7 @@ def main(argv=None):
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.config:
-        config_path = Path(args.config)
-    else:
-        config_path = REPO / 'cellplm' / 'data' / '20230926_85M.config.json'
-        if not config_path.exists():
-            config_path = SHARED_CONFIG
+    config_path = Path(args.config) if args.config else RELEASED_CONFIG
     with open(config_path) as f:
         config = json.load(f)
     vocab = list(config['gene_list'])

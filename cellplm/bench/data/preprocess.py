@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover
 from . import counts as counts_mod
 from ..errors import InputError
 from ...genes import ensembl_fraction, strip_version, symbols_to_ensembl
+from ...keys import BATCH, BATCH_KEY, LABEL
 from ..io import open_h5ad
-from .split import BATCH_KEY
 
 
 @dataclass
@@ -38,8 +38,8 @@ class DatasetSpec:
     """How to read one dataset (mirrors a ``datasets:`` entry of the config)."""
 
     name: str
-    label_key: str = "cell_type"
-    batch_key: str | None = "batch"
+    label_key: str = LABEL  # the source's columns; by default named as the canonical file names its own
+    batch_key: str | None = BATCH
     counts: str | None = None  # "X", "raw", a layer name, or None for automatic detection
     gene_symbols: str | None = None  # var column with symbols; None: var_names
     gene_ids: str | None = None  # var column with Ensembl ids, "var_names", or None: map symbols with GENCODE
@@ -158,9 +158,9 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
     X = X[:, gene_keep]
     obs = obs.loc[cell_keep]
     new_obs = pd.DataFrame(index=obs.index.copy())
-    new_obs["cell_type"] = pd.Categorical(obs[spec.label_key].astype(str))
+    new_obs[LABEL] = pd.Categorical(obs[spec.label_key].astype(str))
     batch = obs[spec.batch_key].astype(str) if spec.batch_key else pd.Series(spec.name, index=obs.index)
-    new_obs["batch"] = pd.Categorical(batch)
+    new_obs[BATCH] = pd.Categorical(batch)
     if spec.split_key and spec.split_key in obs.columns:
         new_obs["split"] = obs[spec.split_key].astype(str).to_numpy()
         report.stored_split = True
@@ -171,8 +171,8 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
     out = ad.AnnData(X=X, obs=new_obs, var=new_var)
     out.layers["counts"] = out.X  # same object: no extra copy in memory
     report.n_cells, report.n_genes = out.shape
-    report.n_cell_types = int(out.obs["cell_type"].nunique())
-    report.n_batches = int(out.obs["batch"].nunique())
+    report.n_cell_types = int(out.obs[LABEL].nunique())
+    report.n_batches = int(out.obs[BATCH].nunique())
     report.total_counts = float(X.sum())
     out.uns["dataset_id"] = spec.name
     out.uns[BATCH_KEY] = spec.batch_key or ""  # which column obs['batch'] is ("" = none: one value, the dataset's name)

@@ -19,9 +19,10 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ...keys import BATCH, LABEL
 from ..errors import InputError
 from ..io import atomic_path, write_h5ad
-from ..workflow import package_file
+from .catalog import package_file, remote_files
 
 
 def celltypist_sample() -> ad.AnnData:
@@ -84,8 +85,8 @@ class SyntheticCounts:
     def obs(self, n_cells: int | None = None) -> pd.DataFrame:
         n = self.n_cells if n_cells is None else n_cells
         return pd.DataFrame(
-            {"cell_type": pd.Categorical([f"type_{t}" for t in self.cell_type[:n]]),
-             "batch": pd.Categorical([f"batch_{b}" for b in self.batch[:n]])},
+            {LABEL: pd.Categorical([f"type_{t}" for t in self.cell_type[:n]]),
+             BATCH: pd.Categorical([f"batch_{b}" for b in self.batch[:n]])},
             index=[f"cell_{i:07d}" for i in range(n)],
         )
 
@@ -197,11 +198,11 @@ def synthetic_spatial(
             tissues += [f"tissue{t}"] * cells_per_fov
     types = np.concatenate(types)
     obs = pd.DataFrame(
-        {"cell_type": pd.Categorical([f"type_{t}" for t in types]), "fov": pd.Categorical(fovs),
+        {LABEL: pd.Categorical([f"type_{t}" for t in types]), "fov": pd.Categorical(fovs),
          "tissue": pd.Categorical(tissues)},
         index=[f"spot_{i:07d}" for i in range(len(types))],
     )
-    obs["batch"] = obs["fov"]
+    obs[BATCH] = obs["fov"]
     adata = ad.AnnData(sp.vstack(pieces, format="csr"), obs=obs,
                        var=pd.DataFrame({"ensembl_id": ids}, index=pd.Index(symbols, dtype=str)))
     adata.obsm["spatial"] = np.concatenate(coords).astype(np.float32)
@@ -301,7 +302,7 @@ def corpus_item(name: str, train_files: list[str] | None = None, spec: dict | No
 
     if name == "celltypist_sample":
         adata = celltypist_sample()
-        adata.obs["batch"] = "celltypist_sample"
+        adata.obs[BATCH] = "celltypist_sample"
     elif name == "synthetic_spatial":
         spec = {k: v for k, v in (spec or {}).items() if k != "enabled"}
         adata = synthetic_spatial(**spec)
@@ -316,16 +317,16 @@ def corpus_item(name: str, train_files: list[str] | None = None, spec: dict | No
         if adata.n_obs == 0:
             raise InputError(train_files[0], "no cell is a training cell in every split variant of this dataset")
         dataset = name.removeprefix("train__")
-        batch = adata.obs["batch"].astype(str).to_numpy() if "batch" in adata.obs else np.full(adata.n_obs, "all")
-        adata.obs = pd.DataFrame({"batch": [f"{dataset}/{b}" for b in batch]}, index=adata.obs_names)
+        batch = adata.obs[BATCH].astype(str).to_numpy() if BATCH in adata.obs else np.full(adata.n_obs, "all")
+        adata.obs = pd.DataFrame({BATCH: [f"{dataset}/{b}" for b in batch]}, index=adata.obs_names)
     else:
         raise InputError(name, "unknown corpus item (celltypist_sample, synthetic_spatial or train__<dataset>)")
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     adata.layers = {}
     adata.uns = {"source": str(adata.uns.get("source", name)), "corpus_item": name}
     adata.var = adata.var[[c for c in ("ensembl_id",) if c in adata.var.columns]].copy()
-    adata.obs["batch"] = adata.obs["batch"].astype(str)
-    keep_obs = ["batch"] + [c for c in ("fov", "tissue") if c in adata.obs.columns]
+    adata.obs[BATCH] = adata.obs[BATCH].astype(str)
+    keep_obs = [BATCH] + [c for c in ("fov", "tissue") if c in adata.obs.columns]
     adata.obs = adata.obs[keep_obs].copy()  # no labels in the corpus
     adata.obsm = {k: v for k, v in adata.obsm.items() if k == "spatial"}
     return adata
@@ -336,7 +337,6 @@ def source_record(source: dict, path, manifest=None) -> dict:
     came from as the manifest recorded them (URL, sha256, bytes, the version a service resolved, when), and the
     sha256 of the h5ad that preprocessing read (for an archive, the member)."""
     from ...checksum import sha256_file
-    from ..workflow import remote_files
 
     digest = sha256_file(path)
     files = []

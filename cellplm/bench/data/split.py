@@ -25,10 +25,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ...keys import BATCH, BATCH_KEY, IS_VALIDATION, LABEL
 from ..errors import InputError
 
 PUBLISHED_KEYS = ("train", "valid", "test")
-BATCH_KEY = "batch_key"  # uns key of the canonical and split files: the dataset column obs['batch'] holds
 
 
 @dataclass
@@ -89,10 +89,10 @@ def assign_split(adata: ad.AnnData, spec: SplitSpec, fractions: dict, path="data
                         f"train/valid/test = {fractions.get('train')}/{fractions.get('valid', 0.0)}/{fractions.get('test')}")
     if spec.strategy == "batch_holdout":
         try:
-            labels = batch_holdout_split(adata.obs["batch"], spec.test_fraction, spec.seed)
+            labels = batch_holdout_split(adata.obs[BATCH], spec.test_fraction, spec.seed)
         except ValueError as e:
             raise InputError(path, str(e)) from None
-        held = sorted(pd.unique(adata.obs["batch"].astype(str)[labels == "test"]))
+        held = sorted(pd.unique(adata.obs[BATCH].astype(str)[labels == "test"]))
         return labels, f"batch hold-out (NOT the published protocol): test batches {', '.join(held)}"
     raise ValueError(f"unknown split strategy {spec.strategy!r}")
 
@@ -103,7 +103,7 @@ def make_split(adata: ad.AnnData, spec: SplitSpec, fractions: dict, path="datase
     test = labels == "test"
     if not test.any() or test.all():
         raise InputError(path, f"split '{spec.name}' leaves {'no' if not test.any() else 'only'} test cells")
-    cell_type = adata.obs["cell_type"].astype(str)
+    cell_type = adata.obs[LABEL].astype(str)
     unseen = sorted(set(cell_type[test]) - set(cell_type[~test]))
     dropped_unseen = {}
     if unseen:
@@ -134,11 +134,11 @@ def make_split(adata: ad.AnnData, spec: SplitSpec, fractions: dict, path="datase
     if BATCH_KEY in adata.uns:
         meta[BATCH_KEY] = str(adata.uns[BATCH_KEY])
     train = adata[train_mask].copy()
-    train.obs = train.obs[["cell_type", "batch"]].copy()
-    train.obs["is_validation"] = is_validation[train_mask]
+    train.obs = train.obs[[LABEL, BATCH]].copy()
+    train.obs[IS_VALIDATION] = is_validation[train_mask]
     test_ad = adata[test].copy()
-    test_ad.obs = test_ad.obs[["batch"]].copy()
-    solution = ad.AnnData(obs=adata.obs.loc[test, ["cell_type", "batch"]].copy())
+    test_ad.obs = test_ad.obs[[BATCH]].copy()
+    solution = ad.AnnData(obs=adata.obs.loc[test, [LABEL, BATCH]].copy())
     for part in (train, test_ad, solution):
         part.uns = dict(meta)
     return {"train": train, "test": test_ad, "solution": solution}
@@ -156,7 +156,7 @@ def _validation(labels: np.ndarray, spec: SplitSpec) -> np.ndarray:
     return out
 
 
-def describe_sentences(uns, n_sentences: int, group_key: str | None = "batch") -> str:
+def describe_sentences(uns, n_sentences: int, group_key: str | None = BATCH) -> str:
     """How a CellPLM row grouped its cells into sentences, in words, for its run record (``extra['sentences']``).
 
     A CellPLM sentence is the cells sharing one value of ``obs[group_key]``; our canonical ``obs['batch']`` is the
@@ -167,7 +167,7 @@ def describe_sentences(uns, n_sentences: int, group_key: str | None = "batch") -
     count = f"{n_sentences} sentence{'' if n_sentences == 1 else 's'}"
     if not group_key:
         return f"all cells in one ({count})"
-    if group_key != "batch":
+    if group_key != BATCH:
         return f"one per obs['{group_key}'] value ({count})"
     key = uns.get(BATCH_KEY) if uns is not None else None
     source = ("dataset column not recorded in the split files" if key is None

@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data.split import BATCH_KEY
+from ...keys import BATCH, BATCH_KEY, EMBEDDING
 from ..errors import InputError
 from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
 from ..registry import Parameterised
 from . import REGISTRY
-from .results import EMBEDDING_KEY
 
 
 class Embedder(Parameterised):
@@ -65,11 +64,11 @@ def split_cells(train_path, test_path) -> tuple[ad.AnnData, np.ndarray]:
     where the split files say it) and which set each cell is from ("train"/"test")."""
     train, test = read_h5ad(train_path, layers=False), read_h5ad(test_path, layers=False)
     for path, part in ((train_path, train), (test_path, test)):
-        if "batch" not in part.obs:
-            raise InputError(path, "no obs['batch'] (every cell of a split has a batch)")
+        if BATCH not in part.obs:
+            raise InputError(path, f"no obs['{BATCH}'] (every cell of a split has a batch)")
     if not train.var_names.equals(test.var_names):
         raise InputError(test_path, f"not the genes of {train_path}: the two files of a split share their genes")
-    obs = pd.DataFrame({"batch": np.concatenate([train.obs["batch"].astype(str), test.obs["batch"].astype(str)])},
+    obs = pd.DataFrame({BATCH: np.concatenate([train.obs[BATCH].astype(str), test.obs[BATCH].astype(str)])},
                        index=train.obs_names.append(test.obs_names))
     if not obs.index.is_unique:
         raise InputError(test_path, f"cell ids also in {train_path}: a cell is in one set of a split")
@@ -112,7 +111,7 @@ def run(
                              versions=versions(embedder_cls.packages))
     cells, sets = split_cells(train_path, test_path)
     record.n_cells = cells.n_obs
-    out = ad.AnnData(obs=pd.DataFrame({"batch": cells.obs["batch"].to_numpy(), "set": sets}, index=cells.obs_names))
+    out = ad.AnnData(obs=pd.DataFrame({BATCH: cells.obs[BATCH].to_numpy(), "set": sets}, index=cells.obs_names))
     model = None
     with outcome(record, ids.embedding, on_error, log):
         model = instantiate(embedder_cls, unavailable, ids.seed, params)
@@ -120,8 +119,8 @@ def run(
         t0 = time.perf_counter()
         z = model.embed(cells)
         record.embed_s = time.perf_counter() - t0
-        out.obsm[EMBEDDING_KEY] = checked(z, cells.n_obs)
-        record.n_dims = int(out.obsm[EMBEDDING_KEY].shape[1])
+        out.obsm[EMBEDDING] = checked(z, cells.n_obs)
+        record.n_dims = int(out.obsm[EMBEDDING].shape[1])
         record.cells_per_s = cells.n_obs / record.embed_s if record.embed_s > 0 else None
         record.device, record.n_genes_used, record.extra = model.device, model.n_genes_used, model.extra
         log(f"{ids.embedding} on {ids.dataset}/{ids.split} seed {ids.seed}: {cells.n_obs} cells x {record.n_dims} "

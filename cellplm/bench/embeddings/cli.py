@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ...keys import BATCH, EMBEDDING
 from ..harness import add_run_arguments, cli_main
 from . import METADATA, embedding_ids, metadata
 from .base import EmbeddingIds, run
@@ -28,10 +29,11 @@ def parser(embedding_id: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("embedding", choices=embedding_ids(), metavar="embedding",
                    help="embedding method id (a folder with an embedding.yaml)")
-    p.add_argument("--train", required=True, help="train.h5ad (raw counts in X, obs['batch']; labels are dropped)")
-    p.add_argument("--test", required=True, help="test.h5ad (raw counts in X, obs['batch'])")
+    p.add_argument("--train", required=True, help=f"train.h5ad (raw counts in X, obs['{BATCH}']; labels are dropped)")
+    p.add_argument("--test", required=True, help=f"test.h5ad (raw counts in X, obs['{BATCH}'])")
     p.add_argument("--embedding", required=True, dest="embedding_path", metavar="EMBEDDING",
-                   help="output h5ad: obs batch and set, obsm['X_emb'] (float32) for every cell when the run is ok")
+                   help=f"output h5ad: obs {BATCH} and set, obsm['{EMBEDDING}'] (float32) for every cell when the run is "
+                        "ok")
     add_run_arguments(p, METADATA)
     return p
 

@@ -20,6 +20,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ...keys import PREDICTION
 from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
 from ..registry import Parameterised
@@ -103,7 +104,7 @@ def run(
             f"predict {record.predict_s:.2f}s, {record.n_genes_used} genes, device {record.device}")
     finish(record, model)
 
-    pred = ad.AnnData(obs=pd.DataFrame({"label_pred": predictions}, index=test.obs_names))
+    pred = ad.AnnData(obs=pd.DataFrame({PREDICTION: predictions}, index=test.obs_names))
     pred.uns.update({"dataset_id": ids.dataset, "split_id": ids.split, "method_id": ids.method,
                      "seed": ids.seed, "status": record.status, "reason": record.reason})
     write_h5ad(pred, prediction_path)

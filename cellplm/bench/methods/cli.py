@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ...keys import BATCH, LABEL, PREDICTION
 from ..harness import add_run_arguments, cli_main
 from . import METADATA, method_ids, metadata
 from .base import RunIds, run
@@ -27,10 +28,10 @@ def parser(method_id: str | None = None) -> argparse.ArgumentParser:
                     "run record. Methods: " + ", ".join(method_ids()) + " (cellplm/bench/methods/<method>/)." + about,
     )
     p.add_argument("method", choices=method_ids(), metavar="method", help="method id (a folder with a method.yaml)")
-    p.add_argument("--train", required=True, help="train.h5ad (raw counts in X, obs['cell_type'], obs['batch'])")
-    p.add_argument("--test", required=True, help="test.h5ad (raw counts in X, obs['batch'], no labels)")
+    p.add_argument("--train", required=True, help=f"train.h5ad (raw counts in X, obs['{LABEL}'], obs['{BATCH}'])")
+    p.add_argument("--test", required=True, help=f"test.h5ad (raw counts in X, obs['{BATCH}'], no labels)")
     p.add_argument("--solution", help="solution.h5ad (only control methods that need the truth read it)")
-    p.add_argument("--prediction", required=True, help="output h5ad with obs['label_pred'] for every test cell")
+    p.add_argument("--prediction", required=True, help=f"output h5ad with obs['{PREDICTION}'] for every test cell")
     add_run_arguments(p, METADATA)
     return p
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..embeddings.results import read_embedding
+from ...keys import LABEL
+from ..embedding_results import read_embedding
 from ..errors import InputError, NotApplicable
 from .base import Annotator
 
@@ -20,14 +21,12 @@ class EmbeddingKNN(Annotator):
     """kNN (``k`` neighbours, Euclidean) on the rows of ``embedding`` (an embedding.h5ad) of the train cells.
 
     ``record``: the embedding's run.json, whose status, reason and provenance the row inherits: a
-    not-applicable embedding gives a not-applicable row, a failed one a failed row, each with its reason.
+    not-applicable embedding gives a not-applicable row, a failed one a failed row, each with its reason. ``k``
+    defaults to the row's (``params`` of its registry entry, zeroshot.knn.k).
     """
 
     packages = ("scikit-learn",)
     meta: dict = {}
-
-    def __init__(self, seed: int = 0, embedding: str = "", record: str = "", k: int = 15):
-        super().__init__(seed=seed, embedding=embedding, record=record, k=k)
 
     @classmethod
     def metadata(cls) -> dict:
@@ -42,14 +41,14 @@ class EmbeddingKNN(Annotator):
         """Embedding rows of ``adata``'s cells, in its order."""
         missing = adata.obs_names.difference(self.index_)
         if len(missing):
-            raise InputError(self.params["embedding"], f"{len(missing)} cells of the split are not embedded "
-                                                       f"(e.g. {missing[0]}); was it made from another dataset?")
+            raise InputError(self.param("embedding"), f"{len(missing)} cells of the split are not embedded "
+                                                      f"(e.g. {missing[0]}); was it made from another dataset?")
         return self.embedding_[self.index_.get_indexer(adata.obs_names)]
 
     def fit(self, train, solution=None, unlabelled=None):
         from sklearn.neighbors import KNeighborsClassifier
 
-        embedding, self.index_, record = read_embedding(self.params["embedding"], self.params["record"])
+        embedding, self.index_, record = read_embedding(self.param("embedding"), self.param("record"))
         self.extra = {**(record.get("extra") or {}), "embedding": record.get("embedding"),
                       "embedding_device": record.get("device"), "embedding_s": record.get("embed_s")}
         what = f"embedding {record.get('embedding')}"
@@ -60,8 +59,8 @@ class EmbeddingKNN(Annotator):
         self.embedding_ = embedding
         self.device, self.n_genes_used = record.get("device", "cpu"), record.get("n_genes_used")
         X = self._rows(train)
-        k = min(int(self.params["k"]), X.shape[0])
-        self.knn_ = KNeighborsClassifier(n_neighbors=k).fit(X, train.obs["cell_type"].astype(str).to_numpy())
+        k = min(int(self.param("k")), X.shape[0])
+        self.knn_ = KNeighborsClassifier(n_neighbors=k).fit(X, train.obs[LABEL].astype(str).to_numpy())
         return self
 
     def predict(self, test):

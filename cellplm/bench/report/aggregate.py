@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import METRIC_LABELS, METRICS
-from ..workflow import dataset_splits, method_labels
+from ..config import dataset_splits, method_labels
 from .readings import READING_TOLERANCE, READINGS, check_published, readings_text, split_readings
 
 RUN_KEYS = ["dataset", "split", "method"]
@@ -25,11 +25,13 @@ def checkpoint_label(extra: dict, params: dict, pretraining: dict | None = None)
     """Where a CellPLM row's weights came from, in words; "" for methods without a checkpoint.
 
     "released (20230926_85M)", "pretrained here (tiny, 6 epochs)", "random initialisation (85M shape)" or
-    "user-supplied (<path>)", from the run record's ``extra`` (what the method loaded) or, for runs that did not
-    finish (the harness keeps no ``extra`` then), from its ``params`` (what the workflow gave it).
-    ``pretraining``: pretraining.json contents by checkpoint folder, for the epochs of a checkpoint made here.
+    "user-supplied (<path>)", from the run record's ``extra`` (what the method loaded) or, for CellPLM runs that did
+    not finish (the harness keeps no ``extra`` then), from its ``params`` (the ``checkpoint`` the workflow gave it).
+    A run of another method that loaded nothing (scGPT or Geneformer without a model, whose params hold only the
+    default ``checkpoint_kind``) gets "". ``pretraining``: pretraining.json contents by checkpoint folder, for the
+    epochs of a checkpoint made here.
     """
-    if "checkpoint_kind" not in extra and "checkpoint" not in params and "checkpoint_kind" not in params:
+    if "checkpoint_kind" not in extra and "checkpoint" not in params:
         return ""
     loaded = "checkpoint_kind" in extra
     ckpt = extra.get("checkpoint") if loaded else params.get("checkpoint")

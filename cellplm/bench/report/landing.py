@@ -8,7 +8,7 @@ Standard library only: the Snakefile calls it at start-up.
 
 from __future__ import annotations
 
-from ..workflow import dataset_splits
+from ..config import dataset_splits
 from .readings import readings_text, rst
 
 TITLE = "CellPLM cell-type annotation benchmark"

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from ...keys import BATCH, EMBEDDING, LABEL  # noqa: E402
 from ..embedding_metrics import subsample  # noqa: E402
 from .plots import _placeholder, _save  # noqa: E402
 from .zeroshot import TYPE_ORDER, _columns, _str  # noqa: E402
@@ -136,8 +137,8 @@ def _umap(x: np.ndarray, seed: int) -> np.ndarray:
     import scanpy as sc
 
     adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(x))]))
-    adata.obsm["X_emb"] = np.asarray(x, dtype=np.float32)
-    sc.pp.neighbors(adata, use_rep="X_emb", random_state=seed)
+    adata.obsm[EMBEDDING] = np.asarray(x, dtype=np.float32)
+    sc.pp.neighbors(adata, use_rep=EMBEDDING, random_state=seed)
     sc.tl.umap(adata, random_state=seed)
     return adata.obsm["X_umap"]
 
@@ -170,8 +171,8 @@ def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells
     for e, (_, x, _) in embeddings.items():
         if x is not None and len(x) != len(obs):
             raise ValueError(f"embedding {e}: {len(x)} rows for {len(obs)} cells")
-    cell_type = obs["cell_type"].astype(str).to_numpy()[idx]
-    batch = obs["batch"].astype(str).to_numpy()[idx]
+    cell_type = obs[LABEL].astype(str).to_numpy()[idx]
+    batch = obs[BATCH].astype(str).to_numpy()[idx]
     colours = {"cell type": _palette(sorted(set(cell_type))), "batch": _palette(sorted(set(batch)))}
     order = np.random.default_rng(seed).permutation(len(idx))  # no class painted over all others by file order
     size = min(20.0, 120000 / len(idx))  # scanpy's default point size

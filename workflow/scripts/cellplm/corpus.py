@@ -1,8 +1,8 @@
-"""One CellPLM pretraining corpus item as an h5ad of raw counts (see cellplm.bench.corpus_item)."""
+"""One CellPLM pretraining corpus item as an h5ad of raw counts (see cellplm.bench.data.sources.corpus_item)."""
 
-from cellplm.bench.io import write_h5ad
 from cellplm.bench.data.sources import corpus_item
-from cellplm.bench.workflow import job
+from cellplm.bench.io import write_h5ad
+from cellplm.bench.job import job
 
 with job(snakemake):
     adata = corpus_item(snakemake.wildcards.item, list(snakemake.input), snakemake.params.spec)

@@ -2,7 +2,7 @@
 it (cellplm/bench/checkpoints.py)."""
 
 from cellplm.bench.checkpoints import link
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     inp, out, p = snakemake.input, snakemake.output, snakemake.params

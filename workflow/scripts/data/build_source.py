@@ -2,7 +2,7 @@
 
 from cellplm.bench.data import sources
 from cellplm.bench.io import write_h5ad
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     src = dict(snakemake.params.source)

@@ -4,7 +4,7 @@ cellplm/bench/data/download.py."""
 import json
 
 from cellplm.bench.data.download import Manifest, fetch
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake) as log:
     s, spec = snakemake.params.settings, snakemake.params.spec

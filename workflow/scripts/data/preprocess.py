@@ -3,10 +3,10 @@
 from pathlib import Path
 
 from cellplm.bench.data.download import Manifest
-from cellplm.bench.io import write_h5ad, write_json
 from cellplm.bench.data.preprocess import DatasetSpec, preprocess
 from cellplm.bench.data.sources import source_record
-from cellplm.bench.workflow import job
+from cellplm.bench.io import write_h5ad, write_json
+from cellplm.bench.job import job
 
 with job(snakemake):
     spec = DatasetSpec.from_config(snakemake.wildcards.dataset, snakemake.params.spec)

@@ -1,8 +1,8 @@
 """Write train.h5ad, test.h5ad (no labels) and solution.h5ad (labels only) for one split variant."""
 
-from cellplm.bench.io import read_h5ad, write_h5ad
 from cellplm.bench.data.split import SplitSpec, make_split
-from cellplm.bench.workflow import job
+from cellplm.bench.io import read_h5ad, write_h5ad
+from cellplm.bench.job import job
 
 with job(snakemake):
     adata = read_h5ad(snakemake.input[0], layers=False)

@@ -1,10 +1,11 @@
 """scib-metrics scores of one dataset's embeddings (all its cells, or a seeded subsample), one long table."""
 
 from cellplm.bench.embedding_metrics import score_embeddings
+from cellplm.bench.embedding_results import read_embeddings
 from cellplm.bench.embeddings.pca.embedder import pca_embedding
 from cellplm.bench.io import read_h5ad, write_tsv
-from cellplm.bench.embeddings.results import read_embeddings
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
+from cellplm.keys import BATCH, LABEL
 
 with job(snakemake):
     inp, p = snakemake.input, snakemake.params
@@ -13,8 +14,8 @@ with job(snakemake):
     dataset = dataset[cells].copy()
     scib = p.scib
     pre = pca_embedding(dataset, seed=scib["seed"]) if scib["batch"].get("pcr_comparison") else None
-    scores = score_embeddings(arrays, dataset.obs["cell_type"].astype(str).to_numpy(),
-                              dataset.obs["batch"].astype(str).to_numpy(), bio=scib["bio"], batch=scib["batch"],
+    scores = score_embeddings(arrays, dataset.obs[LABEL].astype(str).to_numpy(),
+                              dataset.obs[BATCH].astype(str).to_numpy(), bio=scib["bio"], batch=scib["batch"],
                               max_cells=scib["max_cells"], seed=scib["seed"], neighbors=scib["neighbors"],
                               pre_integrated=pre, unavailable=unavailable, n_jobs=snakemake.threads)
     scores.insert(0, "dataset", snakemake.wildcards.dataset)

@@ -1,8 +1,8 @@
 """Score the predictions of one dataset split: summary metrics, per-class scores, confusion matrix of each run."""
 
 from cellplm.bench.io import read_h5ad, write_tsv
+from cellplm.bench.job import job
 from cellplm.bench.metrics import evaluate
-from cellplm.bench.workflow import job
 
 with job(snakemake):
     w = snakemake.wildcards

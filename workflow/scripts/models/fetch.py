@@ -4,7 +4,7 @@ import json
 
 from cellplm.bench.data.download import Manifest
 from cellplm.bench.data.services import fetch_model
-from cellplm.bench.workflow import job
+from cellplm.bench.job import job
 
 with job(snakemake):
     s = snakemake.params.settings

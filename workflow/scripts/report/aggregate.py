@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellplm.bench.config import method_labels
 from cellplm.bench.embedding_metrics import AGGREGATES, METRICS
+from cellplm.bench.io import write_text, write_tsv
+from cellplm.bench.job import job
 from cellplm.bench.report import aggregate as agg
 from cellplm.bench.report import fidelity as fid
 from cellplm.bench.report import zeroshot as zs
-from cellplm.bench.io import write_text, write_tsv
 from cellplm.bench.speed import speed_table
-from cellplm.bench.workflow import job, method_labels
 
 with job(snakemake):
     cfg = snakemake.config

@@ -2,8 +2,9 @@
 
 import pandas as pd
 
+from cellplm.bench.config import method_labels
+from cellplm.bench.job import job
 from cellplm.bench.report import plots
-from cellplm.bench.workflow import job, method_labels
 
 with job(snakemake):
     cfg = snakemake.config

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from cellplm.bench.job import job
 from cellplm.bench.report import plots
-from cellplm.bench.workflow import job
 
 with job(snakemake):
     plots.pretraining_loss(pd.read_csv(snakemake.input[0], sep="\t"), snakemake.params.title, snakemake.output[0])

@@ -1,9 +1,9 @@
 """UMAPs of one dataset's embeddings, coloured by cell type and by batch."""
 
+from cellplm.bench.embedding_results import read_embeddings
 from cellplm.bench.io import read_h5ad
-from cellplm.bench.embeddings.results import read_embeddings
+from cellplm.bench.job import job
 from cellplm.bench.report.zeroshot_plots import umap_plot
-from cellplm.bench.workflow import job
 
 with job(snakemake):
     inp, p = snakemake.input, snakemake.params

@@ -1,8 +1,8 @@
 """The cells of the speed job: a seeded draw of speed.n_cells cells and speed.n_genes HVGs of one dataset."""
 
 from cellplm.bench.io import read_h5ad, write_h5ad
+from cellplm.bench.job import job
 from cellplm.bench.speed import speed_input
-from cellplm.bench.workflow import job
 
 with job(snakemake):
     p = snakemake.params

@@ -1,8 +1,8 @@
 """Embedding throughput of every configured model, one after the other in this job (see cellplm/bench/speed.py)."""
 
 from cellplm.bench.io import write_tsv
+from cellplm.bench.job import job
 from cellplm.bench.speed import run_models
-from cellplm.bench.workflow import job
 
 with job(snakemake) as log:
     p, inp = snakemake.params, snakemake.input

@@ -1,8 +1,8 @@
 """Zero-shot annotation rows of one dataset split: a kNN on each embedding's train cells, for every seed."""
 
+from cellplm.bench.job import job
 from cellplm.bench.methods.base import RunIds, run
 from cellplm.bench.methods.zeroshot import EmbeddingKNN
-from cellplm.bench.workflow import job
 
 with job(snakemake):
     w, inp, out, p = snakemake.wildcards, snakemake.input, snakemake.output, snakemake.params

@@ -19,7 +19,7 @@ class CellPLMEmbedder(Embedder):
         if not p("checkpoint"):
             raise NotApplicable("zero-shot embedding needs a pretrained CellPLM checkpoint (none configured)")
         checkpoint, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"))
-        model, _ = load_embedder(checkpoint)
+        model, _ = load_embedder(checkpoint, trusted_sha256=p("trusted_sha256"))
         result = embed_cells(cells, model, group_key=p("group_key"), max_cells=p("max_cells"), device=p("device"),
                              precision=p("precision"), min_gene_share=p("min_gene_share"),
                              min_count_share=p("min_count_share"), progress=p("progress"), source="split cells")

@@ -1,4 +1,4 @@
-"""Geneformer zero-shot embeddings: :func:`cellplm.bench.methods.geneformer.embedder.embed_cells` (EmbExtractor's way).
+"""Geneformer zero-shot embeddings: :func:`cellplm.bench.models.geneformer.embedder.embed_cells` (EmbExtractor's way).
 
 Importing this module needs transformers, so that where it is missing the registry makes the rows not applicable,
 naming it; without a model directory the rows are not applicable too (the dictionaries cannot be made up).
@@ -9,8 +9,8 @@ from __future__ import annotations
 import transformers  # noqa: F401 - imported here so that a missing package is a not_applicable row, said at load
 
 from ...errors import NotApplicable
-from ...methods.geneformer.embedder import embed_cells
-from ...methods.geneformer.files import find_model_files
+from ...models.geneformer.embedder import embed_cells
+from ...models.geneformer.files import find_model_files
 from ..base import Embedder
 
 

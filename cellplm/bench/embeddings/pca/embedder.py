@@ -11,7 +11,7 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from ....hvg import highly_variable_genes
-from ...methods.normalise import log1p_cp10k
+from ...normalise import log1p_cp10k
 from ..base import Embedder
 
 

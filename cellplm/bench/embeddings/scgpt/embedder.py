@@ -1,4 +1,4 @@
-"""scGPT zero-shot embeddings in scGPT's environment: :func:`cellplm.bench.methods.scgpt.embedder.embed_cells`.
+"""scGPT zero-shot embeddings in scGPT's environment: :func:`cellplm.bench.models.scgpt.embedder.embed_cells`.
 
 Importing this module needs scgpt (and torchtext, hence torch 2.3): elsewhere the registry makes its rows not
 applicable, naming what is missing and how to build ``.venv-scgpt``.
@@ -6,8 +6,8 @@ applicable, naming what is missing and how to build ``.venv-scgpt``.
 
 from __future__ import annotations
 
-from ...methods.scgpt.embedder import embed_cells
-from ...methods.scgpt.model import set_threads, weights_provenance
+from ...models.scgpt.embedder import embed_cells
+from ...models.scgpt.model import set_threads, weights_provenance
 from ..base import Embedder
 
 

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ....keys import LABEL
 from ....runtime import resolve_device
 from ..base import Annotator
 
@@ -124,7 +125,7 @@ class ACTINN(Annotator):
         self.genes_ = actinn_gene_filter(X, self.param("gene_percentiles"))
         X = X[:, self.genes_]
         self.n_genes_used = int(self.genes_.sum())
-        self.classes_, y = np.unique(train.obs["cell_type"].astype(str).to_numpy(), return_inverse=True)
+        self.classes_, y = np.unique(train.obs[LABEL].astype(str).to_numpy(), return_inverse=True)
 
         device = resolve_device(self.param("device"))
         self.device = str(device)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
+from ....finetune_options import FinetuneConfig
+from ....keys import LABEL
 from ...checkpoints import use_checkpoint
 from ...data.split import describe_sentences
-from ..base import Annotator
 from ...finetune_protocol import CLASS_SET, PROTOCOL
+from ..base import Annotator
 
-FINETUNE_OPTIONS = ("n_hvg", "transductive", "lr", "embedder_lr_scale", "weight_decay", "embedder_weight_decay",
-                    "warmup_epochs", "max_epochs", "patience", "plateau_patience", "plateau_factor", "clip", "dropout",
-                    "eval_every", "group_key", "min_gene_share", "min_count_share", "shape", "device", "precision")
+# The CellTypeAnnotator options a run may set (seed and progress are passed on their own).
+FINETUNE_OPTIONS = tuple(f.name for f in fields(FinetuneConfig) if f.name not in ("seed", "progress"))
 
 
 class CellPLMFinetune(Annotator):
@@ -23,13 +26,13 @@ class CellPLMFinetune(Annotator):
     def fit(self, train, solution=None, unlabelled=None):
         from ....finetune import CellTypeAnnotator
 
-        p = self.params
-        ckpt, self.extra = use_checkpoint(p.get("checkpoint"), p.get("checkpoint_kind"), p.get("trusted_sha256"),
-                                          p.get("shape", "85M"))
+        p = self.param
+        ckpt, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"), p("shape"))
         # the params given, else this method's defaults (method.yaml, e.g. precision fp32), else CellTypeAnnotator's
-        options = {k: self.param(k) for k in FINETUNE_OPTIONS if k in self.params or k in self.defaults()}
-        self.model_ = CellTypeAnnotator(ckpt, seed=self.seed, progress=self.params.get("progress", True), **options)
-        self.model_.fit(train, label_key="cell_type", unlabelled=unlabelled)
+        options = {k: p(k) for k in FINETUNE_OPTIONS if k in self.params or k in self.defaults()}
+        self.model_ = CellTypeAnnotator(ckpt, trusted_sha256=p("trusted_sha256"), seed=self.seed, progress=p("progress"),
+                                        **options)
+        self.model_.fit(train, label_key=LABEL, unlabelled=unlabelled)
         info = self.model_.info_
         self.n_genes_used = info.get("n_genes_used")
         self.device = info.get("device", "cpu")

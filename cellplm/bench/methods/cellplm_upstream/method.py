@@ -63,6 +63,7 @@ from CellPLM.pipeline.cell_type_annotation import (CellTypeAnnotationDefaultMode
                                                    CellTypeAnnotationDefaultPipelineConfig, CellTypeAnnotationPipeline)
 from CellPLM.utils import set_seed
 
+from .... import keys
 from ....data import check_counts, counts_matrix, match_genes, require_coverage
 from ....model.checkpoint import WEIGHTS_SUFFIX, checkpoint_paths, read_checkpoint
 from ....runtime import device_name, resolve_device
@@ -72,7 +73,7 @@ from ...errors import NotApplicable
 from ..base import Annotator
 from ...finetune_protocol import CLASS_SET
 
-SPLIT, LABEL = "split", "celltype"  # the obs columns of the tutorial's AnnData
+SPLIT, LABEL = "split", "celltype"  # the obs columns of the tutorial's AnnData (its sentences: obs["batch"])
 PIPELINE_PARAMS = ("epochs", "es", "lr", "wd", "hvg", "patience")  # keys of CellTypeAnnotationDefaultPipelineConfig
 UPSTREAM_WARMUP = 30  # upstream's fit: `if epoch < 30:` linear warm-up of the main group, hard-coded
 PATCHES = [
@@ -105,11 +106,11 @@ class CellPLMUpstream(Annotator):
         prefix, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"))
         device = resolve_device(p("device"))
         self.device = device.type
-        classes = sorted(set(train.obs["cell_type"].astype(str)))
+        classes = sorted(set(train.obs[keys.LABEL].astype(str)))
         self.config_ = {**CellTypeAnnotationDefaultPipelineConfig, **{k: p(k) for k in PIPELINE_PARAMS}}
         set_seed(self.seed)  # python, numpy, torch (and CUDA), as the tutorial's first cell
         weights = checkpoint_paths(prefix)[1]
-        with upstream_output() as out, safe_checkpoint_loading() as loaded:
+        with upstream_output() as out, safe_checkpoint_loading(p("trusted_sha256")) as loaded:
             self.pipeline_ = CellTypeAnnotationPipeline(
                 pretrain_prefix=weights.name.removesuffix(WEIGHTS_SUFFIX), pretrain_directory=str(weights.parent),
                 overwrite_config={**CellTypeAnnotationDefaultModelConfig, "out_dim": len(classes)})
@@ -165,13 +166,13 @@ def upstream_anndata(train: ad.AnnData, test: ad.AnnData | None, vocabulary: lis
     match = match_genes(train.var, train.var_names, vocabulary, gene_totals=np.asarray(X.sum(0)).ravel())
     names = np.where(match.vocab_index >= 0, np.asarray(vocabulary, dtype=object)[match.vocab_index],
                      train.var_names.to_numpy(dtype=object))
-    valid = (train.obs["is_validation"].astype(bool).to_numpy() if "is_validation" in train.obs
+    valid = (train.obs[keys.IS_VALIDATION].astype(bool).to_numpy() if keys.IS_VALIDATION in train.obs
              else np.zeros(train.n_obs, dtype=bool))
     n_test = test.n_obs if test is not None else 0
     obs = pd.DataFrame({
-        "batch": np.concatenate([part.obs["batch"].astype(str).to_numpy() for part in parts]),
+        "batch": np.concatenate([part.obs[keys.BATCH].astype(str).to_numpy() for part in parts]),
         SPLIT: np.concatenate([np.where(valid, "valid", "train"), np.full(n_test, "test")]),
-        LABEL: np.concatenate([train.obs["cell_type"].astype(str).to_numpy(), np.full(n_test, placeholder)]),
+        LABEL: np.concatenate([train.obs[keys.LABEL].astype(str).to_numpy(), np.full(n_test, placeholder)]),
     }, index=np.concatenate([part.obs_names.to_numpy() for part in parts]))
     data = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(names.astype(str))))
     data.var_names_make_unique()
@@ -219,9 +220,10 @@ def upstream_output():
 
 
 @contextlib.contextmanager
-def safe_checkpoint_loading():
+def safe_checkpoint_loading(trusted_sha256=None):
     """The one patch (:data:`PATCHES`): ``torch`` as ``CellPLM.pipeline`` sees it, with ``load`` reading the file
-    with :func:`~cellplm.model.checkpoint.read_checkpoint`. Yields the state dicts it read."""
+    with :func:`~cellplm.model.checkpoint.read_checkpoint` (``trusted_sha256``: the digests it may fully unpickle).
+    Yields the state dicts it read."""
     loaded = []
 
     class TorchWithSafeLoad:
@@ -230,7 +232,7 @@ def safe_checkpoint_loading():
 
         @staticmethod
         def load(path, *args, **kwargs):
-            blob = read_checkpoint(path)
+            blob = read_checkpoint(path, trusted_sha256)
             loaded.append(blob["model_state_dict"])
             return blob
 

@@ -20,8 +20,9 @@ import numpy as np
 
 import celltypist
 
+from ....keys import LABEL
+from ...normalise import log1p_cp10k
 from ..base import Annotator
-from ..normalise import log1p_cp10k
 
 
 class CellTypistFromScratch(Annotator):
@@ -31,11 +32,11 @@ class CellTypistFromScratch(Annotator):
         return ad.AnnData(log1p_cp10k(adata.X), obs=adata.obs[[]], var=adata.var[[]])
 
     def fit(self, train, solution=None, unlabelled=None):
-        p = self.params
+        p = self.param
         self.model_ = celltypist.train(
-            self._lognorm(train), labels=train.obs["cell_type"].astype(str).to_numpy(),
-            use_SGD=p.get("use_SGD", True), max_iter=p.get("max_iter", 200), mini_batch=p.get("mini_batch", False),
-            feature_selection=p.get("feature_selection", False), n_jobs=p.get("n_jobs", 1), check_expression=False,
+            self._lognorm(train), labels=train.obs[LABEL].astype(str).to_numpy(),
+            use_SGD=p("use_SGD"), max_iter=p("max_iter"), mini_batch=p("mini_batch"),
+            feature_selection=p("feature_selection"), n_jobs=p("n_jobs"), check_expression=False,
         )
         self.n_genes_used = int(len(self.model_.features))
         return self

@@ -22,12 +22,13 @@ plain torch with dynamic padding and attention masks; validation cells (``obs['i
 
 The tokeniser is written here from the paper's description and the documented behaviour of Geneformer's
 ``TranscriptomeTokenizer`` (totals over all genes of the cell, duplicate Ensembl ids summed, ties kept in input
-order); ``transformers`` is imported only when a model directory is configured. :func:`.embedder.embed_cells` gives
+order); ``transformers`` is imported only when a model directory is configured.
+:func:`cellplm.bench.models.geneformer.embedder.embed_cells` gives
 zero-shot cell embeddings as Geneformer's EmbExtractor computes them by default (the 2nd-to-last layer's <cls> state,
 or the mean of its gene states without <cls>), used by the zero-shot track and the speed comparison.
 
-The folder: :mod:`.files` (model directory and dictionaries), :mod:`.tokenizer`, this module (fine-tuning and the
-annotator) and :mod:`.embedder`.
+The model's code the embedding method shares is in :mod:`cellplm.bench.models.geneformer`: ``files`` (model directory
+and dictionaries), ``tokenizer`` and ``embedder``; this module holds the fine-tuning and the annotator.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ....keys import IS_VALIDATION, LABEL
 from ....metrics import macro_f1
 from ...errors import InputError, NotApplicable
+from ...models.geneformer.files import GeneformerFiles, find_model_files
+from ...models.geneformer.tokenizer import RankValueTokenizer, anndata_ensembl_ids, make_tokenizer, pad_batch
 from ..base import Annotator
-from .files import GeneformerFiles, find_model_files
-from .tokenizer import RankValueTokenizer, anndata_ensembl_ids, make_tokenizer, pad_batch
 
 
 def training_batches(lengths, batch_size: int, generator: np.random.Generator, group_by_length: bool):
@@ -93,25 +95,24 @@ def linear_schedule(warmup_steps: int, total_steps: int):
 class Geneformer(Annotator):
     """Geneformer fine-tuned for cell-type annotation (see the module docstring; defaults: ``params`` in method.yaml).
 
-    Other params: ``model_dir`` (required; null -> not applicable; the workflow sets it, the dictionaries and
+    Among them: ``model_dir`` (required; null -> not applicable; the workflow sets it, the dictionaries and
     ``checkpoint_kind: released`` for the model it fetches, config ``models``), ``token_dictionary`` and
-    ``gene_median_dictionary`` (paths; default: found in ``model_dir``), ``gene_ids`` (a ``var`` column with
-    Ensembl ids, or "var_names"; default: detected, symbols mapped offline with GENCODE v44).
+    ``gene_median_dictionary`` (paths; null: found in ``model_dir``), ``gene_ids`` (a ``var`` column with
+    Ensembl ids, or "var_names"; null: detected, symbols mapped offline with GENCODE v44).
     """
 
     packages = ("torch", "transformers", "safetensors")
 
     # --- model directory and tokeniser (no transformers needed) ---------------------------------------------------
     def _model_files(self) -> GeneformerFiles:
-        model_dir = self.params.get("model_dir")
+        model_dir = self.param("model_dir")
         if not model_dir:
             raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
                                 "set methods.geneformer.model: geneformer_v1_10m to have the workflow fetch it from "
                                 "Hugging Face (as the full config does), or point model_dir at a copy of your own")
-        files = find_model_files(model_dir, self.params.get("token_dictionary"),
-                                 self.params.get("gene_median_dictionary"))
+        files = find_model_files(model_dir, self.param("token_dictionary"), self.param("gene_median_dictionary"))
         # "released" when the workflow fetched the model
-        self.extra.update(files.provenance(self.params.get("checkpoint_kind", "pretrained")))
+        self.extra.update(files.provenance(self.param("checkpoint_kind")))
         return files
 
     def _make_tokenizer(self, files: GeneformerFiles) -> RankValueTokenizer:
@@ -122,7 +123,7 @@ class Geneformer(Annotator):
 
     def _tokenize(self, adata, source: str, check: bool) -> list[np.ndarray]:
         """Token sequences of the cells; with ``check``, record the gene coverage and refuse too little of it."""
-        ids, id_source = anndata_ensembl_ids(adata, self.params.get("gene_ids"))
+        ids, id_source = anndata_ensembl_ids(adata, self.param("gene_ids"))
         mapping = self.tokenizer.map_genes(ids, id_source, counts=adata.X if check else None)
         cov = mapping.coverage
         if check:
@@ -164,7 +165,7 @@ class Geneformer(Annotator):
         sequences = self._tokenize(train, "training data", check=True)
         self.n_genes_used = self.extra["genes"]["n_tokens_used"]
         lengths = np.array([len(s) for s in sequences])
-        labels = train.obs["cell_type"].astype(str).to_numpy()
+        labels = train.obs[LABEL].astype(str).to_numpy()
         # As Geneformer's example: rare types are dropped from all training cells before the train/eval split.
         rare = rare_types(labels, float(self.param("rare_type_fraction")))
         kept = ~np.isin(labels, list(rare))
@@ -175,7 +176,7 @@ class Geneformer(Annotator):
                                 f"{self.param('rare_type_fraction')} of the training cells")
         y = np.searchsorted(self.classes_, labels)  # only read for kept cells
         self.majority_ = self.classes_[np.bincount(y[kept]).argmax()]
-        is_valid = (train.obs["is_validation"].to_numpy(bool) if "is_validation" in train.obs
+        is_valid = (train.obs[IS_VALIDATION].to_numpy(bool) if IS_VALIDATION in train.obs
                     else np.zeros(train.n_obs, bool))
         fit_idx = np.flatnonzero((lengths > 0) & kept & ~is_valid)
         valid_idx = np.flatnonzero((lengths > 0) & kept & is_valid)

@@ -7,7 +7,8 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from ..normalise import HVGAnnotator
+from ....keys import LABEL
+from ..hvg import HVGAnnotator
 
 
 class KNNOnPCA(HVGAnnotator):
@@ -16,10 +17,10 @@ class KNNOnPCA(HVGAnnotator):
         self._fit_genes(train)
         X = self._features(train).toarray()
         self.scaler_ = StandardScaler().fit(X)
-        n_comps = int(min(self.params.get("n_pcs", 50), X.shape[0] - 1, X.shape[1]))
+        n_comps = int(min(self.param("n_pcs"), X.shape[0] - 1, X.shape[1]))
         self.pca_ = PCA(n_components=n_comps, random_state=self.seed).fit(self._scale(X))
-        self.knn_ = KNeighborsClassifier(n_neighbors=min(self.params.get("k", 15), X.shape[0])).fit(
-            self.pca_.transform(self._scale(X)), train.obs["cell_type"].astype(str).to_numpy())
+        self.knn_ = KNeighborsClassifier(n_neighbors=min(self.param("k"), X.shape[0])).fit(
+            self.pca_.transform(self._scale(X)), train.obs[LABEL].astype(str).to_numpy())
         return self
 
     def _scale(self, X):

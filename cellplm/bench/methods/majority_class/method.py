@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ....keys import LABEL
 from ..base import Annotator
 
 
 class MajorityClass(Annotator):
 
     def fit(self, train, solution=None, unlabelled=None):
-        self.label_ = train.obs["cell_type"].astype(str).value_counts().idxmax()
+        self.label_ = train.obs[LABEL].astype(str).value_counts().idxmax()
         self.n_genes_used = 0
         return self
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ....keys import LABEL
 from ..base import Annotator
 
 
 class RandomLabels(Annotator):
 
     def fit(self, train, solution=None, unlabelled=None):
-        freq = train.obs["cell_type"].astype(str).value_counts(normalize=True)
+        freq = train.obs[LABEL].astype(str).value_counts(normalize=True)
         self.classes_, self.p_ = freq.index.to_numpy(), freq.to_numpy()
         self.n_genes_used = 0
         return self

@@ -9,8 +9,9 @@ import scipy.sparse as sp
 
 import scvi
 
+from ....keys import BATCH, LABEL
+from ...normalise import select_hvg
 from ..base import Annotator
-from ..normalise import select_hvg
 
 UNLABELLED = "__unlabelled__"
 
@@ -23,26 +24,26 @@ class SCANVIAnnotator(Annotator):
         import torch
 
         test = unlabelled
-        p = self.params
+        p = self.param
         scvi.settings.seed = self.seed
-        genes = select_hvg(train, p.get("n_hvg", 2000))
+        genes = select_hvg(train, p("n_hvg"))
         self.n_genes_used = int(genes.sum())
-        labels = np.concatenate([train.obs["cell_type"].astype(str), np.full(test.n_obs, UNLABELLED)])
-        batches = np.concatenate([train.obs["batch"].astype(str), test.obs["batch"].astype(str)])
+        labels = np.concatenate([train.obs[LABEL].astype(str), np.full(test.n_obs, UNLABELLED)])
+        batches = np.concatenate([train.obs[BATCH].astype(str), test.obs[BATCH].astype(str)])
         joint = ad.AnnData(sp.vstack([train.X[:, genes], test.X[:, genes]], format="csr"),
                            obs=pd.DataFrame({"label": labels, "batch": batches},
                                             index=np.concatenate([train.obs_names, test.obs_names])))
-        accelerator = "gpu" if torch.cuda.is_available() and p.get("use_gpu", True) else "cpu"
+        accelerator = "gpu" if torch.cuda.is_available() and p("use_gpu") else "cpu"
         self.device = "cuda" if accelerator == "gpu" else "cpu"
         scvi.model.SCVI.setup_anndata(joint, batch_key="batch", labels_key="label")
-        vae = scvi.model.SCVI(joint, n_latent=p.get("n_latent", 30), n_layers=p.get("n_layers", 2))
-        vae.train(max_epochs=p.get("scvi_epochs", 100), accelerator=accelerator, enable_progress_bar=True,
-                  early_stopping=p.get("early_stopping", False))
+        vae = scvi.model.SCVI(joint, n_latent=p("n_latent"), n_layers=p("n_layers"))
+        vae.train(max_epochs=p("scvi_epochs"), accelerator=accelerator, enable_progress_bar=True,
+                  early_stopping=p("early_stopping"))
         model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=UNLABELLED)
-        model.train(max_epochs=p.get("scanvi_epochs", 20), n_samples_per_label=p.get("n_samples_per_label", 100),
+        model.train(max_epochs=p("scanvi_epochs"), n_samples_per_label=p("n_samples_per_label"),
                     accelerator=accelerator, enable_progress_bar=True)
         self.model_, self.joint_ = model, joint
-        self.extra = {"scvi_epochs": p.get("scvi_epochs", 100), "scanvi_epochs": p.get("scanvi_epochs", 20)}
+        self.extra = {"scvi_epochs": p("scvi_epochs"), "scanvi_epochs": p("scanvi_epochs")}
         return self
 
     def predict(self, test):

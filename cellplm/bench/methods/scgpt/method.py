@@ -2,8 +2,9 @@
 
 Runs only in its own environment (``.venv-scgpt``, built by ``tools/scgpt_env.sh``): scGPT needs torchtext, hence
 torch 2.3. Importing this module elsewhere raises ImportError, and the method registry makes its rows not
-applicable, naming what is missing. The folder: :mod:`.upstream` (the authors' package), :mod:`.genes`,
-:mod:`.tokenizer` (values and tokens), :mod:`.model`, this module (the annotator) and :mod:`.embedder`.
+applicable, naming what is missing. The model's code the embedding method shares is in
+:mod:`cellplm.bench.models.scgpt`: ``upstream`` (the authors' package), ``genes``, ``tokenizer`` (values and
+tokens), ``model`` and ``embedder``; this module holds the annotator.
 
 :class:`ScGPTAnnotator` fine-tunes scGPT for cell-type annotation with the defaults of scGPT's annotation tutorial
 (``tutorials/Tutorial_Annotation.ipynb``): 10 epochs, Adam lr 1e-4, batch 32, StepLR gamma 0.9 per epoch, 51 value
@@ -30,7 +31,7 @@ Weights: ``model_dir`` (a directory in the layout of scGPT's released "whole-hum
 vocabulary of the training genes. Genes are matched by symbol (Ensembl ids are mapped to symbols offline); too low
 coverage of the vocabulary makes the method not applicable.
 
-:func:`.embedder.embed_cells` is the zero-shot counterpart for the speed benchmark: the L2-normalised ``<cls>`` embedding of
+:func:`cellplm.bench.models.scgpt.embedder.embed_cells` is the zero-shot counterpart for the speed benchmark: the L2-normalised ``<cls>`` embedding of
 every cell, as ``scgpt.tasks.embed_data`` computes it.
 """
 
@@ -45,13 +46,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ....keys import IS_VALIDATION, LABEL
 from ...errors import NotApplicable
+from ...models.scgpt.genes import counts_of, gene_symbols, match_vocabulary, require_coverage, select_hvg
+from ...models.scgpt.model import (PAD_VALUE, autocast, build_model, device_detail, forward, load_weights,
+                                   read_model_dir, resolve_device, set_threads, shape_of, vocab_from_genes,
+                                   weights_provenance)
+from ...models.scgpt.tokenizer import MASK_VALUE, bin_values, token_stats, tokenize
+from ...models.scgpt.upstream import random_mask_value, scgpt, scgpt_model_module, torch
 from ..base import Annotator
-from .genes import counts_of, gene_symbols, match_vocabulary, require_coverage, select_hvg
-from .model import (PAD_VALUE, autocast, build_model, device_detail, forward, load_weights, read_model_dir,
-                    resolve_device, set_threads, shape_of, vocab_from_genes, weights_provenance)
-from .tokenizer import MASK_VALUE, bin_values, token_stats, tokenize
-from .upstream import random_mask_value, scgpt, scgpt_model_module, torch
 
 
 class ScGPTAnnotator(Annotator):
@@ -69,7 +72,7 @@ class ScGPTAnnotator(Annotator):
         symbols, symbol_source = gene_symbols(train)
         shape, vocab, pad_value = self._weights_source(symbols)
         columns = self._select_genes(counts, symbols, symbol_source, vocab)
-        labels = train.obs["cell_type"].astype(str).to_numpy()
+        labels = train.obs[LABEL].astype(str).to_numpy()
         self.classes_ = np.array(sorted(set(labels)), dtype=object)
         y = np.searchsorted(self.classes_, labels)
         train_idx, valid_idx, validation = self._validation_cells(train)
@@ -136,8 +139,8 @@ class ScGPTAnnotator(Annotator):
     def _validation_cells(self, train):
         """(training cells in batch order, validation cells, how they were chosen)."""
         rng = np.random.default_rng(self.seed)
-        if "is_validation" in train.obs and train.obs["is_validation"].astype(bool).any():
-            is_valid = train.obs["is_validation"].astype(bool).to_numpy()
+        if IS_VALIDATION in train.obs and train.obs[IS_VALIDATION].astype(bool).any():
+            is_valid = train.obs[IS_VALIDATION].astype(bool).to_numpy()
             validation = f"obs['is_validation'] ({int(is_valid.sum())} cells)"
         else:  # the tutorial's train_test_split(test_size=0.1)
             fraction = self.param("validation_fraction")

@@ -47,9 +47,10 @@ import scipy.sparse as sp
 from sklearn.ensemble import RandomForestClassifier
 
 from ....hvg import highly_variable_genes
+from ....keys import LABEL
 from ...errors import NotApplicable
+from ...normalise import log1p_cp10k
 from ..base import Annotator
-from ..normalise import log1p_cp10k
 
 RAND = "rand"
 
@@ -152,7 +153,7 @@ class SingleCellNet(Annotator):
         self.check_params()
         if self.param("unassigned") not in ("rand", "best_type"):
             raise ValueError(f"unassigned must be 'rand' or 'best_type', not {self.param('unassigned')!r}")
-        labels = train.obs["cell_type"].astype(str).to_numpy()
+        labels = train.obs[LABEL].astype(str).to_numpy()
         if RAND in set(labels):
             raise NotApplicable(f"a training cell type is called '{RAND}', SingleCellNet's reserved class name")
         types, y = np.unique(labels, return_inverse=True)

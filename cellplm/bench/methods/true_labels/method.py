@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ....keys import LABEL
 from ..base import Annotator
 
 
@@ -11,7 +12,7 @@ class TrueLabels(Annotator):
     def fit(self, train, solution=None, unlabelled=None):
         if solution is None:
             raise ValueError("true_labels needs the solution file")
-        self.truth_ = solution.obs["cell_type"].astype(str)
+        self.truth_ = solution.obs[LABEL].astype(str)
         self.n_genes_used = 0
         return self
 

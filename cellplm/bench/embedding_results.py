@@ -8,11 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from ..io import read_h5ad
-
-EMBEDDING_KEY = "X_emb"
-
+from ..keys import EMBEDDING
+from .errors import InputError
+from .io import read_h5ad
 
 def read_embedding(path, record_path) -> tuple[np.ndarray | None, pd.Index, dict]:
     """(embedding, cell ids, run record) of one embedding file; the embedding is None unless its status is ok."""
@@ -21,11 +19,11 @@ def read_embedding(path, record_path) -> tuple[np.ndarray | None, pd.Index, dict
     adata = read_h5ad(path)
     if record.get("status") != "ok":
         return None, adata.obs_names, record
-    if EMBEDDING_KEY not in adata.obsm:
-        raise InputError(path, f"no obsm['{EMBEDDING_KEY}'] although its record says ok")
-    emb = np.asarray(adata.obsm[EMBEDDING_KEY], dtype=np.float32)
+    if EMBEDDING not in adata.obsm:
+        raise InputError(path, f"no obsm['{EMBEDDING}'] although its record says ok")
+    emb = np.asarray(adata.obsm[EMBEDDING], dtype=np.float32)
     if emb.shape[0] != adata.n_obs:
-        raise InputError(path, f"obsm['{EMBEDDING_KEY}'] has {emb.shape[0]} rows for {adata.n_obs} cells")
+        raise InputError(path, f"obsm['{EMBEDDING}'] has {emb.shape[0]} rows for {adata.n_obs} cells")
     return emb, adata.obs_names, record
 
 

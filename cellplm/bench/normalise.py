@@ -1,5 +1,5 @@
-"""Shared input transforms for the classic methods: log1p(CP10k), highly variable genes, and the base of the
-methods that fit on the HVGs of the training cells."""
+"""Input transforms shared by the classic annotation methods and the embedding methods: log1p(CP10k) and the highly
+variable genes of the training cells."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from ...hvg import highly_variable_genes
-from .base import Annotator
+from ..hvg import highly_variable_genes
 
 
 def log1p_cp10k(X) -> sp.csr_matrix:
@@ -26,16 +25,3 @@ def select_hvg(train: ad.AnnData, n_top: int) -> np.ndarray:
     if n_top is None or n_top >= train.n_vars:
         return np.ones(train.n_vars, dtype=bool)
     return highly_variable_genes(log1p_cp10k(train.X), n_top, flavor="seurat")
-
-
-class HVGAnnotator(Annotator):
-    """Features: log1p-CP10k of the ``n_hvg`` (default 2,000) most variable training genes."""
-
-    packages = ("scikit-learn",)
-
-    def _features(self, adata):
-        return log1p_cp10k(adata.X)[:, self.genes_]
-
-    def _fit_genes(self, train):
-        self.genes_ = select_hvg(train, self.params.get("n_hvg", 2000))
-        self.n_genes_used = int(self.genes_.sum())
