@@ -63,15 +63,24 @@ def gpu_name() -> str | None:
 
 
 def machine() -> dict:
-    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "ram_gib": ram_gib(), "gpu": gpu_name(),
-            "os": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "ram_gib": ram_gib(),
+        "gpu": gpu_name(),
+        "os": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def git_commit() -> str:
     """HEAD of this repository, with ``+dirty`` when tracked files differ from it (the result then is not exactly
     that commit's code)."""
+
     def git(*args):
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30)
+
     try:
         head = git("rev-parse", "HEAD").stdout.strip() or "unknown"
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results").stdout.strip()
@@ -100,10 +109,15 @@ def versions() -> dict:
 
 def provenance(script: str, argv: list[str], options: dict) -> dict:
     """Date, machine, versions, commit and the exact command (``script`` relative to the repository root)."""
-    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
-            "versions": versions(), "git_commit": git_commit(),
-            "command": shlex.join(["python", script, *argv]),
-            "interpreter": sys.executable, "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}}
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "command": shlex.join(["python", script, *argv]),
+        "interpreter": sys.executable,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()},
+    }
 
 
 def write_result(path, benchmark: str, prov: dict, rows: list[dict], **extra) -> Path:

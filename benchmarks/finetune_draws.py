@@ -74,15 +74,18 @@ def _recorded_keep(state: dict, p: float, x: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(f"replay: a dropout call (p {p}, shape {_shape(x)}) beyond the recorded ones")
     p_rec, keep = state["dropout"].pop(0)
     if p_rec != p or _shape(keep) != _shape(x):
-        raise RuntimeError(f"replay: dropout call (p {p}, shape {_shape(x)}) differs from the recorded one "
-                           f"(p {p_rec}, shape {_shape(keep)})")
+        raise RuntimeError(
+            f"replay: dropout call (p {p}, shape {_shape(x)}) differs from the recorded one "
+            f"(p {p_rec}, shape {_shape(keep)})"
+        )
     return keep.reshape(x.shape).to(x.device)
 
 
 def _check_used(state: dict) -> None:
     if state["dropout"]:
-        raise RuntimeError(f"replay: the step made fewer dropout calls than were recorded "
-                           f"({len(state['dropout'])} left)")
+        raise RuntimeError(
+            f"replay: the step made fewer dropout calls than were recorded ({len(state['dropout'])} left)"
+        )
 
 
 def _check_all_used(state: dict, queue: list) -> None:
@@ -124,10 +127,16 @@ def record_ours(draws: Draws):
         hidden = masked.entry_keep == 0
         in_masked = torch.zeros(masked.n_cells, dtype=torch.bool, device=rows.device)
         in_masked[m.cells] = True
-        draws.steps.append(Step(n_cells=sentence.n_cells, nnz=sentence.indices.numel(), kept=kept.cpu().numpy(),
-                                masked=m.cells.cpu().numpy(),
-                                entries=_hidden_entries(rows, masked.indices, hidden),
-                                nnz_masked_cells=int(in_masked[rows].sum())))
+        draws.steps.append(
+            Step(
+                n_cells=sentence.n_cells,
+                nnz=sentence.indices.numel(),
+                kept=kept.cpu().numpy(),
+                masked=m.cells.cpu().numpy(),
+                entries=_hidden_entries(rows, masked.indices, hidden),
+                nnz_masked_cells=int(in_masked[rows].sum()),
+            )
+        )
         return masked, kept, m
 
     def keep_mask(module, x):
@@ -209,8 +218,6 @@ def _capture(module, name: str, out: list):
     return module, name, wrapped
 
 
-
-
 def _upstream_entries(x_seq: torch.Tensor, mask: torch.Tensor, masked: np.ndarray) -> tuple[np.ndarray, int]:
     """(hidden non-zero entries as (row, column), non-zero entries of the masked cells) of upstream's dense mask."""
     x = x_seq.coalesce()
@@ -239,8 +246,9 @@ def record_upstream(draws: Draws):
         kept = perms[0][:n_kept].cpu().numpy() if perms else np.arange(n)
         masked = np.sort(permutations[0][: int(builder._mask_node_rate * n_kept)])
         entries, nnz_masked_cells = _upstream_entries(out["x_seq"], out["input_mask"].cpu(), masked)
-        draws.steps.append(Step(n_cells=n, nnz=nnz, kept=kept, masked=masked, entries=entries,
-                                nnz_masked_cells=nnz_masked_cells))
+        draws.steps.append(
+            Step(n_cells=n, nnz=nnz, kept=kept, masked=masked, entries=entries, nnz_masked_cells=nnz_masked_cells)
+        )
         return out
 
     def dropout(module, x):
@@ -336,32 +344,50 @@ def _summary(steps: list[Step]) -> dict:
         kept_per_cell[s.n_cells, s.nnz][s.kept] += 1
         masked_per_cell[s.n_cells, s.nnz][s.kept[s.masked]] += 1
     # an epoch visits every sentence once: the position of each sentence within its epoch
-    epochs = [steps[i:i + len(sizes)] for i in range(0, len(steps) - len(sizes) + 1, len(sizes))]
+    epochs = [steps[i : i + len(sizes)] for i in range(0, len(steps) - len(sizes) + 1, len(sizes))]
     position = np.zeros((len(sizes), len(sizes)))
     for epoch in epochs:
         for pos, s in enumerate(epoch):
             position[sizes.index((s.n_cells, s.nnz)), pos] += 1
     # a call's shape with its cell dimension named: all kept cells ("cells"), or the training cells among them that
     # the annotation head sees ("train cells": their number varies from step to step)
-    calls = {key: [[(p, tuple("cells" if i == 0 and d == len(s.kept) else "train cells" if i == 0 else d
-                            for i, d in enumerate(_shape(k)))) for p, k in s.dropout] for s in steps
-                 if (s.n_cells, s.nnz) == key] for key in sizes}
+    calls = {
+        key: [
+            [
+                (
+                    p,
+                    tuple(
+                        "cells" if i == 0 and d == len(s.kept) else "train cells" if i == 0 else d
+                        for i, d in enumerate(_shape(k))
+                    ),
+                )
+                for p, k in s.dropout
+            ]
+            for s in steps
+            if (s.n_cells, s.nnz) == key
+        ]
+        for key in sizes
+    }
     by_rate: dict[float, list[int]] = {}
     for s in steps:
         for p, keep in s.dropout:
             kept_, total = by_rate.setdefault(p, [0, 0])
             by_rate[p] = [kept_ + int(keep.sum()), total + keep.numel()]
     return dict(
-        steps=len(steps), sentences=sizes,
+        steps=len(steps),
+        sentences=sizes,
         kept={k: sorted({len(s.kept) for s in steps if (s.n_cells, s.nnz) == k}) for k in sizes},
         masked={k: sorted({len(s.masked) for s in steps if (s.n_cells, s.nnz) == k}) for k in sizes},
-        entries_hidden=sum(len(s.entries) for s in steps), entries_total=sum(s.nnz_masked_cells for s in steps),
+        entries_hidden=sum(len(s.entries) for s in steps),
+        entries_total=sum(s.nnz_masked_cells for s in steps),
         entries_outside_masked_cells=sum(int((~np.isin(s.entries[:, 0], s.masked)).sum()) for s in steps),
         kept_per_cell=np.concatenate(list(kept_per_cell.values())),
         masked_per_cell=np.concatenate(list(masked_per_cell.values())),
         epochs_visit_each_sentence_once=all(sorted((s.n_cells, s.nnz) for s in e) == sizes for e in epochs),
-        sentence_position=position.ravel(), calls={n: c[0] for n, c in calls.items()},
-        calls_same_every_step=all(all(x == c[0] for x in c) for c in calls.values()), dropout_by_rate=by_rate,
+        sentence_position=position.ravel(),
+        calls={n: c[0] for n, c in calls.items()},
+        calls_same_every_step=all(all(x == c[0] for x in c) for c in calls.values()),
+        dropout_by_rate=by_rate,
         head_rows=sum(_shape(s.dropout[-1][1])[0] for s in steps if s.dropout),
         kept_total=sum(len(s.kept) for s in steps if s.dropout),
     )
@@ -374,40 +400,80 @@ def draw_statistics(ours: list[Step], upstream: list[Step]) -> list[dict]:
     rows = []
 
     def exact(check, ours_value, upstream_value):
-        rows.append(dict(check=check, kind="exact", ours=str(ours_value), upstream=str(upstream_value),
-                         ok=ours_value == upstream_value))
+        rows.append(
+            dict(
+                check=check,
+                kind="exact",
+                ours=str(ours_value),
+                upstream=str(upstream_value),
+                ok=ours_value == upstream_value,
+            )
+        )
 
     def rate(check, k1, n1, k2, n2):
         p = _two_proportions(k1, n1, k2, n2)
-        rows.append(dict(check=check, kind="rate", ours=f"{k1 / n1:.5f} of {n1}", upstream=f"{k2 / n2:.5f} of {n2}",
-                         ours_rate=k1 / n1, upstream_rate=k2 / n2, p=p, ok=p > 0.001))
+        rows.append(
+            dict(
+                check=check,
+                kind="rate",
+                ours=f"{k1 / n1:.5f} of {n1}",
+                upstream=f"{k2 / n2:.5f} of {n2}",
+                ours_rate=k1 / n1,
+                upstream_rate=k2 / n2,
+                p=p,
+                ok=p > 0.001,
+            )
+        )
 
     def uniform(check, counts_ours, counts_upstream):
         po, pu = _uniformity(counts_ours), _uniformity(counts_upstream)
-        rows.append(dict(check=check, kind="uniform", ours=f"chi-square p {po:.3f}", upstream=f"chi-square p {pu:.3f}",
-                         p=min(po, pu), ok=min(po, pu) > 0.001))
+        rows.append(
+            dict(
+                check=check,
+                kind="uniform",
+                ours=f"chi-square p {po:.3f}",
+                upstream=f"chi-square p {pu:.3f}",
+                p=min(po, pu),
+                ok=min(po, pu) > 0.001,
+            )
+        )
 
     exact("steps", a["steps"], b["steps"])
     exact("sentences (cells, non-zero counts)", a["sentences"], b["sentences"])
-    exact("every epoch visits every sentence once", a["epochs_visit_each_sentence_once"],
-          b["epochs_visit_each_sentence_once"])
+    exact(
+        "every epoch visits every sentence once",
+        a["epochs_visit_each_sentence_once"],
+        b["epochs_visit_each_sentence_once"],
+    )
     if len(a["sentences"]) > 1:
-        uniform("each sentence equally likely at each position of an epoch", a["sentence_position"],
-                b["sentence_position"])
+        uniform(
+            "each sentence equally likely at each position of an epoch", a["sentence_position"], b["sentence_position"]
+        )
     exact("cells kept per step, per sentence (cell dropping)", a["kept"], b["kept"])
     exact("cells masked per step, per sentence", a["masked"], b["masked"])
-    exact("masked entries outside the masked cells", a["entries_outside_masked_cells"],
-          b["entries_outside_masked_cells"])
-    rate("non-zero entries of masked cells that are masked", a["entries_hidden"], a["entries_total"],
-         b["entries_hidden"], b["entries_total"])
+    exact(
+        "masked entries outside the masked cells", a["entries_outside_masked_cells"], b["entries_outside_masked_cells"]
+    )
+    rate(
+        "non-zero entries of masked cells that are masked",
+        a["entries_hidden"],
+        a["entries_total"],
+        b["entries_hidden"],
+        b["entries_total"],
+    )
     exact("dropout calls of a step: (rate, shape) in forward order, per sentence", a["calls"], b["calls"])
     exact("the same dropout calls in every step of a sentence", a["calls_same_every_step"], b["calls_same_every_step"])
     for p in sorted(set(a["dropout_by_rate"]) | set(b["dropout_by_rate"])):
         ka, na = a["dropout_by_rate"].get(p, [0, 0])
         kb, nb = b["dropout_by_rate"].get(p, [0, 0])
         rate(f"elements kept by dropout p={p}", ka, na, kb, nb)
-    rate("kept cells that are training cells (rows of the head's dropout)", a["head_rows"], a["kept_total"],
-         b["head_rows"], b["kept_total"])
+    rate(
+        "kept cells that are training cells (rows of the head's dropout)",
+        a["head_rows"],
+        a["kept_total"],
+        b["head_rows"],
+        b["kept_total"],
+    )
     uniform("each cell equally likely to be kept", a["kept_per_cell"], b["kept_per_cell"])
     uniform("each cell equally likely to be masked", a["masked_per_cell"], b["masked_per_cell"])
     return rows

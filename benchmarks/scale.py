@@ -45,11 +45,31 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 STEPS = ("preprocess", "split", "embed")
-COLUMNS = ["n_cells", "n_genes", "nnz", "counts_per_cell", "step", "status", "wall_s", "peak_rss_gib",
-           "peak_growth", "wall_growth", "cells_per_s", "n_cells_out", "n_genes_out", "detail", "device",
-           "precision", "threads", "weights", "machine_mem_gib", "cpu_cores", "date"]
+COLUMNS = [
+    "n_cells",
+    "n_genes",
+    "nnz",
+    "counts_per_cell",
+    "step",
+    "status",
+    "wall_s",
+    "peak_rss_gib",
+    "peak_growth",
+    "wall_growth",
+    "cells_per_s",
+    "n_cells_out",
+    "n_genes_out",
+    "detail",
+    "device",
+    "precision",
+    "threads",
+    "weights",
+    "machine_mem_gib",
+    "cpu_cores",
+    "date",
+]
 SPLIT_FRACTIONS = {"train": 0.9, "valid": 0.0, "test": 0.1}  # the synthetic dataset's fractions in config/demo.yaml
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def log(msg: str) -> None:
@@ -57,6 +77,7 @@ def log(msg: str) -> None:
 
 
 # ---- generation ------------------------------------------------------------------------------------------------
+
 
 def gene_symbols(n_genes: int, vocab_share: float, seed: int):
     """``n_genes`` unique human symbols (GENCODE v44, CellTypist's table) and whether each is in the vocabulary."""
@@ -105,11 +126,11 @@ class H5adCSRWriter:
     def append(self, data, indices, indptr) -> None:
         n, k = len(indptr) - 1, len(data)
         self.data.resize((self.nnz + k,))
-        self.data[self.nnz:] = data
+        self.data[self.nnz :] = data
         self.indices.resize((self.nnz + k,))
-        self.indices[self.nnz:] = indices
+        self.indices[self.nnz :] = indices
         self.indptr.resize((self.n_cells + n + 1,))
-        self.indptr[self.n_cells + 1:] = indptr[1:] + self.nnz
+        self.indptr[self.n_cells + 1 :] = indptr[1:] + self.nnz
         self.n_cells += n
         self.nnz += k
 
@@ -135,11 +156,19 @@ def generate(sizes: list[int], n_genes: int, paths: list[Path], args) -> dict:
     order = sorted(range(len(sizes)), key=lambda i: sizes[i])
     todo = [sizes[i] for i in order]
     # The shared generator (cellplm.bench.data.sources), one stream for the largest size; smaller sizes are its prefixes.
-    model = SyntheticCounts(n_cells=todo[-1], n_genes=n_genes, n_cell_types=args.cell_types, n_batches=args.batches,
-                            mean_counts=args.counts_per_cell, markers_per_type=max(1, n_genes // 25), seed=args.seed,
-                            chunk=args.gen_chunk, gene_symbols=symbols.astype(str))
+    model = SyntheticCounts(
+        n_cells=todo[-1],
+        n_genes=n_genes,
+        n_cell_types=args.cell_types,
+        n_batches=args.batches,
+        mean_counts=args.counts_per_cell,
+        markers_per_type=max(1, n_genes // 25),
+        seed=args.seed,
+        chunk=args.gen_chunk,
+        gene_symbols=symbols.astype(str),
+    )
     # nnz <= total counts; int32 indices while that stays well below 2**31, as scipy would choose
-    index_dtype = "int32" if max(sizes) * args.counts_per_cell * 1.5 < 2 ** 31 - 1 else "int64"
+    index_dtype = "int32" if max(sizes) * args.counts_per_cell * 1.5 < 2**31 - 1 else "int64"
     writers = [H5adCSRWriter(paths[i], n_genes, args.raw_compression, index_dtype) for i in order]
     done, index, t0 = 0, 0, time.perf_counter()
     total_counts = 0.0
@@ -169,18 +198,23 @@ def generate(sizes: list[int], n_genes: int, paths: list[Path], args) -> dict:
 
 # ---- steps (each runs in its own process) ------------------------------------------------------------------------
 
+
 def step_preprocess(src: Path, dst: Path, qc: Path) -> dict:
     from cellplm.bench.io import write_h5ad, write_json
     from cellplm.bench.data.preprocess import DatasetSpec, preprocess
 
-    spec = DatasetSpec.from_config("synthetic", {"label_key": "cell_type", "batch_key": "batch",
-                                                 "split_fractions": SPLIT_FRACTIONS})
+    spec = DatasetSpec.from_config(
+        "synthetic", {"label_key": "cell_type", "batch_key": "batch", "split_fractions": SPLIT_FRACTIONS}
+    )
     adata, report = preprocess(src, spec)
     write_h5ad(adata, dst)
     write_json(report.__dict__, qc)
-    return {"n_cells_out": report.n_cells, "n_genes_out": report.n_genes,
-            "detail": f"{report.ensembl_mapped_fraction:.1%} genes mapped to Ensembl ids; "
-                      f"{report.dropped_empty_genes} empty genes dropped"}
+    return {
+        "n_cells_out": report.n_cells,
+        "n_genes_out": report.n_genes,
+        "detail": f"{report.ensembl_mapped_fraction:.1%} genes mapped to Ensembl ids; "
+        f"{report.dropped_empty_genes} empty genes dropped",
+    }
 
 
 def step_split(src: Path, outdir: Path) -> dict:
@@ -193,8 +227,11 @@ def step_split(src: Path, outdir: Path) -> dict:
     for name in ("train", "test", "solution"):
         write_h5ad(parts[name], outdir / f"{name}.h5ad")
     u = parts["train"].uns
-    return {"n_cells_out": int(u["n_train"] + u["n_test"]), "n_genes_out": int(adata.n_vars),
-            "detail": f"published random split 90/0/10: {u['n_train']} train, {u['n_test']} test"}
+    return {
+        "n_cells_out": int(u["n_train"] + u["n_test"]),
+        "n_genes_out": int(adata.n_vars),
+        "detail": f"published random split 90/0/10: {u['n_train']} train, {u['n_test']} test",
+    }
 
 
 def step_embed(src: Path, args) -> dict:
@@ -221,21 +258,39 @@ def step_embed(src: Path, args) -> dict:
         weights = f"random weights, {args.shape} shape"
     with h5py.File(src, "r") as f:
         # Streamed: the counts stay on disk (anndata's backed mode would load layers['counts'] into memory).
-        adata = ad.AnnData(X=sparse_dataset(f["layers/counts"] if "layers/counts" in f else f["X"]),
-                           obs=read_elem(f["obs"]), var=read_elem(f["var"]))
-        result = embed_cells(adata, model, group_key="batch", max_cells=args.max_cells, device=args.device,
-                             precision=args.precision, progress=sys.stderr.isatty(), source=str(src))
+        adata = ad.AnnData(
+            X=sparse_dataset(f["layers/counts"] if "layers/counts" in f else f["X"]),
+            obs=read_elem(f["obs"]),
+            var=read_elem(f["var"]),
+        )
+        result = embed_cells(
+            adata,
+            model,
+            group_key="batch",
+            max_cells=args.max_cells,
+            device=args.device,
+            precision=args.precision,
+            progress=sys.stderr.isatty(),
+            source=str(src),
+        )
     z = result.embedding
     if not np.isfinite(z).all() or z.shape[0] != adata.n_obs:
         raise RuntimeError(f"bad embedding: shape {z.shape}, finite {np.isfinite(z).all()}")
     info = result.info
-    return {"n_cells_out": int(z.shape[0]), "n_genes_out": int(info["genes"]["n_matched"]),
-            "cells_per_s": info["cells_per_second"], "device": info["device_detail"].rsplit(",", 1)[0],
-            "precision": info["precision"], "weights": weights,
-            "detail": (f"{info['genes']['n_matched']}/{info['genes']['n_genes']} genes in the vocabulary "
-                       f"({info['genes']['count_share']:.1%} of counts); {info['n_sentences']} sentences "
-                       f"(group_key batch, max_cells {args.max_cells or 'none'}); embedding {z.shape[1]}-d; "
-                       f"streamed from disk")}
+    return {
+        "n_cells_out": int(z.shape[0]),
+        "n_genes_out": int(info["genes"]["n_matched"]),
+        "cells_per_s": info["cells_per_second"],
+        "device": info["device_detail"].rsplit(",", 1)[0],
+        "precision": info["precision"],
+        "weights": weights,
+        "detail": (
+            f"{info['genes']['n_matched']}/{info['genes']['n_genes']} genes in the vocabulary "
+            f"({info['genes']['count_share']:.1%} of counts); {info['n_sentences']} sentences "
+            f"(group_key batch, max_cells {args.max_cells or 'none'}); embedding {z.shape[1]}-d; "
+            f"streamed from disk"
+        ),
+    }
 
 
 def child_main(argv: list[str]) -> int:
@@ -293,6 +348,7 @@ def run_child(name: str, params: dict, log_path: Path) -> dict:
 
 # ---- driver ----------------------------------------------------------------------------------------------------
 
+
 def machine_mem_gib() -> float:
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -340,16 +396,20 @@ def markdown(df, meta: dict) -> str:
 
     for r in df.itertuples():
         status = "" if r.status == "ok" else f" ({r.status})"
-        lines.append(f"| {r.step}{status} | {r.n_cells:,} | {r.nnz:,} | {f(r.wall_s, '.1f')} | {f(r.peak_rss_gib, '.2f')} | "
-                     f"{f(r.peak_growth, '.2f')}x | {f(r.wall_growth, '.2f')}x | {f(r.cells_per_s, ',.0f')} |")
+        lines.append(
+            f"| {r.step}{status} | {r.n_cells:,} | {r.nnz:,} | {f(r.wall_s, '.1f')} | {f(r.peak_rss_gib, '.2f')} | "
+            f"{f(r.peak_growth, '.2f')}x | {f(r.wall_growth, '.2f')}x | {f(r.cells_per_s, ',.0f')} |"
+        )
     if meta.get("generation"):
         lines += ["", meta["generation"]]
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " (see the module docstring)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] + " (see the module docstring)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--cells", type=int, nargs="+", default=[50_000, 100_000, 200_000, 500_000], help="dataset sizes")
     p.add_argument("--genes", type=int, default=20_000, help="genes per dataset")
     p.add_argument("--counts-per-cell", type=float, default=2000.0, help="mean counts per cell")
@@ -363,13 +423,22 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for embedding")
-    p.add_argument("--max-cells", type=int, default=None, help="split sentences larger than this (default: whole batches)")
-    p.add_argument("--raw-compression", default=None, choices=[None, "gzip", "lzf"], help="compression of the raw input")
+    p.add_argument(
+        "--max-cells", type=int, default=None, help="split sentences larger than this (default: whole batches)"
+    )
+    p.add_argument(
+        "--raw-compression", default=None, choices=[None, "gzip", "lzf"], help="compression of the raw input"
+    )
     p.add_argument("--gen-chunk", type=int, default=2000, help="cells generated per chunk")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cellplm_scale",
-                   help="folder for the data files")
-    p.add_argument("--keep", action="store_true", help="keep the h5ad files (default: delete each size's files when done)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json", help="result file (JSON)")
+    p.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cellplm_scale", help="folder for the data files"
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the h5ad files (default: delete each size's files when done)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json", help="result file (JSON)"
+    )
     p.add_argument("--memory-limit-gib", type=float, default=24.0, help="a step above this counts as not fitting")
     return p.parse_args(argv)
 
@@ -397,13 +466,20 @@ def main(argv=None) -> int:
         log(f"generation {gen['status']}")
         return 1
     counts = gen["_mean_counts_per_cell"]
-    generation = (f"Generation (all sizes in one pass, not part of the table): {gen['wall_s']:.0f} s, peak RSS "
-                  f"{gen['peak_rss_gib']:.2f} GiB; {gen[str(sizes[0])]['vocab_genes']:,} of {args.genes:,} genes are "
-                  f"CellPLM vocabulary symbols; mean {counts:,.0f} counts per cell.")
+    generation = (
+        f"Generation (all sizes in one pass, not part of the table): {gen['wall_s']:.0f} s, peak RSS "
+        f"{gen['peak_rss_gib']:.2f} GiB; {gen[str(sizes[0])]['vocab_genes']:,} of {args.genes:,} genes are "
+        f"CellPLM vocabulary symbols; mean {counts:,.0f} counts per cell."
+    )
     log(generation)
-    common = {"n_genes": args.genes, "counts_per_cell": round(counts, 1), "threads": args.threads,
-              "machine_mem_gib": round(machine_mem_gib(), 1), "cpu_cores": os.cpu_count(),
-              "date": dt.date.today().isoformat()}
+    common = {
+        "n_genes": args.genes,
+        "counts_per_cell": round(counts, 1),
+        "threads": args.threads,
+        "machine_mem_gib": round(machine_mem_gib(), 1),
+        "cpu_cores": os.cpu_count(),
+        "date": dt.date.today().isoformat(),
+    }
     rows, meta_embed = [], {"weights": "", "precision": ""}
     for n, src in zip(sizes, raw):
         folder = src.parent
@@ -411,11 +487,23 @@ def main(argv=None) -> int:
         failed = False
         for step in args.steps:
             if failed and step in ("split", "embed") and "preprocess" in args.steps:
-                rows.append({**common, "n_cells": n, "nnz": gen[str(n)]["nnz"], "step": step, "status": "skipped (preprocess failed)"})
+                rows.append(
+                    {
+                        **common,
+                        "n_cells": n,
+                        "nnz": gen[str(n)]["nnz"],
+                        "step": step,
+                        "status": "skipped (preprocess failed)",
+                    }
+                )
                 continue
             log(f"n={n:,}: {step} ...")
             if step == "preprocess":
-                res = run_child(step, {"args": child_args, "src": str(src), "dst": str(pre), "qc": str(folder / "qc.json")}, log_path)
+                res = run_child(
+                    step,
+                    {"args": child_args, "src": str(src), "dst": str(pre), "qc": str(folder / "qc.json")},
+                    log_path,
+                )
             elif step == "split":
                 res = run_child(step, {"args": child_args, "src": str(pre), "outdir": str(folder / "split")}, log_path)
             else:
@@ -432,16 +520,34 @@ def main(argv=None) -> int:
             rows.append(row)
             failed |= step == "preprocess" and res["status"] != "ok"
             extra = f", {res['cells_per_s']:,.0f} cells/s" if res.get("cells_per_s") else ""
-            log(f"n={n:,}: {step} {res['status']}: {res['wall_s']:.1f} s, peak RSS {res['peak_rss_gib']:.2f} GiB{extra}")
+            log(
+                f"n={n:,}: {step} {res['status']}: {res['wall_s']:.1f} s, peak RSS {res['peak_rss_gib']:.2f} GiB{extra}"
+            )
             write_result(args.out, "scale", prov, finish_table(rows).to_dict("records"), complete=False)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    meta = {"genes": args.genes, "counts": counts, "mem": machine_mem_gib(), "cores": os.cpu_count(),
-            "date": common["date"], "threads": args.threads, "generation": generation,
-            "command": prov["command"], **meta_embed}
+    meta = {
+        "genes": args.genes,
+        "counts": counts,
+        "mem": machine_mem_gib(),
+        "cores": os.cpu_count(),
+        "date": common["date"],
+        "threads": args.threads,
+        "generation": generation,
+        "command": prov["command"],
+        **meta_embed,
+    }
     df = finish_table(rows)
-    write_result(args.out, "scale", prov, df.to_dict("records"), complete=True, generation=generation,
-                 mean_counts_per_cell=counts, embedding={k: meta[k] for k in ("weights", "precision", "threads")})
+    write_result(
+        args.out,
+        "scale",
+        prov,
+        df.to_dict("records"),
+        complete=True,
+        generation=generation,
+        mean_counts_per_cell=counts,
+        embedding={k: meta[k] for k in ("weights", "precision", "threads")},
+    )
     md = markdown(df, meta)
     print()
     print(md)

@@ -60,7 +60,12 @@ def main(argv=None) -> int:
     if code != 0:
         print(f"{' '.join(command)} failed (exit {code}); no result written (log: {log})", file=sys.stderr)
         return code
-    row = {"name": args.name, "command": " ".join(command), "wall_s": round(wall, 1), **snakemake_summary(log.read_text())}
+    row = {
+        "name": args.name,
+        "command": " ".join(command),
+        "wall_s": round(wall, 1),
+        **snakemake_summary(log.read_text()),
+    }
     out = write_result(RESULTS / f"{args.name}.json", "timed", prov, [row])
     print(f"{args.name}: {wall:.0f} s; wrote {out}")
     return 0

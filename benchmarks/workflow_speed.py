@@ -26,12 +26,20 @@ TARGET_VS_SCGPT = 100.0
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("table", type=Path, help="results/speed/embedding.tsv or results/tables/speed.tsv of a workflow run")
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None,
-                   help="names the result file (default: cuda when the rows were measured on a CUDA device)")
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default=None,
+        help="names the result file (default: cuda when the rows were measured on a CUDA device)",
+    )
     p.add_argument("--target", type=float, default=TARGET_VS_SCGPT, help="CellPLM cells/s over scGPT's to call MET")
-    p.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/embedding_speed_<device>.json)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="result file (default benchmarks/results/embedding_speed_<device>.json)"
+    )
     args = p.parse_args(argv)
     import pandas as pd
 
@@ -42,18 +50,28 @@ def main(argv=None) -> int:
     if df.empty:
         raise SystemExit(f"{args.table}: no embedding_throughput rows")
     devices = " ".join(str(d) for d in df["device"].dropna())
-    device = args.device or ("cuda" if any(k in devices.lower() for k in ("cuda", "nvidia", "gpu", "h100", "h200", "a100")) else "cpu")
+    device = args.device or (
+        "cuda" if any(k in devices.lower() for k in ("cuda", "nvidia", "gpu", "h100", "h200", "a100")) else "cpu"
+    )
     rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
     verdicts = []
     ours = df[(df["method"] == "cellplm") & (df["status"] == "ok")]
     if len(ours) and pd.notna(ours["speedup_vs_scgpt"].iloc[0]):
         x = float(ours["speedup_vs_scgpt"].iloc[0])
-        verdicts.append(f"CellPLM {x:,.1f}x scGPT's cells/s (target >= {args.target:g}x): {'MET' if x >= args.target else 'MISSED'}")
+        verdicts.append(
+            f"CellPLM {x:,.1f}x scGPT's cells/s (target >= {args.target:g}x): {'MET' if x >= args.target else 'MISSED'}"
+        )
     else:
         verdicts.append("CellPLM against scGPT: no ratio (one of them did not run)")
     out = args.out or RESULTS / f"embedding_speed_{device}.json"
-    write_result(out, "embedding_speed", provenance("benchmarks/workflow_speed.py", argv, vars(args)), rows,
-                 source={"path": str(args.table), "sha256": sha256_file(args.table)}, verdicts=verdicts)
+    write_result(
+        out,
+        "embedding_speed",
+        provenance("benchmarks/workflow_speed.py", argv, vars(args)),
+        rows,
+        source={"path": str(args.table), "sha256": sha256_file(args.table)},
+        verdicts=verdicts,
+    )
     print("\n".join(verdicts))
     print(f"wrote {out}")
     return 0

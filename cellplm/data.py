@@ -48,8 +48,10 @@ class GeneMatch:
         return d
 
     def describe(self) -> str:
-        return (f"{self.n_matched}/{self.n_genes} genes ({self.gene_share:.1%}) in the vocabulary, "
-                f"{self.count_share:.1%} of counts; ids from {self.id_source}")
+        return (
+            f"{self.n_matched}/{self.n_genes} genes ({self.gene_share:.1%}) in the vocabulary, "
+            f"{self.count_share:.1%} of counts; ids from {self.id_source}"
+        )
 
 
 def ensembl_ids(var: pd.DataFrame, var_names, gene_ids: str | None = None) -> tuple[np.ndarray, str]:
@@ -74,8 +76,13 @@ def ensembl_ids(var: pd.DataFrame, var_names, gene_ids: str | None = None) -> tu
     return ids, "gene symbols mapped with GENCODE v44 (CellTypist's table)"
 
 
-def match_genes(var: pd.DataFrame, var_names, vocabulary: list[str], gene_ids: str | None = None,
-                gene_totals: np.ndarray | None = None) -> GeneMatch:
+def match_genes(
+    var: pd.DataFrame,
+    var_names,
+    vocabulary: list[str],
+    gene_ids: str | None = None,
+    gene_totals: np.ndarray | None = None,
+) -> GeneMatch:
     ids, source = ensembl_ids(var, var_names, gene_ids)
     position = {g: i for i, g in enumerate(vocabulary)}
     index = np.array([position.get(g, -1) if ENSEMBL_RE.match(str(g) or "") else -1 for g in ids], dtype=np.int64)
@@ -95,9 +102,15 @@ def match_genes(var: pd.DataFrame, var_names, vocabulary: list[str], gene_ids: s
 def require_coverage(match: GeneMatch, source, min_gene_share: float, min_count_share: float) -> None:
     """Raise :class:`~cellplm.errors.NotApplicable` when too little of the data lands in the vocabulary."""
     _genes.require_coverage(
-        source, n_matched=match.n_matched, gene_share=match.gene_share, count_share=match.count_share,
-        min_gene_share=min_gene_share, min_count_share=min_count_share, describe=match.describe(),
-        none_matched=f"no genes in the CellPLM vocabulary ({match.n_genes} genes; ids from {match.id_source})")
+        source,
+        n_matched=match.n_matched,
+        gene_share=match.gene_share,
+        count_share=match.count_share,
+        min_gene_share=min_gene_share,
+        min_count_share=min_count_share,
+        describe=match.describe(),
+        none_matched=f"no genes in the CellPLM vocabulary ({match.n_genes} genes; ids from {match.id_source})",
+    )
 
 
 def check_counts(X, source, sample: int = 200_000) -> None:
@@ -111,8 +124,11 @@ def check_counts(X, source, sample: int = 200_000) -> None:
     frac = values != np.round(values)
     if frac.mean() > 0.01:
         example = values[frac][0]
-        raise InputError(source, f"non-integer values (e.g. {example:.4g}) where raw counts are required; CellPLM "
-                                 "applies log1p itself: give raw counts (X, layers['counts'] or .raw)")
+        raise InputError(
+            source,
+            f"non-integer values (e.g. {example:.4g}) where raw counts are required; CellPLM "
+            "applies log1p itself: give raw counts (X, layers['counts'] or .raw)",
+        )
 
 
 def counts_matrix(adata, layer: str | None = None):
@@ -147,9 +163,16 @@ def scaled_coords(coords: np.ndarray) -> np.ndarray:
     return (coords - lo) / np.where(hi > lo, hi - lo, 1.0)
 
 
-def sentences(adata, vocab_index: np.ndarray, n_vocab: int, group_key: str | None = BATCH, max_cells: int | None = None,
-              layer: str | None = None, spatial_key: str | None = None,
-              cells: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, Sentence]]:
+def sentences(
+    adata,
+    vocab_index: np.ndarray,
+    n_vocab: int,
+    group_key: str | None = BATCH,
+    max_cells: int | None = None,
+    layer: str | None = None,
+    spatial_key: str | None = None,
+    cells: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, Sentence]]:
     """Yield (cell indices, sentence) for each tissue, split into chunks of at most ``max_cells`` cells.
 
     ``vocab_index`` gives each column's row in the vocabulary (-1: dropped), e.g. ``GeneMatch.vocab_index``.
@@ -163,13 +186,15 @@ def sentences(adata, vocab_index: np.ndarray, n_vocab: int, group_key: str | Non
         group = group if cells is None else np.asarray(cells)[group]
         step = max_cells or len(group)
         for start in range(0, len(group), step):
-            idx = np.sort(group[start:start + step])
+            idx = np.sort(group[start : start + step])
             rows = X[idx]
             rows = sp.csr_matrix(rows) if not sp.issparse(rows) else rows.tocsr()
             coords = None
             if spatial_key is not None:
-                coords = torch.as_tensor(scaled_coords(np.asarray(adata.obsm[spatial_key][idx], dtype=np.float64)[:, :2]),
-                                         dtype=torch.float32)
+                coords = torch.as_tensor(
+                    scaled_coords(np.asarray(adata.obsm[spatial_key][idx], dtype=np.float64)[:, :2]),
+                    dtype=torch.float32,
+                )
             yield idx, Sentence.from_csr(rows, vocab_index, n_vocab, coords=coords)
 
 

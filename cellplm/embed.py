@@ -37,27 +37,45 @@ class EmbedResult:
     info: dict = field(default_factory=dict)
 
 
-def load_embedder(checkpoint, device: str = "auto", spatial_pe: bool | None = None,
-                  trusted_sha256=None) -> tuple[CellPLM, dict]:
+def load_embedder(
+    checkpoint, device: str = "auto", spatial_pe: bool | None = None, trusted_sha256=None
+) -> tuple[CellPLM, dict]:
     """The embedder of a checkpoint and what loaded it; ``trusted_sha256``: see
     :func:`cellplm.model.checkpoint.read_checkpoint`."""
     model, report = load_model(checkpoint, task="embedder", spatial_pe=spatial_pe, trusted_sha256=trusted_sha256)
     return model, {"checkpoint": str(checkpoint), "load_report": report.summary()}
 
 
-def embed_cells(adata, model: CellPLM, *, group_key: str | None = BATCH, max_cells: int | None = None,
-                layer: str | None = None, gene_ids: str | None = None, spatial_key: str | None = None,
-                device: str = "auto", precision: str = "auto", sample_cluster: bool = False,
-                min_gene_share: float = 0.0, min_count_share: float = 0.0, progress: bool = True,
-                source: str = "AnnData") -> EmbedResult:
+def embed_cells(
+    adata,
+    model: CellPLM,
+    *,
+    group_key: str | None = BATCH,
+    max_cells: int | None = None,
+    layer: str | None = None,
+    gene_ids: str | None = None,
+    spatial_key: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    sample_cluster: bool = False,
+    min_gene_share: float = 0.0,
+    min_count_share: float = 0.0,
+    progress: bool = True,
+    source: str = "AnnData",
+) -> EmbedResult:
     """Embed every cell of ``adata`` (in memory or backed) with ``model``; see :func:`embed`."""
     if adata.n_obs == 0:
         raise InputError(source, "no cells to embed (empty sentence)")
     runtime = Runtime.resolve(device, precision)
     X = counts_matrix(adata, layer)
     check_counts(X[: min(adata.n_obs, 2000)], source)
-    match = match_genes(adata.var, adata.var_names, model.config.gene_list, gene_ids=gene_ids,
-                        gene_totals=gene_totals(adata, layer, max_cells=COVERAGE_CELLS))
+    match = match_genes(
+        adata.var,
+        adata.var_names,
+        model.config.gene_list,
+        gene_ids=gene_ids,
+        gene_totals=gene_totals(adata, layer, max_cells=COVERAGE_CELLS),
+    )
     log.info("%s: %s", source, match.describe())
     require_coverage(match, source, min_gene_share, min_count_share)
     model = model.to(runtime.device).eval()
@@ -67,8 +85,15 @@ def embed_cells(adata, model: CellPLM, *, group_key: str | None = BATCH, max_cel
     t0 = time.perf_counter()
     with torch.inference_mode(), runtime.autocast():
         bar = tqdm(total=adata.n_obs, unit="cell", desc="embedding", disable=not progress)
-        for idx, sentence in sentences(adata, match.vocab_index, model.config.n_genes, group_key=group_key, max_cells=max_cells,
-                                       layer=layer, spatial_key=spatial_key):
+        for idx, sentence in sentences(
+            adata,
+            match.vocab_index,
+            model.config.n_genes,
+            group_key=group_key,
+            max_cells=max_cells,
+            layer=layer,
+            spatial_key=spatial_key,
+        ):
             result = model.embed(sentence.to(runtime.device), sample_cluster=sample_cluster)
             out[idx] = result.z.float().cpu().numpy()
             clusters[idx] = result.cluster.cpu().numpy()
@@ -77,10 +102,19 @@ def embed_cells(adata, model: CellPLM, *, group_key: str | None = BATCH, max_cel
         bar.close()
     seconds = time.perf_counter() - t0
     info = {
-        "genes": match.to_dict(), "count_share_from_cells": min(adata.n_obs, COVERAGE_CELLS), "device": runtime.device.type, "device_detail": runtime.describe(), "precision": runtime.precision,
-        "n_sentences": n_sentences, "group_key": group_key, "max_cells": max_cells, "seconds": seconds,
+        "genes": match.to_dict(),
+        "count_share_from_cells": min(adata.n_obs, COVERAGE_CELLS),
+        "device": runtime.device.type,
+        "device_detail": runtime.describe(),
+        "precision": runtime.precision,
+        "n_sentences": n_sentences,
+        "group_key": group_key,
+        "max_cells": max_cells,
+        "seconds": seconds,
         "cells_per_second": adata.n_obs / seconds if seconds > 0 else None,
-        "cluster_choice": "Gumbel-softmax sample (upstream, stochastic)" if sample_cluster else "most probable (deterministic)",
+        "cluster_choice": "Gumbel-softmax sample (upstream, stochastic)"
+        if sample_cluster
+        else "most probable (deterministic)",
     }
     return EmbedResult(out, clusters, info)
 

@@ -79,10 +79,15 @@ class CellTypeAnnotator:
             unlabelled = unlabelled[:, train.var_names]  # KeyError names a missing gene
         X = sp.vstack([sp.csr_matrix(counts_matrix(p)) for p in parts], format="csr").astype(np.float32)
         obs = pd.concat([sentence_obs(p, o.group_key) for p in parts])
-        role = np.concatenate([np.where(self._validation_mask(train), 1, 0)] +
-                              ([np.full(unlabelled.n_obs, 2)] if unlabelled is not None else []))  # 0 train, 1 valid, 2 test
-        joint = ad.AnnData(X, obs=pd.DataFrame(obs.values, index=np.arange(len(obs)).astype(str), columns=obs.columns),
-                           var=train.var.copy())
+        role = np.concatenate(
+            [np.where(self._validation_mask(train), 1, 0)]
+            + ([np.full(unlabelled.n_obs, 2)] if unlabelled is not None else [])
+        )  # 0 train, 1 valid, 2 test
+        joint = ad.AnnData(
+            X,
+            obs=pd.DataFrame(obs.values, index=np.arange(len(obs)).astype(str), columns=obs.columns),
+            var=train.var.copy(),
+        )
         return joint, role
 
     def _validation_mask(self, train: ad.AnnData) -> np.ndarray:
@@ -113,8 +118,12 @@ class CellTypeAnnotator:
         """The sentences of ``cells`` over the genes in use; column j of ``columns`` is row j of the model's table."""
         vocab_index = np.full(joint.n_vars, -1)
         vocab_index[columns] = np.arange(columns.size)
-        return [(idx, sentence.to(self.runtime_.device)) for idx, sentence in
-                sentences(joint, vocab_index, columns.size, group_key=self.options.group_key, cells=cells)]
+        return [
+            (idx, sentence.to(self.runtime_.device))
+            for idx, sentence in sentences(
+                joint, vocab_index, columns.size, group_key=self.options.group_key, cells=cells
+            )
+        ]
 
     # ---- model ---------------------------------------------------------------------------------------------
     def _build_model(self, n_classes: int) -> CellPLM:
@@ -124,8 +133,9 @@ class CellTypeAnnotator:
             model = CellPLM(base.for_annotation(n_classes, dropout=o.dropout))
             self.info_["checkpoint"] = {"kind": "random initialisation", "shape": o.shape}
         else:
-            model, report = load_model(self.checkpoint, task="annotation", n_classes=n_classes,
-                                       trusted_sha256=self.trusted_sha256)
+            model, report = load_model(
+                self.checkpoint, task="annotation", n_classes=n_classes, trusted_sha256=self.trusted_sha256
+            )
             if model.config.model_dropout != o.dropout:
                 pretrained, model = model, CellPLM(model.config.replace(model_dropout=o.dropout))
                 model.load_state_dict(pretrained.state_dict())
@@ -144,19 +154,29 @@ class CellTypeAnnotator:
         o = self.options
         # pre_latent_norm is in neither of upstream's groups, so it stays frozen; its gradients still count in the
         # clipping norm, as upstream's clip_grad_norm_ over all parameters does.
-        main = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(("embedder.", "pre_latent_norm."))]
+        main = [
+            p
+            for name, p in model.named_parameters()
+            if p.requires_grad and not name.startswith(("embedder.", "pre_latent_norm."))
+        ]
         emb = [p for p in model.embedder.parameters() if p.requires_grad]
-        groups_ = [{"params": emb, "lr": o.lr * o.embedder_lr_scale, "weight_decay": o.embedder_weight_decay},
-                   {"params": main, "lr": o.lr, "weight_decay": o.weight_decay}]
+        groups_ = [
+            {"params": emb, "lr": o.lr * o.embedder_lr_scale, "weight_decay": o.embedder_weight_decay},
+            {"params": main, "lr": o.lr, "weight_decay": o.weight_decay},
+        ]
         try:
             opt = torch.optim.AdamW(groups_, fused=True)
         except (RuntimeError, TypeError):
             opt = torch.optim.AdamW(groups_, foreach=True)
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", patience=o.plateau_patience, factor=o.plateau_factor)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", patience=o.plateau_patience, factor=o.plateau_factor
+        )
         return opt, plateau
 
     # ---- fit / predict -------------------------------------------------------------------------------------
-    def fit(self, train: ad.AnnData, label_key: str = LABEL, unlabelled: ad.AnnData | None = None) -> "CellTypeAnnotator":
+    def fit(
+        self, train: ad.AnnData, label_key: str = LABEL, unlabelled: ad.AnnData | None = None
+    ) -> "CellTypeAnnotator":
         o = self.options
         torch.manual_seed(o.seed)
         np.random.seed(o.seed)
@@ -208,8 +228,11 @@ class CellTypeAnnotator:
                 opt.step()
                 plateau.step(loss.item())
                 losses.append(loss.item())
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                      "lr": opt.param_groups[1]["lr"]}
+            record = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "lr": opt.param_groups[1]["lr"],
+            }
             if valid.size and (epoch % o.eval_every == 0 or epoch == o.max_epochs - 1):
                 pred = self._predict_cells(model, valid_sentences, joint.n_obs)
                 f1 = validation_macro_f1(y[valid], pred[valid])
@@ -225,14 +248,22 @@ class CellTypeAnnotator:
         if best[2] is not None:
             model.load_state_dict(best[2])
         self.model_ = model.eval()
-        self.info_.update({
-            "epochs_run": len(self.history_), "best_epoch": best[1], "best_valid_macro_f1": best[0] if best[1] >= 0 else None,
-            "stopped_early": len(self.history_) < o.max_epochs, "device": self.runtime_.device.type, "device_detail": self.runtime_.describe(),
-            "precision": self.runtime_.precision, "setting": "transductive" if o.transductive else "inductive",
-            "n_sentences": len(train_sentences), "options": asdict(o),
-        })
+        self.info_.update(
+            {
+                "epochs_run": len(self.history_),
+                "best_epoch": best[1],
+                "best_valid_macro_f1": best[0] if best[1] >= 0 else None,
+                "stopped_early": len(self.history_) < o.max_epochs,
+                "device": self.runtime_.device.type,
+                "device_detail": self.runtime_.describe(),
+                "precision": self.runtime_.precision,
+                "setting": "transductive" if o.transductive else "inductive",
+                "n_sentences": len(train_sentences),
+                "options": asdict(o),
+            }
+        )
         if context is not None:  # predictions for the context cells, from the same sentences
-            pred = self._predict_cells(model, train_sentences, joint.n_obs)[train.n_obs:]
+            pred = self._predict_cells(model, train_sentences, joint.n_obs)[train.n_obs :]
             self._context = pd.Series(self.classes_[pred], index=context.obs_names)
         else:
             self._context = None
@@ -261,8 +292,12 @@ class CellTypeAnnotator:
             return self._context.loc[test.obs_names].to_numpy(dtype=object)
         check_counts(counts_matrix(test)[: min(test.n_obs, 2000)], "test data")
         X = sp.csr_matrix(counts_matrix(test[:, self.genes_])).astype(np.float32)
-        joint = ad.AnnData(X, obs=sentence_obs(test, self.options.group_key).set_axis(np.arange(test.n_obs).astype(str)))
-        pred = self._predict_cells(self.model_, self._sentences(joint, np.arange(X.shape[1]), np.arange(test.n_obs)), test.n_obs)
+        joint = ad.AnnData(
+            X, obs=sentence_obs(test, self.options.group_key).set_axis(np.arange(test.n_obs).astype(str))
+        )
+        pred = self._predict_cells(
+            self.model_, self._sentences(joint, np.arange(X.shape[1]), np.arange(test.n_obs)), test.n_obs
+        )
         return self.classes_[pred].astype(object)
 
     def save(self, prefix) -> None:

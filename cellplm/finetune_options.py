@@ -24,10 +24,14 @@ def _option(default, text: str, flag: str | None = None, choices=None):
 
 @dataclass
 class FinetuneConfig:
-    n_hvg: int = _option(3000, "seurat_v3 HVGs on all cells seen in fit (then intersected with the vocabulary); "
-                               "0 = all genes")
-    transductive: bool = _option(True, "keep test cells out of the training sentences (default: they are in them, "
-                                       "as context, as upstream does)", flag="--inductive")
+    n_hvg: int = _option(
+        3000, "seurat_v3 HVGs on all cells seen in fit (then intersected with the vocabulary); 0 = all genes"
+    )
+    transductive: bool = _option(
+        True,
+        "keep test cells out of the training sentences (default: they are in them, as context, as upstream does)",
+        flag="--inductive",
+    )
     lr: float = _option(5e-3, "learning rate of the encoder, latent and head")
     embedder_lr_scale: float = _option(0.1, "embedder learning rate = lr x this")
     weight_decay: float = _option(1e-7, "weight decay of the encoder, latent and head")
@@ -40,17 +44,21 @@ class FinetuneConfig:
     clip: float = _option(2.0, "max gradient norm")
     dropout: float = _option(0.5, "dropout")
     eval_every: int = _option(1, "validation pass every k epochs (upstream: every epoch)")
-    valid_fraction: float = _option(0.1, "share of the training cells held out for validation when the training "
-                                         f"data has no obs['{IS_VALIDATION}']")
-    group_key: str = _option(BATCH, "obs column whose values are the sentences (tissues); missing column = one "
-                                    "sentence")
-    min_gene_share: float = _option(0.3, "refuse (exit 3, not applicable) below this share of genes in the "
-                                         "vocabulary")
+    valid_fraction: float = _option(
+        0.1, f"share of the training cells held out for validation when the training data has no obs['{IS_VALIDATION}']"
+    )
+    group_key: str = _option(
+        BATCH, "obs column whose values are the sentences (tissues); missing column = one sentence"
+    )
+    min_gene_share: float = _option(0.3, "refuse (exit 3, not applicable) below this share of genes in the vocabulary")
     min_count_share: float = _option(0.5, "... or below this share of counts")
     shape: str = _option("85M", "model shape without a checkpoint (random initialisation)", choices=tuple(SHAPES))
     device: str = _option("auto", "auto (CUDA if visible, else CPU), cpu, cuda, cuda:1 ...")
-    precision: str = _option("auto", "matrix-product precision: auto = bf16 where the hardware has native bf16, else "
-                                     "fp32 (upstream's arithmetic)", choices=PRECISIONS)
+    precision: str = _option(
+        "auto",
+        "matrix-product precision: auto = bf16 where the hardware has native bf16, else fp32 (upstream's arithmetic)",
+        choices=PRECISIONS,
+    )
     seed: int = _option(0, "random seed (torch, numpy, the validation hold-out)")
     progress: bool = _option(True, "no progress bars", flag="--no-progress")
 
@@ -70,8 +78,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             action = "store_false" if default else "store_true"
             parser.add_argument(_flag(f), dest=f.name, action=action, help=help_)
         else:
-            parser.add_argument(_flag(f), dest=f.name, type=type(default), default=default,
-                                choices=f.metadata.get("choices"), help=f"{help_} (default: {default})")
+            parser.add_argument(
+                _flag(f),
+                dest=f.name,
+                type=type(default),
+                default=default,
+                choices=f.metadata.get("choices"),
+                help=f"{help_} (default: {default})",
+            )
     return parser
 
 

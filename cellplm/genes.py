@@ -79,6 +79,7 @@ def ensembl_to_symbols(names, table: dict[str, str] | None = None) -> np.ndarray
 
 # ---- vocabulary coverage ----------------------------------------------------------------------------------------
 
+
 def count_share(totals, matched) -> float:
     """Share of all counts in the ``matched`` columns (a mask or indices); NaN without counts or with none."""
     if totals is None:
@@ -89,8 +90,17 @@ def count_share(totals, matched) -> float:
     return float(totals[matched].sum() / totals.sum())
 
 
-def require_coverage(source, *, n_matched: int, gene_share: float, count_share: float, min_gene_share: float,
-                     min_count_share: float, none_matched: str, describe: str) -> None:
+def require_coverage(
+    source,
+    *,
+    n_matched: int,
+    gene_share: float,
+    count_share: float,
+    min_gene_share: float,
+    min_count_share: float,
+    none_matched: str,
+    describe: str,
+) -> None:
     """Raise :class:`NotApplicable` when too little of the data lands in a model's vocabulary.
 
     ``none_matched`` says why no gene matched, ``describe`` what matched (the messages name the model); below
@@ -99,5 +109,7 @@ def require_coverage(source, *, n_matched: int, gene_share: float, count_share: 
     if n_matched == 0:
         raise NotApplicable(f"{source}: {none_matched}")
     if gene_share < min_gene_share or (not math.isnan(count_share) and count_share < min_count_share):
-        raise NotApplicable(f"{source}: only {describe}; below the thresholds "
-                            f"(genes {min_gene_share:.0%}, counts {min_count_share:.0%})")
+        raise NotApplicable(
+            f"{source}: only {describe}; below the thresholds "
+            f"(genes {min_gene_share:.0%}, counts {min_count_share:.0%})"
+        )

@@ -23,8 +23,10 @@ def highly_variable_genes(data, n_top: int | None = None, flavor: str = "seurat"
     try:
         import scanpy as sc
     except ModuleNotFoundError:
-        raise ModuleNotFoundError("selecting highly variable genes needs scanpy and scikit-misc (pip install "
-                                  "'cellplm-bench[hvg]'), or select none with n_hvg=0") from None
+        raise ModuleNotFoundError(
+            "selecting highly variable genes needs scanpy and scikit-misc (pip install "
+            "'cellplm-bench[hvg]'), or select none with n_hvg=0"
+        ) from None
     import anndata as ad
 
     adata = data if isinstance(data, ad.AnnData) else ad.AnnData(data)

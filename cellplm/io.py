@@ -49,8 +49,11 @@ def atomic_path(dest):
             if e.errno not in UNWRITABLE + DISK_FULL:
                 _remove(tmp)
                 raise
-            problem = (f"{_FULL_REASON[e.errno]} while writing (nothing was written)" if e.errno in DISK_FULL
-                       else f"output folder is not writable ({e.strerror})")
+            problem = (
+                f"{_FULL_REASON[e.errno]} while writing (nothing was written)"
+                if e.errno in DISK_FULL
+                else f"output folder is not writable ({e.strerror})"
+            )
             # Free the failed writer's h5py objects now, while their close errors are held back: as the context of
             # the OutputError, this exception's traceback would keep them alive until long after this block.
             e.__traceback__ = None
@@ -115,10 +118,6 @@ def write_json(obj, path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-
-
-
-
 def _json_default(o):
     # numpy scalars and arrays
     if hasattr(o, "item") and getattr(o, "ndim", 1) == 0:
@@ -148,8 +147,6 @@ def open_h5ad(path):
         raise _unreadable(path, e) from None
 
 
-
-
 def read_h5ad(path, layers: bool = True):
     """Read an h5ad file; a missing, truncated or corrupt file raises a one-line :class:`InputError`.
 
@@ -169,7 +166,6 @@ def read_h5ad(path, layers: bool = True):
         return ad.AnnData(**parts)
     except Exception as e:  # h5py/anndata raise many types for damaged files
         raise _unreadable(path, e) from None
-
 
 
 def _read_elem():

@@ -43,8 +43,10 @@ def make_counts_adata(n_cells=60, n_types=3, seed=0, genes=SYMBOLS, batches=2) -
     types = np.array([f"type{i % n_types}" for i in range(n_cells)])
     rates = rng.gamma(1.0, 2.0, size=(n_types, len(genes)))
     X = rng.poisson(rates[[int(t[-1]) for t in types]] * 3).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": types, "batch": [f"b{i % batches}" for i in range(n_cells)]},
-                       index=[f"cell{i}" for i in range(n_cells)])
+    obs = pd.DataFrame(
+        {"cell_type": types, "batch": [f"b{i % batches}" for i in range(n_cells)]},
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
     return ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=list(genes)))
 
 
@@ -82,6 +84,7 @@ def write(tmp_path):
         path = tmp_path / name
         adata.write_h5ad(path)
         return path
+
     return _write
 
 

@@ -6,8 +6,9 @@ import pickle
 from pathlib import Path
 
 
-def write_tiny_geneformer(folder, genes, medians=None, special_tokens=False, max_position_embeddings=2048,
-                          seed=0, suffix="") -> Path:
+def write_tiny_geneformer(
+    folder, genes, medians=None, special_tokens=False, max_position_embeddings=2048, seed=0, suffix=""
+) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (random BertForMaskedLM), ``token_dictionary{suffix}.pkl``
     (``<pad>``=0, ``<mask>``=1, [``<cls>``=2, ``<eos>``=3], then the genes in order) and
     ``gene_median_dictionary{suffix}.pkl`` (``medians``, default 1.0 each)."""
@@ -24,8 +25,15 @@ def write_tiny_geneformer(folder, genes, medians=None, special_tokens=False, max
     with open(folder / f"gene_median_dictionary{suffix}.pkl", "wb") as fh:
         pickle.dump(dict(zip(genes, medians)), fh)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokens), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=max_position_embeddings, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=len(tokens),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=0,
+    )
     BertForMaskedLM(config).save_pretrained(folder)
     return folder
 

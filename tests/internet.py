@@ -26,10 +26,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import trustme
 
 HOSTS = (
-    "drive.google.com", "drive.usercontent.google.com", "docs.google.com", "www.dropbox.com",
-    "uc2f1e7a6b0d8c9.dl.dropboxusercontent.com", "ndownloader.figshare.com", "api.figshare.com",
-    "s3-eu-west-1.amazonaws.com", "api.cellxgene.cziscience.com", "datasets.cellxgene.cziscience.com",
-    "huggingface.co", "cdn-lfs.hf.co", "github.com", "raw.githubusercontent.com", "cf.10xgenomics.com",
+    "drive.google.com",
+    "drive.usercontent.google.com",
+    "docs.google.com",
+    "www.dropbox.com",
+    "uc2f1e7a6b0d8c9.dl.dropboxusercontent.com",
+    "ndownloader.figshare.com",
+    "api.figshare.com",
+    "s3-eu-west-1.amazonaws.com",
+    "api.cellxgene.cziscience.com",
+    "datasets.cellxgene.cziscience.com",
+    "huggingface.co",
+    "cdn-lfs.hf.co",
+    "github.com",
+    "raw.githubusercontent.com",
+    "cf.10xgenomics.com",
 )
 
 
@@ -80,10 +91,20 @@ class FakeInternet:
         for method in methods:
             self.routes.insert(0, (host, method, re.compile(pattern), handler))
 
-    def file(self, host: str, path: str, data: bytes, content_type: str = "application/octet-stream",
-             ranges: bool = True, headers: dict | None = None):
-        self.route(host, re.escape(path), lambda req: Response(200, {"Content-Type": content_type, **(headers or {})},
-                                                                data, ranges=ranges))
+    def file(
+        self,
+        host: str,
+        path: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        ranges: bool = True,
+        headers: dict | None = None,
+    ):
+        self.route(
+            host,
+            re.escape(path),
+            lambda req: Response(200, {"Content-Type": content_type, **(headers or {})}, data, ranges=ranges),
+        )
 
     @property
     def url(self) -> str:
@@ -92,9 +113,17 @@ class FakeInternet:
     @property
     def env(self) -> dict:
         """Environment for clients: every request through this proxy, trusting its CA (urllib, requests, httpx)."""
-        return {"http_proxy": self.url, "https_proxy": self.url, "HTTP_PROXY": self.url, "HTTPS_PROXY": self.url,
-                "no_proxy": "", "NO_PROXY": "", "SSL_CERT_FILE": str(self.ca_file),
-                "REQUESTS_CA_BUNDLE": str(self.ca_file), "CURL_CA_BUNDLE": str(self.ca_file)}
+        return {
+            "http_proxy": self.url,
+            "https_proxy": self.url,
+            "HTTP_PROXY": self.url,
+            "HTTPS_PROXY": self.url,
+            "no_proxy": "",
+            "NO_PROXY": "",
+            "SSL_CERT_FILE": str(self.ca_file),
+            "REQUESTS_CA_BUNDLE": str(self.ca_file),
+            "CURL_CA_BUNDLE": str(self.ca_file),
+        }
 
     def hits(self, host: str | None = None) -> list[str]:
         """Method and target of every request (to ``host``), in order."""
@@ -138,8 +167,14 @@ def _proxy_handler(net: FakeInternet):
                 host = net.direct_host or self.headers.get("Host", "").split(":")[0]
             path, _, query = target.partition("?")
             length = int(self.headers.get("Content-Length") or 0)
-            req = Request(host, self.command, urllib.parse.unquote(path), dict(urllib.parse.parse_qsl(query)),
-                          {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length) if length else b"")
+            req = Request(
+                host,
+                self.command,
+                urllib.parse.unquote(path),
+                dict(urllib.parse.parse_qsl(query)),
+                {k.lower(): v for k, v in self.headers.items()},
+                self.rfile.read(length) if length else b"",
+            )
             self._write(req, net.answer(req))
 
         def _write(self, req: Request, res: Response):
@@ -213,8 +248,15 @@ def _sha1_git(data: bytes) -> str:
 
 # ---- the services --------------------------------------------------------------------------------------------
 
-def google_drive(net: FakeInternet, files: dict[str, tuple[str, bytes]], folders: dict | None = None,
-                 large: set = frozenset(), quota: set = frozenset(), stall: set = frozenset()):
+
+def google_drive(
+    net: FakeInternet,
+    files: dict[str, tuple[str, bytes]],
+    folders: dict | None = None,
+    large: set = frozenset(),
+    quota: set = frozenset(),
+    stall: set = frozenset(),
+):
     """Google Drive as gdown 6.5.1 talks to it (gdown/download.py, download_folder.py; its own tests' fixtures).
 
     ``files``: id -> (name, bytes). ``GET drive.google.com/uc?id=ID``: a small file answers at once with
@@ -229,22 +271,40 @@ def google_drive(net: FakeInternet, files: dict[str, tuple[str, bytes]], folders
 
     def attachment(fid):
         name, data = files[fid]
-        return Response(200, {"Content-Type": "application/octet-stream", "ETag": f'"{_sha1_git(data)}"',
-                              "Content-Disposition": f'attachment; filename="{name}"'}, data, stall=fid in stall)
+        return Response(
+            200,
+            {
+                "Content-Type": "application/octet-stream",
+                "ETag": f'"{_sha1_git(data)}"',
+                "Content-Disposition": f'attachment; filename="{name}"',
+            },
+            data,
+            stall=fid in stall,
+        )
 
     def uc(req):
         fid = req.query.get("id", "")
         if fid in quota:
-            return Response(200, {"Content-Type": "text/html; charset=utf-8"}, (
-                "<html><head><title>Google Drive - Quota exceeded</title></head><body><p class=\"uc-error-caption\">"
-                "Sorry, you can't view or download this file at this time.</p><p class=\"uc-error-subcaption\">Too "
-                "many users have viewed or downloaded this file recently. Please try accessing the file again later."
-                "</p></body></html>").encode())
+            return Response(
+                200,
+                {"Content-Type": "text/html; charset=utf-8"},
+                (
+                    '<html><head><title>Google Drive - Quota exceeded</title></head><body><p class="uc-error-caption">'
+                    'Sorry, you can\'t view or download this file at this time.</p><p class="uc-error-subcaption">Too '
+                    "many users have viewed or downloaded this file recently. Please try accessing the file again later."
+                    "</p></body></html>"
+                ).encode(),
+            )
         if fid not in files:
             return Response(404, {"Content-Type": "text/html"}, b"<html><title>Not Found</title></html>")
         if fid in large:
-            return Response(303, {"Location": f"https://drive.usercontent.google.com/download?id={fid}"
-                                              "&export=download", "Content-Type": "text/html"})
+            return Response(
+                303,
+                {
+                    "Location": f"https://drive.usercontent.google.com/download?id={fid}&export=download",
+                    "Content-Type": "text/html",
+                },
+            )
         return attachment(fid)
 
     def usercontent(req):
@@ -254,27 +314,34 @@ def google_drive(net: FakeInternet, files: dict[str, tuple[str, bytes]], folders
         if req.query.get("confirm") == "t" and req.query.get("uuid") == uuids[fid]:
             return attachment(fid)
         name, data = files[fid]
-        page = ('<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>'
-                '<div class="uc-main"><div id="uc-text"><p class="uc-warning-caption">Google Drive can\'t scan this '
-                f'file for viruses.</p><p class="uc-warning-subcaption"><span class="uc-name-size"><a href="/open?id='
-                f'{fid}">{name}</a> ({len(data) // 1024}K)</span> is too large for Google to scan for viruses. Would '
-                'you still like to download this file?</p><form id="download-form" action="https://drive.usercontent.'
-                'google.com/download" method="get"><input type="submit" id="uc-download-link" class="goog-inline-block '
-                f'jfk-button jfk-button-action" value="Download anyway"/><input type="hidden" name="id" value="{fid}">'
-                '<input type="hidden" name="export" value="download"><input type="hidden" name="confirm" value="t">'
-                f'<input type="hidden" name="uuid" value="{uuids[fid]}"></form></div></div></body></html>')
-        return Response(200, {"Content-Type": "text/html; charset=utf-8",
-                              "Set-Cookie": "NID=511=fake; Domain=.google.com; Path=/"}, page.encode())
+        page = (
+            "<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
+            '<div class="uc-main"><div id="uc-text"><p class="uc-warning-caption">Google Drive can\'t scan this '
+            f'file for viruses.</p><p class="uc-warning-subcaption"><span class="uc-name-size"><a href="/open?id='
+            f'{fid}">{name}</a> ({len(data) // 1024}K)</span> is too large for Google to scan for viruses. Would '
+            'you still like to download this file?</p><form id="download-form" action="https://drive.usercontent.'
+            'google.com/download" method="get"><input type="submit" id="uc-download-link" class="goog-inline-block '
+            f'jfk-button jfk-button-action" value="Download anyway"/><input type="hidden" name="id" value="{fid}">'
+            '<input type="hidden" name="export" value="download"><input type="hidden" name="confirm" value="t">'
+            f'<input type="hidden" name="uuid" value="{uuids[fid]}"></form></div></div></body></html>'
+        )
+        return Response(
+            200,
+            {"Content-Type": "text/html; charset=utf-8", "Set-Cookie": "NID=511=fake; Domain=.google.com; Path=/"},
+            page.encode(),
+        )
 
     def folder_view(req):
         folder = (folders or {}).get(req.query.get("id", ""))
         if folder is None:
             return Response(404, {"Content-Type": "text/html"}, b"<html>404</html>")
         title, ids = folder
-        links = "".join(f'<a href="https://drive.google.com/file/d/{fid}/view?usp=drive_web"><img src="x" alt="">'
-                        f'{files[fid][0]}</a>' for fid in ids)
-        page = (f"<html><head><title>{title}</title></head><body><div class=\"flip-entries\">{links}</div>"
-                "</body></html>")
+        links = "".join(
+            f'<a href="https://drive.google.com/file/d/{fid}/view?usp=drive_web"><img src="x" alt="">'
+            f"{files[fid][0]}</a>"
+            for fid in ids
+        )
+        page = f'<html><head><title>{title}</title></head><body><div class="flip-entries">{links}</div></body></html>'
         return Response(200, {"Content-Type": "text/html; charset=utf-8"}, page.encode())
 
     net.route("drive.google.com", "/uc", uc)
@@ -290,8 +357,14 @@ def dropbox_blob(path: str) -> str:
     return f"/cd/0/get/{hashlib.sha1(path.encode()).hexdigest()}/file"
 
 
-def dropbox_shared_folder(net: FakeInternet, folder: str, rlkey: str, files: dict[str, bytes],
-                          content_length: bool = True, cut_after: int | None = None):
+def dropbox_shared_folder(
+    net: FakeInternet,
+    folder: str,
+    rlkey: str,
+    files: dict[str, bytes],
+    content_length: bool = True,
+    cut_after: int | None = None,
+):
     """A file inside a Dropbox shared folder (``/scl/fo/<folder>/h/<path>?rlkey=<key>&dl=1``; Dropbox's help
     on forcing downloads with dl=1, the pattern BiomedSciAI/gene-benchmark uses): ``dl=1`` redirects (302) to the
     content host ``*.dl.dropboxusercontent.com``, which does not honour Range (always 200, whole file);
@@ -305,15 +378,20 @@ def dropbox_shared_folder(net: FakeInternet, folder: str, rlkey: str, files: dic
         if req.query.get("rlkey") != rlkey or path not in files:
             return Response(404, {"Content-Type": "text/html"}, b"<html><title>Dropbox - Error</title></html>")
         if req.query.get("dl") != "1":
-            return Response(200, {"Content-Type": "text/html; charset=utf-8"},
-                            b"<!DOCTYPE html><html><head><title>Dropbox</title></head><body>preview</body></html>")
+            return Response(
+                200,
+                {"Content-Type": "text/html; charset=utf-8"},
+                b"<!DOCTYPE html><html><head><title>Dropbox</title></head><body>preview</body></html>",
+            )
         return Response(302, {"Location": f"https://{content}{dropbox_blob(path)}?dl=1"})
 
     def blob(req):
         for path, data in files.items():
             if req.path == dropbox_blob(path):
-                headers = {"Content-Type": "application/binary",
-                           "Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"'}
+                headers = {
+                    "Content-Type": "application/binary",
+                    "Content-Disposition": f'attachment; filename="{path.rsplit("/", 1)[-1]}"',
+                }
                 response = Response(200, headers, data, ranges=False, cut_after=cut_after)
                 if not content_length:  # chunked: the client cannot tell a cut-off body from a whole one
                     response.headers["Content-Length"] = None
@@ -325,8 +403,7 @@ def dropbox_shared_folder(net: FakeInternet, folder: str, rlkey: str, files: dic
     return content
 
 
-def figshare(net: FakeInternet, files: dict[int, tuple[str, bytes]], ndownloader: str = "challenge",
-             api: str = "ok"):
+def figshare(net: FakeInternet, files: dict[int, tuple[str, bytes]], ndownloader: str = "challenge", api: str = "ok"):
     """figshare file downloads: ``ndownloader.figshare.com/files/<id>`` (``challenge``: an empty 202, as its bot
     protection answers scripts; ``forbidden``: 403; ``ok``: 302 to the S3 store) and the documented API route
     ``api.figshare.com/v2/file/download/<id>`` (``ok``: 302 to S3; ``forbidden``: 403 JSON error)."""
@@ -361,22 +438,35 @@ def cellxgene(net: FakeInternet, datasets: dict[str, list[dict]], files: dict[st
     {version id}`` one of them. ``GET /curation/v1/datasets/{id}`` does not exist (404, as on the real API).
     ``files``: version id -> the H5AD at ``https://datasets.cellxgene.cziscience.com/{version id}.h5ad``.
     """
+
     def full(dataset_id, v):
         vid = v["dataset_version_id"]
-        return {"dataset_id": dataset_id, "collection_id": "9d63fcf1-5ca0-4006-8d8f-872f3327dbe9",
-                "collection_version_id": "00000000-0000-4000-8000-000000000000", "schema_version": "3.1.0",
-                "title": "emulated", "tombstone": False, **v,
-                "assets": [{"filetype": "H5AD", "filesize": len(files.get(vid, b"")),
-                            "url": f"https://datasets.cellxgene.cziscience.com/{vid}.h5ad"},
-                           {"filetype": "RDS", "filesize": 1, "url": f"https://datasets.cellxgene.cziscience.com/{vid}.rds"}]}
+        return {
+            "dataset_id": dataset_id,
+            "collection_id": "9d63fcf1-5ca0-4006-8d8f-872f3327dbe9",
+            "collection_version_id": "00000000-0000-4000-8000-000000000000",
+            "schema_version": "3.1.0",
+            "title": "emulated",
+            "tombstone": False,
+            **v,
+            "assets": [
+                {
+                    "filetype": "H5AD",
+                    "filesize": len(files.get(vid, b"")),
+                    "url": f"https://datasets.cellxgene.cziscience.com/{vid}.h5ad",
+                },
+                {"filetype": "RDS", "filesize": 1, "url": f"https://datasets.cellxgene.cziscience.com/{vid}.rds"},
+            ],
+        }
 
     def versions(req):
         dataset_id = req.path.split("/")[4]
         if dataset_id not in datasets:
             return Response(404, {"Content-Type": "application/json"}, b'{"detail": "Dataset not found."}')
         body = [full(dataset_id, v) for v in datasets[dataset_id]]
-        return Response(200, {"Content-Type": "application/json"},
-                        json.dumps({"datasets": body} if wrap else body).encode())
+        return Response(
+            200, {"Content-Type": "application/json"}, json.dumps({"datasets": body} if wrap else body).encode()
+        )
 
     def one_version(req):
         vid = req.path.split("/")[-1]
@@ -392,8 +482,14 @@ def cellxgene(net: FakeInternet, datasets: dict[str, list[dict]], files: dict[st
         net.file("datasets.cellxgene.cziscience.com", f"/{vid}.h5ad", data, content_type="binary/octet-stream")
 
 
-def hugging_face(net: FakeInternet, repo_id: str, revision: str, files: dict[str, bytes], lfs: set = frozenset(),
-                 host: str = "huggingface.co"):
+def hugging_face(
+    net: FakeInternet,
+    repo_id: str,
+    revision: str,
+    files: dict[str, bytes],
+    lfs: set = frozenset(),
+    host: str = "huggingface.co",
+):
     """The Hugging Face Hub as huggingface_hub 2.4.0's snapshot_download uses it at a commit sha: ``GET
     /api/models/{repo}/tree/{sha}?recursive=true&expand=false`` (entries with type, path, oid, size; lfs files with
     lfs.oid = sha256), then per file ``HEAD`` and ``GET /{repo}/resolve/{sha}/{path}`` answering ``X-Repo-Commit``
@@ -410,9 +506,16 @@ def hugging_face(net: FakeInternet, repo_id: str, revision: str, files: dict[str
             return Response(404, {"X-Error-Code": "RepoNotFound", "Content-Type": "application/json"}, b"{}")
         if rev != revision:
             return Response(404, {"X-Error-Code": "RevisionNotFound", "Content-Type": "application/json"}, b"{}")
-        entries = [{"type": "file", "oid": _sha1_git(d), "size": len(d), "path": p,
-                    **({"lfs": {"oid": sha256(d), "size": len(d), "pointerSize": 134}} if p in lfs else {})}
-                   for p, d in files.items()]
+        entries = [
+            {
+                "type": "file",
+                "oid": _sha1_git(d),
+                "size": len(d),
+                "path": p,
+                **({"lfs": {"oid": sha256(d), "size": len(d), "pointerSize": 134}} if p in lfs else {}),
+            }
+            for p, d in files.items()
+        ]
         return Response(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
 
     def resolve(req):
@@ -426,11 +529,19 @@ def hugging_face(net: FakeInternet, repo_id: str, revision: str, files: dict[str
             return Response(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": revision})
         d = files[path]
         if path in lfs:
-            return Response(302, {"X-Repo-Commit": revision, "X-Linked-Etag": f'"{sha256(d)}"',
-                                  "X-Linked-Size": str(len(d)), "ETag": f'"{_sha1_git(d)}"',
-                                  "Location": f"https://{cdn}/repos/{sha256(d)}"})
-        return Response(200, {"X-Repo-Commit": revision, "ETag": f'"{_sha1_git(d)}"',
-                              "Content-Type": "application/octet-stream"}, d)
+            return Response(
+                302,
+                {
+                    "X-Repo-Commit": revision,
+                    "X-Linked-Etag": f'"{sha256(d)}"',
+                    "X-Linked-Size": str(len(d)),
+                    "ETag": f'"{_sha1_git(d)}"',
+                    "Location": f"https://{cdn}/repos/{sha256(d)}",
+                },
+            )
+        return Response(
+            200, {"X-Repo-Commit": revision, "ETag": f'"{_sha1_git(d)}"', "Content-Type": "application/octet-stream"}, d
+        )
 
     def blob(req):
         for d in files.values():

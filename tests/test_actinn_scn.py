@@ -110,7 +110,7 @@ def test_actinn_learning_rate_decays_in_steps(separable):
     train, _, _ = separable
     model = ACTINN(seed=0, num_epochs=2, lr_decay_steps=5, learning_rate=1e-3).fit(train)
     assert model.extra["steps"] == 16
-    assert model.extra["final_learning_rate"] == pytest.approx(1e-3 * 0.95 ** 3)  # 16 steps // 5
+    assert model.extra["final_learning_rate"] == pytest.approx(1e-3 * 0.95**3)  # 16 steps // 5
 
 
 def test_actinn_aligns_test_genes_by_name(separable):
@@ -251,7 +251,12 @@ def test_method_folders_match_the_classes():
 @pytest.mark.parametrize("method, name", [("actinn", "ACTINN"), ("singlecellnet", "SingleCellNet")])
 def test_method_help(method, name):
     env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "cellplm.bench.methods", method, "--help"],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cellplm.bench.methods", method, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     text = " ".join(out.stdout.split()).replace("re- implementation", "re-implementation")  # argparse wraps
     assert "--prediction" in text and f"re-implementation of {name}" in text and "this project's" in text

@@ -38,7 +38,9 @@ def test_readme_tables_equal_the_committed_result_files():
         assert (ROOT / rel).exists(), f"{rel} is not committed"
     for gpu in ("speed_cuda.json", "embedding_speed_cuda.json"):
         assert f"benchmarks/results/{gpu}" in blocks
-    assert readme_tables.regenerate(text) == text, "README's tables differ: run .venv/bin/python benchmarks/readme_tables.py"
+    assert readme_tables.regenerate(text) == text, (
+        "README's tables differ: run .venv/bin/python benchmarks/readme_tables.py"
+    )
 
 
 def test_check_fails_on_a_hand_edited_figure(tmp_path, capsys):
@@ -46,7 +48,7 @@ def test_check_fails_on_a_hand_edited_figure(tmp_path, capsys):
     start = text.index("<!-- benchmarks/results/speed_cpu.json: start -->")
     row = text.index("| zero-shot embedding", start)
     cell = text.index("| ", row + 2)  # upstream's cells/s
-    edited = text[:cell] + "| 9" + text[cell + 2:]
+    edited = text[:cell] + "| 9" + text[cell + 2 :]
     readme = tmp_path / "README.md"
     readme.write_text(edited)
     assert readme_tables.main(["--check", "--readme", str(readme)]) == 1
@@ -56,14 +58,22 @@ def test_check_fails_on_a_hand_edited_figure(tmp_path, capsys):
 
 
 def test_missing_result_file_says_not_measured_and_how(tmp_path):
-    text = "x\n<!-- benchmarks/results/speed_cuda.json: start -->\nold\n<!-- benchmarks/results/speed_cuda.json: end -->\n"
+    text = (
+        "x\n<!-- benchmarks/results/speed_cuda.json: start -->\nold\n<!-- benchmarks/results/speed_cuda.json: end -->\n"
+    )
     out = readme_tables.regenerate(text, root=tmp_path)
     assert "Not measured yet" in out and "bash benchmarks/gpu.sh" in out and "old" not in out
 
 
 def run(cmd, python=sys.executable, timeout=240):
-    proc = subprocess.run([str(python), *map(str, cmd)], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [str(python), *map(str, cmd)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -76,9 +86,32 @@ def upstream():
 
 def test_speed_tiny_run_writes_a_result_file(tmp_path):
     out = tmp_path / "speed_cpu.json"
-    run(["benchmarks/speed.py", "--cells", "64", "--genes", "300", "--repeats", "1", "--epochs", "1", "--threads", "1",
-         "--device", "cpu", "--finetune-data", "synthetic", "--finetune-cells", "80", "--finetune-genes", "100",
-         "--out", out], python=upstream())
+    run(
+        [
+            "benchmarks/speed.py",
+            "--cells",
+            "64",
+            "--genes",
+            "300",
+            "--repeats",
+            "1",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--finetune-data",
+            "synthetic",
+            "--finetune-cells",
+            "80",
+            "--finetune-genes",
+            "100",
+            "--out",
+            out,
+        ],
+        python=upstream(),
+    )
     result = well_formed(out, "speed")
     impls = {(r["section"], r["implementation"]) for r in result["rows"]}
     assert {("embed", "upstream"), ("embed", "ours"), ("finetune", "upstream"), ("finetune", "ours")} <= impls
@@ -87,11 +120,29 @@ def test_speed_tiny_run_writes_a_result_file(tmp_path):
 
 def test_finetune_accuracy_tiny_run_writes_a_result_file(tmp_path):
     out = tmp_path / "finetune_accuracy.json"
-    run(["benchmarks/finetune_accuracy.py", "seeds", "--shape", "tiny", "--epochs", "2", "--seeds", "0-1", "--cells", "120",
-         "--genes", "100", "--out", out], python=upstream())
+    run(
+        [
+            "benchmarks/finetune_accuracy.py",
+            "seeds",
+            "--shape",
+            "tiny",
+            "--epochs",
+            "2",
+            "--seeds",
+            "0-1",
+            "--cells",
+            "120",
+            "--genes",
+            "100",
+            "--out",
+            out,
+        ],
+        python=upstream(),
+    )
     result = well_formed(out, "finetune_accuracy")
     assert result["complete"] and {(r["seed"], r["variant"]) for r in result["rows"]} == {
-        (s, v) for s in (0, 1) for v in ("upstream", "ours_fp32", "ours_bf16")}
+        (s, v) for s in (0, 1) for v in ("upstream", "ours_fp32", "ours_bf16")
+    }
 
 
 def test_workflow_speed_copies_the_speed_rows(tmp_path):
@@ -100,7 +151,8 @@ def test_workflow_speed_copies_the_speed_rows(tmp_path):
         "measure\tmethod\tn_cells\tn_genes\tvalue\tunit\tspeedup_vs_scgpt\tstatus\treason\tdevice\tprecision\tweights\n"
         "embedding_throughput\tcellplm\t100\t300\t5000\tcells/s\t250\tok\t\tNVIDIA H200\tbf16\trandom weights, 85M shape\n"
         "embedding_throughput\tscgpt\t100\t300\t20\tcells/s\t1\tok\t\tNVIDIA H200\tfp16 autocast\trandom weights\n"
-        "fit_wall\tscgpt\t100\t\t3\ts\t1\tok\t\t\t\t\n")
+        "fit_wall\tscgpt\t100\t\t3\ts\t1\tok\t\t\t\t\n"
+    )
     out = tmp_path / "embedding_speed_cuda.json"
     proc = run(["benchmarks/workflow_speed.py", table, "--out", out])
     result = well_formed(out, "embedding_speed")

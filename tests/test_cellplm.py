@@ -34,8 +34,16 @@ def vocab_data(n_cells=300, n_genes=400, seed=0, symbols=False, n_types=4, batch
         genes = [by_id[g] for g in VOCAB if g in by_id][:n_genes]
     else:
         genes = list(np.random.default_rng(seed).choice(VOCAB, n_genes, replace=False))
-    a = synthetic(n_cells=n_cells, n_genes=n_genes, n_cell_types=n_types, n_batches=batches, seed=seed,
-                  marker_fold=6.0, markers_per_type=40, gene_symbols=genes)
+    a = synthetic(
+        n_cells=n_cells,
+        n_genes=n_genes,
+        n_cell_types=n_types,
+        n_batches=batches,
+        seed=seed,
+        marker_fold=6.0,
+        markers_per_type=40,
+        gene_symbols=genes,
+    )
     a.obs["cell_type"] = a.obs["cell_type"].astype(str)
     return a
 
@@ -52,7 +60,9 @@ def test_embed_is_deterministic_and_scanpy_style(tiny, tmp_path):
     # each batch is its own sentence: embedding a batch alone gives the same numbers
     one = a[a.obs["batch"] == a.obs["batch"].iloc[0]].copy()
     embed(one, tiny, progress=False, precision="fp32")
-    np.testing.assert_allclose(one.obsm["X_cellplm"], first[(a.obs["batch"] == a.obs["batch"].iloc[0]).to_numpy()], atol=1e-5)
+    np.testing.assert_allclose(
+        one.obsm["X_cellplm"], first[(a.obs["batch"] == a.obs["batch"].iloc[0]).to_numpy()], atol=1e-5
+    )
     # a backed file is read sentence by sentence and gives the same result
     path = tmp_path / "a.h5ad"
     a.write_h5ad(path)
@@ -153,8 +163,15 @@ def test_finetune_learns_and_saves(tmp_path):
     test.obs = test.obs[["batch"]]
     accuracy = {}
     for transductive in (True, False):
-        model = CellTypeAnnotator(shape="tiny", max_epochs=40, warmup_epochs=5, transductive=transductive,
-                                  progress=False, precision="fp32", lr=5e-3)
+        model = CellTypeAnnotator(
+            shape="tiny",
+            max_epochs=40,
+            warmup_epochs=5,
+            transductive=transductive,
+            progress=False,
+            precision="fp32",
+            lr=5e-3,
+        )
         model.fit(train, unlabelled=test)
         pred = model.predict(test, key_added="cellplm_prediction")
         assert (test.obs["cellplm_prediction"].astype(str).to_numpy() == pred).all()
@@ -192,8 +209,19 @@ def test_cli(tiny, tmp_path):
     train, test = a[:90].copy(), a[90:].copy()
     train.write_h5ad(tmp_path / "train.h5ad")
     test.write_h5ad(tmp_path / "test.h5ad")
-    r = _cli("finetune", tmp_path / "train.h5ad", "--test", tmp_path / "test.h5ad", "--checkpoint", tiny,
-             "--out", tmp_path / "pred.h5ad", "--max-epochs", "3", "--no-progress")
+    r = _cli(
+        "finetune",
+        tmp_path / "train.h5ad",
+        "--test",
+        tmp_path / "test.h5ad",
+        "--checkpoint",
+        tiny,
+        "--out",
+        tmp_path / "pred.h5ad",
+        "--max-epochs",
+        "3",
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     assert ad.read_h5ad(tmp_path / "pred.h5ad").obs["label_pred"].notna().all()
     # errors: one line naming the file; not applicable exits 3

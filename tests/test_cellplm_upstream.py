@@ -23,18 +23,41 @@ from cellplm.checksum import sha256_file
 from conftest import ROOT, make_counts_adata, write_split_files
 
 PYTHON = ROOT / ".venv-upstream" / "bin" / "python"
-needs_env = pytest.mark.skipif(not PYTHON.exists(),
-                               reason=".venv-upstream is missing: build it with `make upstream-env`")
+needs_env = pytest.mark.skipif(
+    not PYTHON.exists(), reason=".venv-upstream is missing: build it with `make upstream-env`"
+)
 QUICK = {"epochs": 3, "es": 3, "device": "cpu"}
 
 
 def run_method(files, out, params, python=PYTHON, seed=0, pythonpath=()):
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), "-m", "cellplm.bench.methods", "cellplm_upstream", "--train", files["train"], "--test",
-           files["test"], "--prediction", out / "prediction.h5ad", "--record", out / "run.json", "--dataset", "toy",
-           "--seed", str(seed), "--params", json.dumps(params)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)]), PYTHONSAFEPATH="1",
-               OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [
+        str(python),
+        "-m",
+        "cellplm.bench.methods",
+        "cellplm_upstream",
+        "--train",
+        files["train"],
+        "--test",
+        files["test"],
+        "--prediction",
+        out / "prediction.h5ad",
+        "--record",
+        out / "run.json",
+        "--dataset",
+        "toy",
+        "--seed",
+        str(seed),
+        "--params",
+        json.dumps(params),
+    ]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)]),
+        PYTHONSAFEPATH="1",
+        OMP_NUM_THREADS="1",
+        PYTHONWARNINGS="ignore",
+    )
     env.pop("CELLPLM_TRUSTED_SHA256", None)
     proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -66,8 +89,14 @@ def test_method_folder_says_what_it_is():
     assert meta["cellplm_checkpoint"] is True and meta["python"] == ".venv-upstream/bin/python"
     assert (ROOT / meta["env"]).is_file() and "cell_type_annotation.ipynb" in meta["implementation"]
     # upstream's pipeline config is the default; the demo runs the same protocol as cellplm_finetune's test_params
-    assert {k: meta["params"][k] for k in ("epochs", "es", "lr", "wd", "hvg", "patience")} == \
-        {"epochs": 2000, "es": 200, "lr": 0.005, "wd": 1e-7, "hvg": 3000, "patience": 25}
+    assert {k: meta["params"][k] for k in ("epochs", "es", "lr", "wd", "hvg", "patience")} == {
+        "epochs": 2000,
+        "es": 200,
+        "lr": 0.005,
+        "wd": 1e-7,
+        "hvg": 3000,
+        "patience": 25,
+    }
     ours = metadata("cellplm_finetune")["test_params"]
     mine = meta["test_params"]
     assert (mine["epochs"], mine["es"]) == (ours["max_epochs"], ours["patience"]) == (40, 40)
@@ -76,8 +105,13 @@ def test_method_folder_says_what_it_is():
 
 @needs_env
 def test_authors_pipeline_predicts_every_test_cell_from_the_training_classes(files, tiny_checkpoint, tmp_path):
-    params = {"checkpoint": str(tiny_checkpoint), "checkpoint_kind": "pretrained here", "epochs": 32, "es": 40,
-              "device": "cpu"}
+    params = {
+        "checkpoint": str(tiny_checkpoint),
+        "checkpoint_kind": "pretrained here",
+        "epochs": 32,
+        "es": 40,
+        "device": "cpu",
+    }
     rec, pred, stdout = run_method(files, tmp_path, params)
     assert rec["status"] == "ok", rec["reason"]
     test, truth = read_h5ad(files["test"]), read_h5ad(files["solution"]).obs["cell_type"].astype(str)
@@ -91,15 +125,23 @@ def test_authors_pipeline_predicts_every_test_cell_from_the_training_classes(fil
     extra = rec["extra"]
     assert extra["precision"] == "fp32" and extra["device_detail"].endswith(", fp32")
     assert len(extra["patches"]) == 1 and extra["patches"][0].startswith("CellPLM.pipeline.load_pretrain: torch.load")
-    assert extra["class_set"].startswith("training labels (3 classes): test labels are hidden by the benchmark's "
-                                         "contract")
+    assert extra["class_set"].startswith(
+        "training labels (3 classes): test labels are hidden by the benchmark's contract"
+    )
     assert "output unit never trained positively" in extra["class_set"]
     assert "placeholder label 'type0'" in extra["class_set"]
     assert extra["sentences"] == "one per obs['batch'] value (= dataset column 'donor'; 2 sentences)"
     assert extra["gene_ids"].startswith("var_names = Ensembl ids")
     assert "ensembl_auto_conversion=False" in extra["gene_ids"]
-    assert extra["protocol"] == {"max_epochs": 32, "patience": 40, "warmup_epochs": 30, "lr": 0.005,
-                                 "weight_decay": 1e-7, "n_hvg": 3000, "plateau_patience": 25}
+    assert extra["protocol"] == {
+        "max_epochs": 32,
+        "patience": 40,
+        "warmup_epochs": 30,
+        "lr": 0.005,
+        "weight_decay": 1e-7,
+        "n_hvg": 3000,
+        "plateau_patience": 25,
+    }
     assert extra["checkpoint_kind"] == "pretrained here" and extra["loaded_with"] == "weights_only"
     # every trunk tensor came from the checkpoint; only the annotation task's new latent layer and head are fresh, and
     # only the pretraining decoder and mixture latent of the file are left unused
@@ -118,14 +160,17 @@ def test_authors_pipeline_predicts_every_test_cell_from_the_training_classes(fil
 @needs_env
 def test_a_seeded_run_is_deterministic_on_cpu(files, tiny_checkpoint, tmp_path):
     params = {**QUICK, "checkpoint": str(tiny_checkpoint)}
-    first, second, other = (run_method(files, tmp_path / name, params, seed=seed)
-                            for name, seed in (("a", 0), ("b", 0), ("c", 1)))
+    first, second, other = (
+        run_method(files, tmp_path / name, params, seed=seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    )
     assert first[0]["status"] == second[0]["status"] == "ok", first[0]["reason"]
     assert first[1].obs["label_pred"].tolist() == second[1].obs["label_pred"].tolist()
     same = [(r["extra"]["best_epoch"], r["extra"]["best_valid_macro_f1"]) for r, _, _ in (first, second)]
     assert same[0] == same[1]
-    logs = [[line for line in out.splitlines() if line.startswith(("Epoch", "Train ACC"))]
-            for _, _, out in (first, second, other)]
+    logs = [
+        [line for line in out.splitlines() if line.startswith(("Epoch", "Train ACC"))]
+        for _, _, out in (first, second, other)
+    ]
     assert logs[0] == logs[1] and len(logs[0]) == 2 * 3  # the same losses and scores, epoch by epoch
     assert logs[2] != logs[0]  # another seed draws other numbers
 
@@ -151,8 +196,10 @@ def test_the_patched_loader_reads_a_trusted_file_and_refuses_an_untrusted_one(fi
 def test_no_checkpoint_is_a_not_applicable_row(files, tmp_path):
     rec, pred, _ = run_method(files, tmp_path, {**QUICK, "checkpoint": ""})
     assert rec["status"] == "not_applicable" and pred.obs["label_pred"].isna().all()
-    assert rec["reason"] == ("the authors' pipeline fine-tunes a pretrained checkpoint and none is configured "
-                             "(cellplm.checkpoint.source: none)")
+    assert rec["reason"] == (
+        "the authors' pipeline fine-tunes a pretrained checkpoint and none is configured "
+        "(cellplm.checkpoint.source: none)"
+    )
 
 
 def test_a_missing_package_is_a_not_applicable_row_naming_it(files, tiny_checkpoint, tmp_path):
@@ -180,8 +227,11 @@ def test_a_split_holding_out_whole_batches_is_a_not_applicable_row(tiny_checkpoi
     from cellplm.bench.io import write_h5ad
 
     a = make_counts_adata(n_cells=150, n_types=3, batches=2)  # every type in both batches
-    parts = make_split(a, SplitSpec("batch_holdout", strategy="batch_holdout", seed=0, test_fraction=0.2),
-                       {"train": 0.8, "valid": 0.1, "test": 0.1})
+    parts = make_split(
+        a,
+        SplitSpec("batch_holdout", strategy="batch_holdout", seed=0, test_fraction=0.2),
+        {"train": 0.8, "valid": 0.1, "test": 0.1},
+    )
     files = {}
     for name, part in parts.items():
         files[name] = tmp_path / f"{name}.h5ad"
@@ -189,6 +239,8 @@ def test_a_split_holding_out_whole_batches_is_a_not_applicable_row(tiny_checkpoi
     held = sorted(set(parts["test"].obs["batch"].astype(str)))
     rec, pred, _ = run_method(files, tmp_path / "out", {**QUICK, "checkpoint": str(tiny_checkpoint)})
     assert rec["status"] == "not_applicable" and pred.obs["label_pred"].isna().all()
-    assert rec["reason"] == (f"the authors' fit scores the training cells of every sentence and fails on one without "
-                             f"any: {len(held)} of 2 sentences (obs['batch'] {', '.join(map(repr, held))}) hold no "
-                             "training cell (a split that holds out whole batches)")
+    assert rec["reason"] == (
+        f"the authors' fit scores the training cells of every sentence and fails on one without "
+        f"any: {len(held)} of 2 sentences (obs['batch'] {', '.join(map(repr, held))}) hold no "
+        "training cell (a split that holds out whole batches)"
+    )

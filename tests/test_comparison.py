@@ -9,54 +9,129 @@ import pytest
 from cellplm.bench.errors import InputError
 from cellplm.bench.io import write_tsv
 from cellplm.bench.report import plots
-from cellplm.bench.report.aggregate import (checkpoint_reason, comparison, dataset_table, fingerprint, markdown,
-                                            read_published, read_published_scores)
+from cellplm.bench.report.aggregate import (
+    checkpoint_reason,
+    comparison,
+    dataset_table,
+    fingerprint,
+    markdown,
+    read_published,
+    read_published_scores,
+)
 from cellplm.bench.report.readings import READINGS, readings_text, split_readings
 from conftest import ROOT
 
-PUBLISHED = pd.DataFrame([
-    {"method": "CellPLM", "dataset": "PBMC12K", "value": 0.975, "std": np.nan, "reading": "tm_macro_accuracy",
-     "plausible_readings": "tm_macro_accuracy;tm_macro_accuracy_swapped", "reading_basis": "b1", "source": "s"},
-    {"method": "scANVI", "dataset": "PBMC12K", "value": 0.930, "std": 0.0148, "reading": "tm_macro_accuracy_swapped",
-     "plausible_readings": "tm_macro_accuracy_swapped;accuracy", "reading_basis": "b2", "source": "s"},
-    {"method": "Geneformer", "dataset": "PBMC12K", "value": np.nan, "std": np.nan, "reading": "tm_macro_accuracy",
-     "plausible_readings": "tm_macro_accuracy", "reading_basis": "b1", "source": "s"},
-    {"method": "scDiff", "dataset": "PBMC12K", "value": 0.967, "std": 0.0042, "reading": "tm_macro_accuracy_swapped",
-     "plausible_readings": "tm_macro_accuracy_swapped", "reading_basis": "b2", "source": "s"},
-])
+PUBLISHED = pd.DataFrame(
+    [
+        {
+            "method": "CellPLM",
+            "dataset": "PBMC12K",
+            "value": 0.975,
+            "std": np.nan,
+            "reading": "tm_macro_accuracy",
+            "plausible_readings": "tm_macro_accuracy;tm_macro_accuracy_swapped",
+            "reading_basis": "b1",
+            "source": "s",
+        },
+        {
+            "method": "scANVI",
+            "dataset": "PBMC12K",
+            "value": 0.930,
+            "std": 0.0148,
+            "reading": "tm_macro_accuracy_swapped",
+            "plausible_readings": "tm_macro_accuracy_swapped;accuracy",
+            "reading_basis": "b2",
+            "source": "s",
+        },
+        {
+            "method": "Geneformer",
+            "dataset": "PBMC12K",
+            "value": np.nan,
+            "std": np.nan,
+            "reading": "tm_macro_accuracy",
+            "plausible_readings": "tm_macro_accuracy",
+            "reading_basis": "b1",
+            "source": "s",
+        },
+        {
+            "method": "scDiff",
+            "dataset": "PBMC12K",
+            "value": 0.967,
+            "std": 0.0042,
+            "reading": "tm_macro_accuracy_swapped",
+            "plausible_readings": "tm_macro_accuracy_swapped",
+            "reading_basis": "b2",
+            "source": "s",
+        },
+    ]
+)
 PUBLISHED_DATASETS = pd.DataFrame([{"dataset": "PBMC12K", "cells": 11990, "genes": 3346, "classes": 9, "source": "s"}])
-QC = {"n_cells": 11990, "n_genes": 3346, "n_cell_types": 9, "n_batches": 2,
-      "source_record": {"files": [], "version": "", "sha256": "ab" * 32}}
+QC = {
+    "n_cells": 11990,
+    "n_genes": 3346,
+    "n_cell_types": 9,
+    "n_batches": 2,
+    "source_record": {"files": [], "version": "", "sha256": "ab" * 32},
+}
 
 
 def config(variant="published_file", param_set="default", splits=("published",)):
     return {
-        "run": {"datasets": ["pbmc12k"], "methods": ["cellplm_finetune", "scanvi", "geneformer"], "param_set": param_set,
-                "seeds": [0],
-                "splits": list(splits)},
+        "run": {
+            "datasets": ["pbmc12k"],
+            "methods": ["cellplm_finetune", "scanvi", "geneformer"],
+            "param_set": param_set,
+            "seeds": [0],
+            "splits": list(splits),
+        },
         "splits": {"published": {"strategy": "random"}, "batch_holdout": {"strategy": "batch_holdout"}},
-        "datasets": {"pbmc12k": {"published_as": "PBMC12K", "variant": variant, "splits": None,
-                                 "source": {"kind": "archive", "filename": "a.tar.gz", "member": "PBMC12K_processed.h5ad"}}},
-        "methods": {"cellplm_finetune": {"published_as": "CellPLM", "label": "CellPLM (fine-tuned)"},
-                    "scanvi": {"published_as": "scANVI", "label": "scANVI"},
-                    "geneformer": {"published_as": "Geneformer", "label": "Geneformer"}},
+        "datasets": {
+            "pbmc12k": {
+                "published_as": "PBMC12K",
+                "variant": variant,
+                "splits": None,
+                "source": {"kind": "archive", "filename": "a.tar.gz", "member": "PBMC12K_processed.h5ad"},
+            }
+        },
+        "methods": {
+            "cellplm_finetune": {"published_as": "CellPLM", "label": "CellPLM (fine-tuned)"},
+            "scanvi": {"published_as": "scANVI", "label": "scANVI"},
+            "geneformer": {"published_as": "Geneformer", "label": "Geneformer"},
+        },
         "published": "config/published_scores.tsv",
     }
 
 
 def summary(rows):
     """Summary rows: (split, method, metric, mean, std, n_seeds, checkpoint)."""
-    return pd.DataFrame([{"dataset": "pbmc12k", "split": s, "method": m, "metric": metric, "mean": mean, "std": std,
-                          "n_seeds": n, "n_runs": 3, "statuses": "ok" if n else "not_applicable",
-                          "reason": "" if n else "no model", "checkpoint": ck, "device": "cuda (NVIDIA H200)"}
-                         for s, m, metric, mean, std, n, ck in rows])
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "pbmc12k",
+                "split": s,
+                "method": m,
+                "metric": metric,
+                "mean": mean,
+                "std": std,
+                "n_seeds": n,
+                "n_runs": 3,
+                "statuses": "ok" if n else "not_applicable",
+                "reason": "" if n else "no model",
+                "checkpoint": ck,
+                "device": "cuda (NVIDIA H200)",
+            }
+            for s, m, metric, mean, std, n, ck in rows
+        ]
+    )
 
 
-OURS = [("published", "cellplm_finetune", "tm_macro_accuracy", 0.95, 0.01, 3, "released (20230926_85M)"),
-        ("published", "cellplm_finetune", "tm_macro_accuracy_swapped", 0.50, 0.01, 3, "released (20230926_85M)"),
-        ("published", "scanvi", "tm_macro_accuracy", 0.10, 0.0, 3, ""),
-        ("published", "scanvi", "tm_macro_accuracy_swapped", 0.90, 0.02, 3, ""),
-        ("published", "geneformer", "tm_macro_accuracy", np.nan, np.nan, 0, "")]
+OURS = [
+    ("published", "cellplm_finetune", "tm_macro_accuracy", 0.95, 0.01, 3, "released (20230926_85M)"),
+    ("published", "cellplm_finetune", "tm_macro_accuracy_swapped", 0.50, 0.01, 3, "released (20230926_85M)"),
+    ("published", "scanvi", "tm_macro_accuracy", 0.10, 0.0, 3, ""),
+    ("published", "scanvi", "tm_macro_accuracy_swapped", 0.90, 0.02, 3, ""),
+    ("published", "geneformer", "tm_macro_accuracy", np.nan, np.nan, 0, ""),
+]
 
 
 def test_each_published_value_meets_our_number_of_its_reading():
@@ -73,22 +148,33 @@ def test_each_published_value_meets_our_number_of_its_reading():
     assert comp.loc["scANVI", "ours_mean"] == 0.90 and comp.loc["scANVI", "difference"] == pytest.approx(-0.03)
     # nothing published for Geneformer, and our run did not apply: both said, no difference
     assert np.isnan(comp.loc["Geneformer", "difference"])
-    assert comp.loc["Geneformer", "not_comparable_reason"] == ("nothing published (the table shows '-'); no successful "
-                                                              "run (not_applicable: no model)")
+    assert comp.loc["Geneformer", "not_comparable_reason"] == (
+        "nothing published (the table shows '-'); no successful run (not_applicable: no model)"
+    )
     # a published method we do not run is listed, not hidden
-    assert comp.loc["scDiff", "method"] == "(not run here)" and comp.loc["scDiff", "not_comparable_reason"] == \
-        "method not run here"
+    assert (
+        comp.loc["scDiff", "method"] == "(not run here)"
+        and comp.loc["scDiff", "not_comparable_reason"] == "method not run here"
+    )
     assert comp.loc["scDiff", "published_value"] == 0.967
 
 
-@pytest.mark.parametrize("label, reason", [
-    ("random initialisation (85M shape)", "random initialisation (85M shape), not the pretrained weights behind the "
-                                          "published row"),
-    ("pretrained here (tiny, 4 epochs)", "checkpoint pretrained here (tiny, 4 epochs), not the authors' release"),
-    ("pretrained (/data/scgpt)", "weights not known to be the published ones (pretrained (/data/scgpt); set "
-                                 "checkpoint_kind: released if they are)"),
-    ("released (20231027_85M)", ""),
-])
+@pytest.mark.parametrize(
+    "label, reason",
+    [
+        (
+            "random initialisation (85M shape)",
+            "random initialisation (85M shape), not the pretrained weights behind the published row",
+        ),
+        ("pretrained here (tiny, 4 epochs)", "checkpoint pretrained here (tiny, 4 epochs), not the authors' release"),
+        (
+            "pretrained (/data/scgpt)",
+            "weights not known to be the published ones (pretrained (/data/scgpt); set "
+            "checkpoint_kind: released if they are)",
+        ),
+        ("released (20231027_85M)", ""),
+    ],
+)
 def test_weights_that_are_not_the_published_ones(label, reason):
     assert checkpoint_reason(label) == reason
     cfg = config()
@@ -103,29 +189,36 @@ def test_data_split_and_parameters_that_are_not_the_published_ones():
     small = {**QC, "n_cells": 700, "n_genes": 765, "n_cell_types": 10}
     cfg = config(variant="other")
     ds = dataset_table(cfg, {"pbmc12k": small}, PUBLISHED_DATASETS)
-    assert ds.loc[0, "fingerprint"] == ("differs: cells 700 vs published 11,990; genes 765 vs published 3,346; classes "
-                                        "10 vs published 9")
+    assert ds.loc[0, "fingerprint"] == (
+        "differs: cells 700 vs published 11,990; genes 765 vs published 3,346; classes 10 vs published 9"
+    )
     comp = comparison(summary(OURS), PUBLISHED, cfg, ds).set_index("published_method")
     assert comp.loc["CellPLM", "not_comparable_reason"] == f"not the published dataset ({ds.loc[0, 'fingerprint']})"
     # origin data needs a published fingerprint to be confirmed; a matching one confirms it
     cfg = config(variant="origin")
     assert dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS).loc[0, "comparable"]
     unknown = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS.iloc[0:0])
-    assert unknown.loc[0, "not_comparable_reason"] == ("rebuilt from origin, and no published statistics confirm it is "
-                                                      "the published data")
+    assert unknown.loc[0, "not_comparable_reason"] == (
+        "rebuilt from origin, and no published statistics confirm it is the published data"
+    )
     # another split protocol, quick test parameters
     cfg = config(param_set="test", splits=("published", "batch_holdout"))
     ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
     rows = OURS + [("batch_holdout",) + r[1:] for r in OURS]
     comp = comparison(summary(rows), PUBLISHED, cfg, ds)
     held = comp[(comp["split"] == "batch_holdout") & (comp["published_method"] == "CellPLM")].iloc[0]
-    assert held["not_comparable_reason"] == ("split 'batch_holdout' is not the published protocol; quick test "
-                                             "parameters (run.param_set: test), not the protocol's")
+    assert held["not_comparable_reason"] == (
+        "split 'batch_holdout' is not the published protocol; quick test "
+        "parameters (run.param_set: test), not the protocol's"
+    )
     assert comp["difference"].isna().all()
 
 
 def test_partial_fingerprint_and_the_shipped_tables():
-    assert fingerprint(QC, {"cells": 11990, "genes": np.nan, "classes": 9}) == ("matches (cells 11,990, classes 9)", True)
+    assert fingerprint(QC, {"cells": 11990, "genes": np.nan, "classes": 9}) == (
+        "matches (cells 11,990, classes 9)",
+        True,
+    )
     assert fingerprint(QC, None) == ("no published statistics", None)
     scores = read_published_scores(ROOT / "config/published_scores.tsv")
     assert set(scores["reading"]) == {"tm_macro_accuracy", "tm_macro_accuracy_swapped"}
@@ -141,13 +234,15 @@ def test_partial_fingerprint_and_the_shipped_tables():
 
 CK = "released (20230926_85M)"
 # Our three readings: CellPLM's 0.020 apart (reading uncertain), scANVI's 0.004 apart (they agree), Geneformer none.
-READING_ROWS = [("published", "cellplm_finetune", "tm_macro_accuracy", 0.95, 0.01, 3, CK),
-                ("published", "cellplm_finetune", "tm_macro_accuracy_swapped", 0.97, 0.02, 3, CK),
-                ("published", "cellplm_finetune", "accuracy", 0.96, 0.0, 3, CK),
-                ("published", "scanvi", "tm_macro_accuracy", 0.931, 0.01, 3, ""),
-                ("published", "scanvi", "tm_macro_accuracy_swapped", 0.930, 0.01, 3, ""),
-                ("published", "scanvi", "accuracy", 0.934, 0.002, 3, ""),
-                *(("published", "geneformer", r, np.nan, np.nan, 0, "") for r in READINGS)]
+READING_ROWS = [
+    ("published", "cellplm_finetune", "tm_macro_accuracy", 0.95, 0.01, 3, CK),
+    ("published", "cellplm_finetune", "tm_macro_accuracy_swapped", 0.97, 0.02, 3, CK),
+    ("published", "cellplm_finetune", "accuracy", 0.96, 0.0, 3, CK),
+    ("published", "scanvi", "tm_macro_accuracy", 0.931, 0.01, 3, ""),
+    ("published", "scanvi", "tm_macro_accuracy_swapped", 0.930, 0.01, 3, ""),
+    ("published", "scanvi", "accuracy", 0.934, 0.002, 3, ""),
+    *(("published", "geneformer", r, np.nan, np.nan, 0, "") for r in READINGS),
+]
 
 
 @pytest.fixture
@@ -171,8 +266,10 @@ def test_every_published_value_beside_our_three_readings(readings):
     assert cellplm["plausible_readings"] == "tm_macro_accuracy;tm_macro_accuracy_swapped"
     # 0.97 - 0.95 > 0.005: flagged, and said in the notes; 0.934 - 0.930 is not
     assert cellplm["reading_uncertain"] and cellplm["readings_spread"] == pytest.approx(0.02)
-    assert cellplm["notes"] == ("reading uncertain: our readings range from 0.950 (tm_macro_accuracy) to 0.970 "
-                                "(tm_macro_accuracy_swapped), 0.020 apart (more than 0.005)")
+    assert cellplm["notes"] == (
+        "reading uncertain: our readings range from 0.950 (tm_macro_accuracy) to 0.970 "
+        "(tm_macro_accuracy_swapped), 0.020 apart (more than 0.005)"
+    )
     assert not scanvi["reading_uncertain"] and scanvi["readings_spread"] == pytest.approx(0.004)
     assert scanvi["notes"] == "" and cellplm["comparable"] and scanvi["comparable"]
     # no reading at all (a run that did not apply, a method not run here): nothing to flag
@@ -184,18 +281,29 @@ def test_every_published_value_beside_our_three_readings(readings):
 
 def test_markdown_shows_the_three_readings_and_the_flag(readings):
     cfg, ds, ours, comp = readings
-    runs = ours[["dataset", "split", "method", "checkpoint", "device"]].drop_duplicates().assign(
-        seed=0, status="ok", reason="")
+    runs = (
+        ours[["dataset", "split", "method", "checkpoint", "device"]]
+        .drop_duplicates()
+        .assign(seed=0, status="ok", reason="")
+    )
     md = markdown(ours, comp, runs, pd.DataFrame(), cfg, ds)
-    assert "| ours, `tm_macro_accuracy` | ours, `tm_macro_accuracy_swapped` | ours, `accuracy` | favoured reading | " \
-           "difference under the favoured reading | reading uncertain |" in md
+    assert (
+        "| ours, `tm_macro_accuracy` | ours, `tm_macro_accuracy_swapped` | ours, `accuracy` | favoured reading | "
+        "difference under the favoured reading | reading uncertain |" in md
+    )
     # bold: the favoured reading; in parentheses: a reading the row's plausible_readings leave out
-    assert ("| pbmc12k | cellplm_finetune (released (20230926_85M)) | published: 0.975 (CellPLM) | **0.950 ± 0.010** | "
-            "0.970 ± 0.020 | (0.960 ± 0.000) | `tm_macro_accuracy` | -0.025 | **yes**: 0.020 apart | – | s |") in md
-    assert ("| pbmc12k | scanvi | published: 0.930 ± 0.015 (scANVI) | (0.931 ± 0.010) | **0.930 ± 0.010** | "
-            "0.934 ± 0.002 | `tm_macro_accuracy_swapped` | +0.000 | no: 0.004 apart | – | s |") in md
-    assert "| pbmc12k | (not run here) | published: 0.967 ± 0.004 (scDiff) | – | – | – | `tm_macro_accuracy_swapped` " \
-           "| – | – | method not run here | s |" in md
+    assert (
+        "| pbmc12k | cellplm_finetune (released (20230926_85M)) | published: 0.975 (CellPLM) | **0.950 ± 0.010** | "
+        "0.970 ± 0.020 | (0.960 ± 0.000) | `tm_macro_accuracy` | -0.025 | **yes**: 0.020 apart | – | s |"
+    ) in md
+    assert (
+        "| pbmc12k | scanvi | published: 0.930 ± 0.015 (scANVI) | (0.931 ± 0.010) | **0.930 ± 0.010** | "
+        "0.934 ± 0.002 | `tm_macro_accuracy_swapped` | +0.000 | no: 0.004 apart | – | s |"
+    ) in md
+    assert (
+        "| pbmc12k | (not run here) | published: 0.967 ± 0.004 (scDiff) | – | – | – | `tm_macro_accuracy_swapped` "
+        "| – | – | method not run here | s |" in md
+    )
     assert readings_text("config/published_scores.tsv") in md and "macro-averaged (balanced accuracy)" not in md
 
 
@@ -236,25 +344,37 @@ def test_shipped_table_has_plausible_readings_for_every_row():
     assert all(r in p for r, p in zip(scores["reading"], plausible))
     by_method = scores.groupby("method")["plausible_readings"].agg(set)
     assert (by_method.map(len) == 1).all()  # one attribution per method, the same on every dataset
-    expected = {"CellPLM": "tm_macro_accuracy;tm_macro_accuracy_swapped",
-                "scGPT": "tm_macro_accuracy;tm_macro_accuracy_swapped;accuracy",
-                "Geneformer": "tm_macro_accuracy;tm_macro_accuracy_swapped;accuracy",
-                "SingleCellNet": "tm_macro_accuracy_swapped;accuracy", "ACTINN": "tm_macro_accuracy_swapped;accuracy",
-                "CellTypist": "tm_macro_accuracy_swapped;accuracy", "scANVI": "tm_macro_accuracy_swapped",
-                "scDiff": "tm_macro_accuracy_swapped"}
+    expected = {
+        "CellPLM": "tm_macro_accuracy;tm_macro_accuracy_swapped",
+        "scGPT": "tm_macro_accuracy;tm_macro_accuracy_swapped;accuracy",
+        "Geneformer": "tm_macro_accuracy;tm_macro_accuracy_swapped;accuracy",
+        "SingleCellNet": "tm_macro_accuracy_swapped;accuracy",
+        "ACTINN": "tm_macro_accuracy_swapped;accuracy",
+        "CellTypist": "tm_macro_accuracy_swapped;accuracy",
+        "scANVI": "tm_macro_accuracy_swapped",
+        "scDiff": "tm_macro_accuracy_swapped",
+    }
     assert by_method.map(lambda s: next(iter(s))).to_dict() == expected
     dance = scores[scores["method"].isin(["SingleCellNet", "ACTINN", "CellTypist"])]
     assert dance["reading_basis"].str.contains("dance/utils/metrics.py::acc").all()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"plausible_readings": "tm_macro_accuracy;macro_recall"},
-     "unknown reading 'macro_recall' (known readings: tm_macro_accuracy, tm_macro_accuracy_swapped, accuracy)"),
-    ({"reading": "balanced_accuracy"}, "unknown reading 'balanced_accuracy'"),
-    ({"reading": "accuracy"}, "the favoured reading 'accuracy' is not among its plausible_readings "
-                              "'tm_macro_accuracy;tm_macro_accuracy_swapped'"),
-    ({"plausible_readings": np.nan}, "plausible_readings is empty"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"plausible_readings": "tm_macro_accuracy;macro_recall"},
+            "unknown reading 'macro_recall' (known readings: tm_macro_accuracy, tm_macro_accuracy_swapped, accuracy)",
+        ),
+        ({"reading": "balanced_accuracy"}, "unknown reading 'balanced_accuracy'"),
+        (
+            {"reading": "accuracy"},
+            "the favoured reading 'accuracy' is not among its plausible_readings "
+            "'tm_macro_accuracy;tm_macro_accuracy_swapped'",
+        ),
+        ({"plausible_readings": np.nan}, "plausible_readings is empty"),
+    ],
+)
 def test_a_bad_reading_in_the_published_table_is_one_line_naming_the_file(tmp_path, change, message):
     path = tmp_path / "scores.tsv"
     PUBLISHED.head(1).assign(**change).to_csv(path, sep="\t", index=False)
@@ -277,8 +397,12 @@ def test_source_record_of_a_file_placed_by_hand_is_checked_against_its_pin(tmp_p
     path = tmp_path / "pancreas.h5ad"
     path.write_bytes(b"placed by hand")
     digest = hashlib.sha256(b"placed by hand").hexdigest()
-    source = {"kind": "download", "url": "https://ndownloader.figshare.com/files/36086813", "filename": "pancreas.h5ad",
-              "sha256": "0" * 64}
+    source = {
+        "kind": "download",
+        "url": "https://ndownloader.figshare.com/files/36086813",
+        "filename": "pancreas.h5ad",
+        "sha256": "0" * 64,
+    }
     rec = source_record(source, path, Manifest(tmp_path / "checksums.tsv"))
     assert rec["sha256"] == digest and rec["files"][0]["sha256"] == digest
     assert rec["files"][0]["recorded"] == "not in the manifest (placed by hand?)"
@@ -297,8 +421,9 @@ def test_two_of_our_methods_meet_one_published_row_and_say_how_their_sentences_w
     cfg["methods"]["cellplm_upstream"] = {"published_as": "CellPLM"}
     ds = dataset_table(cfg, {"pbmc12k": QC}, PUBLISHED_DATASETS)
     grouping = "one per obs['batch'] value (= dataset column 'batch'; 2 sentences)"
-    ours = summary(OURS + [("published", "cellplm_upstream", "tm_macro_accuracy", 0.96, 0.02, 3,
-                            "released (20230926_85M)")]).assign(sentences="")
+    ours = summary(
+        OURS + [("published", "cellplm_upstream", "tm_macro_accuracy", 0.96, 0.02, 3, "released (20230926_85M)")]
+    ).assign(sentences="")
     ours.loc[ours["method"].str.startswith("cellplm"), "sentences"] = grouping
     comp = comparison(ours, PUBLISHED, cfg, ds)
     cellplm = comp[comp["published_method"] == "CellPLM"].set_index("method")
@@ -306,6 +431,8 @@ def test_two_of_our_methods_meet_one_published_row_and_say_how_their_sentences_w
     assert cellplm.loc["cellplm_upstream", "ours_mean"] == 0.96
     assert cellplm.loc["cellplm_upstream", "difference"] == pytest.approx(0.96 - 0.975)
     assert cellplm.loc["cellplm_finetune", "difference"] == pytest.approx(0.95 - 0.975)
-    assert (cellplm["sentences"] == f"{grouping}; assumed: how the authors grouped this dataset into sentences is not "
-                                    "published").all()
+    assert (
+        cellplm["sentences"] == f"{grouping}; assumed: how the authors grouped this dataset into sentences is not "
+        "published"
+    ).all()
     assert (comp.loc[comp["published_method"] != "CellPLM", "sentences"] == "").all()

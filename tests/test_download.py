@@ -19,8 +19,17 @@ import yaml
 from cellplm.bench.data.download import Manifest, fetch
 from cellplm.bench.errors import DownloadError
 from conftest import ROOT, make_counts_adata
-from internet import (DROPBOX_CONTENT, FakeInternet, Response, cellxgene, dropbox_blob, dropbox_shared_folder,
-                      figshare, google_drive, hugging_face)
+from internet import (
+    DROPBOX_CONTENT,
+    FakeInternet,
+    Response,
+    cellxgene,
+    dropbox_blob,
+    dropbox_shared_folder,
+    figshare,
+    google_drive,
+    hugging_face,
+)
 
 DATA = bytes(range(256)) * 4000  # about 1 MB
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -33,8 +42,13 @@ def net(tmp_path, monkeypatch):
         for k, v in internet.env.items():
             monkeypatch.setenv(k, v)
         # GitHub's /raw/ route redirects to raw.githubusercontent.com
-        internet.route("github.com", "/YosefLab/scVI-data/raw/master/gene_info.csv", lambda r: Response(
-            302, {"Location": "https://raw.githubusercontent.com/YosefLab/scVI-data/master/gene_info.csv"}))
+        internet.route(
+            "github.com",
+            "/YosefLab/scVI-data/raw/master/gene_info.csv",
+            lambda r: Response(
+                302, {"Location": "https://raw.githubusercontent.com/YosefLab/scVI-data/master/gene_info.csv"}
+            ),
+        )
         internet.file("raw.githubusercontent.com", "/YosefLab/scVI-data/master/gene_info.csv", DATA)
         yield internet
 
@@ -52,7 +66,10 @@ def test_good_file_with_checksum(net, tmp_path):
     assert (tmp_path / "dl" / "gene_info.csv").read_bytes() == DATA
     assert info["verified_against"] == "config" and leftovers(tmp_path / "dl") == ["gene_info.csv"]
     assert info["service"] == "GitHub" and info["resolved_url"] == GH
-    assert net.hits() == ["GET /YosefLab/scVI-data/raw/master/gene_info.csv", "GET /YosefLab/scVI-data/master/gene_info.csv"]
+    assert net.hits() == [
+        "GET /YosefLab/scVI-data/raw/master/gene_info.csv",
+        "GET /YosefLab/scVI-data/master/gene_info.csv",
+    ]
 
 
 def test_first_download_recorded_then_verified(net, tmp_path):
@@ -83,9 +100,11 @@ def test_404_names_the_service_and_leaves_nothing(net, tmp_path):
     url = "https://github.com/YosefLab/scVI-data/raw/master/missing.csv"
     with pytest.raises(DownloadError) as e:
         get(url, tmp_path / "dl" / "missing.csv")
-    assert str(e.value) == (f"missing.csv: no source gave the file (GitHub github.com: HTTP 404 Not Found); nothing was "
-                            f"saved. Download {url} in a browser, save it as {tmp_path / 'dl' / 'missing.csv'}, and "
-                            "rerun (its sha256 is then recorded with the results)")
+    assert str(e.value) == (
+        f"missing.csv: no source gave the file (GitHub github.com: HTTP 404 Not Found); nothing was "
+        f"saved. Download {url} in a browser, save it as {tmp_path / 'dl' / 'missing.csv'}, and "
+        "rerun (its sha256 is then recorded with the results)"
+    )
     assert leftovers(tmp_path / "dl") == []
 
 
@@ -111,8 +130,12 @@ def test_interrupted_run_resumes_on_next_run(net, tmp_path):
 
 
 def test_html_page_is_refused(net, tmp_path):
-    net.file("raw.githubusercontent.com", "/YosefLab/scVI-data/master/gene_info.csv", b"<html>login</html>",
-             content_type="text/html; charset=utf-8")
+    net.file(
+        "raw.githubusercontent.com",
+        "/YosefLab/scVI-data/master/gene_info.csv",
+        b"<html>login</html>",
+        content_type="text/html; charset=utf-8",
+    )
     with pytest.raises(DownloadError, match=r"GitHub raw.githubusercontent.com: an HTML page instead of the file"):
         get(GH, tmp_path / "dl" / "x.csv")
     assert leftovers(tmp_path / "dl") == []
@@ -129,16 +152,28 @@ def test_html_page_sent_as_data_is_refused_by_its_first_bytes(net, tmp_path):
     assert str(e.value) == (
         "gene_info.csv: no source gave the file (GitHub raw.githubusercontent.com: an HTML page instead of the file (a "
         "login, preview, quota or confirmation page), sent as application/octet-stream); nothing was saved. Download "
-        f"{GH} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)")
+        f"{GH} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)"
+    )
     assert leftovers(dest.parent) == [] and manifest.row("gene_info.csv") is None
     assert not manifest.path.exists() or "gene_info.csv" not in manifest.path.read_text()
 
 
-@pytest.mark.parametrize("head, html", [
-    (b"<html lang=en>", True), (b"\r\n\t<HEAD>", True), (b"<!-- x -->", True), (b"<p>moved</p>", True),
-    (b"<html\n>", True), (b"\x89HDF\r\n\x1a\n<html>", False), (b"PK\x03\x04", False), (b"<htmlish", False),
-    (b"gene_id,symbol\n<b>", False), (b"<?xml version='1.0'?>", False), (b"", False),
-])
+@pytest.mark.parametrize(
+    "head, html",
+    [
+        (b"<html lang=en>", True),
+        (b"\r\n\t<HEAD>", True),
+        (b"<!-- x -->", True),
+        (b"<p>moved</p>", True),
+        (b"<html\n>", True),
+        (b"\x89HDF\r\n\x1a\n<html>", False),
+        (b"PK\x03\x04", False),
+        (b"<htmlish", False),
+        (b"gene_id,symbol\n<b>", False),
+        (b"<?xml version='1.0'?>", False),
+        (b"", False),
+    ],
+)
 def test_looks_like_html_follows_the_mime_sniffing_signatures(tmp_path, head, html):
     from cellplm.bench.data.services import looks_like_html
 
@@ -172,7 +207,8 @@ def test_figshare_refusing_everywhere_saves_nothing_and_says_what_to_do(net, tmp
     assert str(e.value) == (
         "pancreas.h5ad: no source gave the file (figshare ndownloader.figshare.com: HTTP 202 Accepted with an empty "
         "body; figshare api.figshare.com: HTTP 403 Forbidden); nothing was saved. Download "
-        f"{PANCREAS} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)")
+        f"{PANCREAS} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)"
+    )
     assert leftovers(dest.parent) == [] and manifest.row("pancreas.h5ad") is None  # no checksum of an empty 202
 
 
@@ -208,14 +244,17 @@ def test_truncated_checkpoint_without_content_length_is_fetched_again(net, tmp_p
     buf = io.BytesIO()
     torch.save({"model_state_dict": {"w": torch.arange(200_000, dtype=torch.float32)}}, buf)
     ckpt = buf.getvalue()
-    dropbox_shared_folder(net, FOLDER, RLKEY, {"ckpt/m.best.ckpt": ckpt}, content_length=False,
-                          cut_after=len(ckpt) // 2)
+    dropbox_shared_folder(
+        net, FOLDER, RLKEY, {"ckpt/m.best.ckpt": ckpt}, content_length=False, cut_after=len(ckpt) // 2
+    )
     key = (DROPBOX_CONTENT, dropbox_blob("ckpt/m.best.ckpt"))
     net.cuts[key] = 1
     get(dropbox_url("m.best.ckpt"), tmp_path / "m.best.ckpt", retries=2)
     assert (tmp_path / "m.best.ckpt").read_bytes() == ckpt
     net.cuts[key] = 5
-    with pytest.raises(DownloadError, match=r"incomplete or corrupt zip container .* after 2 attempts; nothing was saved"):
+    with pytest.raises(
+        DownloadError, match=r"incomplete or corrupt zip container .* after 2 attempts; nothing was saved"
+    ):
         get(dropbox_url("m.best.ckpt"), tmp_path / "again.ckpt", retries=1)
     assert not (tmp_path / "again.ckpt").exists() and not (tmp_path / ".again.ckpt.part").exists()
 
@@ -234,9 +273,11 @@ def h5ad_bytes(n_cells, tmp_path):
 
 @pytest.fixture
 def brain(net, tmp_path):
-    versions = [{"dataset_version_id": V_NEW, "published_at": "2024-07-01T10:00:00.000000+00:00", "cell_count": 40},
-                {"dataset_version_id": V_2023, "published_at": "2023-06-15T09:30:00.000000+00:00", "cell_count": 30},
-                {"dataset_version_id": V_OLD, "published_at": "2023-02-01T00:00:00+00:00", "cell_count": 20}]
+    versions = [
+        {"dataset_version_id": V_NEW, "published_at": "2024-07-01T10:00:00.000000+00:00", "cell_count": 40},
+        {"dataset_version_id": V_2023, "published_at": "2023-06-15T09:30:00.000000+00:00", "cell_count": 30},
+        {"dataset_version_id": V_OLD, "published_at": "2023-02-01T00:00:00+00:00", "cell_count": 20},
+    ]
     files = {V_NEW: h5ad_bytes(40, tmp_path), V_2023: h5ad_bytes(30, tmp_path), V_OLD: h5ad_bytes(20, tmp_path)}
     cellxgene(net, {BRAIN: versions}, files)
     return files
@@ -266,21 +307,29 @@ def test_cellxgene_version_pin_newest_and_wrapped_list(net, brain, tmp_path):
     assert info["version"] == V_OLD and (tmp_path / "a.h5ad").read_bytes() == brain[V_OLD]
     assert info["detail"]["chosen"] == "pinned by version_id"
     assert get(f"cellxgene://{BRAIN}", tmp_path / "b.h5ad")["version"] == V_NEW  # no pin: the newest
-    cellxgene(net, {BRAIN: [{"dataset_version_id": V_NEW, "published_at": "2024-07-01T10:00:00Z", "cell_count": 40}]},
-              {V_NEW: brain[V_NEW]}, wrap=True)  # the older spec's {"datasets": [...]}
+    cellxgene(
+        net,
+        {BRAIN: [{"dataset_version_id": V_NEW, "published_at": "2024-07-01T10:00:00Z", "cell_count": 40}]},
+        {V_NEW: brain[V_NEW]},
+        wrap=True,
+    )  # the older spec's {"datasets": [...]}
     assert get(f"cellxgene://{BRAIN}", tmp_path / "c.h5ad")["version"] == V_NEW
     with pytest.raises(DownloadError, match=f"no version {V_OLD} \\(listed: {V_NEW}\\)"):
         get(f"cellxgene://{BRAIN}", tmp_path / "d.h5ad", version_id=V_OLD)
-    with pytest.raises(DownloadError, match="no version was published on or before 2020-01-01 \\(the oldest listed is "
-                                            "from 2024-07-01\\)"):
+    with pytest.raises(
+        DownloadError,
+        match="no version was published on or before 2020-01-01 \\(the oldest listed is from 2024-07-01\\)",
+    ):
         get(f"cellxgene://{BRAIN}", tmp_path / "e.h5ad", as_of="2020-01-01")
 
 
 def test_cellxgene_version_id_alone_and_unknown_ids(net, brain, tmp_path):
     info = get(f"cellxgene://{V_2023}", tmp_path / "v.h5ad")  # a dataset version id, not a dataset id
     assert info["version"] == V_2023 and info["detail"]["dataset_id"] == BRAIN
-    assert net.hits("api.cellxgene.cziscience.com") == [f"GET /curation/v1/datasets/{V_2023}/versions",
-                                                         f"GET /curation/v1/dataset_versions/{V_2023}"]
+    assert net.hits("api.cellxgene.cziscience.com") == [
+        f"GET /curation/v1/datasets/{V_2023}/versions",
+        f"GET /curation/v1/dataset_versions/{V_2023}",
+    ]
     assert info["detail"]["chosen"] == "the id names this dataset version"
     again = get(f"cellxgene://{V_OLD}", tmp_path / "w.h5ad", as_of="2023-09-27")  # as_of cannot move a named version
     assert again["version"] == V_OLD
@@ -289,10 +338,15 @@ def test_cellxgene_version_id_alone_and_unknown_ids(net, brain, tmp_path):
 
 
 def test_cellxgene_cell_count_is_checked(net, tmp_path):
-    cellxgene(net, {BRAIN: [{"dataset_version_id": V_NEW, "published_at": "2024-07-01T10:00:00Z", "cell_count": 41}]},
-              {V_NEW: h5ad_bytes(40, tmp_path)})
-    with pytest.raises(DownloadError, match=f"40 cells, but CELLxGENE Discover announces 41 for version {V_NEW}; the "
-                                            "download was deleted"):
+    cellxgene(
+        net,
+        {BRAIN: [{"dataset_version_id": V_NEW, "published_at": "2024-07-01T10:00:00Z", "cell_count": 41}]},
+        {V_NEW: h5ad_bytes(40, tmp_path)},
+    )
+    with pytest.raises(
+        DownloadError,
+        match=f"40 cells, but CELLxGENE Discover announces 41 for version {V_NEW}; the download was deleted",
+    ):
         get(f"cellxgene://{BRAIN}", tmp_path / "dl" / "b.h5ad")
     assert leftovers(tmp_path / "dl") == []
 
@@ -321,30 +375,49 @@ def test_google_drive_quota_page_is_one_line_with_the_manual_route(net, tmp_path
     message = str(e.value)
     assert "\n" not in message and message.startswith("scdiff.tar.gz: Google Drive did not give the file (")
     assert "Too many users have viewed or downloaded this file recently" in message
-    assert message.endswith(f"download https://drive.google.com/uc?id={SCDIFF} in a browser, save it as {dest}, "
-                            "and rerun (its sha256 is then recorded with the results)")
+    assert message.endswith(
+        f"download https://drive.google.com/uc?id={SCDIFF} in a browser, save it as {dest}, "
+        "and rerun (its sha256 is then recorded with the results)"
+    )
     assert not dest.exists()
 
 
 def test_google_drive_folder_with_gdown(net, tmp_path):
     from cellplm.bench.data.services import gdrive_folder
 
-    ids = {"1ArgsJsonAAAAAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512}'),
-           "1VocabJsonBBBBBBBBBBBBBBBBBBBBBB": ("vocab.json", b'{"<pad>": 0}'),
-           "1BestModelCCCCCCCCCCCCCCCCCCCCCC": ("best_model.pt", DATA)}
-    google_drive(net, ids, folders={"1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y": ("scGPT_human", list(ids))},
-                 large={"1BestModelCCCCCCCCCCCCCCCCCCCCCC"})
+    ids = {
+        "1ArgsJsonAAAAAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512}'),
+        "1VocabJsonBBBBBBBBBBBBBBBBBBBBBB": ("vocab.json", b'{"<pad>": 0}'),
+        "1BestModelCCCCCCCCCCCCCCCCCCCCCC": ("best_model.pt", DATA),
+    }
+    google_drive(
+        net,
+        ids,
+        folders={"1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y": ("scGPT_human", list(ids))},
+        large={"1BestModelCCCCCCCCCCCCCCCCCCCCCC"},
+    )
     manifest = Manifest(tmp_path / "checksums.tsv")
     dest = tmp_path / "models" / "scgpt_whole_human"
-    info = gdrive_folder("1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y", dest,
-                         {"args.json": None, "vocab.json": None, "best_model.pt": SHA}, manifest=manifest, progress=False)
+    info = gdrive_folder(
+        "1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y",
+        dest,
+        {"args.json": None, "vocab.json": None, "best_model.pt": SHA},
+        manifest=manifest,
+        progress=False,
+    )
     assert sorted(p.name for p in dest.iterdir()) == ["args.json", "best_model.pt", "vocab.json"]
-    assert (dest / "best_model.pt").read_bytes() == DATA and info["files"]["best_model.pt"]["verified_against"] == "config"
+    assert (dest / "best_model.pt").read_bytes() == DATA and info["files"]["best_model.pt"][
+        "verified_against"
+    ] == "config"
     assert manifest.get("scgpt_whole_human/args.json") == hashlib.sha256(b'{"embsize": 512}').hexdigest()
     assert net.hits()[0] == "GET /embeddedfolderview?id=1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y"
     with pytest.raises(DownloadError, match=r"best_model.pt: sha256 mismatch .* expected 0{64} from config"):
-        gdrive_folder("1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y", tmp_path / "models" / "other",
-                      {"args.json": None, "vocab.json": None, "best_model.pt": "0" * 64}, progress=False)
+        gdrive_folder(
+            "1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y",
+            tmp_path / "models" / "other",
+            {"args.json": None, "vocab.json": None, "best_model.pt": "0" * 64},
+            progress=False,
+        )
     assert not (tmp_path / "models" / "other").exists()
 
 
@@ -357,8 +430,12 @@ STALL_TIMEOUT, SLACK, CAP = 2.0, 4.0, 30
 def run_job(args, net, tmp_path):
     """``python args...`` with the emulated internet, this checkout's package, a private HOME (gdown's cookies);
     returns the finished process and the seconds from the first stalled response's headers to its end."""
-    env = {**os.environ, **net.env, "HOME": str(tmp_path / "home"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        **net.env,
+        "HOME": str(tmp_path / "home"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     try:
         out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=CAP)
     except subprocess.TimeoutExpired:
@@ -372,29 +449,55 @@ def test_stalled_google_drive_transfer_ends_within_the_timeout(net, tmp_path):
     google_drive(net, {SCDIFF: ("reproducibility.tar.gz", DATA)}, stall={SCDIFF})
     dest = tmp_path / "dl" / "scdiff.tar.gz"
     manifest = tmp_path / "checksums.tsv"
-    out, waited = run_job(["-m", "cellplm.bench.cli", "download", f"gdrive://{SCDIFF}", str(dest), "--retries", "0",
-                           "--timeout", str(STALL_TIMEOUT), "--manifest", str(manifest)], net, tmp_path)
+    out, waited = run_job(
+        [
+            "-m",
+            "cellplm.bench.cli",
+            "download",
+            f"gdrive://{SCDIFF}",
+            str(dest),
+            "--retries",
+            "0",
+            "--timeout",
+            str(STALL_TIMEOUT),
+            "--manifest",
+            str(manifest),
+        ],
+        net,
+        tmp_path,
+    )
     assert out.returncode == 1 and out.stdout == ""
     assert STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + SLACK  # gave up because of the timeout, and in time
     errors = [line for line in out.stderr.splitlines() if "ERROR" in line]  # after gdown's progress lines
     assert errors == [out.stderr.strip().splitlines()[-1]]
     assert errors[0].startswith("ERROR: scdiff.tar.gz: Google Drive did not give the file (")
-    assert "Read timed out" in errors[0] and errors[0].endswith(f"save it as {dest}, and rerun (its sha256 is then "
-                                                                "recorded with the results)")
+    assert "Read timed out" in errors[0] and errors[0].endswith(
+        f"save it as {dest}, and rerun (its sha256 is then recorded with the results)"
+    )
     assert leftovers(dest.parent) == [] and not manifest.exists()  # nothing half-written, no checksum
 
 
 def test_stalled_google_drive_folder_file_ends_within_the_timeout(net, tmp_path):
-    ids = {"1ArgsJsonAAAAAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512}'),
-           "1BestModelCCCCCCCCCCCCCCCCCCCCCC": ("best_model.pt", DATA)}
-    google_drive(net, ids, folders={"1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y": ("scGPT_human", list(ids))},
-                 stall={"1BestModelCCCCCCCCCCCCCCCCCCCCCC"})
+    ids = {
+        "1ArgsJsonAAAAAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512}'),
+        "1BestModelCCCCCCCCCCCCCCCCCCCCCC": ("best_model.pt", DATA),
+    }
+    google_drive(
+        net,
+        ids,
+        folders={"1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y": ("scGPT_human", list(ids))},
+        stall={"1BestModelCCCCCCCCCCCCCCCCCCCCCC"},
+    )
     models = tmp_path / "models"
-    spec = {"source": {"kind": "gdrive_folder", "folder_id": "1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y"},
-            "files": {"args.json": None, "best_model.pt": None}}
-    code = ("import sys; from cellplm.bench.data.services import fetch_model; from cellplm.bench.errors import "
-            "DownloadError\ntry:\n    fetch_model(%r, %r, retries=0, timeout=%r, progress=False)\nexcept DownloadError "
-            "as e:\n    sys.exit(f'ERROR: {e}')" % (spec, str(models / "scgpt_whole_human"), STALL_TIMEOUT))
+    spec = {
+        "source": {"kind": "gdrive_folder", "folder_id": "1oWh_-ZRdhtoGQ2Fw24HP41FgLoomVo-y"},
+        "files": {"args.json": None, "best_model.pt": None},
+    }
+    code = (
+        "import sys; from cellplm.bench.data.services import fetch_model; from cellplm.bench.errors import "
+        "DownloadError\ntry:\n    fetch_model(%r, %r, retries=0, timeout=%r, progress=False)\nexcept DownloadError "
+        "as e:\n    sys.exit(f'ERROR: {e}')" % (spec, str(models / "scgpt_whole_human"), STALL_TIMEOUT)
+    )
     out, waited = run_job(["-c", code], net, tmp_path)
     assert out.returncode == 1 and STALL_TIMEOUT - 0.5 < waited < STALL_TIMEOUT + SLACK
     lines = out.stderr.strip().splitlines()
@@ -402,7 +505,9 @@ def test_stalled_google_drive_folder_file_ends_within_the_timeout(net, tmp_path)
     assert "Read timed out" in lines[0]
     # the file that arrived is kept for the rerun to resume from; the stalled one left nothing
     assert sorted(p.relative_to(models).as_posix() for p in models.rglob("*")) == [
-        ".scgpt_whole_human.partial", ".scgpt_whole_human.partial/args.json"]
+        ".scgpt_whole_human.partial",
+        ".scgpt_whole_human.partial/args.json",
+    ]
 
 
 # ---- Hugging Face, through huggingface_hub at a pinned commit (HF_ENDPOINT) --------------------------------------
@@ -413,21 +518,33 @@ REVISION = "04c2b2e84da7c0f385c3f9ad8f3ec24bab6650e5"
 def test_hugging_face_snapshot_at_a_pinned_revision(tmp_path, monkeypatch):
     from cellplm.bench.data.services import hf_snapshot
 
-    files = {"Geneformer-V1-10M/config.json": b'{"model_type": "bert"}', "Geneformer-V1-10M/model.safetensors": DATA,
-             "geneformer/gene_dictionaries_30m/token_dictionary_gc30M.pkl": b"\x80\x04}\x94.",
-             "Geneformer-V2-316M/model.safetensors": b"big", "README.md": b"# Geneformer"}
+    files = {
+        "Geneformer-V1-10M/config.json": b'{"model_type": "bert"}',
+        "Geneformer-V1-10M/model.safetensors": DATA,
+        "geneformer/gene_dictionaries_30m/token_dictionary_gc30M.pkl": b"\x80\x04}\x94.",
+        "Geneformer-V2-316M/model.safetensors": b"big",
+        "README.md": b"# Geneformer",
+    }
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     with FakeInternet(tmp_path, direct_host="huggingface.co") as hub:
-        hugging_face(hub, "ctheodoris/Geneformer", REVISION, files,
-                     lfs={"Geneformer-V1-10M/model.safetensors", "Geneformer-V2-316M/model.safetensors"})
+        hugging_face(
+            hub,
+            "ctheodoris/Geneformer",
+            REVISION,
+            files,
+            lfs={"Geneformer-V1-10M/model.safetensors", "Geneformer-V2-316M/model.safetensors"},
+        )
         for k, v in hub.env.items():  # the endpoint directly (HF_ENDPOINT), its LFS CDN through the emulated internet
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("no_proxy", "127.0.0.1")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        wanted = {"Geneformer-V1-10M/config.json": None, "Geneformer-V1-10M/model.safetensors": SHA,
-                  "geneformer/gene_dictionaries_30m/token_dictionary_gc30M.pkl": None}
+        wanted = {
+            "Geneformer-V1-10M/config.json": None,
+            "Geneformer-V1-10M/model.safetensors": SHA,
+            "geneformer/gene_dictionaries_30m/token_dictionary_gc30M.pkl": None,
+        }
         manifest = Manifest(tmp_path / "checksums.tsv")
         dest = tmp_path / "models" / "geneformer_v1_10m"
         info = hf_snapshot("ctheodoris/Geneformer", REVISION, dest, wanted, endpoint=hub.url, manifest=manifest)
@@ -436,10 +553,15 @@ def test_hugging_face_snapshot_at_a_pinned_revision(tmp_path, monkeypatch):
         assert not (dest / "Geneformer-V2-316M").exists() and not (dest / "README.md").exists()
         assert not (dest / ".cache").exists() and info["version"] == REVISION
         assert manifest.row("geneformer_v1_10m/Geneformer-V1-10M/config.json")["version"] == REVISION
-        assert [h for h in hub.hits() if "/tree/" in h][0].startswith(f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}")
+        assert [h for h in hub.hits() if "/tree/" in h][0].startswith(
+            f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}"
+        )
         assert any(h == "GET /repos/" + hashlib.sha256(DATA).hexdigest() for h in hub.hits("cdn-lfs.hf.co"))
-        with pytest.raises(DownloadError, match=r"Hugging Face did not give ctheodoris/Geneformer@ffffffffffff "
-                                                r"\(RevisionNotFoundError"):
+        with pytest.raises(
+            DownloadError,
+            match=r"Hugging Face did not give ctheodoris/Geneformer@ffffffffffff "
+            r"\(RevisionNotFoundError",
+        ):
             hf_snapshot("ctheodoris/Geneformer", "f" * 40, tmp_path / "models" / "again", wanted, endpoint=hub.url)
         assert not (tmp_path / "models" / "again").exists()
         with pytest.raises(DownloadError, match="revision 'main' is not a commit sha"):
@@ -450,8 +572,11 @@ def test_full_disk_stops_at_once_and_resumes_after_space_is_freed(net, small_dis
     big = bytes(range(256)) * 12_000  # 3 MB: does not fit the 1 MiB disk
     net.file("raw.githubusercontent.com", "/YosefLab/scVI-data/master/gene_info.csv", big)
     dest = small_disk.path / "big.h5ad"
-    with pytest.raises(DownloadError, match=r"\.big\.h5ad\.part: cannot write the download \(No space left on device\); "
-                                            r"the \d+ bytes already fetched are kept: free space") as e:
+    with pytest.raises(
+        DownloadError,
+        match=r"\.big\.h5ad\.part: cannot write the download \(No space left on device\); "
+        r"the \d+ bytes already fetched are kept: free space",
+    ) as e:
         get(GH, dest, retries=3)
     assert len(net.hits("raw.githubusercontent.com")) == 1  # a full disk is not retried
     kept = int(re.search(r"the (\d+) bytes", str(e.value)).group(1))
@@ -473,11 +598,19 @@ def test_hugging_face_follows_hf_endpoint_unless_the_config_names_an_endpoint(tm
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    spec = {"source": {"kind": "huggingface", "repo_id": "ctheodoris/Geneformer", "revision": REVISION},
-            "files": {"Geneformer-V1-10M/config.json": None, "Geneformer-V1-10M/model.safetensors": SHA}}
+    spec = {
+        "source": {"kind": "huggingface", "repo_id": "ctheodoris/Geneformer", "revision": REVISION},
+        "files": {"Geneformer-V1-10M/config.json": None, "Geneformer-V1-10M/model.safetensors": SHA},
+    }
     with FakeInternet(tmp_path, direct_host="hf-mirror.com") as mirror:
-        hugging_face(mirror, "ctheodoris/Geneformer", REVISION, GENEFORMER, host="hf-mirror.com",
-                     lfs={"Geneformer-V1-10M/model.safetensors"})  # huggingface.co itself answers 404 to all
+        hugging_face(
+            mirror,
+            "ctheodoris/Geneformer",
+            REVISION,
+            GENEFORMER,
+            host="hf-mirror.com",
+            lfs={"Geneformer-V1-10M/model.safetensors"},
+        )  # huggingface.co itself answers 404 to all
         for k, v in mirror.env.items():
             monkeypatch.setenv(k, v)
         monkeypatch.setenv("no_proxy", "127.0.0.1")
@@ -488,8 +621,9 @@ def test_hugging_face_follows_hf_endpoint_unless_the_config_names_an_endpoint(tm
         assert (tmp_path / "models" / "gf" / "Geneformer-V1-10M" / "model.safetensors").read_bytes() == DATA
         assert info["url"] == f"{mirror.url}/ctheodoris/Geneformer/tree/{REVISION}"
         assert manifest.row("gf/Geneformer-V1-10M/config.json")["url"] == info["url"]
-        assert any(h.startswith(f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}")
-                   for h in mirror.hits("hf-mirror.com"))
+        assert any(
+            h.startswith(f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}") for h in mirror.hits("hf-mirror.com")
+        )
         assert mirror.hits("huggingface.co") == []
         # the config's endpoint wins over HF_ENDPOINT (here a port where nothing listens)
         monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")

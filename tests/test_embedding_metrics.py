@@ -16,12 +16,26 @@ N = 400
 TYPES = np.array([f"type{i % 4}" for i in range(N)])
 # type3 lies in batch b0 only (an isolated label); the others are spread over both batches
 BATCHES = np.where(TYPES == "type3", "b0", np.array(["b0", "b1"])[np.arange(N) // 4 % 2])
-DEFAULT_METRICS = ["isolated_labels", "nmi_ari_cluster_labels_kmeans_nmi", "nmi_ari_cluster_labels_kmeans_ari",
-                   "silhouette_label", "clisi_knn", "bras", "ilisi_knn", "kbet_per_label", "graph_connectivity",
-                   "pcr_comparison"]
+DEFAULT_METRICS = [
+    "isolated_labels",
+    "nmi_ari_cluster_labels_kmeans_nmi",
+    "nmi_ari_cluster_labels_kmeans_ari",
+    "silhouette_label",
+    "clisi_knn",
+    "bras",
+    "ilisi_knn",
+    "kbet_per_label",
+    "graph_connectivity",
+    "pcr_comparison",
+]
 SILHOUETTE_ONLY = {"isolated_labels": False, "nmi_ari_cluster_labels_kmeans": False, "clisi_knn": False}
-NO_BATCH = {"bras": False, "ilisi_knn": False, "kbet_per_label": False, "graph_connectivity": False,
-            "pcr_comparison": False}
+NO_BATCH = {
+    "bras": False,
+    "ilisi_knn": False,
+    "kbet_per_label": False,
+    "graph_connectivity": False,
+    "pcr_comparison": False,
+}
 
 
 def _embedding(seed: int = 0, type_scale: float = 3.0, batch_scale: float = 0.5, d: int = 12) -> np.ndarray:
@@ -44,11 +58,22 @@ def data():
     one_hot = (TYPES[:, None] == np.array([f"type{i}" for i in range(12)])[None, :]).astype(np.float32)
     broken = _embedding()
     broken[[5, 17], 2] = [np.nan, np.inf]
-    embeddings = {"good": _embedding(), "perfect": one_hot + 1e-3 * rng.normal(size=one_hot.shape),
-                  "random": rng.normal(size=(N, 12)).astype(np.float32), "broken": broken}
+    embeddings = {
+        "good": _embedding(),
+        "perfect": one_hot + 1e-3 * rng.normal(size=one_hot.shape),
+        "random": rng.normal(size=(N, 12)).astype(np.float32),
+        "broken": broken,
+    }
     pre = _embedding(seed=2, batch_scale=3.0)  # a stronger batch effect: PCR comparison > 0
-    rows = score_embeddings(embeddings, TYPES, BATCHES, bio={}, batch={}, pre_integrated=pre,
-                            unavailable={"geneformer": ("not_applicable", "no model_dir configured")})
+    rows = score_embeddings(
+        embeddings,
+        TYPES,
+        BATCHES,
+        bio={},
+        batch={},
+        pre_integrated=pre,
+        unavailable={"geneformer": ("not_applicable", "no model_dir configured")},
+    )
     return embeddings, pre, rows
 
 
@@ -101,7 +126,8 @@ def test_rows_agree_with_scib_metrics_functions(data):
     assert rows.metric_set.iloc[0] == (
         "scib-metrics 0.5.10; bio: isolated_labels, nmi_ari_cluster_labels_kmeans, silhouette_label, clisi_knn; "
         "batch: bras, ilisi_knn, kbet_per_label, graph_connectivity, pcr_comparison; neighbours: exact "
-        "(scikit-learn); values unscaled, aggregates as Benchmarker (total = 0.6 bio + 0.4 batch)")
+        "(scikit-learn); values unscaled, aggregates as Benchmarker (total = 0.6 bio + 0.4 batch)"
+    )
 
 
 def test_perfect_embedding_conserves_more_biology_than_a_random_one(data):
@@ -134,8 +160,9 @@ def test_a_metric_that_raises_fails_alone(monkeypatch):
 
     monkeypatch.setattr(scib_metrics, "bras", boom)  # Benchmarker looks metrics up on the module
     X = _embedding()
-    rows = score_embeddings({"good": X}, TYPES, BATCHES, bio=SILHOUETTE_ONLY,
-                            batch={**NO_BATCH, "bras": True, "graph_connectivity": True})
+    rows = score_embeddings(
+        {"good": X}, TYPES, BATCHES, bio=SILHOUETTE_ONLY, batch={**NO_BATCH, "bras": True, "graph_connectivity": True}
+    )
     result = rows.set_index("metric")
     assert result.loc["bras", "status"] == "failed" and "RuntimeError: boom" in result.loc["bras", "reason"]
     assert result.loc["graph_connectivity", "status"] == result.loc["silhouette_label", "status"] == "ok"
@@ -146,8 +173,13 @@ def test_a_metric_that_raises_fails_alone(monkeypatch):
 
 @pytest.mark.parametrize("batches, name", [(None, "no batch labels given"), (np.full(N, "pbmc68k"), "pbmc68k")])
 def test_one_batch_scores_biology_only(batches, name):
-    rows = score_embeddings({"good": _embedding()}, TYPES, batches,
-                            bio={"nmi_ari_cluster_labels_kmeans": False, "clisi_knn": False}, batch={})
+    rows = score_embeddings(
+        {"good": _embedding()},
+        TYPES,
+        batches,
+        bio={"nmi_ari_cluster_labels_kmeans": False, "clisi_knn": False},
+        batch={},
+    )
     result = rows.set_index("metric")
     bio = ["isolated_labels", "silhouette_label", "bio_conservation"]
     assert (result.loc[bio, "status"] == "ok").all() and result.loc[bio, "value"].notna().all()
@@ -175,22 +207,30 @@ def test_scores_a_seeded_subsample():
     cells = subsample(N, 300, 3)
     assert (rows.n_cells == 300).all() and (rows.n_cells_total == N).all()
     assert (rows.cells == "seeded subsample of 300 of 400 cells (seed 3)").all()
-    assert _values(rows, "good")["silhouette_label"] == pytest.approx(sm.silhouette_label(X[cells], TYPES[cells]),
-                                                                      abs=1e-6)
+    assert _values(rows, "good")["silhouette_label"] == pytest.approx(
+        sm.silhouette_label(X[cells], TYPES[cells]), abs=1e-6
+    )
 
 
 def test_metric_set_is_configurable():
-    rows = score_embeddings({"good": _embedding()}, TYPES, BATCHES, bio=SILHOUETTE_ONLY,
-                            batch={**NO_BATCH, "graph_connectivity": True, "pcr_comparison": True})
+    rows = score_embeddings(
+        {"good": _embedding()},
+        TYPES,
+        BATCHES,
+        bio=SILHOUETTE_ONLY,
+        batch={**NO_BATCH, "graph_connectivity": True, "pcr_comparison": True},
+    )
     result = rows.set_index("metric")
     assert list(result.index) == ["silhouette_label", "graph_connectivity", "pcr_comparison", *AGGREGATES]
     assert result.loc["pcr_comparison", "status"] == "not_applicable"
     assert "no pre-integration embedding" in result.loc["pcr_comparison", "reason"]
     assert result.loc["batch_correction", "value"] == result.loc["graph_connectivity", "value"]
-    assert rows.metric_set.iloc[0].startswith("scib-metrics 0.5.10; bio: silhouette_label; "
-                                              "batch: graph_connectivity, pcr_comparison; neighbours: exact")
-    only_bio = score_embeddings({"good": _embedding()}, TYPES, BATCHES, bio=SILHOUETTE_ONLY,
-                                batch=NO_BATCH).set_index("metric")
+    assert rows.metric_set.iloc[0].startswith(
+        "scib-metrics 0.5.10; bio: silhouette_label; batch: graph_connectivity, pcr_comparison; neighbours: exact"
+    )
+    only_bio = score_embeddings({"good": _embedding()}, TYPES, BATCHES, bio=SILHOUETTE_ONLY, batch=NO_BATCH).set_index(
+        "metric"
+    )
     assert list(only_bio.index) == ["silhouette_label", *AGGREGATES]
     assert only_bio.loc["batch_correction", "reason"] == "no batch-correction metric enabled"
     with pytest.raises(ValueError, match="unknown BioConservation"):

@@ -18,11 +18,43 @@ from cellplm.bench.report.aggregate import checkpoint_label
 from conftest import ROOT, write_split_files
 
 IDS = ["cellplm", "geneformer", "pca", "scgpt", "scvi"]
-KEYS = {"label", "entry", "implementation", "env", "python", "gpu", "threads", "params", "test_params", "setup",
-        "model", "cellplm_checkpoint"}
-RECORD = {"dataset", "split", "embedding", "seed", "param_set", "status", "reason", "embed_s", "cells_per_s",
-          "n_cells", "n_dims", "device", "peak_rss_mb", "peak_gpu_mb", "n_genes_used", "params", "implementation",
-          "versions", "extra", "host", "finished"}
+KEYS = {
+    "label",
+    "entry",
+    "implementation",
+    "env",
+    "python",
+    "gpu",
+    "threads",
+    "params",
+    "test_params",
+    "setup",
+    "model",
+    "cellplm_checkpoint",
+}
+RECORD = {
+    "dataset",
+    "split",
+    "embedding",
+    "seed",
+    "param_set",
+    "status",
+    "reason",
+    "embed_s",
+    "cells_per_s",
+    "n_cells",
+    "n_dims",
+    "device",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+    "n_genes_used",
+    "params",
+    "implementation",
+    "versions",
+    "extra",
+    "host",
+    "finished",
+}
 SCGPT_PYTHON = ROOT / ".venv-scgpt" / "bin" / "python"
 
 
@@ -43,9 +75,17 @@ def geneformer_dir(split_files, tmp_path_factory):
 
 
 def _run(embedding, split_files, tmp_path, params=None, **kw):
-    return run(embedding, EmbeddingIds("toy", "published", embedding if isinstance(embedding, str) else "x", 0,
-                                       "test"), split_files["train"], split_files["test"], tmp_path / "embedding.h5ad",
-               tmp_path / "run.json", params=params, log=lambda *a: None, **kw)
+    return run(
+        embedding,
+        EmbeddingIds("toy", "published", embedding if isinstance(embedding, str) else "x", 0, "test"),
+        split_files["train"],
+        split_files["test"],
+        tmp_path / "embedding.h5ad",
+        tmp_path / "run.json",
+        params=params,
+        log=lambda *a: None,
+        **kw,
+    )
 
 
 def _outputs(tmp_path):
@@ -88,7 +128,12 @@ def test_embedding_contract(embedding, split_files, tmp_path, tiny_checkpoint, g
     batches = np.concatenate([train.obs["batch"].astype(str), test.obs["batch"].astype(str)])
     assert (out.obs["batch"].astype(str).to_numpy() == batches).all()
     assert {k: out.uns[k] for k in ("dataset_id", "split_id", "embedding_id", "seed", "status")} == {
-        "dataset_id": "toy", "split_id": "published", "embedding_id": embedding, "seed": 0, "status": rec["status"]}
+        "dataset_id": "toy",
+        "split_id": "published",
+        "embedding_id": embedding,
+        "seed": 0,
+        "status": rec["status"],
+    }
     if isinstance(cls, EmbeddingUnavailable):  # scGPT needs its own env (see test_scgpt_runs_in_its_env)
         assert rec["status"] == "not_applicable" and "cannot import package" in rec["reason"]
         assert metadata(embedding)["setup"] in rec["reason"] and "X_emb" not in out.obsm and rec["n_dims"] is None
@@ -97,7 +142,11 @@ def test_embedding_contract(embedding, split_files, tmp_path, tiny_checkpoint, g
     z = out.obsm["X_emb"]
     assert z.dtype == np.float32 and z.shape == (n, rec["n_dims"]) and np.isfinite(z).all() and z.std() > 0
     assert rec["embed_s"] > 0 and rec["cells_per_s"] == pytest.approx(n / rec["embed_s"])
-    assert rec["device"] == "cpu" and rec["peak_rss_mb"] > 0 and rec["implementation"] == metadata(embedding)["implementation"]
+    assert (
+        rec["device"] == "cpu"
+        and rec["peak_rss_mb"] > 0
+        and rec["implementation"] == metadata(embedding)["implementation"]
+    )
     assert rec["versions"]["python"] and rec["n_genes_used"] > 0 and rec["reason"] == ""
     extra, label = rec["extra"], checkpoint_label(rec["extra"], rec["params"])
     if embedding == "cellplm":
@@ -119,8 +168,12 @@ def test_labels_never_reach_embed(split_files, tmp_path):
 
     class Spy(Embedder):
         def embed(self, cells):
-            seen.update(columns=list(cells.obs.columns), cells=list(cells.obs_names), genes=cells.n_vars,
-                        counts=float(cells.X.sum()))
+            seen.update(
+                columns=list(cells.obs.columns),
+                cells=list(cells.obs_names),
+                genes=cells.n_vars,
+                counts=float(cells.X.sum()),
+            )
             return np.ones((cells.n_obs, 3))
 
     record = _run(Spy, split_files, tmp_path)
@@ -132,9 +185,13 @@ def test_labels_never_reach_embed(split_files, tmp_path):
     assert _outputs(tmp_path)[0].obsm["X_emb"].dtype == np.float32  # float64 returned, float32 written
 
 
-@pytest.mark.parametrize("embedding, reason", [
-    ("cellplm", "needs a pretrained CellPLM checkpoint (none configured)"),
-    ("geneformer", "needs a pretrained Geneformer model directory (none configured)")])
+@pytest.mark.parametrize(
+    "embedding, reason",
+    [
+        ("cellplm", "needs a pretrained CellPLM checkpoint (none configured)"),
+        ("geneformer", "needs a pretrained Geneformer model directory (none configured)"),
+    ],
+)
 def test_no_weights_is_not_applicable(embedding, reason, split_files, tmp_path):
     record = _run(embedding, split_files, tmp_path, metadata(embedding)["params"])
     out, rec = _outputs(tmp_path)
@@ -163,11 +220,15 @@ class NotForThis(Embedder):
         raise NotApplicable("only 3% of genes in the vocabulary")
 
 
-@pytest.mark.parametrize("cls, status, reason", [
-    (Broken, "failed", "RuntimeError: out of memory"),
-    (WrongShape, "failed", "RuntimeError: embed returned an array of shape"),
-    (NotFinite, "failed", "RuntimeError: embed returned non-finite values for"),
-    (NotForThis, "not_applicable", "only 3% of genes in the vocabulary")])
+@pytest.mark.parametrize(
+    "cls, status, reason",
+    [
+        (Broken, "failed", "RuntimeError: out of memory"),
+        (WrongShape, "failed", "RuntimeError: embed returned an array of shape"),
+        (NotFinite, "failed", "RuntimeError: embed returned non-finite values for"),
+        (NotForThis, "not_applicable", "only 3% of genes in the vocabulary"),
+    ],
+)
 def test_failures_are_rows(cls, status, reason, split_files, tmp_path):
     record = _run(cls, split_files, tmp_path)
     out, rec = _outputs(tmp_path)
@@ -196,8 +257,13 @@ def test_pca_embedding_is_the_pca_of_the_log_hvgs():
 
 
 def _runner(*args, python=sys.executable, env=None):
-    return subprocess.run([str(python), "-m", "cellplm.bench.embeddings", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [str(python), "-m", "cellplm.bench.embeddings", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_runner_help_bad_params_and_a_run(split_files, tmp_path, capsys):
@@ -209,8 +275,21 @@ def test_runner_help_bad_params_and_a_run(split_files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["pca", "--help"])
     assert "pca: PCA. Implementation: scanpy pp.pca" in " ".join(capsys.readouterr().out.split())
-    files = list(map(str, ["--train", split_files["train"], "--test", split_files["test"], "--embedding",
-                           tmp_path / "e.h5ad", "--record", tmp_path / "r.json"]))
+    files = list(
+        map(
+            str,
+            [
+                "--train",
+                split_files["train"],
+                "--test",
+                split_files["test"],
+                "--embedding",
+                tmp_path / "e.h5ad",
+                "--record",
+                tmp_path / "r.json",
+            ],
+        )
+    )
     for bad in ("[1, 2]", "{not json"):
         assert main(["pca", *files, "--params", bad]) == 2
         err = capsys.readouterr().err
@@ -227,8 +306,17 @@ def test_runner_unwritable_output_is_one_line(split_files, tmp_path, read_only):
     folder = tmp_path / "out"
     folder.mkdir()
     read_only(folder)
-    out = _runner("pca", "--train", split_files["train"], "--test", split_files["test"], "--embedding",
-                  folder / "e.h5ad", "--record", folder / "r.json")
+    out = _runner(
+        "pca",
+        "--train",
+        split_files["train"],
+        "--test",
+        split_files["test"],
+        "--embedding",
+        folder / "e.h5ad",
+        "--record",
+        folder / "r.json",
+    )
     assert out.returncode == 1 and out.stderr.startswith("ERROR:") and out.stderr.count("\n") == 1, out.stderr
     assert "not writable" in out.stderr and not list(folder.iterdir())
 
@@ -237,9 +325,21 @@ def test_runner_unwritable_output_is_one_line(split_files, tmp_path, read_only):
 def test_scgpt_runs_in_its_env(split_files, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONSAFEPATH="1", PYTHONWARNINGS="ignore")
     params = dict(metadata("scgpt")["params"], **metadata("scgpt")["test_params"], device="cpu")
-    out = _runner("scgpt", "--train", split_files["train"], "--test", split_files["test"], "--embedding",
-                  tmp_path / "embedding.h5ad", "--record", tmp_path / "run.json", "--params", json.dumps(params),
-                  python=SCGPT_PYTHON, env=env)
+    out = _runner(
+        "scgpt",
+        "--train",
+        split_files["train"],
+        "--test",
+        split_files["test"],
+        "--embedding",
+        tmp_path / "embedding.h5ad",
+        "--record",
+        tmp_path / "run.json",
+        "--params",
+        json.dumps(params),
+        python=SCGPT_PYTHON,
+        env=env,
+    )
     assert out.returncode == 0 and "status: ok" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
     emb, rec = _outputs(tmp_path)
     assert rec["versions"]["scgpt"] == "0.2.4" and rec["versions"]["torch"].startswith("2.3")

@@ -95,6 +95,7 @@ def test_env_checks_really_fail_on_a_drifted_pin(tmp_path):
 def test_conda_post_deploy_imports_what_the_venv_build_checks():
     deploy = (ROOT / "workflow/envs/scgpt.post-deploy.sh").read_text()
     venv = (ROOT / "tools/scgpt_env.sh").read_text()
+
     def modules(text):  # the scgpt modules of the script's `python -c "import ..."` check
         checked = re.search(r'"import (scgpt[^"]*)"', text).group(1)
         return {m.strip() for m in checked.split(",") if m.strip().split(".")[0] == "scgpt"}

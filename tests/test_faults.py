@@ -32,16 +32,26 @@ SCRIPT = textwrap.dedent("""
 
 def test_full_disk_ends_the_job_with_one_line_and_leaves_nothing(small_disk, tmp_path):
     dest, log = small_disk.path / "out" / "big.h5ad", tmp_path / "job.log"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(dest), str(log)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(dest), str(log)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     # exit code 1, not a SIGSEGV from HDF5 flushing the file it could not write at interpreter exit
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert proc.stderr.strip() == f"ERROR: {dest}: no space left on device while writing (nothing was written)"
     assert list(dest.parent.iterdir()) == []
     assert "Exception ignored" not in log.read_text()  # h5py's close errors for the failed file are held back
     small_disk.resize(16 << 20)  # space freed: the same job now succeeds
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(dest), str(log)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(dest), str(log)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert proc.returncode == 0 and [p.name for p in dest.parent.iterdir()] == ["big.h5ad"]
 
 

@@ -45,18 +45,31 @@ def experiment(tmp_path_factory, name: str, *options: str) -> dict:
     if not UPSTREAM_PY.exists():
         pytest.fail("the upstream environment is missing: run `bash tools/upstream_env.sh` (make test does)")
     out = tmp_path_factory.mktemp(name) / f"{name}.json"
-    run = subprocess.run([str(UPSTREAM_PY), str(ROOT / "benchmarks/finetune_accuracy.py"), name, "--shape", "tiny",
-                          *options, "--out", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-                                                                      "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [
+            str(UPSTREAM_PY),
+            str(ROOT / "benchmarks/finetune_accuracy.py"),
+            name,
+            "--shape",
+            "tiny",
+            *options,
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr[-3000:] + run.stdout[-3000:]
     return json.loads(out.read_text())
 
 
 @pytest.fixture(scope="module")
 def trajectory(tmp_path_factory):
-    return pd.DataFrame(experiment(tmp_path_factory, "trajectory", "--epochs", str(EPOCHS), "--cells", "300",
-                                   "--genes", "300")["rows"])
+    return pd.DataFrame(
+        experiment(tmp_path_factory, "trajectory", "--epochs", str(EPOCHS), "--cells", "300", "--genes", "300")["rows"]
+    )
 
 
 def test_deterministic_trajectory_equals_upstream(trajectory):
@@ -73,13 +86,27 @@ def test_deterministic_trajectory_equals_upstream(trajectory):
 
 
 def test_trajectory_test_scores_equal(trajectory):
-    assert trajectory["ours_test_macro_f1"].iloc[0] == pytest.approx(trajectory["upstream_test_macro_f1"].iloc[0], abs=1e-9)
+    assert trajectory["ours_test_macro_f1"].iloc[0] == pytest.approx(
+        trajectory["upstream_test_macro_f1"].iloc[0], abs=1e-9
+    )
 
 
 @pytest.fixture(scope="module")
 def augmentation(tmp_path_factory):
-    result = experiment(tmp_path_factory, "augmentation", "--epochs", "6", "--cells", "600", "--genes", "300",
-                        "--batches", "3", "--seeds", "0")
+    result = experiment(
+        tmp_path_factory,
+        "augmentation",
+        "--epochs",
+        "6",
+        "--cells",
+        "600",
+        "--genes",
+        "300",
+        "--batches",
+        "3",
+        "--seeds",
+        "0",
+    )
     return pd.DataFrame(result["rows"]).set_index("check")
 
 
@@ -90,9 +117,12 @@ def test_augmentation_draws_have_the_same_distribution(augmentation):
     # the checks that matter are there, and were made on the data asked for: three sentences, 6 epochs
     assert checks.loc["steps", "ours"] == "18"
     assert checks.loc["sentences (cells, non-zero counts)", "ours"].count("(") == 3
-    for check in ("cells kept per step, per sentence (cell dropping)", "cells masked per step, per sentence",
-                  "dropout calls of a step: (rate, shape) in forward order, per sentence",
-                  "each sentence equally likely at each position of an epoch"):
+    for check in (
+        "cells kept per step, per sentence (cell dropping)",
+        "cells masked per step, per sentence",
+        "dropout calls of a step: (rate, shape) in forward order, per sentence",
+        "each sentence equally likely at each position of an epoch",
+    ):
         assert check in checks.index, check
     masked = checks.loc["non-zero entries of masked cells that are masked"]
     for side in ("ours_rate", "upstream_rate"):
@@ -110,8 +140,9 @@ def test_augmentation_draws_have_the_same_distribution(augmentation):
 
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
-    result = experiment(tmp_path_factory, "replay", "--epochs", str(EPOCHS), "--cells", "300", "--genes", "300",
-                        "--seeds", "0")
+    result = experiment(
+        tmp_path_factory, "replay", "--epochs", str(EPOCHS), "--cells", "300", "--genes", "300", "--seeds", "0"
+    )
     return pd.DataFrame(result["rows"]).set_index("draws_of"), pd.DataFrame(result["epochs"])
 
 

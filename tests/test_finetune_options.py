@@ -23,18 +23,59 @@ def test_defaults_are_finetune_config_defaults():
     assert parsed() == asdict(FinetuneConfig())
 
 
-@pytest.mark.parametrize("args, expected", [
-    # the options the command line had before it was derived, spelled as then
-    (["--shape", "tiny", "--max-epochs", "3", "--patience", "7", "--eval-every", "2", "--n-hvg", "0", "--seed", "5"],
-     {"shape": "tiny", "max_epochs": 3, "patience": 7, "eval_every": 2, "n_hvg": 0, "seed": 5}),
-    (["--inductive", "--no-progress", "--device", "cpu", "--precision", "fp32", "--group-key", "tissue",
-      "--min-gene-share", "0.1", "--min-count-share", "0.2"],
-     {"transductive": False, "progress": False, "device": "cpu", "precision": "fp32", "group_key": "tissue",
-      "min_gene_share": 0.1, "min_count_share": 0.2}),
-    # fields the command line now reaches too
-    (["--lr", "0.01", "--warmup-epochs", "0", "--dropout", "0.1", "--valid-fraction", "0.2"],
-     {"lr": 0.01, "warmup_epochs": 0, "dropout": 0.1, "valid_fraction": 0.2}),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # the options the command line had before it was derived, spelled as then
+        (
+            [
+                "--shape",
+                "tiny",
+                "--max-epochs",
+                "3",
+                "--patience",
+                "7",
+                "--eval-every",
+                "2",
+                "--n-hvg",
+                "0",
+                "--seed",
+                "5",
+            ],
+            {"shape": "tiny", "max_epochs": 3, "patience": 7, "eval_every": 2, "n_hvg": 0, "seed": 5},
+        ),
+        (
+            [
+                "--inductive",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--precision",
+                "fp32",
+                "--group-key",
+                "tissue",
+                "--min-gene-share",
+                "0.1",
+                "--min-count-share",
+                "0.2",
+            ],
+            {
+                "transductive": False,
+                "progress": False,
+                "device": "cpu",
+                "precision": "fp32",
+                "group_key": "tissue",
+                "min_gene_share": 0.1,
+                "min_count_share": 0.2,
+            },
+        ),
+        # fields the command line now reaches too
+        (
+            ["--lr", "0.01", "--warmup-epochs", "0", "--dropout", "0.1", "--valid-fraction", "0.2"],
+            {"lr": 0.01, "warmup_epochs": 0, "dropout": 0.1, "valid_fraction": 0.2},
+        ),
+    ],
+)
 def test_options_parse_to_their_fields(args, expected):
     assert parsed(*args) == {**asdict(FinetuneConfig()), **expected}
 

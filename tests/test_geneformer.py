@@ -33,9 +33,20 @@ A, B, C, D, U = "ENSG00000000001", "ENSG00000000002", "ENSG00000000003", "ENSG00
 MEDIANS = {A: 1.0, B: 2.0, C: 0.5, D: 4.0}
 RUNNER = ["-m", "cellplm.bench.methods", "geneformer"]
 # GENCODE v44 ids of the test symbols (conftest.SYMBOLS), as the offline mapping gives them
-ENSEMBL = ["ENSG00000198851", "ENSG00000010610", "ENSG00000153563", "ENSG00000156738", "ENSG00000170458",
-           "ENSG00000090382", "ENSG00000105374", "ENSG00000115523", "ENSG00000163736", "ENSG00000203747",
-           "ENSG00000168685", "ENSG00000126353"]
+ENSEMBL = [
+    "ENSG00000198851",
+    "ENSG00000010610",
+    "ENSG00000153563",
+    "ENSG00000156738",
+    "ENSG00000170458",
+    "ENSG00000090382",
+    "ENSG00000105374",
+    "ENSG00000115523",
+    "ENSG00000163736",
+    "ENSG00000203747",
+    "ENSG00000168685",
+    "ENSG00000126353",
+]
 
 
 def tokenizer(special=False, **kw):
@@ -47,12 +58,17 @@ def tokenizer(special=False, **kw):
 def test_rank_value_encoding_by_hand():
     tk, t = tokenizer(max_input_size=10)
     ids = [A, B, U, C, D]
-    X = sp.csr_matrix(np.array([
-        [3, 4, 50, 0, 6],  # /total*1e4 then /median: A 3, B 2, D 1.5 (x 1e4/63); raw order would be D, B, A
-        [2, 4, 0, 0, 4],   # A 2/1 = B 4/2 (tie: input order), D 1
-        [0, 0, 9, 1, 0],   # C only (the unknown gene U is no token but counts in the total)
-        [0, 0, 7, 0, 0],   # no dictionary gene: empty sequence
-    ], dtype=np.float32))
+    X = sp.csr_matrix(
+        np.array(
+            [
+                [3, 4, 50, 0, 6],  # /total*1e4 then /median: A 3, B 2, D 1.5 (x 1e4/63); raw order would be D, B, A
+                [2, 4, 0, 0, 4],  # A 2/1 = B 4/2 (tie: input order), D 1
+                [0, 0, 9, 1, 0],  # C only (the unknown gene U is no token but counts in the total)
+                [0, 0, 7, 0, 0],  # no dictionary gene: empty sequence
+            ],
+            dtype=np.float32,
+        )
+    )
     mapping = tk.map_genes(ids, "test", counts=X)
     assert mapping.coverage.n_matched == 4 and mapping.coverage.gene_share == 0.8
     assert mapping.coverage.count_share == pytest.approx(1 - 66 / 90)
@@ -103,11 +119,13 @@ def test_rare_types_as_the_example_drops_them():
 
 
 def test_best_model_rule_on_a_recorded_history():
-    history = [{"epoch": 1, "train_loss": 1.2},  # not validated
-               {"epoch": 2, "valid_loss": 0.9, "valid_macro_f1": 0.50},
-               {"epoch": 3, "valid_loss": 0.6, "valid_macro_f1": 0.70},
-               {"epoch": 4, "valid_loss": 0.7, "valid_macro_f1": 0.80},
-               {"epoch": 5, "valid_loss": 0.6, "valid_macro_f1": 0.80}]
+    history = [
+        {"epoch": 1, "train_loss": 1.2},  # not validated
+        {"epoch": 2, "valid_loss": 0.9, "valid_macro_f1": 0.50},
+        {"epoch": 3, "valid_loss": 0.6, "valid_macro_f1": 0.70},
+        {"epoch": 4, "valid_loss": 0.7, "valid_macro_f1": 0.80},
+        {"epoch": 5, "valid_loss": 0.6, "valid_macro_f1": 0.80},
+    ]
     assert best_epoch(history, "eval_loss") == 3 and best_epoch(history, "macro_f1") == 4  # the first of equals
     assert best_epoch(history[:1], "eval_loss") is None
     with pytest.raises(ValueError, match="best_model must be one of eval_loss, macro_f1, not 'accuracy'"):
@@ -130,8 +148,16 @@ def split_files(tmp_path_factory):
 
 
 def _run(split_files, tmp_path, params):
-    return run(Geneformer, RunIds("toy", "published", "geneformer", 0), split_files["train"], split_files["test"],
-               tmp_path / "prediction.h5ad", tmp_path / "run.json", params=params, log=lambda *a: None)
+    return run(
+        Geneformer,
+        RunIds("toy", "published", "geneformer", 0),
+        split_files["train"],
+        split_files["test"],
+        tmp_path / "prediction.h5ad",
+        tmp_path / "run.json",
+        params=params,
+        log=lambda *a: None,
+    )
 
 
 def test_model_files_and_their_errors(model_dir, tmp_path):
@@ -152,14 +178,21 @@ def test_model_files_and_their_errors(model_dir, tmp_path):
 
 
 def test_no_model_dir_is_not_applicable_without_transformers(split_files, tmp_path):
-    code = ("import sys; from pathlib import Path; from cellplm.bench.methods.base import RunIds, run; "
-            "from cellplm.bench.methods.geneformer.method import Geneformer; "
-            f"r = run(Geneformer, RunIds('toy', 'published', 'geneformer', 0), {str(split_files['train'])!r}, "
-            f"{str(split_files['test'])!r}, Path({str(tmp_path)!r}) / 'p.h5ad', Path({str(tmp_path)!r}) / 'r.json', "
-            "params={'model_dir': None}, log=lambda *a: None); "
-            "print(r.status, 'transformers' in sys.modules, 'torch' in sys.modules); print(r.reason)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; from pathlib import Path; from cellplm.bench.methods.base import RunIds, run; "
+        "from cellplm.bench.methods.geneformer.method import Geneformer; "
+        f"r = run(Geneformer, RunIds('toy', 'published', 'geneformer', 0), {str(split_files['train'])!r}, "
+        f"{str(split_files['test'])!r}, Path({str(tmp_path)!r}) / 'p.h5ad', Path({str(tmp_path)!r}) / 'r.json', "
+        "params={'model_dir': None}, log=lambda *a: None); "
+        "print(r.status, 'transformers' in sys.modules, 'torch' in sys.modules); print(r.reason)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     status, reason = out.stdout.strip().splitlines()
     assert status == "not_applicable False False"
     assert reason.startswith("no Geneformer model directory configured (methods.geneformer.params.model_dir)")
@@ -169,8 +202,10 @@ def test_no_dictionary_gene_is_not_applicable(split_files, tmp_path):
     other = write_tiny_geneformer(tmp_path / "other", [A, B])
     record = _run(split_files, tmp_path, {"model_dir": str(other)})
     assert record.status == "not_applicable"
-    assert record.reason == ("training data: no genes in the Geneformer token dictionary (12 genes; ids from gene "
-                             "symbols mapped with GENCODE v44 (CellTypist's table))")
+    assert record.reason == (
+        "training data: no genes in the Geneformer token dictionary (12 genes; ids from gene "
+        "symbols mapped with GENCODE v44 (CellTypist's table))"
+    )
     assert record.extra["checkpoint"] == str(other)  # provenance kept on a row that did not run
     low = write_tiny_geneformer(tmp_path / "low", ENSEMBL[:2])
     record = _run(split_files, tmp_path, {"model_dir": str(low)})
@@ -197,15 +232,20 @@ def test_pretrained_weights_are_loaded_and_frozen_layers_stay(split_files, model
 
     saved = load_file(str(model_dir / "model.safetensors"))
     train = read_h5ad(split_files["train"])
-    gf = Geneformer(seed=0, model_dir=str(model_dir), epochs=1, warmup_steps=1, freeze_layers=2, device="cpu",
-                    precision="fp32").fit(train)
+    gf = Geneformer(
+        seed=0, model_dir=str(model_dir), epochs=1, warmup_steps=1, freeze_layers=2, device="cpu", precision="fp32"
+    ).fit(train)
     state = gf.model_.state_dict()
     encoder = [k for k in saved if k.startswith("bert.encoder.")]
     assert len(encoder) == 32 and all(np.array_equal(state[k], saved[k]) for k in encoder)  # loaded, then frozen
     emb = "bert.embeddings.word_embeddings.weight"
     assert not np.array_equal(state[emb], saved[emb])  # the embeddings were trained
-    assert set(gf.extra["loading"]["newly_initialised"]) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias",
-                                                             "classifier.weight", "classifier.bias"}
+    assert set(gf.extra["loading"]["newly_initialised"]) == {
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
 
 
 def test_rare_type_cells_are_not_trained_on(split_files, model_dir):
@@ -215,8 +255,15 @@ def test_rare_type_cells_are_not_trained_on(split_files, model_dir):
     labels = train.obs["cell_type"].astype(str).to_numpy()
     labels[:3] = "rare"  # 3 of the training cells, under 5%
     train.obs["cell_type"] = labels
-    gf = Geneformer(seed=0, model_dir=str(model_dir), epochs=1, warmup_steps=1, device="cpu", precision="fp32",
-                    rare_type_fraction=0.05).fit(train)
+    gf = Geneformer(
+        seed=0,
+        model_dir=str(model_dir),
+        epochs=1,
+        warmup_steps=1,
+        device="cpu",
+        precision="fp32",
+        rare_type_fraction=0.05,
+    ).fit(train)
     assert gf.extra["rare_types_dropped"] == {"rare": 3} and list(gf.classes_) == ["type0", "type1", "type2"]
     training = gf.extra["training"]
     assert training["n_fit_cells"] + training["n_valid_cells"] == train.n_obs - 3
@@ -227,11 +274,34 @@ def test_script_end_to_end(split_files, model_dir, tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     help_text = subprocess.run([sys.executable, *RUNNER, "--help"], capture_output=True, text=True, env=env, check=True)
     assert "Geneformer" in help_text.stdout and "--params" in help_text.stdout
-    params = {"model_dir": str(model_dir), "epochs": 3, "warmup_steps": 2, "max_lr": 1e-3, "max_input_size": 16,
-              "device": "cpu", "precision": "fp32"}
-    out = subprocess.run([sys.executable, *RUNNER, "--train", split_files["train"], "--test", split_files["test"],
-                          "--prediction", tmp_path / "p.h5ad", "--record", tmp_path / "r.json",
-                          "--params", json.dumps(params)], capture_output=True, text=True, env=env)
+    params = {
+        "model_dir": str(model_dir),
+        "epochs": 3,
+        "warmup_steps": 2,
+        "max_lr": 1e-3,
+        "max_input_size": 16,
+        "device": "cpu",
+        "precision": "fp32",
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            *RUNNER,
+            "--train",
+            split_files["train"],
+            "--test",
+            split_files["test"],
+            "--prediction",
+            tmp_path / "p.h5ad",
+            "--record",
+            tmp_path / "r.json",
+            "--params",
+            json.dumps(params),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0 and "status: ok" in out.stdout, out.stdout + out.stderr
     rec = json.loads((tmp_path / "r.json").read_text())
     extra = rec["extra"]

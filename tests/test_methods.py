@@ -13,8 +13,11 @@ from cellplm.bench.methods import MethodUnavailable, method_ids, registry
 from cellplm.bench.methods.base import Annotator, RunIds, run
 from conftest import ROOT, make_counts_adata, write_split_files
 
-QUICK = {"scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4}, "celltypist": {"max_iter": 20},
-         "cellplm_finetune": {"shape": "tiny", "max_epochs": 5, "warmup_epochs": 2, "progress": False}}
+QUICK = {
+    "scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4},
+    "celltypist": {"max_iter": 20},
+    "cellplm_finetune": {"shape": "tiny", "max_epochs": 5, "warmup_epochs": 2, "progress": False},
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +29,17 @@ def split_files(tmp_path_factory):
 
 
 def _run(cls, method, split_files, tmp_path, params=None):
-    return run(cls, RunIds("toy", "published", method, 0), split_files["train"], split_files["test"],
-               tmp_path / "prediction.h5ad", tmp_path / "run.json", params=params,
-               solution_path=split_files["solution"], log=lambda *a: None)
+    return run(
+        cls,
+        RunIds("toy", "published", method, 0),
+        split_files["train"],
+        split_files["test"],
+        tmp_path / "prediction.h5ad",
+        tmp_path / "run.json",
+        params=params,
+        solution_path=split_files["solution"],
+        log=lambda *a: None,
+    )
 
 
 def test_every_method_folder_is_in_the_registry():
@@ -50,7 +61,9 @@ def test_method_contract(method, split_files, tmp_path):
         from conftest import SYMBOLS
         from geneformer_tiny import write_tiny_geneformer_for_symbols
 
-        params.update(model_dir=str(write_tiny_geneformer_for_symbols(tmp_path / "gf", SYMBOLS)), epochs=2, warmup_steps=2)
+        params.update(
+            model_dir=str(write_tiny_geneformer_for_symbols(tmp_path / "gf", SYMBOLS)), epochs=2, warmup_steps=2
+        )
     record = _run(cls, method, split_files, tmp_path, params)
     assert record.status == "ok", record.reason
     pred = read_h5ad(tmp_path / "prediction.h5ad")
@@ -70,26 +83,30 @@ def test_method_contract(method, split_files, tmp_path):
         assert rec["extra"]["checkpoint_kind"] == "random initialisation"
         assert rec["extra"]["genes"]["n_matched"] == rec["n_genes_used"] == 12
         # which column made the sentences (the toy split files do not name the dataset's), and the class set
-        assert rec["extra"]["sentences"] == ("one per obs['batch'] value (dataset column not recorded in the split "
-                                             "files; 2 sentences)")
+        assert rec["extra"]["sentences"] == (
+            "one per obs['batch'] value (dataset column not recorded in the split files; 2 sentences)"
+        )
         assert rec["extra"]["class_set"].startswith("training labels (3 classes)")
         assert rec["extra"]["precision"] == "fp32"  # the method's default (method.yaml), upstream's arithmetic
 
 
 class Broken(Annotator):
-
     def fit(self, train, solution=None, unlabelled=None):
         raise RuntimeError("out of memory")
 
 
 class NotForThis(Annotator):
-
     def fit(self, train, solution=None, unlabelled=None):
         raise NotApplicable("only 3% of genes in the vocabulary")
 
 
-@pytest.mark.parametrize("cls, status, reason", [(Broken, "failed", "RuntimeError: out of memory"),
-                                                 (NotForThis, "not_applicable", "only 3% of genes in the vocabulary")])
+@pytest.mark.parametrize(
+    "cls, status, reason",
+    [
+        (Broken, "failed", "RuntimeError: out of memory"),
+        (NotForThis, "not_applicable", "only 3% of genes in the vocabulary"),
+    ],
+)
 def test_failures_are_rows(cls, status, reason, split_files, tmp_path):
     record = _run(cls, "x", split_files, tmp_path)
     assert (record.status, record.reason) == (status, reason)
@@ -121,15 +138,43 @@ def test_method_runner_cli(split_files, tmp_path):
     env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin"}
     help_text = subprocess.run([*runner, "--help"], capture_output=True, text=True, env=env, check=True)
     assert "--prediction" in help_text.stdout and "CellTypist" in help_text.stdout
-    out = subprocess.run([*runner, "--train", split_files["train"], "--test", split_files["test"],
-                          "--prediction", tmp_path / "p.h5ad", "--record", tmp_path / "r.json",
-                          "--params", '{"max_iter": 10}'], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [
+            *runner,
+            "--train",
+            split_files["train"],
+            "--test",
+            split_files["test"],
+            "--prediction",
+            tmp_path / "p.h5ad",
+            "--record",
+            tmp_path / "r.json",
+            "--params",
+            '{"max_iter": 10}',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["params"] == {"max_iter": 10} and record["method"] == "celltypist"
     assert record["implementation"] == registry()["celltypist"].metadata()["implementation"]
-    bad = subprocess.run([*runner, "--train", tmp_path / "nope.h5ad", "--test", split_files["test"],
-                          "--prediction", tmp_path / "p2.h5ad", "--record", tmp_path / "r2.json"],
-                         capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [
+            *runner,
+            "--train",
+            tmp_path / "nope.h5ad",
+            "--test",
+            split_files["test"],
+            "--prediction",
+            tmp_path / "p2.h5ad",
+            "--record",
+            tmp_path / "r2.json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 1 and bad.stderr.strip().endswith("nope.h5ad: file does not exist")
     assert not (tmp_path / "p2.h5ad").exists()

@@ -50,7 +50,9 @@ def test_torchmetrics_readings_equal_torchmetrics_both_ways():
     assert s["tm_macro_accuracy"] == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
     assert s["tm_macro_accuracy_swapped"] == pytest.approx(float(multiclass_accuracy(t, p, num_classes=3)))
     assert s["tm_macro_accuracy_swapped"] == pytest.approx(float(multiclass_precision(p, t, num_classes=3)))
-    assert s["tm_macro_accuracy_swapped"] == pytest.approx(s["macro_precision"])  # scDiff's "accuracy" = macro precision
+    assert s["tm_macro_accuracy_swapped"] == pytest.approx(
+        s["macro_precision"]
+    )  # scDiff's "accuracy" = macro precision
     # a larger random case: the readings do not depend on unused class slots, and match the sklearn twins
     rng = np.random.default_rng(0)
     truth = rng.choice(list("ABCDE"), size=300)

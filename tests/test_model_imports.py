@@ -14,7 +14,7 @@ FORBIDDEN = ("cellplm.bench", "scanpy", "matplotlib", "celltypist")
 
 # Run in a fresh interpreter: import every model module, then embed and fine-tune (defaults) a tiny model on tiny
 # data through the Python API and the command line, and list the forbidden modules that got imported.
-SCRIPT = r'''
+SCRIPT = r"""
 import sys, tempfile
 from pathlib import Path
 
@@ -71,12 +71,17 @@ with tempfile.TemporaryDirectory() as tmp:
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("scanpy", "matplotlib", "celltypist")
                 or m == "cellplm.bench" or m.startswith("cellplm.bench."))
 print("FORBIDDEN:" + ",".join(loaded))
-'''
+"""
 
 
 def forbidden_after_embed_and_finetune(root: Path) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     line = [x for x in out.stdout.splitlines() if x.startswith("FORBIDDEN:")][-1]
     return [m for m in line.removeprefix("FORBIDDEN:").split(",") if m]

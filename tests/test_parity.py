@@ -31,16 +31,23 @@ def reference(tmp_path_factory):
     if not UPSTREAM_PY.exists():
         pytest.fail("the upstream environment is missing: run `bash tools/upstream_env.sh` (make test does)")
     out = tmp_path_factory.mktemp("upstream")
-    subprocess.run([str(UPSTREAM_PY), str(ROOT / "tests/upstream/parity_reference.py"), "--out", str(out), "--seed", "0"],
-                   check=True, cwd=ROOT, capture_output=True, text=True)
+    subprocess.run(
+        [str(UPSTREAM_PY), str(ROOT / "tests/upstream/parity_reference.py"), "--out", str(out), "--seed", "0"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     inputs = dict(np.load(out / "inputs.npz"))
     expected = dict(np.load(out / "expected.npz"))
     return out, inputs, expected
 
 
 def _csr(inputs, name):
-    return sp.csr_matrix((inputs[f"{name}_data"], inputs[f"{name}_indices"], inputs[f"{name}_indptr"]),
-                         shape=tuple(inputs[f"{name}_shape"]))
+    return sp.csr_matrix(
+        (inputs[f"{name}_data"], inputs[f"{name}_indices"], inputs[f"{name}_indptr"]),
+        shape=tuple(inputs[f"{name}_shape"]),
+    )
 
 
 def _sentence(inputs, config):
@@ -104,7 +111,11 @@ def test_pretraining_loss_on_fixed_mask_matches_upstream(reference):
     with torch.no_grad():
         loss = model.fixed_mask_loss(sentence, torch.as_tensor(inputs["input_mask"]).bool())
     assert loss.n_masked_cells == len(inputs["masked_cells"])
-    for ours, name in ((loss.latent_loss, "loss_latent"), (loss.reconstruction_loss, "loss_nb"), (loss.loss, "loss_total")):
+    for ours, name in (
+        (loss.latent_loss, "loss_latent"),
+        (loss.reconstruction_loss, "loss_nb"),
+        (loss.loss, "loss_total"),
+    ):
         theirs = float(expected[name])
         assert abs(ours.item() - theirs) <= TOL * max(1.0, abs(theirs)), f"{name}: ours {ours.item()} upstream {theirs}"
 
@@ -113,8 +124,12 @@ def test_annotation_model_from_pretraining_checkpoint_reports_new_and_unused_key
     out, _, _ = reference
     model, report = load_model(out / "pretrain", task="annotation", n_classes=7)
     assert report.ok
-    assert sorted(report.new) == ["head.mlp.1.bias", "head.mlp.1.weight", "latent.layers.1.lat_2lat.0.bias",
-                                  "latent.layers.1.lat_2lat.0.weight"]
+    assert sorted(report.new) == [
+        "head.mlp.1.bias",
+        "head.mlp.1.weight",
+        "latent.layers.1.lat_2lat.0.bias",
+        "latent.layers.1.lat_2lat.0.weight",
+    ]
     assert len(report.unused) == 18 + 12  # decoder and GMVAE keys
     assert model.head.mlp[1].out_features == 7
     assert checkpoint_paths(out / "pretrain.best.ckpt")[0].name == "pretrain.config.json"

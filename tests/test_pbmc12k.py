@@ -17,8 +17,13 @@ from cellplm.bench.data.sources import PBMC12K_LAYOUT, assemble_pbmc12k
 from cellplm.genes import symbols_to_ensembl
 from conftest import ROOT, make_counts_adata
 
-GENES = [("ENSG00000198851", "CD3E"), ("ENSG00000010610", "CD4"), ("ENSG00000090382", "LYZ"),
-         ("ENSG00000105374", "NKG7"), ("ENSG00000163736", "PPBP")]
+GENES = [
+    ("ENSG00000198851", "CD3E"),
+    ("ENSG00000010610", "CD4"),
+    ("ENSG00000090382", "LYZ"),
+    ("ENSG00000105374", "NKG7"),
+    ("ENSG00000163736", "PPBP"),
+]
 
 
 def tenx_tarball(path, barcodes, seed):
@@ -50,9 +55,12 @@ def test_assemble_pbmc12k(tmp_path):
     clusters = np.arange(n) % 3
     meta = {
         "barcodes": pd.DataFrame(index=barcodes),
-        "design": pd.DataFrame(np.zeros((n, 1))), "raw_qc": pd.DataFrame(np.zeros((n, 1))),
-        "normalized_qc": pd.DataFrame(np.zeros((n, 1))), "qc_pc": np.zeros((n, 1)),
-        "clusters": clusters, "list_clusters": ["B cells", "CD4 T cells", "NK cells"],
+        "design": pd.DataFrame(np.zeros((n, 1))),
+        "raw_qc": pd.DataFrame(np.zeros((n, 1))),
+        "normalized_qc": pd.DataFrame(np.zeros((n, 1))),
+        "qc_pc": np.zeros((n, 1)),
+        "clusters": clusters,
+        "list_clusters": ["B cells", "CD4 T cells", "NK cells"],
     }
     pd.to_pickle(meta, tmp_path / "pbmc_metadata.pickle")
     files = {name: str(tmp_path / name) for name in PBMC12K_LAYOUT}
@@ -60,8 +68,15 @@ def test_assemble_pbmc12k(tmp_path):
     raw = read_h5ad(tmp_path / "pbmc12k.h5ad")
     assert raw.n_obs == n and raw.n_vars == 4  # genes limited to gene_info.csv, as scVI does
     assert set(raw.obs["batch"]) == {"0", "1"}
-    spec = DatasetSpec("pbmc12k", label_key="str_labels", batch_key="batch", gene_symbols="gene_symbols",
-                       gene_ids="gene_ids", duplicate_genes="make_unique", min_cells_per_type=0)
+    spec = DatasetSpec(
+        "pbmc12k",
+        label_key="str_labels",
+        batch_key="batch",
+        gene_symbols="gene_symbols",
+        gene_ids="gene_ids",
+        duplicate_genes="make_unique",
+        min_cells_per_type=0,
+    )
     out, rep = preprocess(tmp_path / "pbmc12k.h5ad", spec)
     assert list(out.var_names) == ["CD3E", "CD4", "LYZ", "NKG7"]
     assert out.var["ensembl_id"].tolist() == [g for g, _ in GENES[:4]]
@@ -71,8 +86,14 @@ def test_assemble_pbmc12k(tmp_path):
 # Genes of the 10x GRCh38 reference (Ensembl 84) whose symbol GENCODE v44 maps to another id or to none:
 # SOD2 and MATR3 now have other ids; the second MATR3 (made unique as MATR3-1) and the clone name RP11-34P13.7
 # map to nothing.
-PUBLISHED_GENES = [("CD3E", "ENSG00000198851"), ("SOD2", "ENSG00000112096"), ("MATR3", "ENSG00000015479"),
-                   ("MATR3-1", "ENSG00000280987"), ("RP11-34P13.7", "ENSG00000238009"), ("LYZ", "ENSG00000090382")]
+PUBLISHED_GENES = [
+    ("CD3E", "ENSG00000198851"),
+    ("SOD2", "ENSG00000112096"),
+    ("MATR3", "ENSG00000015479"),
+    ("MATR3-1", "ENSG00000280987"),
+    ("RP11-34P13.7", "ENSG00000238009"),
+    ("LYZ", "ENSG00000090382"),
+]
 
 
 def test_published_member_keeps_scdiffs_ensembl_ids(tmp_path):

@@ -28,8 +28,9 @@ def test_canonical_layout(counts_adata, write):
 
 
 def test_pbmc68k_counts_recovered_from_raw():
-    out, rep = preprocess(builtin_path("pbmc68k_reduced"), DatasetSpec("pbmc68k", label_key="bulk_labels",
-                                                                       batch_key=None))
+    out, rep = preprocess(
+        builtin_path("pbmc68k_reduced"), DatasetSpec("pbmc68k", label_key="bulk_labels", batch_key=None)
+    )
     assert rep.counts_from.startswith("raw/X (recovered")
     assert np.array_equal(out.X.data, np.round(out.X.data)) and out.X.data.min() >= 1
     # the 8-cell type is dropped (<= 10 cells), 692 of 700 cells remain
@@ -74,7 +75,9 @@ def test_nan_and_negative_values(counts_adata, write, bad, message):
 
 
 def test_missing_label_column(counts_adata, write):
-    with pytest.raises(InputError, match=r"input.h5ad: label column 'celltype' not in obs \(columns: cell_type, batch\)"):
+    with pytest.raises(
+        InputError, match=r"input.h5ad: label column 'celltype' not in obs \(columns: cell_type, batch\)"
+    ):
         preprocess(write(counts_adata), spec(label_key="celltype"))
 
 
@@ -148,9 +151,20 @@ def test_only_counts_matrix_is_read(counts_adata, write, monkeypatch):
 
 def test_counts_in_raw_with_gene_columns_in_var(counts_adata, write):
     """CELLxGENE layout: normalised X, counts in .raw, Ensembl ids as var_names, symbols in var['feature_name']."""
-    ids = ["ENSG00000198851", "ENSG00000010610", "ENSG00000153563", "ENSG00000156738", "ENSG00000170458",
-           "ENSG00000090382", "ENSG00000105374", "ENSG00000115523", "ENSG00000163736", "ENSG00000203747",
-           "ENSG00000168685", "ENSG00000126353"]
+    ids = [
+        "ENSG00000198851",
+        "ENSG00000010610",
+        "ENSG00000153563",
+        "ENSG00000156738",
+        "ENSG00000170458",
+        "ENSG00000090382",
+        "ENSG00000105374",
+        "ENSG00000115523",
+        "ENSG00000163736",
+        "ENSG00000203747",
+        "ENSG00000168685",
+        "ENSG00000126353",
+    ]
     symbols = list(counts_adata.var_names)
     counts_adata.var_names = ids
     counts_adata.raw = counts_adata.copy()

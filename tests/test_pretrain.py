@@ -24,13 +24,15 @@ VOCAB = released_config().gene_list
 def corpus_adata(n_sentences=4, cells=(30, 50), n_genes=150, n_types=3, seed=0, offset=0, spatial=False) -> ad.AnnData:
     """Sentences of cell types with distinct gene programs (learnable), raw counts as CSR, Ensembl var_names."""
     rng = np.random.default_rng(seed)
-    genes = VOCAB[offset:offset + n_genes]
+    genes = VOCAB[offset : offset + n_genes]
     programs = rng.gamma(0.5, 2.0, size=(n_types, n_genes)) * (rng.random((n_types, n_genes)) < 0.3)
     sizes = rng.integers(cells[0], cells[1] + 1, size=n_sentences)
     types = np.concatenate([rng.integers(0, n_types, size=k) for k in sizes])
     X = rng.poisson(programs[types] * 4 + 0.05).astype(np.float32)
-    obs = pd.DataFrame({"batch": np.repeat([f"s{k}" for k in range(n_sentences)], sizes),
-                        "cell_type": [f"t{t}" for t in types]}, index=[f"c{i}" for i in range(len(types))])
+    obs = pd.DataFrame(
+        {"batch": np.repeat([f"s{k}" for k in range(n_sentences)], sizes), "cell_type": [f"t{t}" for t in types]},
+        index=[f"c{i}" for i in range(len(types))],
+    )
     a = ad.AnnData(sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=genes))
     if spatial:
         a.obsm["spatial"] = rng.uniform(0, 500, size=(a.n_obs, 2))
@@ -42,8 +44,9 @@ def tiny(**kw):
 
 
 def fast(**kw) -> PretrainConfig:
-    base = dict(epochs=2, lr=1e-3, warmup_steps=2, seed=3, device="cpu", precision="fp32", val_sentences=1,
-                checkpoint_every=2)
+    base = dict(
+        epochs=2, lr=1e-3, warmup_steps=2, seed=3, device="cpu", precision="fp32", val_sentences=1, checkpoint_every=2
+    )
     return PretrainConfig(**{**base, **kw})
 
 
@@ -52,6 +55,7 @@ def rows(path):
 
 
 # ---- training and checkpoints ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -72,7 +76,16 @@ def test_loss_decreases(trained):
     assert val.loss.iloc[-1] < val.loss.iloc[0]
     assert result.summary["finished"] and result.summary["selection"] == "validation loss"
     assert result.summary["best_loss"] == pytest.approx(val.loss.min())
-    assert set(log.columns) >= {"step", "epoch", "loss", "latent_loss", "reconstruction_loss", "lr", "n_cells", "seconds"}
+    assert set(log.columns) >= {
+        "step",
+        "epoch",
+        "loss",
+        "latent_loss",
+        "reconstruction_loss",
+        "lr",
+        "n_cells",
+        "seconds",
+    }
 
 
 def test_checkpoint_loads_and_carries_metadata(trained):
@@ -101,13 +114,15 @@ def test_checkpoint_loads_and_carries_metadata(trained):
 
 # ---- resume ---------------------------------------------------------------------------------------------------
 
+
 def test_resume_is_bit_identical(tmp_path):
     corpus = [("a", corpus_adata(3, seed=4, cells=(20, 40))), ("b", corpus_adata(2, seed=5, cells=(20, 40)))]
     # 5 sentences, 1 validation: 4 steps per epoch, 2 epochs; sentences over 30 cells are subsampled
     cfg = fast(epochs=2, checkpoint_every=3, max_cells_per_sentence=30)
     pretrain(corpus, tmp_path / "straight", cfg, tiny(), progress=False)
-    stopped = pretrain(corpus, tmp_path / "resumed", PretrainConfig(**{**cfg.__dict__, "max_steps": 5}), tiny(),
-                       progress=False)
+    stopped = pretrain(
+        corpus, tmp_path / "resumed", PretrainConfig(**{**cfg.__dict__, "max_steps": 5}), tiny(), progress=False
+    )
     assert stopped.summary["stopped_early"] and stopped.summary["steps"] == 5
     assert read_checkpoint(tmp_path / "resumed" / "last.best.ckpt")["step"] == 5
     # an interrupted run appended a row past its last checkpoint: the resumed log must not duplicate it
@@ -116,8 +131,14 @@ def test_resume_is_bit_identical(tmp_path):
     with pytest.raises(ConfigError, match="already holds"):
         pretrain(corpus, tmp_path / "resumed", cfg, tiny(), progress=False)
     with pytest.raises(ConfigError, match="lr"):
-        pretrain(corpus, tmp_path / "resumed", PretrainConfig(**{**cfg.__dict__, "lr": 5e-4}), tiny(), resume=True,
-                 progress=False)
+        pretrain(
+            corpus,
+            tmp_path / "resumed",
+            PretrainConfig(**{**cfg.__dict__, "lr": 5e-4}),
+            tiny(),
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="enc_layers"):
         pretrain(corpus, tmp_path / "resumed", cfg, tiny(enc_layers=1), resume=True, progress=False)
     result = pretrain(corpus, tmp_path / "resumed", cfg, tiny(), resume=True, progress=False)
@@ -129,7 +150,10 @@ def test_resume_is_bit_identical(tmp_path):
         for k, v in a["model_state_dict"].items():
             assert torch.equal(v, b["model_state_dict"][k]), k
         assert a["step"] == b["step"] and a["best_loss"] == b["best_loss"]
-    a, b = read_checkpoint(tmp_path / "straight" / "last.best.ckpt"), read_checkpoint(tmp_path / "resumed" / "last.best.ckpt")
+    a, b = (
+        read_checkpoint(tmp_path / "straight" / "last.best.ckpt"),
+        read_checkpoint(tmp_path / "resumed" / "last.best.ckpt"),
+    )
     for k, state in a["optimizer_state_dict"]["state"].items():
         assert torch.equal(state["exp_avg_sq"], b["optimizer_state_dict"]["state"][k]["exp_avg_sq"])
     assert b["pretraining"]["resumed"] and b["pretraining"]["resumed_at_step"] == 5
@@ -139,6 +163,7 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 # ---- input checks ---------------------------------------------------------------------------------------------
+
 
 def test_normalised_values_name_the_file(tmp_path):
     a = corpus_adata(2)
@@ -167,11 +192,17 @@ def test_empty_sentence_names_the_item(tmp_path):
 
 # ---- spatial --------------------------------------------------------------------------------------------------
 
+
 def test_spatial_item_with_spatial_pe(tmp_path, caplog):
     # 3 sentences cannot spare 10 for validation: the epoch's training loss picks the best checkpoint
     corpus = [CorpusItem("fov", corpus_adata(2, seed=6, spatial=True)), CorpusItem("rna", corpus_adata(1, seed=7))]
-    result = pretrain(corpus, tmp_path / "sp", fast(epochs=1, spatial_key="spatial", val_sentences=10),
-                      tiny(spatial_pe=True), progress=False)
+    result = pretrain(
+        corpus,
+        tmp_path / "sp",
+        fast(epochs=1, spatial_key="spatial", val_sentences=10),
+        tiny(spatial_pe=True),
+        progress=False,
+    )
     assert result.summary["selection"] == "training loss" and result.summary["steps"] == 3
     assert "no held-out validation" in caplog.text
     meta = read_checkpoint(result.checkpoint.with_name("model.best.ckpt"))["pretraining"]
@@ -181,6 +212,7 @@ def test_spatial_item_with_spatial_pe(tmp_path, caplog):
 
 
 # ---- distributed ----------------------------------------------------------------------------------------------
+
 
 def test_balanced_partition():
     sizes = [100, 90, 10, 10, 5]
@@ -194,13 +226,41 @@ def test_ddp_two_cpu_processes(tmp_path):
     corpus_adata(3, seed=11).write_h5ad(tmp_path / "a.h5ad")
     corpus_adata(3, seed=12, offset=50).write_h5ad(tmp_path / "b.h5ad")
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "CELLPLM_PRETRAIN_DIGEST_DIR": str(tmp_path / "digest"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "CELLPLM_PRETRAIN_DIGEST_DIR": str(tmp_path / "digest"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     # 6 sentences, 1 validation: 5 training sentences over 2 ranks = 3 steps each (one rank repeats one)
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "cellplm.pretrain",
-           str(tmp_path / "a.h5ad"), str(tmp_path / "b.h5ad"), "--out", str(tmp_path / "ddp"), "--shape", "tiny",
-           "--epochs", "2", "--lr", "1e-3", "--warmup-steps", "2", "--device", "cpu", "--precision", "fp32",
-           "--val-sentences", "1", "--backed", "--no-progress"]
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "cellplm.pretrain",
+        str(tmp_path / "a.h5ad"),
+        str(tmp_path / "b.h5ad"),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--shape",
+        "tiny",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--warmup-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--val-sentences",
+        "1",
+        "--backed",
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ddp" / "model.best.ckpt").exists() and (tmp_path / "ddp" / "model.config.json").exists()

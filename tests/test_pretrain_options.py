@@ -32,8 +32,19 @@ def old_pretrain_args(p) -> str:
 
 SECTIONS = [
     {},
-    {"shape": "tiny", "epochs": 3, "seed": 7, "lr": 0.001, "warmup_steps": 0, "max_cells_per_sentence": 50,
-     "val_sentences": 0, "device": "cuda:1", "precision": "bf16", "spatial_pe": True, "resume": True},
+    {
+        "shape": "tiny",
+        "epochs": 3,
+        "seed": 7,
+        "lr": 0.001,
+        "warmup_steps": 0,
+        "max_cells_per_sentence": 50,
+        "val_sentences": 0,
+        "device": "cuda:1",
+        "precision": "bf16",
+        "spatial_pe": True,
+        "resume": True,
+    },
     {"lr": 2e-05, "precision": "fp32", "resume": True},
 ]
 

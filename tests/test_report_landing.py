@@ -31,8 +31,11 @@ def workflow_config(*overlays: str) -> dict:
 def rendered(text: str) -> str:
     """The page as Snakemake's report renders it: Jinja (with its settings), then reStructuredText to HTML."""
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    return publish_parts(env.from_string(text).render(snakemake=None), writer_name="html",
-                         settings_overrides={"report_level": 2, "halt_level": 2})["html_body"]
+    return publish_parts(
+        env.from_string(text).render(snakemake=None),
+        writer_name="html",
+        settings_overrides={"report_level": 2, "halt_level": 2},
+    )["html_body"]
 
 
 def test_landing_page_lists_the_configs_methods_and_zero_shot_rows():
@@ -43,8 +46,10 @@ def test_landing_page_lists_the_configs_methods_and_zero_shot_rows():
     assert "- CellPLM (zero-shot embedding + kNN) (``cellplm_zeroshot``)" in text
     assert "The 5 zero-shot rows:" in text and "- scVI (zero-shot embedding + kNN) (``scvi_zeroshot``)" in text
     assert "- CellPLM (fine-tuned) (``cellplm_finetune``, published as CellPLM)" in text
-    assert ("``pbmc68k`` (beside the published PBMC12K column), splits ``published`` (random); ``synthetic`` (no "
-            "published column), splits ``published`` (random), ``batch_holdout`` (batch_holdout).") in text
+    assert (
+        "``pbmc68k`` (beside the published PBMC12K column), splits ``published`` (random); ``synthetic`` (no "
+        "published column), splits ``published`` (random), ``batch_holdout`` (batch_holdout)."
+    ) in text
     assert "seeds 0, 1 and the ``test`` parameter set" in text
     # the readings: benchmark.md's wording, not the old claim that the published "accuracy" is balanced accuracy
     assert rst(readings_text("config/published_scores.tsv")) in text
@@ -75,8 +80,9 @@ def test_full_configs_landing_page_names_the_published_counterparts():
 
 def test_the_workflow_writes_the_page_the_report_directive_reads(tmp_path):
     workdir = copy_workflow(tmp_path)
-    out = snakemake(workdir, "results/report/workflow.rst", "--cores", "1", "--configfile", "config/demo.yaml",
-                    timeout=600)
+    out = snakemake(
+        workdir, "results/report/workflow.rst", "--cores", "1", "--configfile", "config/demo.yaml", timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     page = (workdir / "results/report/workflow.rst").read_text()
     cfg = workflow_config("config/demo.yaml")

@@ -100,12 +100,17 @@ def test_comparison_pairs_each_published_value_with_our_number_of_its_reading(to
     assert (ran["device"] == "cpu").all() and (comp.loc[comp["method"] == "(not run here)", "device"] == "").all()
     held = comp[(comp["dataset"] == "toy") & (comp["split"] == "batch_holdout")]
     assert held["difference"].isna().all()
-    assert (held.loc[held["method"] != "(not run here)", "not_comparable_reason"]
-            == "split 'batch_holdout' is not the published protocol").all()
+    assert (
+        held.loc[held["method"] != "(not run here)", "not_comparable_reason"]
+        == "split 'batch_holdout' is not the published protocol"
+    ).all()
     other = comp[(comp["dataset"] == "toy_other") & (comp["method"] != "(not run here)")]
     assert len(other) == 2 and other["difference"].isna().all()
-    assert other["not_comparable_reason"].str.startswith("not the published dataset (differs: cells 120 vs published "
-                                                         "200)").all()
+    assert (
+        other["not_comparable_reason"]
+        .str.startswith("not the published dataset (differs: cells 120 vs published 200)")
+        .all()
+    )
     # every table says which data produced its rows
     datasets = pd.read_csv(toy / "results/tables/datasets.tsv", sep="\t", keep_default_na=False).set_index("dataset")
     assert datasets.loc["toy", "fingerprint"].startswith("matches (cells 200, genes ")
@@ -119,11 +124,15 @@ def test_comparison_pairs_each_published_value_with_our_number_of_its_reading(to
     assert "## Ours beside the published table, reading for reading" in md
     # every reading side by side: bold the favoured one, in parentheses one the row's plausible_readings leave out
     ours = row.loc["Majority"]  # the values checked by hand above, as computed (torchmetrics is float32)
-    assert (f"| toy | majority_class | published: 0.300 (Majority) | **{by_hand:.3f} ± 0.000** | "
-            f"({ours['ours_tm_macro_accuracy_swapped']:.3f} ± 0.000) | {share:.3f} ± 0.000 | `tm_macro_accuracy` | "
-            f"{by_hand - 0.30:+.3f} | **yes**: {ours['readings_spread']:.3f} apart | – | test table |") in md, md
-    assert "| toy | true_labels | published: 0.900 ± 0.010 (Truth) | (1.000 ± 0.000) | **1.000 ± 0.000** | " \
-           "(1.000 ± 0.000) | `tm_macro_accuracy_swapped` | +0.100 | no: 0.000 apart | – | test table |" in md
+    assert (
+        f"| toy | majority_class | published: 0.300 (Majority) | **{by_hand:.3f} ± 0.000** | "
+        f"({ours['ours_tm_macro_accuracy_swapped']:.3f} ± 0.000) | {share:.3f} ± 0.000 | `tm_macro_accuracy` | "
+        f"{by_hand - 0.30:+.3f} | **yes**: {ours['readings_spread']:.3f} apart | – | test table |"
+    ) in md, md
+    assert (
+        "| toy | true_labels | published: 0.900 ± 0.010 (Truth) | (1.000 ± 0.000) | **1.000 ± 0.000** | "
+        "(1.000 ± 0.000) | `tm_macro_accuracy_swapped` | +0.100 | no: 0.000 apart | – | test table |" in md
+    )
     assert (toy / "results/plots/published_comparison.png").stat().st_size > 10_000
 
 
@@ -143,8 +152,11 @@ run:
   min_free_gb: 0
 speed: {enabled: false}
 """
-TARGETS = ["results/cellplm/checkpoints/released__20230926_85M/provenance.json", "resources/models/scgpt_whole_human",
-           "resources/models/geneformer_v1_10m"]
+TARGETS = [
+    "results/cellplm/checkpoints/released__20230926_85M/provenance.json",
+    "resources/models/scgpt_whole_human",
+    "resources/models/geneformer_v1_10m",
+]
 
 
 def h5ad_bytes(adata, tmp_path, name, **kw) -> bytes:
@@ -176,8 +188,11 @@ def cellxgene_like(n, seed):
 
     a = make_counts_adata(n_cells=n, n_types=3, seed=seed)
     ids = symbols_to_ensembl(a.var_names)
-    out = ad.AnnData(sp.csr_matrix(a.X.toarray() / 2, dtype=np.float32), obs=a.obs.rename(columns={"batch": "donor_id"}),
-                     var=pd.DataFrame({"feature_name": list(a.var_names)}, index=list(ids)))
+    out = ad.AnnData(
+        sp.csr_matrix(a.X.toarray() / 2, dtype=np.float32),
+        obs=a.obs.rename(columns={"batch": "donor_id"}),
+        var=pd.DataFrame({"feature_name": list(a.var_names)}, index=list(ids)),
+    )
     out.raw = ad.AnnData(a.X, var=out.var.copy())
     return out
 
@@ -195,44 +210,73 @@ def test_full_config_fetches_every_source_and_checkpoint_through_the_services(tm
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         pbmc = scdiff_like(150, 1, "str_labels", "batch", ensg=True)
-        members = {"reproduce/PBMC12K_processed.h5ad": h5ad_bytes(pbmc, tmp_path, "pbmc.h5ad"),
-                   "reproduce/HLCA_zstd_sub.h5ad": h5ad_bytes(scdiff_like(130, 2, "cell_type", "batch", split=True),
-                                                              tmp_path, "hlca.h5ad", compression=hdf5plugin.Zstd()),
-                   "reproduce/biolinkbert_HLCA_sub_threshold1000.ckpt": b"not needed"}
+        members = {
+            "reproduce/PBMC12K_processed.h5ad": h5ad_bytes(pbmc, tmp_path, "pbmc.h5ad"),
+            "reproduce/HLCA_zstd_sub.h5ad": h5ad_bytes(
+                scdiff_like(130, 2, "cell_type", "batch", split=True),
+                tmp_path,
+                "hlca.h5ad",
+                compression=hdf5plugin.Zstd(),
+            ),
+            "reproduce/biolinkbert_HLCA_sub_threshold1000.ckpt": b"not needed",
+        }
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     pancreas = scdiff_like(140, 5, "celltype", "tech")
     ckpt = released_shaped_checkpoint()
-    scgpt_files = {"1ScgptArgsJsonAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512, "nheads": 8}'),
-                   "1ScgptVocabJsonBBBBBBBBBBBBBBBBBB": ("vocab.json", b'{"<pad>": 0, "A1BG": 1}'),
-                   "1ScgptBestModelCCCCCCCCCCCCCCCCCC": ("best_model.pt", b"\x00" * 5000)}
-    geneformer_files = {"Geneformer-V1-10M/config.json": b'{"model_type": "bert"}',
-                        "Geneformer-V1-10M/model.safetensors": b"\x01" * 6000,
-                        "geneformer/gene_dictionaries_30m/token_dictionary_gc30M.pkl": b"\x80\x04}\x94.",
-                        "geneformer/gene_dictionaries_30m/gene_median_dictionary_gc30M.pkl": b"\x80\x04}\x94.",
-                        "Geneformer-V2-316M/model.safetensors": b"not wanted"}
+    scgpt_files = {
+        "1ScgptArgsJsonAAAAAAAAAAAAAAAAAA": ("args.json", b'{"embsize": 512, "nheads": 8}'),
+        "1ScgptVocabJsonBBBBBBBBBBBBBBBBBB": ("vocab.json", b'{"<pad>": 0, "A1BG": 1}'),
+        "1ScgptBestModelCCCCCCCCCCCCCCCCCC": ("best_model.pt", b"\x00" * 5000),
+    }
+    geneformer_files = {
+        "Geneformer-V1-10M/config.json": b'{"model_type": "bert"}',
+        "Geneformer-V1-10M/model.safetensors": b"\x01" * 6000,
+        "geneformer/gene_dictionaries_30m/token_dictionary_gc30M.pkl": b"\x80\x04}\x94.",
+        "geneformer/gene_dictionaries_30m/gene_median_dictionary_gc30M.pkl": b"\x80\x04}\x94.",
+        "Geneformer-V2-316M/model.safetensors": b"not wanted",
+    }
     with FakeInternet(tmp_path) as net:
-        google_drive(net, {SCDIFF: ("reproducibility.tar.gz", archive.getvalue()), **scgpt_files},
-                     folders={SCGPT_FOLDER: ("scGPT_human", list(scgpt_files))},
-                     large={SCDIFF, "1ScgptBestModelCCCCCCCCCCCCCCCCCC"})
-        cellxgene(net, {BRAIN: [{"dataset_version_id": V_2024, "published_at": "2024-05-02T10:00:00+00:00", "cell_count": 90},
-                                {"dataset_version_id": V_2023, "published_at": "2023-07-25T08:00:00+00:00", "cell_count": 100}]},
-                  {V_2024: h5ad_bytes(cellxgene_like(90, 7), tmp_path, "b24.h5ad"),
-                   V_2023: h5ad_bytes(cellxgene_like(100, 6), tmp_path, "b23.h5ad")})
-        figshare(net, {36086813: ("human_pancreas_norm_complexBatch.h5ad", h5ad_bytes(pancreas, tmp_path, "p.h5ad"))},
-                 ndownloader="challenge")
-        dropbox_shared_folder(net, "i5rmxgtqzg7iykt2e9uqm", "o8hi0xads9ol07o48jdityzv1",
-                              {"ckpt/20230926_85M.best.ckpt": ckpt})
-        hugging_face(net, "ctheodoris/Geneformer", REVISION, geneformer_files,
-                     lfs={"Geneformer-V1-10M/model.safetensors"})
+        google_drive(
+            net,
+            {SCDIFF: ("reproducibility.tar.gz", archive.getvalue()), **scgpt_files},
+            folders={SCGPT_FOLDER: ("scGPT_human", list(scgpt_files))},
+            large={SCDIFF, "1ScgptBestModelCCCCCCCCCCCCCCCCCC"},
+        )
+        cellxgene(
+            net,
+            {
+                BRAIN: [
+                    {"dataset_version_id": V_2024, "published_at": "2024-05-02T10:00:00+00:00", "cell_count": 90},
+                    {"dataset_version_id": V_2023, "published_at": "2023-07-25T08:00:00+00:00", "cell_count": 100},
+                ]
+            },
+            {
+                V_2024: h5ad_bytes(cellxgene_like(90, 7), tmp_path, "b24.h5ad"),
+                V_2023: h5ad_bytes(cellxgene_like(100, 6), tmp_path, "b23.h5ad"),
+            },
+        )
+        figshare(
+            net,
+            {36086813: ("human_pancreas_norm_complexBatch.h5ad", h5ad_bytes(pancreas, tmp_path, "p.h5ad"))},
+            ndownloader="challenge",
+        )
+        dropbox_shared_folder(
+            net, "i5rmxgtqzg7iykt2e9uqm", "o8hi0xads9ol07o48jdityzv1", {"ckpt/20230926_85M.best.ckpt": ckpt}
+        )
+        hugging_face(
+            net, "ctheodoris/Geneformer", REVISION, geneformer_files, lfs={"Geneformer-V1-10M/model.safetensors"}
+        )
         env = {**net.env, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
         out = snakemake(workdir, "all", *TARGETS, "--cores", "2", "--configfile", "config/net.yaml", extra_env=env)
         assert out.returncode == 0, out.stderr[-4000:]
         # the real config's URLs were used, each service's routes as its contract says
-        assert "GET /scl/fo/i5rmxgtqzg7iykt2e9uqm/h/ckpt/20230926_85M.best.ckpt?rlkey=o8hi0xads9ol07o48jdityzv1&dl=1" \
+        assert (
+            "GET /scl/fo/i5rmxgtqzg7iykt2e9uqm/h/ckpt/20230926_85M.best.ckpt?rlkey=o8hi0xads9ol07o48jdityzv1&dl=1"
             in net.hits("www.dropbox.com")
+        )
         assert net.hits("ndownloader.figshare.com") == ["GET /files/36086813"]  # the empty 202; then the API mirror
         assert net.hits("api.figshare.com") == ["GET /v2/file/download/36086813"]
         assert net.hits("api.cellxgene.cziscience.com") == [f"GET /curation/v1/datasets/{BRAIN}/versions"]
@@ -240,29 +284,38 @@ def test_full_config_fetches_every_source_and_checkpoint_through_the_services(tm
         assert any("confirm=t&uuid=" in h for h in net.hits("drive.usercontent.google.com"))
         assert f"GET /uc?id={SCDIFF}" in net.hits("drive.google.com")
         assert f"GET /embeddedfolderview?id={SCGPT_FOLDER}" in net.hits("drive.google.com")
-        assert any(h.startswith(f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}") for h in net.hits("huggingface.co"))
+        assert any(
+            h.startswith(f"GET /api/models/ctheodoris/Geneformer/tree/{REVISION}") for h in net.hits("huggingface.co")
+        )
         n_requests = len(net.requests)
         again = snakemake(workdir, "all", *TARGETS, "--cores", "2", "--configfile", "config/net.yaml", extra_env=env)
         assert "Nothing to be done" in again.stdout + again.stderr and len(net.requests) == n_requests
     # one archive download, one extraction for both members; each dataset says what it is
-    datasets = pd.read_csv(workdir / "results/tables/datasets.tsv", sep="\t", keep_default_na=False).set_index("dataset")
+    datasets = pd.read_csv(workdir / "results/tables/datasets.tsv", sep="\t", keep_default_na=False).set_index(
+        "dataset"
+    )
     assert datasets.loc["pbmc12k", "data"] == "published file: PBMC12K_processed.h5ad in scdiff_reproducibility.tar.gz"
     assert datasets.loc["hlca", "cells"] == 130  # the Zstd-compressed member was read
     assert datasets.loc["brain_origin", "version"] == V_2023 and datasets.loc["brain_origin", "cells"] == 100
     assert datasets.loc["brain_origin", "data"] == f"rebuilt from origin: CELLxGENE {BRAIN}, version {V_2023}"
     assert datasets.loc["pancreas_origin", "cells"] == 140
-    assert datasets.loc["pbmc12k", "fingerprint"] == "differs: cells 150 vs published 11,990; genes 12 vs published " \
-                                                     "3,346; classes 3 vs published 9"
+    assert (
+        datasets.loc["pbmc12k", "fingerprint"] == "differs: cells 150 vs published 11,990; genes 12 vs published "
+        "3,346; classes 3 vs published 9"
+    )
     manifest = pd.read_csv(workdir / "resources/checksums.tsv", sep="\t", keep_default_na=False).set_index("filename")
     assert manifest.loc[f"cellxgene_{BRAIN}.h5ad", "version"] == V_2023  # locked for later runs
     assert manifest.loc["scdiff_reproducibility.tar.gz", "sha256"] == hashlib.sha256(archive.getvalue()).hexdigest()
     assert manifest.loc["20230926_85M.best.ckpt", "sha256"] == hashlib.sha256(ckpt).hexdigest()
     assert manifest.loc["geneformer_v1_10m/Geneformer-V1-10M/model.safetensors", "version"] == REVISION
-    assert sorted(p.name for p in (workdir / "resources/models/scgpt_whole_human").iterdir()
-                  if not p.name.startswith(".")) == ["args.json", "best_model.pt", "vocab.json"]
+    assert sorted(
+        p.name for p in (workdir / "resources/models/scgpt_whole_human").iterdir() if not p.name.startswith(".")
+    ) == ["args.json", "best_model.pt", "vocab.json"]
     assert not (workdir / "resources/models/geneformer_v1_10m/Geneformer-V2-316M").exists()
     provenance = json.loads((workdir / TARGETS[0]).read_text())
     assert provenance["architecture"]["released_architecture"] and provenance["loaded_with"] == "weights_only"
-    assert provenance["kind"] == "released" and provenance["config"].endswith("cellplm/resources/20230926_85M.config.json")
+    assert provenance["kind"] == "released" and provenance["config"].endswith(
+        "cellplm/resources/20230926_85M.config.json"
+    )
     comp = pd.read_csv(workdir / "results/tables/comparison.tsv", sep="\t", keep_default_na=False)
     assert set(comp["published_dataset"]) == {"PBMC12K", "HLCA", "Brain", "Pancreas"}

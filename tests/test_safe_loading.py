@@ -46,8 +46,9 @@ def test_cellplm_checkpoint_that_runs_code_is_refused(tiny_checkpoint, tmp_path,
         with pytest.raises(InputError) as e:
             load()
         message = str(e.value)
-        assert "\n" not in message and message.startswith(f"{prefix}.best.ckpt: refused: its pickle calls the Python "
-                                                          "object posix.system")
+        assert "\n" not in message and message.startswith(
+            f"{prefix}.best.ckpt: refused: its pickle calls the Python object posix.system"
+        )
         assert f"add its sha256 {digest} to CELLPLM_TRUSTED_SHA256" in message
         assert not marker.exists()  # nothing ran
     # another digest trusted: still refused
@@ -106,8 +107,10 @@ def test_geneformer_dictionary_that_runs_code_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"<pad>": 0, "ENSG00000000003": RunsCode(marker)}))
     with pytest.raises(InputError) as e:
         read_pickled_dict(path, "Geneformer token dictionary")
-    assert str(e.value) == (f"{path}: cannot read the Geneformer token dictionary: refused the global posix.system "
-                            "(only dicts of strings and numbers are read)")
+    assert str(e.value) == (
+        f"{path}: cannot read the Geneformer token dictionary: refused the global posix.system "
+        "(only dicts of strings and numbers are read)"
+    )
     assert not marker.exists()
     # what the real dictionaries hold loads: ids to ints, ids to numpy or Python floats
     path.write_bytes(pickle.dumps({"<pad>": 0, "<mask>": 1, "ENSG00000000003": 2}))
@@ -135,6 +138,7 @@ def test_scgpt_weights_that_run_code_are_refused(tmp_path):
     files = write_split_files(make_counts_adata(n_cells=90, n_types=3), tmp_path / "split")
     record, _, _ = run_method(files, tmp_path / "run", {"model_dir": str(model_dir), "epochs": 1, "device": "cpu"})
     assert record["status"] == "failed"
-    assert record["reason"].startswith(f"InputError: {model_dir / 'best_model.pt'}: refused: its pickle calls the Python object "
-                                       "posix.system"), record["reason"]
+    assert record["reason"].startswith(
+        f"InputError: {model_dir / 'best_model.pt'}: refused: its pickle calls the Python object posix.system"
+    ), record["reason"]
     assert "\n" not in record["reason"] and not marker.exists()

@@ -13,8 +13,25 @@ TOOL = ROOT / "benchmarks" / "scale.py"
 
 def test_scale_benchmark_tiny(tmp_path):
     out = tmp_path / "bench" / "scale.json"
-    cmd = [sys.executable, str(TOOL), "--cells", "1000", "2000", "--genes", "1500", "--counts-per-cell", "1000",
-           "--shape", "tiny", "--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(TOOL),
+        "--cells",
+        "1000",
+        "2000",
+        "--genes",
+        "1500",
+        "--counts-per-cell",
+        "1000",
+        "--shape",
+        "tiny",
+        "--threads",
+        "1",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -27,11 +44,26 @@ def test_scale_benchmark_tiny(tmp_path):
     assert "--cells 1000 2000" in prov["command"] and prov["options"]["genes"] == 1500
     assert not list(out.parent.glob(".*partial*"))  # written atomically, no temporary left
     df = pd.DataFrame(result["rows"])
-    for col in ("n_cells", "n_genes", "nnz", "step", "status", "wall_s", "peak_rss_gib", "peak_growth", "wall_growth",
-                "cells_per_s", "device", "threads", "weights", "date"):
+    for col in (
+        "n_cells",
+        "n_genes",
+        "nnz",
+        "step",
+        "status",
+        "wall_s",
+        "peak_rss_gib",
+        "peak_growth",
+        "wall_growth",
+        "cells_per_s",
+        "device",
+        "threads",
+        "weights",
+        "date",
+    ):
         assert col in df.columns, col
     assert sorted(zip(df["n_cells"], df["step"])) == sorted(
-        (n, s) for n in (1000, 2000) for s in ("preprocess", "split", "embed"))
+        (n, s) for n in (1000, 2000) for s in ("preprocess", "split", "embed")
+    )
     assert (df["status"] == "ok").all()
     assert (df["n_genes"] == 1500).all() and (df["nnz"] > 0).all()
     assert (df["peak_rss_gib"] > 0).all() and (df["wall_s"] > 0).all()

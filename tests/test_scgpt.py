@@ -30,17 +30,33 @@ def scgpt_env():
 
 
 def helper(*args):
-    out = subprocess.run([str(PYTHON), str(HELPER), *map(str, args)], capture_output=True, text=True,
-                         env=scgpt_env(), timeout=300)
+    out = subprocess.run(
+        [str(PYTHON), str(HELPER), *map(str, args)], capture_output=True, text=True, env=scgpt_env(), timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run_method(files, out, params, on_error="record", python=PYTHON):
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(python), *RUNNER, "--train", files["train"], "--test", files["test"],
-           "--prediction", out / "prediction.h5ad", "--record", out / "run.json", "--dataset", "toy",
-           "--params", json.dumps(params), "--on-error", on_error]
+    cmd = [
+        str(python),
+        *RUNNER,
+        "--train",
+        files["train"],
+        "--test",
+        files["test"],
+        "--prediction",
+        out / "prediction.h5ad",
+        "--record",
+        out / "run.json",
+        "--dataset",
+        "toy",
+        "--params",
+        json.dumps(params),
+        "--on-error",
+        on_error,
+    ]
     proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=scgpt_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "run.json").read_text()), read_h5ad(out / "prediction.h5ad"), proc.stdout
@@ -76,7 +92,7 @@ def test_random_initialisation_runs_the_script(files, tmp_path):
     assert extra["validation"].startswith("obs['is_validation']")
     assert [h["epoch"] for h in extra["history"]] == [1, 2, 3, 4] and 1 <= extra["best_epoch"] <= 4
     lrs = [h["lr"] for h in extra["history"]]
-    assert np.allclose(lrs, [3e-3 * 0.9 ** i for i in range(4)])  # StepLR, gamma = schedule_ratio per epoch
+    assert np.allclose(lrs, [3e-3 * 0.9**i for i in range(4)])  # StepLR, gamma = schedule_ratio per epoch
     assert extra["amp"] is False and rec["device"] == "cpu"
     test = read_h5ad(files["test"])
     assert pred.obs_names.equals(test.obs_names) and pred.obs["label_pred"].notna().all()

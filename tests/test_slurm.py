@@ -41,8 +41,11 @@ VOLATILE = {"fit_s", "predict_s", "peak_rss_mb", "peak_gpu_mb", "host", "finishe
 def readme_slurm_demo_command() -> list[str]:
     """The README's command that runs the demo through profiles/slurm (the one the test must run)."""
     text = (ROOT / "README.md").read_text()
-    lines = [line.split("#")[0].strip() for line in text.splitlines()
-             if line.startswith("snakemake --workflow-profile profiles/slurm") and "config/demo.yaml" in line]
+    lines = [
+        line.split("#")[0].strip()
+        for line in text.splitlines()
+        if line.startswith("snakemake --workflow-profile profiles/slurm") and "config/demo.yaml" in line
+    ]
     assert len(lines) == 1, f"README.md: expected one SLURM demo command line, found {lines}"
     return shlex.split(lines[0])
 
@@ -148,9 +151,13 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     # run still ends with the local run's results.
     t0 = time.monotonic()
     with open(tmp_path / "slurm.log", "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "snakemake", *slurm_args], cwd=slurm_dir,
-                                env=dict(os.environ, PYTHONPATH=str(slurm_dir)), stdout=log_file,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *slurm_args],
+            cwd=slurm_dir,
+            env=dict(os.environ, PYTHONPATH=str(slurm_dir)),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
         try:
             cancelled = cancel_when_running(CANCEL, proc, timeout=900)
             proc.wait(timeout=900)
@@ -191,18 +198,22 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     assert "SLURM" not in out.stdout + out.stderr
 
     for name in ("scores.tsv", "summary.tsv"):
-        ours, local = (pd.read_csv(d / "results" / "tables" / name, sep="\t", keep_default_na=False)
-                       for d in (slurm_dir, local_dir))
+        ours, local = (
+            pd.read_csv(d / "results" / "tables" / name, sep="\t", keep_default_na=False)
+            for d in (slurm_dir, local_dir)
+        )
         pd.testing.assert_frame_equal(ours, local, check_exact=False, rtol=1e-9, obj=name)
-    runs = [pd.read_csv(d / "results" / "tables" / "runs.tsv", sep="\t", keep_default_na=False)
-            for d in (slurm_dir, local_dir)]
+    runs = [
+        pd.read_csv(d / "results" / "tables" / "runs.tsv", sep="\t", keep_default_na=False)
+        for d in (slurm_dir, local_dir)
+    ]
     stable = [c for c in runs[0].columns if c not in VOLATILE]
     pd.testing.assert_frame_equal(runs[0][stable], runs[1][stable], obj="runs.tsv")
     assert (runs[0]["status"] == "ok").all(), runs[0][["method", "status", "reason"]]
     assert set(runs[0]["method"]) == {"majority_class", "logistic_regression", GPU_METHOD}
 
 
-TOY = '''\
+TOY = """\
 rule all:
     input: "flaky.txt", "gpu.txt"
 
@@ -217,7 +228,7 @@ rule run_method_gpu:  # the workflow's GPU rule name, so the profile's settings 
     threads: 2
     resources: gpu=1
     shell: "echo $SLURM_JOB_PARTITION > {output}"
-'''
+"""
 
 
 def test_profile_retries_with_more_memory_and_requests_gpus(cluster, tmp_path):

@@ -62,8 +62,11 @@ def test_zstd_compressed_h5ad_is_read(tmp_path):
     a.write_h5ad(tmp_path / "zstd.h5ad", compression=hdf5plugin.Zstd(clevel=3))
     with h5py.File(tmp_path / "zstd.h5ad") as f:  # really Zstd: HDF5 filter id 32015
         assert "32015" in f["X/data"]._filters
-    plain = subprocess.run([sys.executable, "-c", "import h5py, sys; h5py.File(sys.argv[1])['X/data'][:]",
-                            str(tmp_path / "zstd.h5ad")], capture_output=True, text=True)
+    plain = subprocess.run(
+        [sys.executable, "-c", "import h5py, sys; h5py.File(sys.argv[1])['X/data'][:]", str(tmp_path / "zstd.h5ad")],
+        capture_output=True,
+        text=True,
+    )
     assert plain.returncode != 0 and "read data" in plain.stderr  # h5py alone cannot read it (no Zstd filter)
     out, report = preprocess(tmp_path / "zstd.h5ad", DatasetSpec("zstd", min_cells_per_type=0))
     assert out.shape == (80, a.n_vars) and report.counts_from == "X"
@@ -105,8 +108,10 @@ def test_corpus_items_have_no_labels_and_only_cells_train_in_every_split(tmp_pat
     assert list(item.obs_names) == list(a.obs_names[20:40])  # test cells of either split are left out
     assert list(item.obs.columns) == ["batch"] and item.obs["batch"].str.startswith("toy/").all()
     assert (item.X != a[20:40].X).nnz == 0
-    spatial = corpus_item("synthetic_spatial", spec={"enabled": True, "n_tissues": 1, "fovs_per_tissue": 2,
-                                                     "cells_per_fov": 20, "n_genes": 40})
+    spatial = corpus_item(
+        "synthetic_spatial",
+        spec={"enabled": True, "n_tissues": 1, "fovs_per_tissue": 2, "cells_per_fov": 20, "n_genes": 40},
+    )
     assert spatial.obs["batch"].nunique() == 2 and spatial.obsm["spatial"].shape == (40, 2)
     assert "cell_type" not in spatial.obs
     with pytest.raises(InputError, match="unknown corpus item"):

@@ -45,7 +45,9 @@ def test_models_run_in_their_own_interpreters_and_failures_are_rows(cells_path):
     assert list(table.columns[: len(speed.COLUMNS)]) == speed.COLUMNS
     ok = rows.loc["cellplm"]
     assert ok["status"] == "ok" and ok["value"] > 0 and ok["n_cells"] == 120 and ok["n_genes"] == 300
-    assert ok["weights"] == "random weights, tiny shape" and ok["precision"] == "fp32" and ok["device"].startswith("CPU")
+    assert (
+        ok["weights"] == "random weights, tiny shape" and ok["precision"] == "fp32" and ok["device"].startswith("CPU")
+    )
     assert rows.loc["scgpt", "status"] == "failed" and "nonexistent" in rows.loc["scgpt", "reason"]
     assert rows.loc["geneformer", "status"] == "not_applicable" and "registry" in rows.loc["geneformer", "reason"]
     assert table["speedup_vs_scgpt"].isna().all()  # no scGPT measurement, no ratio
@@ -53,29 +55,59 @@ def test_models_run_in_their_own_interpreters_and_failures_are_rows(cells_path):
 
 
 def test_measure_command_line(cells_path):
-    out = subprocess.run([sys.executable, "-m", "cellplm.bench.speed", "measure", "--model", "geneformer",
-                          "--cells", str(cells_path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cellplm.bench.speed", "measure", "--model", "geneformer", "--cells", str(cells_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     row = json.loads(out.stdout.strip().splitlines()[-1])
     assert row["status"] == "not_applicable" and "model directory" in row["reason"]
     assert subprocess.run([sys.executable, "-m", "cellplm.bench.speed", "--help"], capture_output=True).returncode == 0
-    bad = subprocess.run([sys.executable, "-m", "cellplm.bench.speed", "measure", "--model", "cellplm", "--cells",
-                          str(cells_path), "--options", "{nope"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cellplm.bench.speed",
+            "measure",
+            "--model",
+            "cellplm",
+            "--cells",
+            str(cells_path),
+            "--options",
+            "{nope",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--options" in bad.stderr
 
 
 def test_speedups_are_relative_to_scgpt():
-    emb = speed.embedding_table([
-        {"method": "cellplm", "status": "ok", "value": 3000.0, "n_cells": 100},
-        {"method": "scgpt", "status": "ok", "value": 1.5, "n_cells": 100},
-        {"method": "geneformer", "status": "failed", "value": 9.0, "reason": "x"},
-    ]).set_index("method")
+    emb = speed.embedding_table(
+        [
+            {"method": "cellplm", "status": "ok", "value": 3000.0, "n_cells": 100},
+            {"method": "scgpt", "status": "ok", "value": 1.5, "n_cells": 100},
+            {"method": "geneformer", "status": "failed", "value": 9.0, "reason": "x"},
+        ]
+    ).set_index("method")
     assert emb.loc["cellplm", "speedup_vs_scgpt"] == pytest.approx(2000.0)
     assert emb.loc["scgpt", "speedup_vs_scgpt"] == pytest.approx(1.0)
     assert np.isnan(emb.loc["geneformer", "value"])  # a failed row carries no number
 
-    runs = pd.DataFrame({"dataset": ["d", "d", "e"], "split": ["s", "s", "s"], "method": ["scgpt", "cellplm_finetune", "knn"],
-                         "fit_s": [100.0, 4.0, 1.0], "predict_s": [10.0, 1.0, 0.5], "n_train": [9, 9, 9],
-                         "n_test": [3, 3, 3], "job_wall_s": [1, 1, 1], "device": ["cpu"] * 3})
+    runs = pd.DataFrame(
+        {
+            "dataset": ["d", "d", "e"],
+            "split": ["s", "s", "s"],
+            "method": ["scgpt", "cellplm_finetune", "knn"],
+            "fit_s": [100.0, 4.0, 1.0],
+            "predict_s": [10.0, 1.0, 0.5],
+            "n_train": [9, 9, 9],
+            "n_test": [3, 3, 3],
+            "job_wall_s": [1, 1, 1],
+            "device": ["cpu"] * 3,
+        }
+    )
     table = speed.speed_table(emb.reset_index(), runs)
     fit = table[table["measure"] == "fit_wall"].set_index("method")
     assert fit.loc["cellplm_finetune", "speedup_vs_scgpt"] == pytest.approx(25.0)
@@ -89,11 +121,16 @@ def test_speed_models_follow_the_config():
     from cellplm.bench.checkpoint_plan import CheckpointPlan
     from cellplm.bench.workflow import speed_models
 
-    config = {"methods": {"cellplm_finetune": {}, "scgpt": {"params": {"model_dir": "/models/scgpt_human"}}},
-              "speed": {"models": {
-                  "cellplm": {"method": "cellplm_finetune", "weights": "checkpoint"},
-                  "scgpt": {"method": "scgpt", "weights": "checkpoint", "batch_size": 8},
-                  "geneformer": {"method": "geneformer", "weights": "checkpoint"}}}}
+    config = {
+        "methods": {"cellplm_finetune": {}, "scgpt": {"params": {"model_dir": "/models/scgpt_human"}}},
+        "speed": {
+            "models": {
+                "cellplm": {"method": "cellplm_finetune", "weights": "checkpoint"},
+                "scgpt": {"method": "scgpt", "weights": "checkpoint", "batch_size": 8},
+                "geneformer": {"method": "geneformer", "weights": "checkpoint"},
+            }
+        },
+    }
     models = speed_models(config, CheckpointPlan("path", prefix="results/cellplm/checkpoints/x/model"))
     assert models["cellplm"]["options"]["checkpoint"] == "results/cellplm/checkpoints/x/model"
     assert models["scgpt"]["options"] == {"weights": "checkpoint", "batch_size": 8, "model_dir": "/models/scgpt_human"}

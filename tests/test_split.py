@@ -61,8 +61,11 @@ def test_stored_split_is_reused():
 
 
 def test_batch_holdout_is_labelled_and_holds_out_whole_batches():
-    parts = make_split(canonical(batches=4), SplitSpec("donor", strategy="batch_holdout", seed=0, test_fraction=0.3),
-                       {"train": 0.9, "valid": 0.0, "test": 0.1})
+    parts = make_split(
+        canonical(batches=4),
+        SplitSpec("donor", strategy="batch_holdout", seed=0, test_fraction=0.3),
+        {"train": 0.9, "valid": 0.0, "test": 0.1},
+    )
     test_batches = set(parts["test"].obs["batch"])
     assert test_batches.isdisjoint(parts["train"].obs["batch"])
     assert not parts["train"].uns["published_protocol"]
@@ -99,12 +102,15 @@ def test_split_files_name_the_batch_column_and_the_sentences_say_it():
     a.uns.update(dataset_id="toy", batch_key="tech")
     parts = make_split(a, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})
     assert {part.uns["batch_key"] for part in parts.values()} == {"tech"}
-    assert describe_sentences(parts["train"].uns, 4) == ("one per obs['batch'] value (= dataset column 'tech'; "
-                                                         "4 sentences)")
-    assert describe_sentences({"batch_key": ""}, 1) == ("one per obs['batch'] value (the dataset has no batch column: "
-                                                         "one value for all cells; 1 sentence)")
-    assert describe_sentences({}, 2) == ("one per obs['batch'] value (dataset column not recorded in the split files; "
-                                         "2 sentences)")
+    assert describe_sentences(parts["train"].uns, 4) == (
+        "one per obs['batch'] value (= dataset column 'tech'; 4 sentences)"
+    )
+    assert describe_sentences({"batch_key": ""}, 1) == (
+        "one per obs['batch'] value (the dataset has no batch column: one value for all cells; 1 sentence)"
+    )
+    assert describe_sentences({}, 2) == (
+        "one per obs['batch'] value (dataset column not recorded in the split files; 2 sentences)"
+    )
     assert describe_sentences({}, 1, None) == "all cells in one (1 sentence)"
     del a.uns["batch_key"]  # a canonical file written before the key existed: the split files say nothing
     parts = make_split(a, SplitSpec("published"), {"train": 0.8, "valid": 0.1, "test": 0.1})

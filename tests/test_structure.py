@@ -22,25 +22,37 @@ def glue_imports(package: Path) -> list[str]:
 
 def crossing_imports(package: Path) -> list[str]:
     """Imports of cellplm.bench.embeddings by a module of cellplm/bench/methods/, and the reverse."""
-    return [found for kind, other in (("methods", "embeddings"), ("embeddings", "methods"))
-            for found in forbidden_imports(package, (f"cellplm.bench.{other}",),
-                                           selects=lambda rel, kind=kind: rel.parts[:2] == ("bench", kind))]
+    return [
+        found
+        for kind, other in (("methods", "embeddings"), ("embeddings", "methods"))
+        for found in forbidden_imports(
+            package, (f"cellplm.bench.{other}",), selects=lambda rel, kind=kind: rel.parts[:2] == ("bench", kind)
+        )
+    ]
 
 
 def params_read_around_param(folder: Path) -> list[str]:
     """``file:line`` of every read of a component's ``params`` that bypasses :meth:`Parameterised.param` (whose
     defaults are the component's metadata file, the one place for them): ``self.params.get(...)``,
     ``self.params[...]`` or an alias ``p = self.params``. ``key in self.params`` (was it given?) is allowed."""
+
     def is_params(node) -> bool:
         return isinstance(node, ast.Attribute) and node.attr == "params" and getattr(node.value, "id", "") == "self"
 
     found = []
     for path in sorted(folder.rglob("*.py")):
-        lines = sorted(node.lineno for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
-                       if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                           and node.func.attr == "get" and is_params(node.func.value))
-                       or (isinstance(node, ast.Subscript) and is_params(node.value))
-                       or (isinstance(node, ast.Assign) and is_params(node.value)))
+        lines = sorted(
+            node.lineno
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and is_params(node.func.value)
+            )
+            or (isinstance(node, ast.Subscript) and is_params(node.value))
+            or (isinstance(node, ast.Assign) and is_params(node.value))
+        )
         found += [f"{path.relative_to(folder)}:{line}" for line in lines]
     return found
 
@@ -68,7 +80,8 @@ def test_the_params_check_sees_every_bypass(tmp_path):
         "        a = self.params.get('k', 15)\n"
         "        b = self.params['n']\n"
         "        p = self.params\n"
-        "        c = self.param('k') if 'k' in self.params else None\n")
+        "        c = self.param('k') if 'k' in self.params else None\n"
+    )
     assert params_read_around_param(tmp_path) == ["m.py:3", "m.py:4", "m.py:5"]
 
 
@@ -86,9 +99,13 @@ def test_the_static_checks_see_every_kind_of_import(tmp_path):
     (bench / "embeddings" / "pca" / "embedder.py").write_text("def f():\n    from ...methods.normalise import x\n")
     (bench / "embeddings" / "base.py").write_text("from ..embedding_results import read_embedding\n")
     assert glue_imports(tmp_path / "cellplm") == [
-        "bench/data/sources.py:1 cellplm.bench.workflow", "bench/data/split.py:2 cellplm.bench.job",
-        "bench/report/landing.py:1 cellplm.bench.workflow", "bench/report/plots.py:1 cellplm.bench.codehash"]
+        "bench/data/sources.py:1 cellplm.bench.workflow",
+        "bench/data/split.py:2 cellplm.bench.job",
+        "bench/report/landing.py:1 cellplm.bench.workflow",
+        "bench/report/plots.py:1 cellplm.bench.codehash",
+    ]
     assert crossing_imports(tmp_path / "cellplm") == [
         "bench/methods/knn/method.py:1 cellplm.bench.embeddings",
         "bench/methods/zeroshot.py:1 cellplm.bench.embeddings.results",
-        "bench/embeddings/pca/embedder.py:2 cellplm.bench.methods.normalise"]
+        "bench/embeddings/pca/embedder.py:2 cellplm.bench.methods.normalise",
+    ]

@@ -44,9 +44,17 @@ def workdir(tmp_path):
 def snakemake(workdir, *args, timeout=2400, extra_env=None):
     env = dict(os.environ, PYTHONPATH=str(workdir))
     # Any attempt to reach the network would go to a closed local port (or to the emulated internet of extra_env).
-    env.update({"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": "", **(extra_env or {})})
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    env.update(
+        {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": "", **(extra_env or {})}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def job_counts(stdout: str) -> dict:
@@ -76,19 +84,30 @@ def test_full_config_dry_run_is_offline(workdir):
         # the authors' pipeline beside ours on every dataset, with the same checkpoint, on a GPU
         for method in ("cellplm_finetune", "cellplm_upstream"):
             assert f"results/runs/{dataset}/published/{method}/seed2/run.json" in out.stdout
-    upstream = [m for m in re.finditer(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
-                if "method=cellplm_upstream," in m.group(1)]
+    upstream = [
+        m
+        for m in re.finditer(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
+        if "method=cellplm_upstream," in m.group(1)
+    ]
     assert len(upstream) == 6 * 3
     assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in m.group(1) for m in upstream)
     assert "results/tables/fidelity.tsv" in out.stdout
-    for path in ("resources/downloads/scdiff_reproducibility.tar.gz", "resources/extracted/scdiff_reproducibility.tar.gz",
-                 "resources/downloads/cellplm/20230926_85M.best.ckpt", "resources/models/scgpt_whole_human",
-                 "resources/models/geneformer_v1_10m", "results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt"):
+    for path in (
+        "resources/downloads/scdiff_reproducibility.tar.gz",
+        "resources/extracted/scdiff_reproducibility.tar.gz",
+        "resources/downloads/cellplm/20230926_85M.best.ckpt",
+        "resources/models/scgpt_whole_human",
+        "resources/models/geneformer_v1_10m",
+        "results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt",
+    ):
         assert path in out.stdout
     assert not (workdir / "resources").exists()  # nothing was downloaded
     # the datasets rebuilt from their original sources: PBMC12K's four files, figshare, two CELLxGENE datasets
-    origin = _config(workdir, "origin.yaml", "run: {datasets: [pbmc12k_origin, pancreas_origin, brain_origin, "
-                                             "liver_origin], methods: [true_labels]}\n")
+    origin = _config(
+        workdir,
+        "origin.yaml",
+        "run: {datasets: [pbmc12k_origin, pancreas_origin, brain_origin, liver_origin], methods: [true_labels]}\n",
+    )
     out = snakemake(workdir, "-n", "--configfile", origin)
     assert out.returncode == 0, out.stderr[-2000:]
     assert job_counts(out.stdout)["download"] == 4 + 1 + 2 and "extract_archive" not in job_counts(out.stdout)
@@ -100,46 +119,76 @@ def _config(workdir, name, text):
     return f"config/{name}"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("run: {datasets: [pbmc68k], methods: [no_such_method]}\n"
-     "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
-     "unknown method 'no_such_method' in run.methods"),
-    ("run: {datasets: [nowhere], methods: [true_labels]}\n", "unknown dataset 'nowhere' in run.datasets"),
-    ("run: {datasets: [pbmc68k], methods: [cellplm_zeroshot]}\n"
-     "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
-     "run.methods: cellplm_zeroshot is the zero-shot row of embedding 'cellplm'; list that in run.embeddings"),
-    ("run: {datasets: [pbmc68k], methods: [true_labels], embeddings: [umap]}\n"
-     "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
-     "unknown embedding 'umap' in run.embeddings"),
-    ("run: {datasets: [pbmc12k], methods: [true_labels], sedes: [1]}\n", "sedes"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "run: {datasets: [pbmc68k], methods: [no_such_method]}\n"
+            "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
+            "unknown method 'no_such_method' in run.methods",
+        ),
+        ("run: {datasets: [nowhere], methods: [true_labels]}\n", "unknown dataset 'nowhere' in run.datasets"),
+        (
+            "run: {datasets: [pbmc68k], methods: [cellplm_zeroshot]}\n"
+            "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
+            "run.methods: cellplm_zeroshot is the zero-shot row of embedding 'cellplm'; list that in run.embeddings",
+        ),
+        (
+            "run: {datasets: [pbmc68k], methods: [true_labels], embeddings: [umap]}\n"
+            "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n",
+            "unknown embedding 'umap' in run.embeddings",
+        ),
+        ("run: {datasets: [pbmc12k], methods: [true_labels], sedes: [1]}\n", "sedes"),
+    ],
+)
 def test_config_errors_name_the_problem(workdir, text, message):
     out = snakemake(workdir, "-n", "--configfile", _config(workdir, "bad.yaml", text))
     assert out.returncode != 0
     assert message in out.stdout + out.stderr
 
 
-CELLPLM_RUN = ("run: {datasets: [pbmc68k], methods: [cellplm_finetune], embeddings: [cellplm]}\n"
-               "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n")
+CELLPLM_RUN = (
+    "run: {datasets: [pbmc68k], methods: [cellplm_finetune], embeddings: [cellplm]}\n"
+    "datasets: {pbmc68k: {source: {kind: builtin, name: pbmc68k_reduced}}}\n"
+)
 
 
-@pytest.mark.parametrize("section, message", [
-    ("cellplm: {checkpoint: {source: url}}",
-     "cellplm.checkpoint.source is 'url' but cellplm.checkpoint.weights_url is not set"),
-    ("cellplm: {checkpoint: {source: dropbox}}", "'dropbox' is not one of ['release', 'path', 'url', 'pretrain', 'none']"),
-    ("cellplm: {checkpoint: {source: release, release: 20240101_85M}}", "'20240101_85M' is not one of ['20230926_85M', "
-                                                                        "'20231027_85M']"),
-    ("cellplm: {checkpoint: {source: url, weights_url: 'https://example.org/m.best.ckpt', sha256: abc}}",
-     "'abc' does not match"),
-    ("cellplm: {checkpoint: {source: url, weights_url: 'ftp://example.org/m.best.ckpt'}}",
-     "cellplm.checkpoint.weights_url must be an http(s) URL"),
-    ("cellplm: {checkpoint: {source: pretrain, sha256: '" + "a" * 64 + "'}}",
-     "cellplm.checkpoint.sha256 is only used with source 'url'"),
-    ("cellplm: {checkpoint: {source: pretrain}, pretrain: {corpus: {celltypist_sample: false, train_cells: false,"
-     " synthetic_spatial: {enabled: false}}}}", "cellplm.pretrain.corpus: every corpus item is off"),
-    ("cellplm: {checkpoint: {source: pretrain}, pretrain: {shape: huge}}", "'huge' is not one of"),
-    ("cellplm: {checkpoint: {source: path, checkpoint_dir: x}}", "checkpoint_dir"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        (
+            "cellplm: {checkpoint: {source: url}}",
+            "cellplm.checkpoint.source is 'url' but cellplm.checkpoint.weights_url is not set",
+        ),
+        (
+            "cellplm: {checkpoint: {source: dropbox}}",
+            "'dropbox' is not one of ['release', 'path', 'url', 'pretrain', 'none']",
+        ),
+        (
+            "cellplm: {checkpoint: {source: release, release: 20240101_85M}}",
+            "'20240101_85M' is not one of ['20230926_85M', '20231027_85M']",
+        ),
+        (
+            "cellplm: {checkpoint: {source: url, weights_url: 'https://example.org/m.best.ckpt', sha256: abc}}",
+            "'abc' does not match",
+        ),
+        (
+            "cellplm: {checkpoint: {source: url, weights_url: 'ftp://example.org/m.best.ckpt'}}",
+            "cellplm.checkpoint.weights_url must be an http(s) URL",
+        ),
+        (
+            "cellplm: {checkpoint: {source: pretrain, sha256: '" + "a" * 64 + "'}}",
+            "cellplm.checkpoint.sha256 is only used with source 'url'",
+        ),
+        (
+            "cellplm: {checkpoint: {source: pretrain}, pretrain: {corpus: {celltypist_sample: false, train_cells: false,"
+            " synthetic_spatial: {enabled: false}}}}",
+            "cellplm.pretrain.corpus: every corpus item is off",
+        ),
+        ("cellplm: {checkpoint: {source: pretrain}, pretrain: {shape: huge}}", "'huge' is not one of"),
+        ("cellplm: {checkpoint: {source: path, checkpoint_dir: x}}", "checkpoint_dir"),
+    ],
+)
 def test_bad_cellplm_section_is_rejected(workdir, section, message):
     out = snakemake(workdir, "-n", "--configfile", _config(workdir, "bad.yaml", CELLPLM_RUN + section + "\n"))
     assert out.returncode != 0
@@ -174,10 +223,18 @@ def test_checkpoint_provenance_labels():
     assert checkpoint_label({}, {"k": 5}) == ""
     # a Geneformer or scGPT run that loaded nothing: its params' default checkpoint_kind is not a checkpoint
     assert checkpoint_label({}, {"model_dir": None, "checkpoint_kind": "pretrained"}) == ""
-    assert checkpoint_label({"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation",
-                             "shape": "tiny"}, {"checkpoint": ""}) == "random initialisation (tiny shape)"
-    here = {"checkpoint": "results/cellplm/pretrained/tiny_e4_seed0_ab/model", "checkpoint_kind": "pretrained here",
-            "pretraining": {"shape": "tiny", "hyperparameters": {"epochs": 6}}}
+    assert (
+        checkpoint_label(
+            {"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation", "shape": "tiny"},
+            {"checkpoint": ""},
+        )
+        == "random initialisation (tiny shape)"
+    )
+    here = {
+        "checkpoint": "results/cellplm/pretrained/tiny_e4_seed0_ab/model",
+        "checkpoint_kind": "pretrained here",
+        "pretraining": {"shape": "tiny", "hyperparameters": {"epochs": 6}},
+    }
     assert checkpoint_label(here, {}) == "pretrained here (tiny, 6 epochs)"
     released = {"checkpoint": "results/cellplm/checkpoints/released__20230926_85M/model", "checkpoint_kind": "released"}
     assert checkpoint_label(released, {}) == "released (20230926_85M)"
@@ -188,9 +245,14 @@ def test_checkpoint_provenance_labels():
 def test_bad_input_stops_with_one_line_and_no_output(workdir):
     a = make_counts_adata()
     a.write_h5ad(workdir / "mine.h5ad")
-    cfg = _config(workdir, "mine.yaml", (
-        "run: {datasets: [mine], methods: [true_labels], min_free_gb: 0}\n"  # about bad input, not free space
-        "datasets:\n  mine:\n    source: {kind: local, path: mine.h5ad}\n    label_key: celltype\n"))
+    cfg = _config(
+        workdir,
+        "mine.yaml",
+        (
+            "run: {datasets: [mine], methods: [true_labels], min_free_gb: 0}\n"  # about bad input, not free space
+            "datasets:\n  mine:\n    source: {kind: local, path: mine.h5ad}\n    label_key: celltype\n"
+        ),
+    )
     out = snakemake(workdir, "results/data/mine/dataset.h5ad", "--cores", "1", "--configfile", cfg)
     assert out.returncode != 0
     assert "ERROR: mine.h5ad: label column 'celltype' not in obs (columns: cell_type, batch)" in out.stderr
@@ -222,7 +284,11 @@ def test_demo_end_to_end(demo):
     n_methods = len(demo_run["methods"]) + len(demo_run["embeddings"])  # every embedding adds its zero-shot row
     geneformer = runs["method"].isin(["geneformer", "geneformer_zeroshot"])  # no model_dir: not_applicable rows
     assert geneformer.sum() == 2 * 3 * 2 and (runs.loc[geneformer, "status"] == "not_applicable").all()
-    assert runs.loc[runs["method"] == "geneformer", "reason"].str.startswith("no Geneformer model directory configured").all()
+    assert (
+        runs.loc[runs["method"] == "geneformer", "reason"]
+        .str.startswith("no Geneformer model directory configured")
+        .all()
+    )
     assert runs.loc[runs["method"] == "geneformer_zeroshot", "reason"].str.contains("not applicable").all()
     # the authors' pipeline cannot fine-tune on a batch hold-out (a sentence without training cells): a row that says so
     held_out = (runs["method"] == "cellplm_upstream") & (runs["split"] == "batch_holdout")
@@ -237,10 +303,14 @@ def test_demo_end_to_end(demo):
     finetuned = cellplm[(cellplm["method"] != "cellplm_zeroshot") & ~held_out.loc[cellplm.index]]
     assert (finetuned["precision"] == "fp32").all()  # ours' default, the authors' only arithmetic
     sentences = finetuned.set_index(["dataset", "split"])["sentences"]
-    assert (sentences.loc["pbmc68k"] == "one per obs['batch'] value (the dataset has no batch column: one value for all "
-                                        "cells; 1 sentence)").all()
-    assert (sentences.loc[("synthetic", "published")] == "one per obs['batch'] value (= dataset column 'batch'; 3 "
-                                                         "sentences)").all()
+    assert (
+        sentences.loc["pbmc68k"] == "one per obs['batch'] value (the dataset has no batch column: one value for all "
+        "cells; 1 sentence)"
+    ).all()
+    assert (
+        sentences.loc[("synthetic", "published")] == "one per obs['batch'] value (= dataset column 'batch'; 3 "
+        "sentences)"
+    ).all()
     others = runs.loc[~runs.index.isin(cellplm.index)]
     assert not others["checkpoint"].str.contains("pretrained here").any()
     assert others.loc[others["method"] == "scgpt", "checkpoint"].str.startswith("random initialisation").all()
@@ -250,22 +320,37 @@ def test_demo_end_to_end(demo):
         assert set(rows["method"]) == {"cellplm_finetune", "cellplm_upstream", "cellplm_zeroshot"}
         assert (rows["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
     comparison = pd.read_csv(tables / "comparison.tsv", sep="\t", keep_default_na=False)
-    assert (comparison.loc[comparison["method"] == "cellplm_finetune", "checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    assert (
+        comparison.loc[comparison["method"] == "cellplm_finetune", "checkpoint"] == "pretrained here (tiny, 4 epochs)"
+    ).all()
     # the demo exercises the comparison: pbmc68k is shown beside the published PBMC12K column, every published row
     # with our number of its reading, and no difference, because it is not that data
     # (the published CellPLM row meets both of our CellPLM fine-tuning rows: ours and the authors' code)
     assert len(comparison) == 9 and set(comparison["published_dataset"]) == {"PBMC12K"}
     assert set(comparison["dataset"]) == {"pbmc68k"} and (comparison["difference"] == "NA").all()
     ran = comparison[comparison["method"] != "(not run here)"]
-    assert len(ran) == 8 and ran["not_comparable_reason"].str.startswith("not the published dataset (differs: cells "
-                                                                         "692 vs published 11,990").all()
+    assert (
+        len(ran) == 8
+        and ran["not_comparable_reason"]
+        .str.startswith("not the published dataset (differs: cells 692 vs published 11,990")
+        .all()
+    )
     cellplm_rows = comparison[comparison["published_method"] == "CellPLM"]
     assert sorted(cellplm_rows["method"]) == ["cellplm_finetune", "cellplm_upstream"]
-    assert cellplm_rows["sentences"].str.endswith("; assumed: how the authors grouped this dataset into sentences is "
-                                                  "not published").all()
+    assert (
+        cellplm_rows["sentences"]
+        .str.endswith("; assumed: how the authors grouped this dataset into sentences is not published")
+        .all()
+    )
     ours = comparison[comparison["method"] != "cellplm_upstream"].set_index("published_method")
-    assert ours.loc["CellPLM", "reading"] == "tm_macro_accuracy" and ours.loc["scANVI", "reading"] == "tm_macro_accuracy_swapped"
-    assert "checkpoint pretrained here (tiny, 4 epochs), not the authors' release" in ours.loc["CellPLM", "not_comparable_reason"]
+    assert (
+        ours.loc["CellPLM", "reading"] == "tm_macro_accuracy"
+        and ours.loc["scANVI", "reading"] == "tm_macro_accuracy_swapped"
+    )
+    assert (
+        "checkpoint pretrained here (tiny, 4 epochs), not the authors' release"
+        in ours.loc["CellPLM", "not_comparable_reason"]
+    )
     assert ours.loc["scDiff", "method"] == "(not run here)"
     datasets = pd.read_csv(tables / "datasets.tsv", sep="\t", keep_default_na=False).set_index("dataset")
     assert datasets.loc["pbmc68k", "data"] == "not the published data: pbmc68k_reduced"
@@ -274,7 +359,12 @@ def test_demo_end_to_end(demo):
     assert len(pretrained) == 1 and len(pd.read_csv(pretrained[0], sep="\t")) > 4
     assert (workdir / "results" / "plots" / "cellplm_pretraining_loss.png").stat().st_size > 5000
     corpus = sorted(p.name for p in (workdir / "results" / "cellplm" / "corpus").glob("*.h5ad"))
-    assert corpus == ["celltypist_sample.h5ad", "synthetic_spatial.h5ad", "train__pbmc68k.h5ad", "train__synthetic.h5ad"]
+    assert corpus == [
+        "celltypist_sample.h5ad",
+        "synthetic_spatial.h5ad",
+        "train__pbmc68k.h5ad",
+        "train__synthetic.h5ad",
+    ]
     assert {"fit_s", "predict_s", "peak_rss_mb", "device", "versions"} <= set(runs.columns)
     speed = pd.read_csv(tables / "speed.tsv", sep="\t")
     fit = speed[speed["measure"] == "fit_wall"]
@@ -291,8 +381,15 @@ def test_demo_end_to_end(demo):
     assert "- CellPLM (fine-tuned) (`cellplm_finetune`): pretrained here (tiny, 4 epochs) (6 ok runs)." in md
     assert "| CellPLM (fine-tuned, authors' code) [pretrained here (tiny, 4 epochs), fp32] |" in md
     _check_fidelity(tables, md)
-    for png in ["score_heatmap", "published_comparison", "speed", "confusion/pbmc68k__published", "zeroshot_scib",
-                "umap/pbmc68k", "umap/synthetic"]:
+    for png in [
+        "score_heatmap",
+        "published_comparison",
+        "speed",
+        "confusion/pbmc68k__published",
+        "zeroshot_scib",
+        "umap/pbmc68k",
+        "umap/synthetic",
+    ]:
         assert (workdir / "results" / "plots" / f"{png}.png").stat().st_size > 5000
     _check_zeroshot_track(tables, md)
     report = snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "results/report.html")
@@ -305,13 +402,24 @@ def test_demo_end_to_end(demo):
 def _check_fidelity(tables, md):
     """Ours minus the authors' code on every dataset split and metric, like for like (the same demo protocol)."""
     fidelity = pd.read_csv(tables / "fidelity.tsv", sep="\t", keep_default_na=False)
-    assert len(fidelity) == 3 * 6 and set(fidelity["metric"]) == {"accuracy", "balanced_accuracy", "macro_f1",
-                                                                   "macro_precision", "tm_macro_accuracy",
-                                                                   "tm_macro_accuracy_swapped"}
+    assert len(fidelity) == 3 * 6 and set(fidelity["metric"]) == {
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "macro_precision",
+        "tm_macro_accuracy",
+        "tm_macro_accuracy_swapped",
+    }
     ran = fidelity[fidelity["split"] == "published"]
     assert (ran["n_paired"] == 2).all() and (ran["like_for_like"].astype(str) == "True").all()
-    assert ran["settings"].str.startswith("like for like: checkpoint pretrained here (tiny, 4 epochs), precision fp32, "
-                                          "max_epochs 40, patience 40, warmup_epochs 30").all()
+    assert (
+        ran["settings"]
+        .str.startswith(
+            "like for like: checkpoint pretrained here (tiny, 4 epochs), precision fp32, "
+            "max_epochs 40, patience 40, warmup_epochs 30"
+        )
+        .all()
+    )
     diff = ran["ours_mean"].astype(float) - ran["authors_mean"].astype(float)
     assert (diff - ran["difference_of_means"].astype(float)).abs().max() < 1e-9
     held = fidelity[fidelity["split"] == "batch_holdout"]
@@ -338,21 +446,29 @@ def _check_zeroshot_track(tables, md):
     assert (one.loc[one["metric_type"] == "bio", "status"] == "ok").all()
     assert (one.loc[one["metric_type"] == "batch", "status"] == "not_applicable").all()
     assert one.loc[one["metric_type"] == "batch", "reason"].str.contains("one batch").all()
-    assert set(zs["cells"]) == {"all 692 cells", "all 1,500 cells"} and zs["metric_set"].str.startswith("scib-metrics 0.5").all()
+    assert (
+        set(zs["cells"]) == {"all 692 cells", "all 1,500 cells"}
+        and zs["metric_set"].str.startswith("scib-metrics 0.5").all()
+    )
     assert (ran.loc[ran["status"] == "ok", "value"].astype(float).between(-1, 1)).all()
     cost = pd.read_csv(tables / "embedding_speed.tsv", sep="\t").set_index(["dataset", "embedding"])
     assert (cost.loc[cost["status"] == "ok", "cells_per_s"] > 0).all() and len(cost) == 2 * 5
     scores = pd.read_csv(tables / "scores.tsv", sep="\t", keep_default_na=False)
     zero = scores[scores["method"].str.endswith("_zeroshot")]
     assert set(zero["method"]) == {f"{e}_zeroshot" for e in ("cellplm", "scgpt", "geneformer", "pca", "scvi")}
-    assert set(zip(zero["dataset"], zero["split"])) == {("pbmc68k", "published"), ("synthetic", "published"),
-                                                        ("synthetic", "batch_holdout")}
+    assert set(zip(zero["dataset"], zero["split"])) == {
+        ("pbmc68k", "published"),
+        ("synthetic", "published"),
+        ("synthetic", "batch_holdout"),
+    }
     assert "## Zero-shot embeddings" in md and "### Embedding cost" in md
     assert "CellPLM (zero-shot embedding + kNN)" in md and "scVI (zero-shot embedding + kNN)" in md
 
 
 # Columns that measure the run rather than its result (time, memory, host, date) differ between identical runs.
-VOLATILE = re.compile(r"(^|_)(s|seconds|wall|wall_s|time|rss|rss_mb|mb|date|host|started|finished|versions)$|peak|throughput")
+VOLATILE = re.compile(
+    r"(^|_)(s|seconds|wall|wall_s|time|rss|rss_mb|mb|date|host|started|finished|versions)$|peak|throughput"
+)
 
 
 def stable(value):
@@ -378,8 +494,10 @@ def result_tables(workdir) -> dict[str, pd.DataFrame]:
 
 def predictions(workdir) -> dict[str, list]:
     runs = workdir / "results" / "runs"
-    return {str(p.relative_to(runs)): read_h5ad(p).obs["label_pred"].astype(str).tolist()
-            for p in sorted(runs.rglob("prediction.h5ad"))}
+    return {
+        str(p.relative_to(runs)): read_h5ad(p).obs["label_pred"].astype(str).tolist()
+        for p in sorted(runs.rglob("prediction.h5ad"))
+    }
 
 
 @pytest.mark.slow
@@ -448,7 +566,10 @@ def test_only_jobs_whose_code_changed_rerun(demo):
     assert planned_jobs(demo) == []
     for path, expected in [
         ("cellplm/bench/report/plots.py", {"plots", "confusion_plot", "cellplm_loss_plot", "umap", "all"}),
-        ("cellplm/bench/methods/knn_pca/method.py", {"run_method", "score", "aggregate", "plots", "confusion_plot", "all"}),
+        (
+            "cellplm/bench/methods/knn_pca/method.py",
+            {"run_method", "score", "aggregate", "plots", "confusion_plot", "all"},
+        ),
     ]:
         original = (demo / path).read_bytes()
         try:
@@ -471,8 +592,18 @@ def test_killed_jobs_are_retried_and_resumed(demo, tmp_path):
     workdir = copy_workflow(tmp_path)
     target = "results/runs/synthetic/published/cellplm_finetune/seed0"
     outputs = [f"{target}/prediction.h5ad", f"{target}/run.json"]
-    cmd = [sys.executable, "-m", "snakemake", *outputs, "--cores", "2", "--retries", "1", "--configfile",
-           "config/demo.yaml"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *outputs,
+        "--cores",
+        "2",
+        "--retries",
+        "1",
+        "--configfile",
+        "config/demo.yaml",
+    ]
     env = dict(os.environ, PYTHONPATH=str(workdir))
     with open(tmp_path / "first.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -516,8 +647,11 @@ def test_full_disk_stops_with_one_line_then_the_rerun_completes(workdir, small_d
     target = "results/data/synthetic/published/train.h5ad"
     out = snakemake(workdir, target, "--cores", "1", "--configfile", "config/demo.yaml", cfg)
     assert out.returncode != 0
-    assert re.search(r"ERROR: results/data/synthetic/\S+\.h5ad: no space left on device while writing "
-                     r"\(nothing was written\)", out.stderr), out.stderr[-3000:]
+    assert re.search(
+        r"ERROR: results/data/synthetic/\S+\.h5ad: no space left on device while writing "
+        r"\(nothing was written\)",
+        out.stderr,
+    ), out.stderr[-3000:]
     assert "SIGSEGV" not in out.stderr and "Traceback" not in out.stderr
     assert not [p for p in small_disk.path.rglob("*") if p.is_file()]  # nothing half-written
     small_disk.resize(256 << 20)
@@ -530,6 +664,7 @@ def test_low_free_space_stops_before_any_job(workdir, small_disk):
     (workdir / "results").symlink_to(small_disk.path)
     out = snakemake(workdir, "--cores", "1", "--configfile", "config/demo.yaml")
     assert out.returncode != 0
-    assert re.search(r"results/: only 0\.00 GB free on its filesystem, below run.min_free_gb \(1\); free space",
-                     out.stderr), out.stderr[-2000:]
+    assert re.search(
+        r"results/: only 0\.00 GB free on its filesystem, below run.min_free_gb \(1\); free space", out.stderr
+    ), out.stderr[-2000:]
     assert not (workdir / "logs" / "data").exists()

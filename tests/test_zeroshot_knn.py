@@ -29,20 +29,37 @@ def _embedding(folder, adata, status="ok", reason="", emb=None, drop=0):
     cells = adata[drop:]
     out = ad.AnnData(obs=pd.DataFrame({"batch": cells.obs["batch"].astype(str).to_numpy()}, index=cells.obs_names))
     if status == "ok":
-        out.obsm[EMBEDDING] = emb[drop:] if emb is not None else np.eye(3, dtype=np.float32)[
-            pd.Categorical(cells.obs["cell_type"]).codes] + 0.01 * np.random.default_rng(0).normal(size=(cells.n_obs, 3)).astype(np.float32)
+        out.obsm[EMBEDDING] = (
+            emb[drop:]
+            if emb is not None
+            else np.eye(3, dtype=np.float32)[pd.Categorical(cells.obs["cell_type"]).codes]
+            + 0.01 * np.random.default_rng(0).normal(size=(cells.n_obs, 3)).astype(np.float32)
+        )
     out.write_h5ad(folder / "embedding.h5ad")
-    record = {"embedding": "toy", "status": status, "reason": reason, "device": "cpu", "embed_s": 0.5,
-              "n_genes_used": 12, "extra": {"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation",
-                                            "shape": "tiny"}}
+    record = {
+        "embedding": "toy",
+        "status": status,
+        "reason": reason,
+        "device": "cpu",
+        "embed_s": 0.5,
+        "n_genes_used": 12,
+        "extra": {"checkpoint": "random initialisation", "checkpoint_kind": "random initialisation", "shape": "tiny"},
+    }
     (folder / "run.json").write_text(json.dumps(record))
     return {"embedding": str(folder / "embedding.h5ad"), "record": str(folder / "run.json"), "k": 5}
 
 
 def _run(split_files, tmp_path, params):
-    return run(EmbeddingKNN.of("toy_zeroshot", META), RunIds("toy", "published", "toy_zeroshot", 0),
-               split_files["train"], split_files["test"], tmp_path / "prediction.h5ad", tmp_path / "run.json.out",
-               params=params, log=lambda *a: None)
+    return run(
+        EmbeddingKNN.of("toy_zeroshot", META),
+        RunIds("toy", "published", "toy_zeroshot", 0),
+        split_files["train"],
+        split_files["test"],
+        tmp_path / "prediction.h5ad",
+        tmp_path / "run.json.out",
+        params=params,
+        log=lambda *a: None,
+    )
 
 
 def test_knn_on_the_embedding_predicts_the_test_cells(split, tmp_path):
@@ -54,7 +71,9 @@ def test_knn_on_the_embedding_predicts_the_test_cells(split, tmp_path):
     assert pred.obs_names.equals(truth.index)
     assert (pred.obs["label_pred"].astype(str) == truth).all()  # the embedding separates the types
     rec = json.loads((tmp_path / "run.json.out").read_text())
-    assert rec["implementation"] == META["implementation"] and rec["extra"]["checkpoint_kind"] == "random initialisation"
+    assert (
+        rec["implementation"] == META["implementation"] and rec["extra"]["checkpoint_kind"] == "random initialisation"
+    )
     assert rec["extra"]["embedding"] == "toy" and rec["n_genes_used"] == 12
 
 

@@ -12,10 +12,15 @@ from cellplm.bench.report import zeroshot as zs
 from cellplm.bench.report import zeroshot_plots as zp
 
 LABELS = {"cellplm": "CellPLM", "geneformer": "Geneformer", "pca": "PCA"}
-METRICS = [("silhouette_label", "Silhouette label", "bio"), ("nmi_ari_cluster_labels_kmeans_nmi", "KMeans NMI", "bio"),
-           ("ilisi_knn", "iLISI", "batch"), ("graph_connectivity", "Graph connectivity", "batch"),
-           ("bio_conservation", "Bio conservation", "aggregate"), ("batch_correction", "Batch correction", "aggregate"),
-           ("total", "Total", "aggregate")]
+METRICS = [
+    ("silhouette_label", "Silhouette label", "bio"),
+    ("nmi_ari_cluster_labels_kmeans_nmi", "KMeans NMI", "bio"),
+    ("ilisi_knn", "iLISI", "batch"),
+    ("graph_connectivity", "Graph connectivity", "batch"),
+    ("bio_conservation", "Bio conservation", "aggregate"),
+    ("batch_correction", "Batch correction", "aggregate"),
+    ("total", "Total", "aggregate"),
+]
 DEFS = {m: {"label": label, "definition": f"what {m} measures"} for m, label, _ in METRICS}
 ONE_BATCH = "one batch: batch metrics need two or more"
 NO_MODEL = "no model_dir configured"
@@ -34,24 +39,74 @@ def scib_rows(dataset: str, batches: int) -> pd.DataFrame:
                 value, status, reason = np.nan, "not_applicable", ONE_BATCH
             else:
                 value, status, reason = float(rng.random()), "ok", ""
-            rows.append({"dataset": dataset, "embedding": emb, "metric": m, "metric_label": label, "metric_type": kind,
-                         "value": value, "status": status, "reason": reason, "n_cells": 300, "n_cells_total": 300,
-                         "cells": "all 300 cells", "metric_set": "scib-metrics 0.5.10; exact kNN; unscaled"})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "embedding": emb,
+                    "metric": m,
+                    "metric_label": label,
+                    "metric_type": kind,
+                    "value": value,
+                    "status": status,
+                    "reason": reason,
+                    "n_cells": 300,
+                    "n_cells_total": 300,
+                    "cells": "all 300 cells",
+                    "metric_set": "scib-metrics 0.5.10; exact kNN; unscaled",
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def records(dataset: str) -> list[dict]:
-    base = {"dataset": dataset, "split": "published", "seed": 0, "param_set": "test", "n_cells": 300, "device": "cpu",
-            "peak_rss_mb": 512.0, "peak_gpu_mb": None, "n_genes_used": 12, "versions": {}, "host": "h", "finished": "t"}
+    base = {
+        "dataset": dataset,
+        "split": "published",
+        "seed": 0,
+        "param_set": "test",
+        "n_cells": 300,
+        "device": "cpu",
+        "peak_rss_mb": 512.0,
+        "peak_gpu_mb": None,
+        "n_genes_used": 12,
+        "versions": {},
+        "host": "h",
+        "finished": "t",
+    }
     return [
-        {**base, "embedding": "cellplm", "status": "ok", "reason": "", "embed_s": 2.0, "cells_per_s": 150.0,
-         "n_dims": 512, "params": {"checkpoint": "/c/released__20230926_85M/x.best.ckpt", "checkpoint_kind": "released"},
-         "extra": {"checkpoint": "/c/released__20230926_85M/x.best.ckpt", "checkpoint_kind": "released"}},
-        {**base, "embedding": "pca", "status": "ok", "reason": "", "embed_s": 0.5, "cells_per_s": None, "n_dims": 50,
-         "params": {"n_comps": 50}, "extra": {"n_hvg": 2000, "n_comps": 50}},
-        {**base, "embedding": "geneformer", "status": "not_applicable", "reason": NO_MODEL, "embed_s": None,
-         "cells_per_s": None, "n_dims": None, "params": {"model_dir": None, "checkpoint_kind": "pretrained"},
-         "extra": {}},
+        {
+            **base,
+            "embedding": "cellplm",
+            "status": "ok",
+            "reason": "",
+            "embed_s": 2.0,
+            "cells_per_s": 150.0,
+            "n_dims": 512,
+            "params": {"checkpoint": "/c/released__20230926_85M/x.best.ckpt", "checkpoint_kind": "released"},
+            "extra": {"checkpoint": "/c/released__20230926_85M/x.best.ckpt", "checkpoint_kind": "released"},
+        },
+        {
+            **base,
+            "embedding": "pca",
+            "status": "ok",
+            "reason": "",
+            "embed_s": 0.5,
+            "cells_per_s": None,
+            "n_dims": 50,
+            "params": {"n_comps": 50},
+            "extra": {"n_hvg": 2000, "n_comps": 50},
+        },
+        {
+            **base,
+            "embedding": "geneformer",
+            "status": "not_applicable",
+            "reason": NO_MODEL,
+            "embed_s": None,
+            "cells_per_s": None,
+            "n_dims": None,
+            "params": {"model_dir": None, "checkpoint_kind": "pretrained"},
+            "extra": {},
+        },
     ]
 
 
@@ -86,8 +141,20 @@ def test_zeroshot_table_says_what_produced_each_row(tables, tmp_path):
 
 def test_speed_table_keeps_reasons(tables):
     _, speed = tables
-    assert list(speed.columns) == ["dataset", "embedding", "label", "status", "reason", "device", "n_cells", "embed_s",
-                                   "cells_per_s", "peak_rss_mb", "peak_gpu_mb", "checkpoint"]
+    assert list(speed.columns) == [
+        "dataset",
+        "embedding",
+        "label",
+        "status",
+        "reason",
+        "device",
+        "n_cells",
+        "embed_s",
+        "cells_per_s",
+        "peak_rss_mb",
+        "peak_gpu_mb",
+        "checkpoint",
+    ]
     gf = speed[speed["embedding"] == "geneformer"].iloc[0]
     assert gf["status"] == "not_applicable" and gf["reason"] == NO_MODEL and np.isnan(gf["embed_s"])
     assert speed[speed["embedding"] == "cellplm"]["cells_per_s"].tolist() == [150.0, 150.0]  # as recorded
@@ -103,12 +170,19 @@ def test_markdown_has_a_table_per_dataset_with_the_reason_of_every_na(tables, tm
     path = tmp_path / "zeroshot.tsv"
     table.to_csv(path, sep="\t", index=False, na_rep="NA")  # as the workflow writes and reads it back
     text = "\n".join(zs.markdown_lines(pd.read_csv(path, sep="\t"), speed, DEFS))
-    assert text.count("| embedding | checkpoint | Silhouette label | KMeans NMI | iLISI | Graph connectivity | Bio "
-                      "conservation | Batch correction | Total |") == 2
+    assert (
+        text.count(
+            "| embedding | checkpoint | Silhouette label | KMeans NMI | iLISI | Graph connectivity | Bio "
+            "conservation | Batch correction | Total |"
+        )
+        == 2
+    )
     one = text.split("### Dataset `one_batch`")[1].split("### Dataset")[0]
     assert "| PCA | none (fitted on these cells, no labels) | " in one
-    assert "- n/a [1] (batch-correction metrics, Batch correction, Total for CellPLM, PCA): not applicable: " \
-           f"{ONE_BATCH}." in one
+    assert (
+        "- n/a [1] (batch-correction metrics, Batch correction, Total for CellPLM, PCA): not applicable: "
+        f"{ONE_BATCH}." in one
+    )
     assert f"- n/a [2] (every metric for Geneformer): not applicable: {NO_MODEL}." in one
     assert "| Geneformer | – | n/a [2] | n/a [2] |" in one
     assert "- Cells scored: all 300 cells. Metric set: scib-metrics 0.5.10; exact kNN; unscaled." in one
@@ -118,8 +192,10 @@ def test_markdown_has_a_table_per_dataset_with_the_reason_of_every_na(tables, tm
     overview = text.split("### Overview: aggregate score per dataset")[1].split("### Dataset")[0]
     assert "| embedding | one_batch | two_batches |" in overview
     pca = table[(table["embedding"] == "pca")].set_index(["dataset", "metric"])["value"]
-    assert (f"| PCA | {pca[('one_batch', 'bio_conservation')]:.3f} *bio* | {pca[('two_batches', 'total')]:.3f} |"
-            in overview)
+    assert (
+        f"| PCA | {pca[('one_batch', 'bio_conservation')]:.3f} *bio* | {pca[('two_batches', 'total')]:.3f} |"
+        in overview
+    )
     assert "| Geneformer | n/a (not_applicable) | n/a (not_applicable) |" in overview
     cost = text.split("### Embedding cost")[1]
     assert "| one_batch | PCA | ok | cpu | 300 | 0.5 | 600 | 512 | – |" in cost
@@ -157,7 +233,11 @@ def test_umap_grid_same_cells_for_every_embedding(tmp_path, monkeypatch):
     obs = pd.DataFrame({"cell_type": [f"type{t}" for t in types], "batch": "b0"})
     centres = rng.normal(size=(3, 8)) * 5
     x = (centres[types] + rng.normal(size=(n, 8))).astype(np.float32)
-    embeddings = {"pca": ("PCA", x, ""), "geneformer": ("Geneformer", None, NO_MODEL), "cellplm": ("CellPLM", x * 2, "")}
+    embeddings = {
+        "pca": ("PCA", x, ""),
+        "geneformer": ("Geneformer", None, NO_MODEL),
+        "cellplm": ("CellPLM", x * 2, ""),
+    }
     seen = []
     umap = zp._umap
     monkeypatch.setattr(zp, "_umap", lambda emb, seed: seen.append(emb) or umap(emb, seed))

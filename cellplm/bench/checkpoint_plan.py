@@ -28,8 +28,10 @@ def check_cellplm(config: dict) -> None:
     source = ck.get("source", "release")
     where = "cellplm.checkpoint"
     if source == "path" and not ck.get("prefix"):
-        raise ConfigError(f"config: {where}.source is 'path' but {where}.prefix is not set (the checkpoint files are "
-                          f"<prefix>.config.json and <prefix>.best.ckpt)")
+        raise ConfigError(
+            f"config: {where}.source is 'path' but {where}.prefix is not set (the checkpoint files are "
+            f"<prefix>.config.json and <prefix>.best.ckpt)"
+        )
     if source == "url":
         url = ck.get("weights_url") or ""
         if not url:
@@ -45,8 +47,9 @@ def check_cellplm(config: dict) -> None:
             if ck.get(key):
                 raise ConfigError(f"config: {where}.{key} is only used with source 'url' (source is {source!r})")
     if source == "release" and ck.get("release") not in RELEASES:
-        raise ConfigError(f"config: {where}.release {ck.get('release')!r} is not a released checkpoint "
-                          f"({', '.join(RELEASES)})")
+        raise ConfigError(
+            f"config: {where}.release {ck.get('release')!r} is not a released checkpoint ({', '.join(RELEASES)})"
+        )
     if source == "pretrain" and not cellplm_corpus_items(config):
         raise ConfigError("config: cellplm.pretrain.corpus: every corpus item is off; turn at least one on")
 
@@ -116,10 +119,14 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
         prefix = str(ck["prefix"])
         for suffix in (CKPT_WEIGHTS, CKPT_CONFIG):
             prefix = prefix.removesuffix(suffix)
-        kind = ck.get("kind") or ""  # empty: the method infers it ("pretrained here" from our metadata, else user-supplied)
+        kind = (
+            ck.get("kind") or ""
+        )  # empty: the method infers it ("pretrained here" from our metadata, else user-supplied)
         name = ck.get("name") or Path(prefix).name
         config_src, weights_src = prefix + CKPT_CONFIG, prefix + CKPT_WEIGHTS
-        missing = [p for p in (config_src, weights_src) if not (Path(p) if Path(p).is_absolute() else root / p).exists()]
+        missing = [
+            p for p in (config_src, weights_src) if not (Path(p) if Path(p).is_absolute() else root / p).exists()
+        ]
         if config_src in missing and kind == "released":  # the released config ships with the package
             config_src = RELEASED_CONFIG
             missing.remove(prefix + CKPT_CONFIG)

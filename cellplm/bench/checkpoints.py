@@ -38,9 +38,14 @@ def architecture_report(state: dict) -> dict:
     missing = sorted(set(released) - set(shapes))
     extra = sorted(set(shapes) - set(released))
     other = sorted(k for k in set(released) & set(shapes) if released[k] != shapes[k])
-    return {"released_architecture": not (missing or extra or other), "n_keys": len(shapes),
-            "n_released_keys": len(released), "missing": missing, "extra": extra,
-            "other_shape": [f"{k}: {shapes[k]} vs released {released[k]}" for k in other]}
+    return {
+        "released_architecture": not (missing or extra or other),
+        "n_keys": len(shapes),
+        "n_released_keys": len(released),
+        "missing": missing,
+        "extra": extra,
+        "other_shape": [f"{k}: {shapes[k]} vs released {released[k]}" for k in other],
+    }
 
 
 def verify(prefix, kind: str, trusted_sha256=()) -> dict:
@@ -52,17 +57,37 @@ def verify(prefix, kind: str, trusted_sha256=()) -> dict:
     blob = read_checkpoint(weights, trusted_sha256)
     arch = architecture_report(blob["model_state_dict"])
     if kind == "released" and not arch["released_architecture"]:
-        diffs = ([f"missing {k}" for k in arch["missing"][:2]] + [f"extra {k}" for k in arch["extra"][:2]]
-                 + arch["other_shape"][:2])
+        diffs = (
+            [f"missing {k}" for k in arch["missing"][:2]]
+            + [f"extra {k}" for k in arch["extra"][:2]]
+            + arch["other_shape"][:2]
+        )
         n = len(arch["missing"]) + len(arch["extra"]) + len(arch["other_shape"])
-        raise InputError(weights, f"not the released CellPLM 85M architecture ({n} of {arch['n_released_keys']} "
-                                  f"parameters differ, e.g. {'; '.join(diffs)}): not the authors' file")
+        raise InputError(
+            weights,
+            f"not the released CellPLM 85M architecture ({n} of {arch['n_released_keys']} "
+            f"parameters differ, e.g. {'; '.join(diffs)}): not the authors' file",
+        )
     _, report = load_model(prefix, task="embedder", trusted_sha256=trusted_sha256)
-    return {"architecture": arch, "load_report": report.summary(), "loaded_with": blob.get("loaded_with", "weights_only")}
+    return {
+        "architecture": arch,
+        "load_report": report.summary(),
+        "loaded_with": blob.get("loaded_with", "weights_only"),
+    }
 
 
-def link(config_src, weights_src, out_config, out_weights, provenance, *, source: str, kind: str, urls: dict,
-         trusted_sha256=()) -> dict:
+def link(
+    config_src,
+    weights_src,
+    out_config,
+    out_weights,
+    provenance,
+    *,
+    source: str,
+    kind: str,
+    urls: dict,
+    trusted_sha256=(),
+) -> dict:
     """Link the two files into their folder as ``model.*`` (never copied: the weights are ~330 MB), verify, and
     write ``provenance.json``."""
     for src, dest in ((config_src, out_config), (weights_src, out_weights)):
@@ -71,8 +96,13 @@ def link(config_src, weights_src, out_config, out_weights, provenance, *, source
         if dest.is_symlink() or dest.exists():
             dest.unlink()
         os.symlink(Path(src).resolve(), dest)
-    record = {"source": source, "kind": kind, "config": str(Path(config_src).resolve()),
-              "weights": str(Path(weights_src).resolve()), "urls": {Path(k).name: v for k, v in urls.items()}}
+    record = {
+        "source": source,
+        "kind": kind,
+        "config": str(Path(config_src).resolve()),
+        "weights": str(Path(weights_src).resolve()),
+        "urls": {Path(k).name: v for k, v in urls.items()},
+    }
     try:
         record.update(verify(str(out_weights).removesuffix(".best.ckpt"), kind, trusted_sha256))
     except Exception:
@@ -93,16 +123,21 @@ def checkpoint_provenance(checkpoint: str | None, kind: str | None, shape: str =
     meta = blob.get("pretraining")
     if kind in (None, "", "auto"):
         kind = "pretrained here" if meta else "user-supplied"
-    out = {"checkpoint": str(Path(checkpoint)), "checkpoint_kind": kind, "checkpoint_sha256": sha256_file(weights),
-           "loaded_with": blob.get("loaded_with", "weights_only")}
+    out = {
+        "checkpoint": str(Path(checkpoint)),
+        "checkpoint_kind": kind,
+        "checkpoint_sha256": sha256_file(weights),
+        "loaded_with": blob.get("loaded_with", "weights_only"),
+    }
     if meta:
         out["pretraining"] = {k: meta[k] for k in ("shape", "steps", "corpus", "seed") if k in meta}
         out["pretraining"]["epochs"] = meta.get("hyperparameters", {}).get("epochs", meta.get("epochs"))
     return out
 
 
-def use_checkpoint(checkpoint: str | None, kind: str | None, trusted_sha256=None,
-                   shape: str = "85M") -> tuple[str | None, dict]:
+def use_checkpoint(
+    checkpoint: str | None, kind: str | None, trusted_sha256=None, shape: str = "85M"
+) -> tuple[str | None, dict]:
     """(the checkpoint prefix, or None for random initialisation; its :func:`checkpoint_provenance`).
 
     ``trusted_sha256``: the config's explicit opt-in (cellplm.checkpoint.trusted_sha256, or a pinned release's

@@ -1,10 +1,10 @@
 """``cellplm-bench``: the benchmark's data steps from the command line, outside Snakemake.
 
-    cellplm-bench download URL DEST [--sha256 HEX] [--manifest TSV] [--mirror URL ...] [--version-id ID] [--as-of DATE]
-                               [--retries N] [--timeout SECONDS]
-    cellplm-bench preprocess INPUT.h5ad OUTPUT.h5ad [--label-key ...] [--batch-key ...] [--counts ...]
-    cellplm-bench split DATASET.h5ad OUTDIR [--strategy random|batch_holdout] [--seed 10] [--fractions 0.9 0 0.1]
-    cellplm-bench synthetic OUTPUT.h5ad [--n-cells N] [--n-genes G] [--seed S]
+cellplm-bench download URL DEST [--sha256 HEX] [--manifest TSV] [--mirror URL ...] [--version-id ID] [--as-of DATE]
+                           [--retries N] [--timeout SECONDS]
+cellplm-bench preprocess INPUT.h5ad OUTPUT.h5ad [--label-key ...] [--batch-key ...] [--counts ...]
+cellplm-bench split DATASET.h5ad OUTDIR [--strategy random|batch_holdout] [--seed 10] [--fractions 0.9 0 0.1]
+cellplm-bench synthetic OUTPUT.h5ad [--n-cells N] [--n-genes G] [--seed S]
 """
 
 from __future__ import annotations
@@ -22,8 +22,17 @@ def _download(args):
     from .data.download import Manifest, fetch
 
     timeout = {"timeout": args.timeout} if args.timeout else {}  # else fetch's default
-    info = fetch(args.url, args.dest, sha256=args.sha256, manifest=Manifest(args.manifest) if args.manifest else None,
-                 mirrors=args.mirror, version_id=args.version_id, as_of=args.as_of, retries=args.retries, **timeout)
+    info = fetch(
+        args.url,
+        args.dest,
+        sha256=args.sha256,
+        manifest=Manifest(args.manifest) if args.manifest else None,
+        mirrors=args.mirror,
+        version_id=args.version_id,
+        as_of=args.as_of,
+        retries=args.retries,
+        **timeout,
+    )
     print(json.dumps(info))
 
 
@@ -31,14 +40,23 @@ def _preprocess(args):
     from .io import write_h5ad, write_json
     from .data.preprocess import DatasetSpec, preprocess
 
-    spec = DatasetSpec(Path(args.output).stem, label_key=args.label_key, batch_key=args.batch_key,
-                       counts=args.counts, gene_symbols=args.gene_symbols, gene_ids=args.gene_ids,
-                       duplicate_genes=args.duplicate_genes, min_cells_per_type=args.min_cells_per_type)
+    spec = DatasetSpec(
+        Path(args.output).stem,
+        label_key=args.label_key,
+        batch_key=args.batch_key,
+        counts=args.counts,
+        gene_symbols=args.gene_symbols,
+        gene_ids=args.gene_ids,
+        duplicate_genes=args.duplicate_genes,
+        min_cells_per_type=args.min_cells_per_type,
+    )
     adata, report = preprocess(args.input, spec)
     write_h5ad(adata, args.output)
     write_json(report.__dict__, Path(args.output).with_suffix(".qc.json"))
-    print(f"{args.output}: {adata.n_obs} cells x {adata.n_vars} genes, {report.n_cell_types} cell types, "
-          f"counts from {report.counts_from}")
+    print(
+        f"{args.output}: {adata.n_obs} cells x {adata.n_vars} genes, {report.n_cell_types} cell types, "
+        f"counts from {report.counts_from}"
+    )
 
 
 def _split(args):
@@ -51,15 +69,24 @@ def _split(args):
     parts = make_split(adata, spec, {"train": train, "valid": valid, "test": test}, path=args.dataset)
     for name, part in parts.items():
         write_h5ad(part, Path(args.outdir) / f"{name}.h5ad")
-    print(f"{args.outdir}: {parts['train'].n_obs} train, {parts['test'].n_obs} test ({parts['train'].uns['split_protocol']})")
+    print(
+        f"{args.outdir}: {parts['train'].n_obs} train, {parts['test'].n_obs} test ({parts['train'].uns['split_protocol']})"
+    )
 
 
 def _synthetic(args):
     from .io import write_h5ad
     from .data.sources import synthetic
 
-    adata = synthetic(n_cells=args.n_cells, n_genes=args.n_genes, n_cell_types=args.n_cell_types,
-                      n_batches=args.n_batches, mean_counts=args.mean_counts, seed=args.seed, progress=True)
+    adata = synthetic(
+        n_cells=args.n_cells,
+        n_genes=args.n_genes,
+        n_cell_types=args.n_cell_types,
+        n_batches=args.n_batches,
+        mean_counts=args.mean_counts,
+        seed=args.seed,
+        progress=True,
+    )
     write_h5ad(adata, args.output)
     print(f"{args.output}: {adata.n_obs} cells x {adata.n_vars} genes, {adata.X.nnz} non-zeros")
 
@@ -69,14 +96,18 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("download", help="resumable, retried, sha256-verified download, by each service's contract")
-    d.add_argument("url", help="http(s) URL, gdrive://<Google Drive file id> (through gdown) or "
-                               "cellxgene://<dataset id or dataset version id> (CELLxGENE curation API)")
+    d.add_argument(
+        "url",
+        help="http(s) URL, gdrive://<Google Drive file id> (through gdown) or "
+        "cellxgene://<dataset id or dataset version id> (CELLxGENE curation API)",
+    )
     d.add_argument("dest", help="destination file")
     d.add_argument("--sha256", help="expected checksum")
     d.add_argument("--manifest", help="TSV recording first-download checksums (verified on later downloads)")
     d.add_argument("--retries", type=int, default=4)
-    d.add_argument("--timeout", type=float,
-                   help="seconds without data before a transfer attempt fails (Google Drive's too)")
+    d.add_argument(
+        "--timeout", type=float, help="seconds without data before a transfer attempt fails (Google Drive's too)"
+    )
     d.add_argument("--mirror", action="append", default=[], help="URL tried when the URL refuses the file (repeatable)")
     d.add_argument("--version-id", help="cellxgene: pin this dataset version")
     d.add_argument("--as-of", help="cellxgene: the newest version published on or before this date (YYYY-MM-DD)")

@@ -71,8 +71,11 @@ def imported_names(path: Path, module: str | None) -> list[tuple[int, str]]:
             found.append((node.lineno, target))
             found += [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
         elif isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
-            found += [(node.lineno, f"{package}{v.value}") for v in getattr(node.value, "values", [])
-                      if isinstance(v, ast.Constant) and str(v.value).startswith(".")]
+            found += [
+                (node.lineno, f"{package}{v.value}")
+                for v in getattr(node.value, "values", [])
+                if isinstance(v, ast.Constant) and str(v.value).startswith(".")
+            ]
     return found
 
 

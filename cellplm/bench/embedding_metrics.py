@@ -32,65 +32,103 @@ from ..keys import BATCH, EMBEDDING, LABEL
 # Benchmarker's (the fields of BioConservation, then of BatchCorrection).
 METRICS = {
     "isolated_labels": {
-        "label": "Isolated labels", "type": "bio",
+        "label": "Isolated labels",
+        "type": "bio",
         "definition": "silhouette width (rescaled to [0, 1]) of the cells of the labels present in the fewest "
-                      "batches against all other labels, averaged over those labels"},
+        "batches against all other labels, averaged over those labels",
+    },
     "nmi_ari_cluster_labels_leiden_nmi": {
-        "label": "Leiden NMI", "type": "bio",
+        "label": "Leiden NMI",
+        "type": "bio",
         "definition": "normalised mutual information between Leiden clusters of the 15-neighbour graph (best of "
-                      "10 resolutions) and the cell types"},
+        "10 resolutions) and the cell types",
+    },
     "nmi_ari_cluster_labels_leiden_ari": {
-        "label": "Leiden ARI", "type": "bio",
+        "label": "Leiden ARI",
+        "type": "bio",
         "definition": "adjusted Rand index between the same Leiden clusters (the resolution of best NMI) and the "
-                      "cell types"},
+        "cell types",
+    },
     "nmi_ari_cluster_labels_kmeans_nmi": {
-        "label": "KMeans NMI", "type": "bio",
+        "label": "KMeans NMI",
+        "type": "bio",
         "definition": "normalised mutual information between k-means clusters (k = number of cell types, seeded) "
-                      "and the cell types"},
+        "and the cell types",
+    },
     "nmi_ari_cluster_labels_kmeans_ari": {
-        "label": "KMeans ARI", "type": "bio",
-        "definition": "adjusted Rand index between the same k-means clusters and the cell types"},
+        "label": "KMeans ARI",
+        "type": "bio",
+        "definition": "adjusted Rand index between the same k-means clusters and the cell types",
+    },
     "silhouette_label": {
-        "label": "Silhouette label", "type": "bio",
-        "definition": "average silhouette width of the cell types (Euclidean), rescaled to [0, 1]"},
+        "label": "Silhouette label",
+        "type": "bio",
+        "definition": "average silhouette width of the cell types (Euclidean), rescaled to [0, 1]",
+    },
     "clisi_knn": {
-        "label": "cLISI", "type": "bio",
+        "label": "cLISI",
+        "type": "bio",
         "definition": "cell-type local inverse Simpson's index of the 90-neighbour graph (median over cells), "
-                      "scaled to [0, 1]; 1 = neighbourhoods of one cell type"},
+        "scaled to [0, 1]; 1 = neighbourhoods of one cell type",
+    },
     "bras": {
-        "label": "BRAS", "type": "batch",
+        "label": "BRAS",
+        "type": "batch",
         "definition": "batch removal adapted silhouette: within each cell type, 1 - |silhouette| of the batches "
-                      "(cosine, mean distance to the other batches); higher = batches better mixed"},
+        "(cosine, mean distance to the other batches); higher = batches better mixed",
+    },
     "ilisi_knn": {
-        "label": "iLISI", "type": "batch",
+        "label": "iLISI",
+        "type": "batch",
         "definition": "integration local inverse Simpson's index of the batches in the 90-neighbour graph (median "
-                      "over cells), scaled to [0, 1]; higher = more batches in a neighbourhood"},
+        "over cells), scaled to [0, 1]; higher = more batches in a neighbourhood",
+    },
     "kbet_per_label": {
-        "label": "KBET", "type": "batch",
+        "label": "KBET",
+        "type": "batch",
         "definition": "kBET acceptance rate within each cell type (diffusion-map neighbours of the 50-neighbour "
-                      "graph), averaged over cell types; higher = better mixed"},
+        "graph), averaged over cell types; higher = better mixed",
+    },
     "graph_connectivity": {
-        "label": "Graph connectivity", "type": "batch",
+        "label": "Graph connectivity",
+        "type": "batch",
         "definition": "share of each cell type's cells in the largest strongly connected component of its "
-                      "15-neighbour subgraph, averaged over cell types"},
+        "15-neighbour subgraph, averaged over cell types",
+    },
     "pcr_comparison": {
-        "label": "PCR comparison", "type": "batch",
+        "label": "PCR comparison",
+        "type": "batch",
         "definition": "principal component regression on batch: (variance explained by batch in the "
-                      "pre-integration embedding - in this one) / that in the pre-integration one, floored at 0"},
+        "pre-integration embedding - in this one) / that in the pre-integration one, floored at 0",
+    },
 }
 AGGREGATES = {
     "bio_conservation": {
         "label": "Bio conservation",
-        "definition": "mean of the bio-conservation metrics that gave a value (Benchmarker, unscaled)"},
+        "definition": "mean of the bio-conservation metrics that gave a value (Benchmarker, unscaled)",
+    },
     "batch_correction": {
         "label": "Batch correction",
-        "definition": "mean of the batch-correction metrics that gave a value (Benchmarker, unscaled)"},
+        "definition": "mean of the batch-correction metrics that gave a value (Benchmarker, unscaled)",
+    },
     "total": {
         "label": "Total",
-        "definition": "0.6 x bio conservation + 0.4 x batch correction, the scIB weighting (Benchmarker)"},
+        "definition": "0.6 x bio conservation + 0.4 x batch correction, the scIB weighting (Benchmarker)",
+    },
 }
-COLUMNS = ["embedding", "metric", "metric_label", "metric_type", "value", "status", "reason", "n_cells",
-           "n_cells_total", "cells", "metric_set"]
+COLUMNS = [
+    "embedding",
+    "metric",
+    "metric_label",
+    "metric_type",
+    "value",
+    "status",
+    "reason",
+    "n_cells",
+    "n_cells_total",
+    "cells",
+    "metric_set",
+]
 NEIGHBORS = {"exact": "exact (scikit-learn)", "pynndescent": "pynndescent (scib-metrics' default)"}
 
 _ROWS = {  # the functions that give two values: Benchmarker stores them as f"{metric_name}_{key}" (benchmark())
@@ -110,10 +148,20 @@ def subsample(n_cells: int, max_cells: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_cells, size=max_cells, replace=False))
 
 
-def score_embeddings(embeddings: dict[str, np.ndarray], labels, batches, *, bio: dict[str, bool],
-                     batch: dict[str, bool], max_cells: int | None = 50000, seed: int = 0,
-                     neighbors: str = "exact", pre_integrated: np.ndarray | None = None,
-                     unavailable: dict[str, tuple[str, str]] | None = None, n_jobs: int = 1) -> pd.DataFrame:
+def score_embeddings(
+    embeddings: dict[str, np.ndarray],
+    labels,
+    batches,
+    *,
+    bio: dict[str, bool],
+    batch: dict[str, bool],
+    max_cells: int | None = 50000,
+    seed: int = 0,
+    neighbors: str = "exact",
+    pre_integrated: np.ndarray | None = None,
+    unavailable: dict[str, tuple[str, str]] | None = None,
+    n_jobs: int = 1,
+) -> pd.DataFrame:
     """scib-metrics scores of each embedding of one dataset, one row per (embedding, metric) (:data:`COLUMNS`).
 
     ``embeddings``: id -> (n_cells, d) array, rows in the order of ``labels`` and ``batches`` (``batches`` None:
@@ -153,8 +201,12 @@ def score_embeddings(embeddings: dict[str, np.ndarray], labels, batches, *, bio:
     batches = np.full(len(cells), "none") if batches is None else np.asarray(batches).astype(str)[cells]
     pre = None if pre_integrated is None else np.asarray(pre_integrated, dtype=np.float32)[cells]
     skipped = _skipped(functions, labels, batches, one_batch_name, pre is not None)
-    context = {"n_cells": len(cells), "n_cells_total": n_total, "cells": _cells_text(len(cells), n_total, seed),
-               "metric_set": _metric_set(sm.__version__, functions, neighbors)}
+    context = {
+        "n_cells": len(cells),
+        "n_cells_total": n_total,
+        "cells": _cells_text(len(cells), n_total, seed),
+        "metric_set": _metric_set(sm.__version__, functions, neighbors),
+    }
     computer = _exact_neighbors if neighbors == "exact" else _pynndescent
 
     results = {}
@@ -172,8 +224,14 @@ def score_embeddings(embeddings: dict[str, np.ndarray], labels, batches, *, bio:
         if frozen:
             gc.unfreeze()
     results.update({emb_id: _uniform(functions, *why) for emb_id, why in unavailable.items()})
-    return pd.DataFrame([{"embedding": emb_id, "metric": metric, **_describe(metric), **row, **context}
-                         for emb_id, rows in results.items() for metric, row in rows.items()], columns=COLUMNS)
+    return pd.DataFrame(
+        [
+            {"embedding": emb_id, "metric": metric, **_describe(metric), **row, **context}
+            for emb_id, rows in results.items()
+            for metric, row in rows.items()
+        ],
+        columns=COLUMNS,
+    )
 
 
 def _skipped(functions, labels, batches, one_batch_name: str | None, has_pre: bool) -> dict[str, str]:
@@ -185,8 +243,7 @@ def _skipped(functions, labels, batches, one_batch_name: str | None, has_pre: bo
     else:
         skipped.update(_within_cell_types(functions, labels, batches))
     if not has_pre and "pcr_comparison" in functions:
-        skipped.setdefault("pcr_comparison", "no pre-integration embedding given: PCR comparison compares "
-                                             "against one")
+        skipped.setdefault("pcr_comparison", "no pre-integration embedding given: PCR comparison compares against one")
     return skipped
 
 
@@ -201,11 +258,15 @@ def _within_cell_types(functions, labels, batches) -> dict[str, str]:
     several = table["nunique"] > 1
     usable = {"bras": several & (table["nunique"] < table["size"]), "kbet_per_label": several & (table["size"] >= 10)}
     need = {"bras": "cells from two or more batches", "kbet_per_label": "10 or more cells from two or more batches"}
-    return {f: f"no cell type has {need[f]}, and {METRICS[f]['label']} is computed within cell types"
-            for f in usable if f in functions and not usable[f].any()}
+    return {
+        f: f"no cell type has {need[f]}, and {METRICS[f]['label']} is computed within cell types"
+        for f in usable
+        if f in functions and not usable[f].any()
+    }
 
 
 # ---- scib-metrics -------------------------------------------------------------------------------------------
+
 
 def _scib_metrics():
     """scib-metrics, imported with jax on CPU (unless JAX_PLATFORMS says otherwise) and its INFO logging off
@@ -294,9 +355,16 @@ def _benchmark(X, labels, batches, pre, functions, *, neighbours) -> dict[str, f
     # prepare() runs sc.tl.pca on adata.X when no pre-integrated key is given; this AnnData has no X, and the
     # key's only reader is pcr_comparison (MetricAnnDataAPI), so without `pre` (pcr off) the embedding stands in.
     adata = AnnData(obs=obs, obsm={_EMB: X, _PRE: X if pre is None else pre})
-    bench = Benchmarker(adata, batch_key=_BATCH, label_key=_LABEL, embedding_obsm_keys=[_EMB],
-                        bio_conservation_metrics=bio, batch_correction_metrics=batch,
-                        pre_integrated_embedding_obsm_key=_PRE, progress_bar=False)
+    bench = Benchmarker(
+        adata,
+        batch_key=_BATCH,
+        label_key=_LABEL,
+        embedding_obsm_keys=[_EMB],
+        bio_conservation_metrics=bio,
+        batch_correction_metrics=batch,
+        pre_integrated_embedding_obsm_key=_PRE,
+        progress_bar=False,
+    )
     bench.prepare(neighbor_computer=neighbours)
     bench.benchmark()
     wide = bench.get_results(min_max_scale=False).loc[_EMB]  # columns: cleaned metric names and the aggregates
@@ -337,6 +405,7 @@ def _error_text(error: Exception) -> str:
 
 # ---- rows ---------------------------------------------------------------------------------------------------
 
+
 def _ids(function: str) -> tuple[str, ...]:
     """The metric ids of a scib-metrics function's rows."""
     return _ROWS.get(function, (function,))
@@ -360,8 +429,10 @@ def _results(functions, values, skipped, failed) -> dict[str, dict]:
                 results[metric] = _row(value, "ok", "")
             else:
                 results[metric] = _row(np.nan, "failed", "scib-metrics returned NaN")
-    for aggregate, kind, words in (("bio_conservation", "bio", "bio-conservation"),
-                                   ("batch_correction", "batch", "batch-correction")):
+    for aggregate, kind, words in (
+        ("bio_conservation", "bio", "bio-conservation"),
+        ("batch_correction", "batch", "batch-correction"),
+    ):
         members = {m: results[m] for f in functions if _kind(f) == kind for m in _ids(f)}
         results[aggregate] = _aggregate(values.get(aggregate, np.nan), members, words)
     bio_row, batch_row = results["bio_conservation"], results["batch_correction"]
@@ -425,6 +496,8 @@ def _cells_text(n_cells: int, n_total: int, seed: int) -> str:
 def _metric_set(scib_version: str, functions: list[str], neighbors: str) -> str:
     bio = [f for f in functions if _kind(f) == "bio"] or ["none"]
     batch = [f for f in functions if _kind(f) == "batch"] or ["none"]
-    return (f"scib-metrics {scib_version}; bio: {', '.join(bio)}; batch: {', '.join(batch)}; "
-            f"neighbours: {NEIGHBORS[neighbors]}; values unscaled, aggregates as Benchmarker "
-            f"(total = 0.6 bio + 0.4 batch)")
+    return (
+        f"scib-metrics {scib_version}; bio: {', '.join(bio)}; batch: {', '.join(batch)}; "
+        f"neighbours: {NEIGHBORS[neighbors]}; values unscaled, aggregates as Benchmarker "
+        f"(total = 0.6 bio + 0.4 batch)"
+    )

@@ -12,6 +12,7 @@ from ..keys import EMBEDDING
 from .errors import InputError
 from .io import read_h5ad
 
+
 def read_embedding(path, record_path) -> tuple[np.ndarray | None, pd.Index, dict]:
     """(embedding, cell ids, run record) of one embedding file; the embedding is None unless its status is ok."""
     with open(record_path) as f:

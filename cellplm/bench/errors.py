@@ -6,13 +6,30 @@ The classes the model needs live in :mod:`cellplm.errors` and are re-exported he
 
 from __future__ import annotations
 
-from ..errors import (DISK_FULL, UNWRITABLE, CellPLMError, ConfigError, InputError, NotApplicable, OutputError,
-                      exit_after_output_error)
+from ..errors import (
+    DISK_FULL,
+    UNWRITABLE,
+    CellPLMError,
+    ConfigError,
+    InputError,
+    NotApplicable,
+    OutputError,
+    exit_after_output_error,
+)
 
 BenchError = CellPLMError  # base class for errors the workflow reports to the user as one line
 
-__all__ = ["DISK_FULL", "UNWRITABLE", "BenchError", "ConfigError", "DownloadError", "InputError", "NotApplicable",
-           "OutputError", "exit_after_output_error"]
+__all__ = [
+    "DISK_FULL",
+    "UNWRITABLE",
+    "BenchError",
+    "ConfigError",
+    "DownloadError",
+    "InputError",
+    "NotApplicable",
+    "OutputError",
+    "exit_after_output_error",
+]
 
 
 class DownloadError(BenchError):

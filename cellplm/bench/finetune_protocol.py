@@ -12,6 +12,8 @@ rows is like for like. Standard library only: the report environment imports it 
 PROTOCOL = ("max_epochs", "patience", "warmup_epochs", "lr", "weight_decay", "n_hvg", "plateau_patience")
 
 # Both methods fit their classifier on the training labels only.
-CLASS_SET = ("training labels ({n} classes): test labels are hidden by the benchmark's contract (OpenProblems label "
-             "projection); upstream's tutorial fits its label encoder on all cells, whose test-only classes would get "
-             "an output unit never trained positively")
+CLASS_SET = (
+    "training labels ({n} classes): test labels are hidden by the benchmark's contract (OpenProblems label "
+    "projection); upstream's tutorial fits its label encoder on all cells, whose test-only classes would get "
+    "an output unit never trained positively"
+)

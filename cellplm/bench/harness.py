@@ -110,10 +110,17 @@ def add_run_arguments(p, metadata_file: str) -> None:
     p.add_argument("--split", default="published", help="split id written into the outputs")
     p.add_argument("--seed", type=int, default=0, help="random seed of the method")
     p.add_argument("--param-set", default="default", help="name of the parameter set, recorded")
-    p.add_argument("--params", default=None,
-                   help=f"JSON object of hyperparameters (default: the method's params from its {metadata_file})")
-    p.add_argument("--on-error", choices=["record", "raise"], default="record",
-                   help="record a crash as a 'failed' row (default) or raise it")
+    p.add_argument(
+        "--params",
+        default=None,
+        help=f"JSON object of hyperparameters (default: the method's params from its {metadata_file})",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=["record", "raise"],
+        default="record",
+        help="record a crash as a 'failed' row (default) or raise it",
+    )
 
 
 def cli_main(params_text: str | None, defaults: dict, run_with) -> int:

@@ -40,8 +40,14 @@ from sklearn.metrics import (
 
 from ..keys import LABEL, PREDICTION
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_precision", "tm_macro_accuracy",
-           "tm_macro_accuracy_swapped")
+METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "macro_precision",
+    "tm_macro_accuracy",
+    "tm_macro_accuracy_swapped",
+)
 METRIC_LABELS = {
     "accuracy": "Accuracy (micro)",
     "balanced_accuracy": "Balanced accuracy (macro recall, classes in the truth)",
@@ -112,8 +118,9 @@ def evaluate(solution, prediction, ids: dict) -> dict[str, pd.DataFrame]:
     reason = str(prediction.uns.get("reason", ""))
     base = {k: ids[k] for k in ("dataset", "split", "method", "seed")}
     if status != "ok":
-        scores = pd.DataFrame([{**base, "metric": m, "value": np.nan, "status": status, "reason": reason}
-                               for m in METRICS])
+        scores = pd.DataFrame(
+            [{**base, "metric": m, "value": np.nan, "status": status, "reason": reason} for m in METRICS]
+        )
         return {"scores": scores, "per_class": pd.DataFrame(), "confusion": pd.DataFrame()}
     truth = solution.obs[LABEL].astype(str)
     missing = truth.index.difference(prediction.obs_names)

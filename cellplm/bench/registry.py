@@ -47,8 +47,9 @@ class Registry:
     :class:`Unavailable` subclass :meth:`load` raises.
     """
 
-    def __init__(self, package: str, folder: Path, metadata_file: str, kind: str,
-                 error: type[Unavailable] = Unavailable):
+    def __init__(
+        self, package: str, folder: Path, metadata_file: str, kind: str, error: type[Unavailable] = Unavailable
+    ):
         self.package, self.folder, self.metadata_file = package, Path(folder), metadata_file
         self.kind, self.error = kind, error
 
@@ -62,8 +63,10 @@ class Registry:
 
     def metadata(self, component_id: str) -> dict:
         if not (self.folder / component_id / self.metadata_file).exists():
-            raise ConfigError(f"{self.kind} {component_id!r}: no folder {self.folder / component_id} with a "
-                              f"{self.metadata_file} (known: {', '.join(self.ids())})")
+            raise ConfigError(
+                f"{self.kind} {component_id!r}: no folder {self.folder / component_id} with a "
+                f"{self.metadata_file} (known: {', '.join(self.ids())})"
+            )
         return dict(self.read_metadata(self.folder / component_id))
 
     def load(self, component_id: str) -> type:
@@ -76,8 +79,9 @@ class Registry:
             if (e.name or "").split(".")[0] in ("cellplm", ""):  # our own code is broken: say so, do not hide it
                 raise
             setup = meta.get("setup") or f"run it in its environment ({meta.get('env')})"
-            raise self.error(f"{sys.executable} cannot import package {e.name!r}, which {self.kind} {component_id} "
-                             f"needs; {setup}") from e
+            raise self.error(
+                f"{sys.executable} cannot import package {e.name!r}, which {self.kind} {component_id} needs; {setup}"
+            ) from e
 
     def classes(self) -> dict[str, type | Unavailable]:
         """Component id -> its class, or the :attr:`error` saying why it cannot run here."""

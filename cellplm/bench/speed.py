@@ -30,11 +30,30 @@ from ..memory import peak_gpu_mb, peak_rss_mb, reset_peak_gpu_memory
 from .errors import BenchError, NotApplicable
 
 REFERENCE = "scgpt"  # speed-ups are relative to scGPT, as in the CellPLM paper
-COLUMNS = ["measure", "dataset", "split", "method", "n_cells", "n_genes", "value", "unit", "speedup_vs_scgpt", "status",
-           "reason", "device", "precision", "weights", "peak_rss_mb", "peak_gpu_mb", "job_wall_s", "n_seeds"]
+COLUMNS = [
+    "measure",
+    "dataset",
+    "split",
+    "method",
+    "n_cells",
+    "n_genes",
+    "value",
+    "unit",
+    "speedup_vs_scgpt",
+    "status",
+    "reason",
+    "device",
+    "precision",
+    "weights",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+    "job_wall_s",
+    "n_seeds",
+]
 
 
 # ---- one model, inside its own environment ----------------------------------------------------------------
+
 
 def _cellplm(options: dict, device: str):
     """CellPLM, this project's implementation: all cells of the input as sentences of ``max_cells``."""
@@ -55,8 +74,16 @@ def _cellplm(options: dict, device: str):
     meta = {"weights": weights}
 
     def run(adata):
-        result = embed_cells(adata, model, group_key=None, max_cells=options.get("max_cells"), device=device,
-                             precision=options.get("precision", "auto"), progress=False, source="speed input")
+        result = embed_cells(
+            adata,
+            model,
+            group_key=None,
+            max_cells=options.get("max_cells"),
+            device=device,
+            precision=options.get("precision", "auto"),
+            progress=False,
+            source="speed input",
+        )
         meta.update(precision=result.info["precision"], device=device_name(resolve_device(device)))
         return result.embedding
 
@@ -79,34 +106,47 @@ def _scgpt(options: dict, device: str):
 
     dev = resolve_device(device)
     amp = options.get("amp", True) and dev.type == "cuda"
-    return run, {"weights": f"checkpoint {model_dir}" if model_dir else f"random weights, {shape} shape",
-                 "precision": "fp16 autocast" if amp else "fp32", "device": device_name(dev)}
+    return run, {
+        "weights": f"checkpoint {model_dir}" if model_dir else f"random weights, {shape} shape",
+        "precision": "fp16 autocast" if amp else "fp32",
+        "device": device_name(dev),
+    }
 
 
 def _geneformer(options: dict, device: str):
     """Geneformer (transformers BERT over rank-value tokens): needs a model directory with its dictionaries."""
     model_dir = options.get("model_dir")
     if not model_dir:
-        raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
-                            "its token and gene-median dictionaries cannot be made up")
+        raise NotApplicable(
+            "no Geneformer model directory configured (methods.geneformer.params.model_dir); "
+            "its token and gene-median dictionaries cannot be made up"
+        )
     from cellplm.bench.models.geneformer import embedder as geneformer_embedder
     from cellplm.runtime import device_name, resolve_device
 
-    kwargs = {k: options[k] for k in ("batch_size", "max_input_size", "token_dictionary", "gene_median_dictionary")
-              if options.get(k) is not None}
+    kwargs = {
+        k: options[k]
+        for k in ("batch_size", "max_input_size", "token_dictionary", "gene_median_dictionary")
+        if options.get(k) is not None
+    }
 
     def run(adata):
         return geneformer_embedder.embed_cells(adata, model_dir=model_dir, device=device, **kwargs)
 
-    return run, {"weights": f"checkpoint {model_dir}", "precision": "fp32", "device": device_name(resolve_device(device))}
+    return run, {
+        "weights": f"checkpoint {model_dir}",
+        "precision": "fp32",
+        "device": device_name(resolve_device(device)),
+    }
 
 
 EMBEDDERS = {"cellplm": _cellplm, "scgpt": _scgpt, "geneformer": _geneformer}
 LABELS = {"cellplm": "CellPLM (this project)", "scgpt": "scGPT 0.2.4", "geneformer": "Geneformer"}
 
 
-def measure(model: str, cells_path, options: dict | None = None, device: str = "auto", repeats: int = 3,
-            warmup_cells: int = 8) -> dict:
+def measure(
+    model: str, cells_path, options: dict | None = None, device: str = "auto", repeats: int = 3, warmup_cells: int = 8
+) -> dict:
     """Time ``repeats`` embeddings of all cells in ``cells_path`` (after a warm-up on a few cells); median reported."""
     import anndata as ad
     import torch
@@ -129,8 +169,15 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
         if z.shape[0] != adata.n_obs:
             raise RuntimeError(f"{model} returned {z.shape[0]} embeddings for {adata.n_obs} cells")
         seconds = statistics.median(times)
-        row.update(seconds=seconds, times=times, value=adata.n_obs / seconds, dim=int(z.shape[1]),
-                   weights=meta["weights"], precision=meta["precision"], device=meta["device"])
+        row.update(
+            seconds=seconds,
+            times=times,
+            value=adata.n_obs / seconds,
+            dim=int(z.shape[1]),
+            weights=meta["weights"],
+            precision=meta["precision"],
+            device=meta["device"],
+        )
         if (gpu_mb := peak_gpu_mb()) is not None:
             row["peak_gpu_mb"] = gpu_mb
     except NotApplicable as e:
@@ -143,6 +190,7 @@ def measure(model: str, cells_path, options: dict | None = None, device: str = "
 
 
 # ---- the job: every model, one after the other ------------------------------------------------------------
+
 
 def speed_input(adata, n_cells: int, n_genes: int | None, seed: int = 0):
     """The cells every model embeds: ``n_cells`` drawn without replacement (seeded) and, when ``n_genes`` is set,
@@ -160,8 +208,15 @@ def speed_input(adata, n_cells: int, n_genes: int | None, seed: int = 0):
     return sub
 
 
-def run_models(models: dict, cells_path, device: str = "auto", repeats: int = 3, threads: int | None = None,
-               timeout_s: float | None = None, log=print) -> pd.DataFrame:
+def run_models(
+    models: dict,
+    cells_path,
+    device: str = "auto",
+    repeats: int = 3,
+    threads: int | None = None,
+    timeout_s: float | None = None,
+    log=print,
+) -> pd.DataFrame:
     """Measure each model (``{name: {"python": interpreter, "options": {...}}}``) on the same cells and device.
 
     Each model runs in a subprocess of its own interpreter; a crash, a timeout or a missing interpreter becomes a
@@ -179,13 +234,31 @@ def run_models(models: dict, cells_path, device: str = "auto", repeats: int = 3,
             rows.append({"method": name, "status": "not_applicable", "reason": spec.get("reason") or "no interpreter"})
             continue
         log(f"speed: {name} with {spec['python']} on {device}")
-        cmd = [spec["python"], "-m", "cellplm.bench.speed", "measure", "--model", name, "--cells", str(cells_path),
-               "--options", json.dumps(spec.get("options", {})), "--device", device, "--repeats", str(repeats)]
+        cmd = [
+            spec["python"],
+            "-m",
+            "cellplm.bench.speed",
+            "measure",
+            "--model",
+            name,
+            "--cells",
+            str(cells_path),
+            "--options",
+            json.dumps(spec.get("options", {})),
+            "--device",
+            device,
+            "--repeats",
+            str(repeats),
+        ]
         t0 = time.perf_counter()
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as e:
-            why = f"timed out after {timeout_s:.0f} s" if isinstance(e, subprocess.TimeoutExpired) else f"{type(e).__name__}: {e}"
+            why = (
+                f"timed out after {timeout_s:.0f} s"
+                if isinstance(e, subprocess.TimeoutExpired)
+                else f"{type(e).__name__}: {e}"
+            )
             rows.append({"method": name, "status": "failed", "reason": why})
             log(f"speed: {name}: {why}")
             continue
@@ -196,8 +269,10 @@ def run_models(models: dict, cells_path, device: str = "auto", repeats: int = 3,
             rows.append({"method": name, "status": "failed", "reason": f"exit {out.returncode}: {last}"[:300]})
             continue
         row = json.loads(lines[-1])
-        log(f"speed: {name}: {row['status']} {row.get('value', float('nan')):.1f} cells/s "
-            f"({time.perf_counter() - t0:.0f} s in all) {row.get('reason', '')}")
+        log(
+            f"speed: {name}: {row['status']} {row.get('value', float('nan')):.1f} cells/s "
+            f"({time.perf_counter() - t0:.0f} s in all) {row.get('reason', '')}"
+        )
         rows.append(row)
     return embedding_table(rows)
 
@@ -225,8 +300,13 @@ def speed_table(embedding: pd.DataFrame, runs: pd.DataFrame, method_model: dict 
     for measure, col in (("fit_wall", "fit_s"), ("predict_wall", "predict_s")):
         if runs.empty:
             continue
-        r = runs.rename(columns={col: "value"}).assign(measure=measure, unit="s", status="ok", reason="",
-                                                       n_cells=runs["n_train"] if measure == "fit_wall" else runs["n_test"])
+        r = runs.rename(columns={col: "value"}).assign(
+            measure=measure,
+            unit="s",
+            status="ok",
+            reason="",
+            n_cells=runs["n_train"] if measure == "fit_wall" else runs["n_test"],
+        )
         ref = r[r["method"] == REFERENCE].set_index(["dataset", "split"])["value"]
         key = pd.MultiIndex.from_frame(r[["dataset", "split"]])
         r["speedup_vs_scgpt"] = ref.reindex(key).to_numpy() / r["value"].to_numpy()
@@ -237,6 +317,7 @@ def speed_table(embedding: pd.DataFrame, runs: pd.DataFrame, method_model: dict 
 
 
 # ---- command line ------------------------------------------------------------------------------------------
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m cellplm.bench.speed", description=__doc__.split("\n\n")[0])

@@ -36,12 +36,15 @@ def check_output_space(root: Path, min_free_gb: float, folders=OUTPUT_FOLDERS) -
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
                 pass
         except OSError as e:
-            raise ConfigError(f"{folder}/: not writable ({e.strerror}); run from a writable working directory "
-                              "or fix its permissions") from None
+            raise ConfigError(
+                f"{folder}/: not writable ({e.strerror}); run from a writable working directory or fix its permissions"
+            ) from None
     free_gb = shutil.disk_usage(Path(root) / folders[0]).free / 1e9
     if free_gb < min_free_gb:
-        raise ConfigError(f"{Path(root) / folders[0]}/: only {free_gb:.2f} GB free on its filesystem, below "
-                          f"run.min_free_gb ({min_free_gb:g}); free space or lower run.min_free_gb")
+        raise ConfigError(
+            f"{Path(root) / folders[0]}/: only {free_gb:.2f} GB free on its filesystem, below "
+            f"run.min_free_gb ({min_free_gb:g}); free space or lower run.min_free_gb"
+        )
 
 
 def check_config(config: dict, root: Path) -> None:
@@ -49,13 +52,19 @@ def check_config(config: dict, root: Path) -> None:
     from .methods import zeroshot_row_id
 
     run = config["run"]
-    for kind, known in (("dataset", config["datasets"]), ("method", config["methods"]), ("split", config["splits"]),
-                        ("embedding", config["embeddings"])):
+    for kind, known in (
+        ("dataset", config["datasets"]),
+        ("method", config["methods"]),
+        ("split", config["splits"]),
+        ("embedding", config["embeddings"]),
+    ):
         for name in run[f"{kind}s"]:
             of = [e for e in config["embeddings"] if zeroshot_row_id(e) == name] if kind == "method" else []
             if name not in known and of:
-                raise ConfigError(f"config: run.methods: {name} is the zero-shot row of embedding '{of[0]}'; list "
-                                  f"that in run.embeddings instead (zeroshot.knn adds the row)")
+                raise ConfigError(
+                    f"config: run.methods: {name} is the zero-shot row of embedding '{of[0]}'; list "
+                    f"that in run.embeddings instead (zeroshot.knn adds the row)"
+                )
             if name not in known:
                 raise ConfigError(f"config: unknown {kind} '{name}' in run.{kind}s (known: {', '.join(sorted(known))})")
     for name in run["datasets"]:
@@ -75,7 +84,9 @@ def check_config(config: dict, root: Path) -> None:
     check_cellplm(config)
     speed = config["speed"]
     if speed["enabled"] and speed["dataset"] and speed["dataset"] not in run["datasets"]:
-        raise ConfigError(f"config: speed.dataset '{speed['dataset']}' is not in run.datasets ({', '.join(run['datasets'])})")
+        raise ConfigError(
+            f"config: speed.dataset '{speed['dataset']}' is not in run.datasets ({', '.join(run['datasets'])})"
+        )
     files = {}
     for name in run["datasets"]:
         for f in remote_files(config["datasets"][name]["source"]):
@@ -95,8 +106,10 @@ def check_zeroshot(config: dict, root: Path) -> None:
     if run["embeddings"] and split:
         for name in run["datasets"]:
             if split not in dataset_splits(config, name):
-                raise ConfigError(f"config: zeroshot.split '{split}' is not a split of dataset '{name}' "
-                                  f"({', '.join(dataset_splits(config, name))})")
+                raise ConfigError(
+                    f"config: zeroshot.split '{split}' is not a split of dataset '{name}' "
+                    f"({', '.join(dataset_splits(config, name))})"
+                )
 
 
 def _check_runnable(kind: str, name: str, spec: dict, root: Path) -> None:
@@ -123,8 +136,10 @@ def check_models(config: dict) -> None:
     for name in config["run"]["methods"]:
         model = config["methods"][name].get("model")
         if model and model not in config.get("models", {}):
-            raise ConfigError(f"config: method '{name}' uses model '{model}', which is not in `models` "
-                              f"(known: {', '.join(sorted(config.get('models', {}))) or 'none'})")
+            raise ConfigError(
+                f"config: method '{name}' uses model '{model}', which is not in `models` "
+                f"(known: {', '.join(sorted(config.get('models', {}))) or 'none'})"
+            )
 
 
 def model_dir(model: str) -> str:
@@ -155,7 +170,9 @@ def speed_models(config: dict, ckpt: CheckpointPlan) -> dict:
     for name, spec in config["speed"]["models"].items():
         spec = dict(spec)
         method = spec.pop("method")
-        reason = "" if method in config["methods"] else f"method {method!r} is not in the method registry (config methods)"
+        reason = (
+            "" if method in config["methods"] else f"method {method!r} is not in the method registry (config methods)"
+        )
         fetched = None
         if spec.get("weights") == "checkpoint":
             if name == "cellplm":
@@ -264,8 +281,10 @@ def method_python(python: str | None, root: Path) -> str:
         return str(path)
     if str(path) not in _MISSING_PYTHON:
         _MISSING_PYTHON.add(str(path))
-        print(f"WARNING: interpreter {path} not found (a method's `python` key); its jobs use `python` on PATH",
-              file=sys.stderr)
+        print(
+            f"WARNING: interpreter {path} not found (a method's `python` key); its jobs use `python` on PATH",
+            file=sys.stderr,
+        )
     return "python"
 
 

@@ -19,9 +19,15 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "CellPLM": ".cellplm", "LoadReport": ".checkpoint", "load_model": ".checkpoint", "read_checkpoint": ".checkpoint",
-    "save_checkpoint": ".checkpoint", "CellPLMConfig": ".config", "config_for_shape": ".config",
-    "released_config": ".config", "Sentence": ".sentence",
+    "CellPLM": ".cellplm",
+    "LoadReport": ".checkpoint",
+    "load_model": ".checkpoint",
+    "read_checkpoint": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "CellPLMConfig": ".config",
+    "config_for_shape": ".config",
+    "released_config": ".config",
+    "Sentence": ".sentence",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -58,7 +58,9 @@ class CellPLM(nn.Module):
         self.pre_latent_norm = PreLatentNorm(c.enc_hid)
         self.latent = LatentModel(c.latent_mod, c.enc_hid, c.post_latent_dim, c.num_clusters, c.w_li, c.w_en, c.lamda)
         if c.head_type is None:
-            self.decoder = NBDecoder(c.post_latent_dim, c.dec_hid, c.out_dim, c.dec_layers, c.model_dropout, c.batch_num, c.dataset_num)
+            self.decoder = NBDecoder(
+                c.post_latent_dim, c.dec_hid, c.out_dim, c.dec_layers, c.model_dropout, c.batch_num, c.dataset_num
+            )
         elif c.head_type == "annotation":
             self.head = AnnotationHead(c.post_latent_dim, c.dec_hid, c.out_dim, c.dec_layers, c.model_dropout)
 
@@ -81,7 +83,9 @@ class CellPLM(nn.Module):
     def logits(self, sentence: Sentence) -> torch.Tensor:  # -> N x classes
         return self.head(self.latent_of(sentence, with_loss=False).z)
 
-    def mask(self, sentence: Sentence, generator: torch.Generator | None = None, dense: bool = True) -> tuple[Sentence, torch.Tensor, Mask]:
+    def mask(
+        self, sentence: Sentence, generator: torch.Generator | None = None, dense: bool = True
+    ) -> tuple[Sentence, torch.Tensor, Mask]:
         """Training augmentation: drop cells, then mask cells and entries. Returns the kept cell indices too."""
         c = self.config
         sentence, kept = drop_cells(sentence, c.drop_node_rate, c.max_batch_size, generator)
@@ -99,11 +103,20 @@ class CellPLM(nn.Module):
             out = self.latent(h.float())
             mean, theta = self.decoder(out.z, sentence)
             recon = reconstruction_loss(
-                sentence.dense(), mean, theta, mask.entries, mask.cells, gene_mask=sentence.gene_mask, dae=self.config.dae,
+                sentence.dense(),
+                mean,
+                theta,
+                mask.entries,
+                mask.cells,
+                gene_mask=sentence.gene_mask,
+                dae=self.config.dae,
             )
         return PretrainOutput(
-            loss=out.loss + recon, latent_loss=out.loss, reconstruction_loss=recon,
-            n_cells=sentence.n_cells, n_masked_cells=int(mask.cells.numel()),
+            loss=out.loss + recon,
+            latent_loss=out.loss,
+            reconstruction_loss=recon,
+            n_cells=sentence.n_cells,
+            n_masked_cells=int(mask.cells.numel()),
         )
 
     def pretrain_step(self, sentence: Sentence, generator: torch.Generator | None = None) -> PretrainOutput:

@@ -110,7 +110,9 @@ def read_checkpoint(path: str | Path, trusted_sha256: Collection[str] | None = N
     except pickle.UnpicklingError as err:
         blob = _read_trusted(path, err, trusted_digests(trusted_sha256))
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise InputError(path, f"not a readable PyTorch checkpoint, truncated or corrupt ({type(err).__name__}: {err})") from None
+        raise InputError(
+            path, f"not a readable PyTorch checkpoint, truncated or corrupt ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(blob, dict) or "model_state_dict" not in blob:
         raise InputError(path, "no 'model_state_dict' in the checkpoint (expected the upstream CellPLM format)")
     return blob
@@ -124,9 +126,12 @@ def _read_trusted(path: Path, err: pickle.UnpicklingError, trusted: set[str]) ->
     what = f"the Python object {name.group(1)}" if name else "Python objects beyond tensors"
     digest = sha256_file(path)
     if digest not in trusted:
-        raise InputError(path, f"refused: its pickle calls {what}, and unpickling it could run code; load only "
-                               f"checkpoints you trust, and to trust this one add its sha256 {digest} to "
-                               f"{TRUST_ENV} (or cellplm.checkpoint.trusted_sha256)")
+        raise InputError(
+            path,
+            f"refused: its pickle calls {what}, and unpickling it could run code; load only "
+            f"checkpoints you trust, and to trust this one add its sha256 {digest} to "
+            f"{TRUST_ENV} (or cellplm.checkpoint.trusted_sha256)",
+        )
     log.warning("%s holds %s; fully unpickled because its sha256 %s is trusted", path, what, digest)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -163,15 +168,25 @@ def load_state(model: CellPLM, state: dict, path: str | Path) -> LoadReport:
         if key not in state:
             (report.new if key.startswith(new_prefixes) else report.missing).append(key)
     if not report.ok:
-        details = report.mismatched[:3] + [f"missing {k}" for k in report.missing[:3]] + [f"unexpected {k}" for k in report.unexpected[:3]]
+        details = (
+            report.mismatched[:3]
+            + [f"missing {k}" for k in report.missing[:3]]
+            + [f"unexpected {k}" for k in report.unexpected[:3]]
+        )
         raise InputError(path, "the weights do not fit the architecture of its config (" + "; ".join(details) + ")")
     model.load_state_dict({**own, **usable}, strict=True)
     log.info("%s", report.summary())
     return report
 
 
-def load_model(prefix: str | Path, task: str = "embedder", n_classes: int | None = None, config: CellPLMConfig | None = None,
-               spatial_pe: bool | None = None, trusted_sha256: Collection[str] | None = None) -> tuple[CellPLM, LoadReport]:
+def load_model(
+    prefix: str | Path,
+    task: str = "embedder",
+    n_classes: int | None = None,
+    config: CellPLMConfig | None = None,
+    spatial_pe: bool | None = None,
+    trusted_sha256: Collection[str] | None = None,
+) -> tuple[CellPLM, LoadReport]:
     """Build the model for ``task`` ("embedder", "annotation" or "pretrain") from a checkpoint and load it.
 
     ``config`` overrides the checkpoint's own config file (e.g. to continue a task-specific model).
@@ -206,8 +221,11 @@ def _check_vocabulary(state: dict, config: CellPLMConfig, path: Path) -> None:
     if table is None:
         raise InputError(path, "no gene-embedding table (embedder.feat_enc.emb): not a CellPLM checkpoint")
     if table.shape[0] != config.n_genes:
-        raise InputError(path, f"the gene-embedding table has {table.shape[0]} rows but the config's gene_list has "
-                               f"{config.n_genes} genes: config and weights disagree")
+        raise InputError(
+            path,
+            f"the gene-embedding table has {table.shape[0]} rows but the config's gene_list has "
+            f"{config.n_genes} genes: config and weights disagree",
+        )
 
 
 def _plain(obj):

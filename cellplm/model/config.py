@@ -138,8 +138,13 @@ class CellPLMConfig:
     def for_annotation(self, n_classes: int, dropout: float = 0.5) -> "CellPLMConfig":
         """The fine-tuning model of upstream's annotation pipeline: linear latent and a one-layer head."""
         return self.replace(
-            head_type="annotation", latent_mod="ae", dec_mod="mlp", dec_layers=1, model_dropout=dropout,
-            out_dim=n_classes, max_batch_size=70000,
+            head_type="annotation",
+            latent_mod="ae",
+            dec_mod="mlp",
+            dec_layers=1,
+            model_dropout=dropout,
+            out_dim=n_classes,
+            max_batch_size=70000,
         )
 
 

@@ -36,13 +36,18 @@ def _covariate(n: int, dim: int) -> nn.Sequential:
 
 
 class NBDecoder(nn.Module):
-    def __init__(self, latent_dim: int, dim: int, n_genes: int, n_layers: int, dropout: float, n_batches: int, n_datasets: int):
+    def __init__(
+        self, latent_dim: int, dim: int, n_genes: int, n_layers: int, dropout: float, n_batches: int, n_datasets: int
+    ):
         super().__init__()
         sizes = [latent_dim] + [dim] * (n_layers - 1)
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.Linear(a, b), nn.PReLU(), Dropout(dropout), nn.GroupNorm(4, b)) for a, b in zip(sizes, sizes[1:])
+            nn.Sequential(nn.Linear(a, b), nn.PReLU(), Dropout(dropout), nn.GroupNorm(4, b))
+            for a, b in zip(sizes, sizes[1:])
         )
-        self.covariate_layers = nn.ModuleList([nn.ModuleDict({"batch": _covariate(n_batches, dim), "dataset": _covariate(n_datasets, dim)})])
+        self.covariate_layers = nn.ModuleList(
+            [nn.ModuleDict({"batch": _covariate(n_batches, dim), "dataset": _covariate(n_datasets, dim)})]
+        )
         self.out_layer = NBOutput(sizes[-1], n_genes)
 
     def forward(self, z: torch.Tensor, sentence: Sentence) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,8 +67,11 @@ def nb_nll(x: torch.Tensor, mean: torch.Tensor, theta: torch.Tensor) -> torch.Te
     """Element-wise negative log-likelihood of counts x under NB(mean, dispersion theta)."""
     eps = NB_EPS
     return (
-        torch.lgamma(theta + eps) + torch.lgamma(x + 1.0) - torch.lgamma(x + theta + eps)
-        + (theta + x) * torch.log1p(mean / (theta + eps)) + x * (torch.log(theta + eps) - torch.log(mean + eps))
+        torch.lgamma(theta + eps)
+        + torch.lgamma(x + 1.0)
+        - torch.lgamma(x + theta + eps)
+        + (theta + x) * torch.log1p(mean / (theta + eps))
+        + x * (torch.log(theta + eps) - torch.log(mean + eps))
     )
 
 
@@ -73,8 +81,13 @@ def _rescaled(mean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_loss(
-    x: torch.Tensor, mean: torch.Tensor, theta: torch.Tensor, entry_mask: torch.Tensor, masked_cells: torch.Tensor,
-    gene_mask: torch.Tensor | None = None, dae: bool = True,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    theta: torch.Tensor,
+    entry_mask: torch.Tensor,
+    masked_cells: torch.Tensor,
+    gene_mask: torch.Tensor | None = None,
+    dae: bool = True,
 ) -> torch.Tensor:
     """NB reconstruction loss of the masked cells, averaged over them.
 

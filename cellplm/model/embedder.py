@@ -33,8 +33,12 @@ class GeneEmbedding(nn.Module):
         if sentence.entry_keep is not None:  # masked entries contribute nothing
             weights = weights * sentence.entry_keep
         return F.embedding_bag(
-            sentence.indices, self.emb, sentence.indptr[:-1], mode="sum",
-            per_sample_weights=weights.to(self.emb.dtype), include_last_offset=False,
+            sentence.indices,
+            self.emb,
+            sentence.indptr[:-1],
+            mode="sum",
+            per_sample_weights=weights.to(self.emb.dtype),
+            include_last_offset=False,
         )
 
 

@@ -97,4 +97,3 @@ class PreLatentNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
-

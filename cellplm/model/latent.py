@@ -70,7 +70,9 @@ class GMVAEInference(nn.Module):
     def __init__(self, dim: int, latent_dim: int, n_clusters: int):
         super().__init__()
         self.inference_qyx = nn.ModuleList([GumbelSoftmax(dim, n_clusters)])
-        self.inference_qzyx = nn.ModuleList([nn.Linear(dim + n_clusters, QZ_HIDDEN), nn.ReLU(), Gaussian(QZ_HIDDEN, latent_dim)])
+        self.inference_qzyx = nn.ModuleList(
+            [nn.Linear(dim + n_clusters, QZ_HIDDEN), nn.ReLU(), Gaussian(QZ_HIDDEN, latent_dim)]
+        )
         self.y_mu = nn.Linear(n_clusters, latent_dim)
         self.y_var = nn.Linear(n_clusters, latent_dim)
 
@@ -130,8 +132,11 @@ class LatentModel(nn.Module):
 
     def __init__(self, kind: str, dim: int, latent_dim: int, n_clusters: int, w_li: float, w_en: float, lamda: float):
         super().__init__()
-        layer = (GMVAELatent(dim, latent_dim, n_clusters, w_li, w_en, lamda) if kind == "gmvae"
-                 else LinearLatent(dim, latent_dim))
+        layer = (
+            GMVAELatent(dim, latent_dim, n_clusters, w_li, w_en, lamda)
+            if kind == "gmvae"
+            else LinearLatent(dim, latent_dim)
+        )
         self.layers = nn.ModuleList([nn.Identity(), layer])
 
     def forward(self, h: torch.Tensor, sample_cluster: bool | None = None, with_loss: bool = True) -> LatentOutput:

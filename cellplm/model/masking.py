@@ -22,7 +22,9 @@ class Mask:
     entries: torch.Tensor | None  # N x V bool, True where an entry is masked; None when not needed (fine-tuning)
 
 
-def drop_cells(sentence: Sentence, rate: float, max_cells: int, generator: torch.Generator | None = None) -> tuple[Sentence, torch.Tensor]:
+def drop_cells(
+    sentence: Sentence, rate: float, max_cells: int, generator: torch.Generator | None = None
+) -> tuple[Sentence, torch.Tensor]:
     """A random subset of the cells, kept in their original order; returns it with the kept indices."""
     n = sentence.n_cells
     keep_n = min(max_cells, int(n * (1.0 - rate)))
@@ -33,7 +35,11 @@ def drop_cells(sentence: Sentence, rate: float, max_cells: int, generator: torch
 
 
 def mask_sentence(
-    sentence: Sentence, node_rate: float, feature_rate: float, dense_mask: bool, generator: torch.Generator | None = None,
+    sentence: Sentence,
+    node_rate: float,
+    feature_rate: float,
+    dense_mask: bool,
+    generator: torch.Generator | None = None,
 ) -> tuple[Sentence, Mask]:
     """Mask ⌊node_rate·N⌋ cells and, in them, each entry with probability ``feature_rate``.
 
@@ -63,4 +69,6 @@ def fixed_mask(sentence: Sentence, entries: torch.Tensor) -> tuple[Sentence, Mas
     entries = entries.to(torch.bool).to(sentence.device)
     hidden = entries[sentence.row_ids(), sentence.indices]
     cells = torch.nonzero(entries.any(1)).flatten()
-    return dataclasses.replace(sentence, entry_keep=(~hidden).to(sentence.values.dtype)), Mask(cells=cells, entries=entries)
+    return dataclasses.replace(sentence, entry_keep=(~hidden).to(sentence.values.dtype)), Mask(
+        cells=cells, entries=entries
+    )

@@ -51,7 +51,8 @@ class Sentence:
             indptr=torch.as_tensor(np.asarray(indptr, dtype=np.int64)),
             indices=torch.as_tensor(np.asarray(indices, dtype=np.int64)),
             values=torch.as_tensor(np.asarray(values, dtype=np.float32)),
-            n_vocab=n_vocab, **kw,
+            n_vocab=n_vocab,
+            **kw,
         )
 
     def to(self, device) -> "Sentence":
@@ -83,7 +84,12 @@ class Sentence:
             return None if t is None else t[cells]
 
         return dataclasses.replace(
-            self, indptr=indptr, indices=self.indices[pos], values=self.values[pos], coords=rows(self.coords),
-            batch=rows(self.batch), dataset=rows(self.dataset),
+            self,
+            indptr=indptr,
+            indices=self.indices[pos],
+            values=self.values[pos],
+            coords=rows(self.coords),
+            batch=rows(self.batch),
+            dataset=rows(self.dataset),
             entry_keep=None if self.entry_keep is None else self.entry_keep[pos],
         )

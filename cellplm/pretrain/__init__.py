@@ -42,10 +42,21 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "PretrainConfig": ".config", "CorpusItem": ".corpus", "balanced_partition": ".distributed",
-    "pretrain": ".loop", "PretrainResult": ".loop", "add_arguments": ".options", "config_args": ".options",
-    "run_from_args": ".cli", "main": ".cli", "BEST": ".checkpoints", "LAST": ".checkpoints",
-    "META_JSON": ".checkpoints", "DIGEST_ENV": ".checkpoints", "LOSS_LOG": ".loss_log", "LOG_COLUMNS": ".loss_log",
+    "PretrainConfig": ".config",
+    "CorpusItem": ".corpus",
+    "balanced_partition": ".distributed",
+    "pretrain": ".loop",
+    "PretrainResult": ".loop",
+    "add_arguments": ".options",
+    "config_args": ".options",
+    "run_from_args": ".cli",
+    "main": ".cli",
+    "BEST": ".checkpoints",
+    "LAST": ".checkpoints",
+    "META_JSON": ".checkpoints",
+    "DIGEST_ENV": ".checkpoints",
+    "LOSS_LOG": ".loss_log",
+    "LOG_COLUMNS": ".loss_log",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -38,12 +38,16 @@ def check_resume(out: Path, model_config: CellPLMConfig, meta: dict, blob: dict)
     old_h, new_h = old.get("hyperparameters", {}), meta["hyperparameters"]
     diff = sorted(k for k in new_h if k not in RESUME_FREE and old_h.get(k) != new_h[k])
     if diff:
-        raise ConfigError(f"{prefix}: cannot resume, the training settings differ ("
-                          + ", ".join(f"{k}: checkpoint {old_h.get(k)!r} vs requested {new_h[k]!r}" for k in diff) + ")")
+        raise ConfigError(
+            f"{prefix}: cannot resume, the training settings differ ("
+            + ", ".join(f"{k}: checkpoint {old_h.get(k)!r} vs requested {new_h[k]!r}" for k in diff)
+            + ")"
+        )
     for key, what in (("corpus", "corpus"), ("world_size", "number of processes"), ("precision", "precision")):
         if old.get(key) != meta[key]:
-            raise ConfigError(f"{prefix}: cannot resume, the {what} differs (checkpoint {old.get(key)!r} vs "
-                              f"requested {meta[key]!r})")
+            raise ConfigError(
+                f"{prefix}: cannot resume, the {what} differs (checkpoint {old.get(key)!r} vs requested {meta[key]!r})"
+            )
 
 
 def digest(model: nn.Module) -> str:
@@ -62,17 +66,38 @@ def write_digest(model: nn.Module, rank: int) -> None:
         (d / f"rank{rank}.sha256").write_text(digest(model) + "\n")
 
 
-def save_training_checkpoint(out: Path, model, optimizer, scheduler, *, epoch: int, step: int, best_loss: float,
-                             best_epoch, log_rows: int, meta: dict) -> None:
+def save_training_checkpoint(
+    out: Path,
+    model,
+    optimizer,
+    scheduler,
+    *,
+    epoch: int,
+    step: int,
+    best_loss: float,
+    best_epoch,
+    log_rows: int,
+    meta: dict,
+) -> None:
     """``<out>/last``: the weights with the optimiser, scheduler and loop state a resumed run continues from."""
-    save_checkpoint(model, out / LAST, extra={
-        "optimizer_state_dict": optimizer.state_dict(), "scheduler_state_dict": scheduler.state_dict(),
-        "epoch": epoch, "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "log_rows": log_rows,
-        "pretraining": meta,
-    })
+    save_checkpoint(
+        model,
+        out / LAST,
+        extra={
+            "optimizer_state_dict": optimizer.state_dict(),
+            "scheduler_state_dict": scheduler.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "best_loss": best_loss,
+            "best_epoch": best_epoch,
+            "log_rows": log_rows,
+            "pretraining": meta,
+        },
+    )
 
 
 def save_best(out: Path, model, *, meta: dict, epoch: int, step: int, best_loss: float) -> None:
     """``<out>/model``: the best weights so far, ``load_model``-ready."""
-    save_checkpoint(model, out / BEST, extra={"pretraining": meta, "epoch": epoch, "step": step, "best_loss": best_loss})
-
+    save_checkpoint(
+        model, out / BEST, extra={"pretraining": meta, "epoch": epoch, "step": step, "best_loss": best_loss}
+    )

@@ -19,11 +19,23 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     try:
         cfg = PretrainConfig(
-            epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-            schedule=args.schedule, clip=args.clip, seed=args.seed, device=args.device, precision=args.precision,
-            sentence_key=args.sentence_key, spatial_key=args.spatial_key, layer=args.layer,
-            max_cells_per_sentence=args.max_cells_per_sentence, val_sentences=args.val_sentences,
-            checkpoint_every=args.checkpoint_every, max_steps=args.max_steps, backed=args.backed,
+            epochs=args.epochs,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps,
+            schedule=args.schedule,
+            clip=args.clip,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            sentence_key=args.sentence_key,
+            spatial_key=args.spatial_key,
+            layer=args.layer,
+            max_cells_per_sentence=args.max_cells_per_sentence,
+            val_sentences=args.val_sentences,
+            checkpoint_every=args.checkpoint_every,
+            max_steps=args.max_steps,
+            backed=args.backed,
         )
         model_config = config_for_shape(args.shape, spatial_pe=bool(getattr(args, "spatial_pe", False)))
         result = pretrain(args.corpus, args.out, cfg, model_config, resume=args.resume, progress=not args.no_progress)
@@ -40,6 +52,8 @@ def main(argv=None) -> int:
 
     args = build_parser(description=doc.splitlines()[0]).parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(message)s",
+    )
     return run_from_args(args)

@@ -60,7 +60,9 @@ def as_items(corpus) -> list[CorpusItem]:
         elif isinstance(entry, (str, Path)):
             item = CorpusItem(Path(entry).name.removesuffix(".h5ad"), entry)
         elif hasattr(entry, "obs"):
-            item = CorpusItem(str(entry.uns.get("name", f"corpus[{i}]")) if hasattr(entry, "uns") else f"corpus[{i}]", entry)
+            item = CorpusItem(
+                str(entry.uns.get("name", f"corpus[{i}]")) if hasattr(entry, "uns") else f"corpus[{i}]", entry
+            )
         else:
             raise ConfigError(f"corpus[{i}]: expected an AnnData, an h5ad path, a (name, data) pair or a CorpusItem")
         name, k = item.name, 2
@@ -86,7 +88,9 @@ def open_item(item: CorpusItem, backed: bool):
             try:
                 return ad.read_h5ad(path, backed="r"), str(path)
             except Exception as e:  # noqa: BLE001 - h5py raises many types for damaged files
-                raise InputError(path, f"not a readable h5ad file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                raise InputError(
+                    path, f"not a readable h5ad file: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from None
         return read_h5ad(path), str(path)
     return item.data, item.name
 
@@ -97,9 +101,9 @@ def vocab_totals(X, in_vocab: np.ndarray, chunk: int = 50_000) -> np.ndarray:
     out = np.zeros(n, dtype=np.float64)
     w = in_vocab.astype(np.float64)
     for start in range(0, n, chunk):
-        block = X[start:start + chunk]
+        block = X[start : start + chunk]
         block = block if sp.issparse(block) else np.asarray(block)
-        out[start:start + chunk] = np.asarray(block @ w).ravel()
+        out[start : start + chunk] = np.asarray(block @ w).ravel()
     return out
 
 
@@ -115,12 +119,15 @@ def load_corpus(corpus, cfg: PretrainConfig, vocabulary: list[str]) -> tuple[lis
         head = X[: min(adata.n_obs, 20_000)] if cfg.backed else X
         check_counts(head, source)
         try:
-            match = match_genes(adata.var, adata.var_names, vocabulary, gene_ids=cfg.gene_ids,
-                                gene_totals=gene_totals(adata, cfg.layer))
+            match = match_genes(
+                adata.var, adata.var_names, vocabulary, gene_ids=cfg.gene_ids, gene_totals=gene_totals(adata, cfg.layer)
+            )
         except KeyError as e:
             raise InputError(source, f"no var column {e} with gene ids") from None
         if match.n_matched == 0:
-            raise InputError(source, f"no genes in the CellPLM vocabulary ({match.n_genes} genes; ids from {match.id_source})")
+            raise InputError(
+                source, f"no genes in the CellPLM vocabulary ({match.n_genes} genes; ids from {match.id_source})"
+            )
         gene_mask = torch.zeros(n_vocab, dtype=torch.bool)
         gene_mask[torch.as_tensor(match.vocab_index[match.vocab_index >= 0])] = True
         spatial = spec.spatial_key or cfg.spatial_key
@@ -150,8 +157,19 @@ def load_corpus(corpus, cfg: PretrainConfig, vocabulary: list[str]) -> tuple[lis
 def sentence(items: list[Item], ref: Ref, cells: np.ndarray, cfg: PretrainConfig) -> Sentence:
     item = items[ref.item]
     n_vocab = item.gene_mask.numel()
-    (_, s), = sentences(item.adata, item.match.vocab_index, n_vocab, group_key=None, layer=cfg.layer, spatial_key=item.spatial_key,
-                        cells=cells)
+    ((_, s),) = sentences(
+        item.adata,
+        item.match.vocab_index,
+        n_vocab,
+        group_key=None,
+        layer=cfg.layer,
+        spatial_key=item.spatial_key,
+        cells=cells,
+    )
     n = s.n_cells
-    return dataclasses.replace(s, batch=torch.full((n,), ref.batch_id, dtype=torch.int64),
-                               dataset=torch.full((n,), ref.item, dtype=torch.int64), gene_mask=item.gene_mask)
+    return dataclasses.replace(
+        s,
+        batch=torch.full((n,), ref.batch_id, dtype=torch.int64),
+        dataset=torch.full((n,), ref.item, dtype=torch.int64),
+        gene_mask=item.gene_mask,
+    )

@@ -46,13 +46,20 @@ def resolve_model_config(model_config) -> tuple[CellPLMConfig, str]:
         return config_for_shape(model_config), model_config
     if not isinstance(model_config, CellPLMConfig):
         raise ConfigError("model_config must be a CellPLMConfig, a shape name or None")
-    shape = next((name for name, dims in SHAPES.items()
-                  if all(getattr(model_config, k) == v for k, v in dims.items())), "custom")
+    shape = next(
+        (name for name, dims in SHAPES.items() if all(getattr(model_config, k) == v for k, v in dims.items())), "custom"
+    )
     return model_config, shape
 
 
-def pretrain(corpus, out_dir, config: PretrainConfig | None = None, model_config: CellPLMConfig | str | None = None,
-             resume: bool = False, progress: bool = True) -> PretrainResult:
+def pretrain(
+    corpus,
+    out_dir,
+    config: PretrainConfig | None = None,
+    model_config: CellPLMConfig | str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> PretrainResult:
     """Pretrain CellPLM on ``corpus``; write ``<out_dir>/model`` (best), ``<out_dir>/last`` and ``loss.tsv``.
 
     ``corpus``: AnnData objects, h5ad paths, (name, AnnData-or-path) pairs or :class:`CorpusItem` s.
@@ -111,29 +118,58 @@ class _Run:
     def _run_model_config(self, base: CellPLMConfig, shape: str) -> CellPLMConfig:
         cfg, items, refs = self.cfg, self.items, self.refs
         # training-script fields of the upstream config format describe this run, not the released one
-        run_fields = {"name": f"cellplm_pretrain_{shape}", "dataset": "+".join(it.name for it in items)[:200],
-                      "lr": cfg.lr, "wd": cfg.weight_decay, "epochs": cfg.epochs, "val_num": len(self.val_ids),
-                      "ddp": self.dist.on}
-        return base.replace(head_type=None, latent_mod="gmvae", out_dim=base.n_genes, batch_num=len(refs),
-                            dataset_num=len(items), extra={**base.extra, **run_fields})
+        run_fields = {
+            "name": f"cellplm_pretrain_{shape}",
+            "dataset": "+".join(it.name for it in items)[:200],
+            "lr": cfg.lr,
+            "wd": cfg.weight_decay,
+            "epochs": cfg.epochs,
+            "val_num": len(self.val_ids),
+            "ddp": self.dist.on,
+        }
+        return base.replace(
+            head_type=None,
+            latent_mod="gmvae",
+            out_dim=base.n_genes,
+            batch_num=len(refs),
+            dataset_num=len(items),
+            extra={**base.extra, **run_fields},
+        )
 
     def _metadata(self, shape: str) -> dict:
         cfg, items, refs, runtime = self.cfg, self.items, self.refs, self.runtime
         return {
             "pretrained_here": True,
-            "corpus": [{"name": it.name, "source": it.source if isinstance(it.source, str) else it.name,
-                        "n_cells": it.n_cells, "n_sentences": sum(r.item == d for r in refs),
-                        "n_genes_matched": it.match.n_matched, "spatial": it.spatial_key is not None}
-                       for d, it in enumerate(items)],
-            "n_sentences": len(refs), "n_train_sentences": len(self.train_ids), "n_val_sentences": len(self.val_ids),
+            "corpus": [
+                {
+                    "name": it.name,
+                    "source": it.source if isinstance(it.source, str) else it.name,
+                    "n_cells": it.n_cells,
+                    "n_sentences": sum(r.item == d for r in refs),
+                    "n_genes_matched": it.match.n_matched,
+                    "spatial": it.spatial_key is not None,
+                }
+                for d, it in enumerate(items)
+            ],
+            "n_sentences": len(refs),
+            "n_train_sentences": len(self.train_ids),
+            "n_val_sentences": len(self.val_ids),
             "selection": "validation loss" if self.use_val else "training loss",
             "shape": shape,
             "hyperparameters": asdict(cfg),
             "seed": cfg.seed,
-            "versions": {"cellplm": __version__, "torch": str(torch.__version__), "numpy": str(np.__version__),
-                         "python": platform.python_version()},
-            "device": str(runtime.device), "device_name": runtime.describe(), "precision": runtime.precision,
-            "world_size": self.dist.world, "steps_per_epoch": self.steps_per_epoch, "resumed": False,
+            "versions": {
+                "cellplm": __version__,
+                "torch": str(torch.__version__),
+                "numpy": str(np.__version__),
+                "python": platform.python_version(),
+            },
+            "device": str(runtime.device),
+            "device_name": runtime.describe(),
+            "precision": runtime.precision,
+            "world_size": self.dist.world,
+            "steps_per_epoch": self.steps_per_epoch,
+            "resumed": False,
         }
 
     # ---- resuming ------------------------------------------------------------------------------------------------
@@ -142,8 +178,10 @@ class _Run:
         out, cfg = self.out, self.cfg
         last_weights = checkpoint_paths(out / LAST)[1]
         if last_weights.exists() and not resume:
-            raise ConfigError(f"{out}: already holds a pretraining run ({last_weights.name}); pass resume=True "
-                              "(--resume) to continue it or choose another output folder")
+            raise ConfigError(
+                f"{out}: already holds a pretraining run ({last_weights.name}); pass resume=True "
+                "(--resume) to continue it or choose another output folder"
+            )
         if not (resume and last_weights.exists()):
             if resume:
                 log.info("no checkpoint in %s; starting a fresh run", out)
@@ -170,21 +208,33 @@ class _Run:
         # find_unused_parameters: the free-bits floors cut the KL terms' graph, missing_pe/pe rows and covariate
         # rows of other sentences get no gradient in a step.
         device = self.runtime.device
-        return DDP(self.objective, device_ids=[device.index] if device.type == "cuda" else None,
-                   find_unused_parameters=True)
+        return DDP(
+            self.objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
 
     def save_last(self, epoch: int) -> None:
         if self.main:
-            save_training_checkpoint(self.out, self.model, self.optimizer, self.scheduler, epoch=epoch, step=self.step,
-                                     best_loss=self.best, best_epoch=self.best_epoch, log_rows=self.loss_log.rows,
-                                     meta=self.meta)
+            save_training_checkpoint(
+                self.out,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                epoch=epoch,
+                step=self.step,
+                best_loss=self.best,
+                best_epoch=self.best_epoch,
+                log_rows=self.loss_log.rows,
+                meta=self.meta,
+            )
 
     # ---- one sentence ------------------------------------------------------------------------------------------
     def _draw(self, ref: Ref, epoch: int, g: int, rank: int):
         """Seed torch for step ``g`` and give its (subsampled) sentence on the device and its masking generator."""
         cfg = self.cfg
         torch.manual_seed(seeding.seed(cfg.seed, seeding.TORCH, epoch, g, rank))
-        cells = seeding.subsample(ref.cells, cfg.max_cells_per_sentence, seeding.rng(cfg.seed, seeding.SUBSAMPLE, epoch, g, rank))
+        cells = seeding.subsample(
+            ref.cells, cfg.max_cells_per_sentence, seeding.rng(cfg.seed, seeding.SUBSAMPLE, epoch, g, rank)
+        )
         s = sentence(self.items, ref, cells, cfg).to(self.runtime.device)
         return s, torch.Generator().manual_seed(seeding.seed(cfg.seed, seeding.MASK, epoch, g, rank))
 
@@ -199,12 +249,21 @@ class _Run:
                     continue
                 # the validation draws are keyed (VALIDATION_EPOCH, sentence): the same at every epoch
                 torch.manual_seed(seeding.seed(cfg.seed, seeding.TORCH, seeding.VALIDATION_EPOCH, j, 0))
-                cells = seeding.subsample(self.refs[j].cells, cfg.max_cells_per_sentence,
-                                          seeding.rng(cfg.seed, seeding.SUBSAMPLE, seeding.VALIDATION_EPOCH, j))
+                cells = seeding.subsample(
+                    self.refs[j].cells,
+                    cfg.max_cells_per_sentence,
+                    seeding.rng(cfg.seed, seeding.SUBSAMPLE, seeding.VALIDATION_EPOCH, j),
+                )
                 s = sentence(self.items, self.refs[j], cells, cfg).to(self.runtime.device)
-                gen = torch.Generator().manual_seed(seeding.seed(cfg.seed, seeding.MASK, seeding.VALIDATION_EPOCH, j, 0))
+                gen = torch.Generator().manual_seed(
+                    seeding.seed(cfg.seed, seeding.MASK, seeding.VALIDATION_EPOCH, j, 0)
+                )
                 loss, latent, recon = objective(s, gen)
-                total, latent_total, recon_total = total + loss.item(), latent_total + latent.item(), recon_total + recon.item()
+                total, latent_total, recon_total = (
+                    total + loss.item(),
+                    latent_total + latent.item(),
+                    recon_total + recon.item(),
+                )
                 count += 1
         objective.train()
         sums = dist_.sum([total, latent_total, recon_total, count], self.runtime.device)
@@ -214,7 +273,9 @@ class _Run:
     def _train_epoch(self, epoch: int, bar) -> tuple[list[float], float, bool]:
         """The epoch's remaining steps; its training losses, the last step's lr, and whether max_steps stopped it."""
         cfg, dist_, spe = self.cfg, self.dist, self.steps_per_epoch
-        order = [self.train_ids[k] for k in seeding.rng(cfg.seed, seeding.ORDER, epoch).permutation(len(self.train_ids))]
+        order = [
+            self.train_ids[k] for k in seeding.rng(cfg.seed, seeding.ORDER, epoch).permutation(len(self.train_ids))
+        ]
         plan = balanced_partition(self.sizes, order, dist_.world)[dist_.rank]
         epoch_losses, stopped = [], False
         for i in range(self.step - epoch * spe, spe):
@@ -226,8 +287,10 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss, latent, recon = self.train_module(s, gen)
             if not torch.isfinite(loss):
-                raise CellPLMError(f"pretraining diverged: non-finite loss at step {g + 1} (sentence {ref.label}); "
-                                   "lower --lr or use --precision fp32")
+                raise CellPLMError(
+                    f"pretraining diverged: non-finite loss at step {g + 1} (sentence {ref.label}); "
+                    "lower --lr or use --precision fp32"
+                )
             loss.backward()
             if cfg.clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
@@ -236,9 +299,17 @@ class _Run:
             self.step = g + 1
             values = dist_.mean([loss.item(), latent.item(), recon.item(), float(s.n_cells)], self.runtime.device)
             epoch_losses.append(values[0])
-            self.loss_log.add(step=self.step, epoch=epoch, split="train", loss=values[0], latent_loss=values[1],
-                              reconstruction_loss=values[2], lr=lr, n_cells=int(round(values[3] * dist_.world)),
-                              seconds=round(time.time() - t0, 4))
+            self.loss_log.add(
+                step=self.step,
+                epoch=epoch,
+                split="train",
+                loss=values[0],
+                latent_loss=values[1],
+                reconstruction_loss=values[2],
+                lr=lr,
+                n_cells=int(round(values[3] * dist_.world)),
+                seconds=round(time.time() - t0, 4),
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{values[0]:.4g}", epoch=epoch)
             if i == spe - 1:  # end of the epoch: _end_epoch checkpoints
@@ -255,9 +326,17 @@ class _Run:
         if self.use_val:
             t0 = time.time()
             val, val_latent, val_recon = self.validate()
-            self.loss_log.add(step=self.step, epoch=epoch, split="val", loss=val, latent_loss=val_latent,
-                              reconstruction_loss=val_recon, lr=lr,
-                              n_cells=sum(self.sizes[j] for j in self.val_ids), seconds=round(time.time() - t0, 4))
+            self.loss_log.add(
+                step=self.step,
+                epoch=epoch,
+                split="val",
+                loss=val,
+                latent_loss=val_latent,
+                reconstruction_loss=val_recon,
+                lr=lr,
+                n_cells=sum(self.sizes[j] for j in self.val_ids),
+                seconds=round(time.time() - t0, 4),
+            )
             log.info("epoch %d: training loss %.4f, validation loss %.4f", epoch, float(np.mean(epoch_losses)), val)
         else:
             val = float(np.mean(epoch_losses)) if epoch_losses else math.inf
@@ -275,8 +354,14 @@ class _Run:
 
         cfg = self.cfg
         stopped = False
-        bar = tqdm(total=self.total_steps, initial=min(self.step, self.total_steps), disable=not (progress and self.main),
-                   desc="pretrain", unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=min(self.step, self.total_steps),
+            disable=not (progress and self.main),
+            desc="pretrain",
+            unit="step",
+            dynamic_ncols=True,
+        )
         self.objective.train()
         try:
             for epoch in range(self.step // self.steps_per_epoch, cfg.epochs):
@@ -301,11 +386,20 @@ class _Run:
         dist_.barrier()
         self.objective = Objective(self.model, self.runtime)
         self.train_module = self._training_module()
-        log.info("pretraining %s model (%d parameters) on %d sentences (%d train, %d validation) of %d item(s); %d "
-                 "step(s) per epoch x %d epoch(s) on %d process(es), %s", self.shape,
-                 sum(p.numel() for p in self.model.parameters()), len(self.refs), len(self.train_ids),
-                 len(self.val_ids), len(self.items), self.steps_per_epoch, self.cfg.epochs, dist_.world,
-                 self.runtime.describe())
+        log.info(
+            "pretraining %s model (%d parameters) on %d sentences (%d train, %d validation) of %d item(s); %d "
+            "step(s) per epoch x %d epoch(s) on %d process(es), %s",
+            self.shape,
+            sum(p.numel() for p in self.model.parameters()),
+            len(self.refs),
+            len(self.train_ids),
+            len(self.val_ids),
+            len(self.items),
+            self.steps_per_epoch,
+            self.cfg.epochs,
+            dist_.world,
+            self.runtime.describe(),
+        )
         stopped = self._epochs(progress)
         write_digest(self.model, dist_.rank)
         return self._finish(stopped, t_start)
@@ -313,10 +407,17 @@ class _Run:
     def _finish(self, stopped: bool, t_start: float) -> PretrainResult:
         out, best, meta = self.out, self.best, self.meta
         summary = {
-            "best_checkpoint": str(out / BEST), "best_loss": None if math.isinf(best) else best,
-            "best_epoch": self.best_epoch, "selection": meta["selection"], "steps": self.step,
-            "total_steps": self.total_steps, "finished": self.step >= self.total_steps, "stopped_early": stopped,
-            "epochs": self.cfg.epochs, "resumed": meta["resumed"], "seconds": round(time.time() - t_start, 2),
+            "best_checkpoint": str(out / BEST),
+            "best_loss": None if math.isinf(best) else best,
+            "best_epoch": self.best_epoch,
+            "selection": meta["selection"],
+            "steps": self.step,
+            "total_steps": self.total_steps,
+            "finished": self.step >= self.total_steps,
+            "stopped_early": stopped,
+            "epochs": self.cfg.epochs,
+            "resumed": meta["resumed"],
+            "seconds": round(time.time() - t_start, 2),
             "world_size": self.dist.world,
         }
         if self.main:

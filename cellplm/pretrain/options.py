@@ -63,10 +63,22 @@ BY_KEY = {o.key: o for o in OPTIONS}
 # options the workflow always passes (None: taken from the section): its corpus files hold sentences in
 # obs['batch'] and coordinates in obsm['spatial']; a job's log has no use for progress bars. In this order, the
 # order of the command line the workflow has always written (a changed command line would rerun its jobs).
-WORKFLOW_SETTINGS = {"shape": None, "epochs": None, "seed": None, "lr": None, "warmup_steps": None,
-                     "max_cells_per_sentence": None, "val_sentences": None, "device": None, "precision": None,
-                     "sentence_key": BATCH, "spatial_key": "spatial", "no_progress": True, "spatial_pe": None,
-                     "resume": None}
+WORKFLOW_SETTINGS = {
+    "shape": None,
+    "epochs": None,
+    "seed": None,
+    "lr": None,
+    "warmup_steps": None,
+    "max_cells_per_sentence": None,
+    "val_sentences": None,
+    "device": None,
+    "precision": None,
+    "sentence_key": BATCH,
+    "spatial_key": "spatial",
+    "no_progress": True,
+    "spatial_pe": None,
+    "resume": None,
+}
 WORKFLOW_KEYS = tuple(k for k, fixed in WORKFLOW_SETTINGS.items() if fixed is None)
 
 

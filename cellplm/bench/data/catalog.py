@@ -12,8 +12,11 @@ from pathlib import Path
 
 # name: (package, path inside the package, what it is)
 BUILTIN = {
-    "pbmc68k_reduced": ("scanpy", "datasets/10x_pbmc68k_reduced.h5ad",
-                        "700 PBMCs (10x), log-normalised .raw plus n_counts; 10 labels in bulk_labels"),
+    "pbmc68k_reduced": (
+        "scanpy",
+        "datasets/10x_pbmc68k_reduced.h5ad",
+        "700 PBMCs (10x), log-normalised .raw plus n_counts; 10 labels in bulk_labels",
+    ),
 }
 
 
@@ -34,10 +37,16 @@ def builtin_path(name: str) -> Path:
 
 def remote_files(source: dict) -> list[dict]:
     """The files a dataset source downloads: [{url, filename, sha256, mirrors, version_id, as_of}]."""
+
     def entry(spec: dict, url: str | None = None, filename: str | None = None) -> dict:
-        return {"url": url or spec["url"], "filename": filename or spec["filename"], "sha256": spec.get("sha256"),
-                "mirrors": list(spec.get("mirrors") or []), "version_id": spec.get("version_id"),
-                "as_of": str(spec["as_of"]) if spec.get("as_of") else None}
+        return {
+            "url": url or spec["url"],
+            "filename": filename or spec["filename"],
+            "sha256": spec.get("sha256"),
+            "mirrors": list(spec.get("mirrors") or []),
+            "version_id": spec.get("version_id"),
+            "as_of": str(spec["as_of"]) if spec.get("as_of") else None,
+        }
 
     kind = source["kind"]
     if kind in ("download", "archive"):

@@ -141,7 +141,9 @@ def locate_counts(path, f: h5py.File, obs, counts: str | None = None) -> tuple[s
             m = read_matrix(f, k.location)
             check_values(path, k.location, m)
             if not np.all(np.abs(m.data - np.round(m.data)) < 1e-4):
-                raise InputError(path, f"{k.location} holds non-integer values beyond the sampled part; counts required")
+                raise InputError(
+                    path, f"{k.location} holds non-integer values beyond the sampled part; counts required"
+                )
             return m, k.location, _var_location(k.location)
     # No count matrix: recover from log-normalised values when library sizes are known.
     size_col = next((c for c in LIBRARY_SIZE_COLUMNS if c in obs.columns), None)

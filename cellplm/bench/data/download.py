@@ -39,8 +39,7 @@ from tqdm.auto import tqdm
 
 from ...checksum import sha256_file
 from ..errors import DISK_FULL, UNWRITABLE, DownloadError
-from .services import (ENDPOINTS, check_cell_count, gdrive_download, looks_like_html, open_url, resolve,
-                       service_name)
+from .services import ENDPOINTS, check_cell_count, gdrive_download, looks_like_html, open_url, resolve, service_name
 
 CHUNK = 1 << 20
 # No retry can change these answers; the next mirror may.
@@ -94,7 +93,11 @@ class Manifest:
         with self._locked():
             rows = self._read()
             rows[filename] = dict(
-                filename=filename, url=url, sha256=digest, bytes=str(size), version=version or "",
+                filename=filename,
+                url=url,
+                sha256=digest,
+                bytes=str(size),
+                version=version or "",
                 recorded=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             text = "\t".join(self.COLUMNS) + "\n"
@@ -136,8 +139,15 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
         raise
     with r:
         if r.status not in (200, 206):  # 202: figshare's bot challenge (empty); 203/204: no file either
-            raise Refused(f"HTTP {r.status} {r.reason}" + (" with an empty body" if not r.headers.get("Content-Length")
-                                                            or r.headers.get("Content-Length") == "0" else ""), r.url)
+            raise Refused(
+                f"HTTP {r.status} {r.reason}"
+                + (
+                    " with an empty body"
+                    if not r.headers.get("Content-Length") or r.headers.get("Content-Length") == "0"
+                    else ""
+                ),
+                r.url,
+            )
         if have and r.status != 206:  # the server ignored the range (e.g. Dropbox's content host): start over
             have = 0
         ctype = r.headers.get("Content-Type", "")
@@ -146,10 +156,18 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
         length = r.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         mode = "ab" if have else "wb"
-        with open(part, mode) as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=part.name.removesuffix(".part").lstrip("."),
-            disable=not progress, mininterval=2,
-        ) as bar:
+        with (
+            open(part, mode) as out,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=part.name.removesuffix(".part").lstrip("."),
+                disable=not progress,
+                mininterval=2,
+            ) as bar,
+        ):
             while block := r.read(CHUNK):
                 out.write(block)
                 bar.update(len(block))
@@ -162,8 +180,9 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> None:
             raise Refused(f"{HTML_PAGE}, sent as {ctype or 'no Content-Type'}", r.url)
 
 
-def _download_url(url: str, part: Path, dest: Path, retries: int, timeout: float, backoff: float,
-                  progress: bool) -> None:
+def _download_url(
+    url: str, part: Path, dest: Path, retries: int, timeout: float, backoff: float, progress: bool
+) -> None:
     """One candidate URL, retried and resumed; Refused/DownloadError when it cannot give the file."""
     attempt = 0
     while True:
@@ -182,7 +201,8 @@ def _download_url(url: str, part: Path, dest: Path, retries: int, timeout: float
             if getattr(e, "errno", None) in DISK_FULL + UNWRITABLE:  # the local disk, not the network: no retry
                 raise DownloadError(
                     f"{part}: cannot write the download ({e.strerror}); the {_size(part)} bytes already fetched are "
-                    f"kept: free space or fix permissions, then rerun to resume") from None
+                    f"kept: free space or fix permissions, then rerun to resume"
+                ) from None
             if attempt >= retries:
                 raise DownloadError(
                     f"{url}: {service_name(url)} download failed after {retries + 1} attempts ({_reason(e)}); "
@@ -213,8 +233,10 @@ def _check_complete(part: Path) -> None:
 
 def _refusal_message(dest: Path, url: str, refusals: list[tuple[str, str]]) -> str:
     said = "; ".join(f"{service_name(u)} {urllib.parse.urlsplit(u).netloc or u}: {why}" for u, why in refusals)
-    return (f"{dest.name}: no source gave the file ({said}); nothing was saved. Download {url} in a browser, save it "
-            f"as {dest}, and rerun (its sha256 is then recorded with the results)")
+    return (
+        f"{dest.name}: no source gave the file ({said}); nothing was saved. Download {url} in a browser, save it "
+        f"as {dest}, and rerun (its sha256 is then recorded with the results)"
+    )
 
 
 def fetch(
@@ -238,8 +260,15 @@ def fetch(
     part = dest.with_name(f".{dest.name}.part")
     endpoints = {**ENDPOINTS, **(endpoints or {})}
     locked = manifest.row(dest.name) if manifest else None
-    resolved = resolve(url, mirrors, version_id=version_id, as_of=as_of,
-                       locked_version=(locked or {}).get("version") or None, endpoints=endpoints, timeout=timeout)
+    resolved = resolve(
+        url,
+        mirrors,
+        version_id=version_id,
+        as_of=as_of,
+        locked_version=(locked or {}).get("version") or None,
+        endpoints=endpoints,
+        timeout=timeout,
+    )
     recorded = locked if locked and (locked.get("version") or "") == resolved.version else None
     expected = sha256.lower() if sha256 else (recorded["sha256"] if recorded else None)
     if url.startswith("gdrive://"):
@@ -268,6 +297,13 @@ def fetch(
     os.replace(part, dest)
     if manifest is not None and not recorded:
         manifest.record(dest.name, url, digest, size, resolved.version)
-    return {"url": url, "resolved_url": used, "service": resolved.service, "version": resolved.version,
-            "sha256": digest, "bytes": size, "detail": resolved.detail or {},
-            "verified_against": "config" if sha256 else ("manifest" if expected else "recorded now")}
+    return {
+        "url": url,
+        "resolved_url": used,
+        "service": resolved.service,
+        "version": resolved.version,
+        "sha256": digest,
+        "bytes": size,
+        "detail": resolved.detail or {},
+        "verified_against": "config" if sha256 else ("manifest" if expected else "recorded now"),
+    }

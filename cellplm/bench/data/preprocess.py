@@ -128,8 +128,11 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
     if dup.any():
         if spec.duplicate_genes != "make_unique":
             where = f"var['{spec.gene_symbols}']" if spec.gene_symbols else f"{var_location} index"
-            raise InputError(path, f"duplicate gene names in {where} ({dup.sum()} duplicates, e.g. "
-                                   f"{_examples(pd.Index(symbols)[dup])}); set duplicate_genes: make_unique to keep them")
+            raise InputError(
+                path,
+                f"duplicate gene names in {where} ({dup.sum()} duplicates, e.g. "
+                f"{_examples(pd.Index(symbols)[dup])}); set duplicate_genes: make_unique to keep them",
+            )
         symbols = ad.utils.make_index_unique(pd.Index(symbols)).to_numpy()
 
     labels = obs[spec.label_key]
@@ -151,8 +154,9 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
     kept_types = labels[cell_keep].astype(str).unique()
     if len(kept_types) < 2:
         only = f"only {_examples(kept_types)}" if len(kept_types) else "none"
-        raise InputError(path, f"single-class dataset: cell types left after filtering: {only}; "
-                               "annotation needs at least two")
+        raise InputError(
+            path, f"single-class dataset: cell types left after filtering: {only}; annotation needs at least two"
+        )
 
     X = X[cell_keep]  # second copy, the first is released on reassignment
     X = X[:, gene_keep]
@@ -189,7 +193,9 @@ def _check_obs(path: Path, obs: pd.DataFrame, spec: DatasetSpec) -> None:
         raise InputError(path, f"batch column '{spec.batch_key}' not in obs (columns: {', '.join(cols) or 'none'})")
     dup = obs.index.duplicated()
     if dup.any():
-        raise InputError(path, f"duplicate cell names in obs ({dup.sum()} duplicates, e.g. {_examples(obs.index[dup])})")
+        raise InputError(
+            path, f"duplicate cell names in obs ({dup.sum()} duplicates, e.g. {_examples(obs.index[dup])})"
+        )
 
 
 def _gene_names(path: Path, var: pd.DataFrame, spec: DatasetSpec, var_location: str) -> tuple[np.ndarray, np.ndarray]:
@@ -201,8 +207,11 @@ def _gene_names(path: Path, var: pd.DataFrame, spec: DatasetSpec, var_location: 
     else:
         symbols, where = var.index.astype(str).to_numpy(), f"{var_location} index"
     if ensembl_fraction(symbols) > 0.5:
-        raise InputError(path, f"{where} holds Ensembl ids (e.g. {_examples(symbols)}) where gene symbols are expected; "
-                               f"set gene_symbols to the column with symbols (columns: {cols}) and gene_ids to this one")
+        raise InputError(
+            path,
+            f"{where} holds Ensembl ids (e.g. {_examples(symbols)}) where gene symbols are expected; "
+            f"set gene_symbols to the column with symbols (columns: {cols}) and gene_ids to this one",
+        )
     if spec.gene_ids:
         if spec.gene_ids == "var_names":
             ids, where = var.index.astype(str).to_numpy(), f"{var_location} index"

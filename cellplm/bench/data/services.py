@@ -52,15 +52,39 @@ SNIFF_BYTES = 512
 # The HTML signatures of the WHATWG MIME Sniffing Standard (section 7.1, "identifying a resource with an unknown
 # MIME type"): after leading whitespace, one of these (any case) followed by a space or ">"; we also accept the
 # other whitespace bytes after it ("<html\n"), and skip a UTF-8 byte order mark.
-HTML_SIGNATURES = (b"<!doctype html", b"<html", b"<head", b"<script", b"<iframe", b"<h1", b"<div", b"<font",
-                   b"<table", b"<a", b"<style", b"<title", b"<b", b"<body", b"<br", b"<p", b"<!--")
+HTML_SIGNATURES = (
+    b"<!doctype html",
+    b"<html",
+    b"<head",
+    b"<script",
+    b"<iframe",
+    b"<h1",
+    b"<div",
+    b"<font",
+    b"<table",
+    b"<a",
+    b"<style",
+    b"<title",
+    b"<b",
+    b"<body",
+    b"<br",
+    b"<p",
+    b"<!--",
+)
 _WHITESPACE = b"\t\n\x0c\r "
 # Host suffix -> the service's name in messages.
 SERVICES = {
-    "figshare.com": "figshare", "amazonaws.com": "figshare's file store (S3)", "dropbox.com": "Dropbox",
-    "dropboxusercontent.com": "Dropbox", "cziscience.com": "CELLxGENE Discover", "10xgenomics.com": "10x Genomics",
-    "github.com": "GitHub", "githubusercontent.com": "GitHub", "google.com": "Google Drive",
-    "huggingface.co": "Hugging Face", "hf.co": "Hugging Face",
+    "figshare.com": "figshare",
+    "amazonaws.com": "figshare's file store (S3)",
+    "dropbox.com": "Dropbox",
+    "dropboxusercontent.com": "Dropbox",
+    "cziscience.com": "CELLxGENE Discover",
+    "10xgenomics.com": "10x Genomics",
+    "github.com": "GitHub",
+    "githubusercontent.com": "GitHub",
+    "google.com": "Google Drive",
+    "huggingface.co": "Hugging Face",
+    "hf.co": "Hugging Face",
 }
 
 
@@ -80,8 +104,10 @@ def looks_like_html(path) -> bool:
     otherwise be saved as the data and its sha256 recorded as the reference); the one check for every download."""
     with open(path, "rb") as fh:
         head = fh.read(SNIFF_BYTES).removeprefix(b"\xef\xbb\xbf").lstrip(_WHITESPACE).lower()
-    return any(head.startswith(tag) and head[len(tag):len(tag) + 1] in (b">", *(bytes([c]) for c in _WHITESPACE))
-               for tag in HTML_SIGNATURES)
+    return any(
+        head.startswith(tag) and head[len(tag) : len(tag) + 1] in (b">", *(bytes([c]) for c in _WHITESPACE))
+        for tag in HTML_SIGNATURES
+    )
 
 
 def open_url(url: str, headers: dict | None = None, timeout: float = 60):
@@ -101,12 +127,19 @@ class Resolved:
     detail: dict | None = None  # what the service said, for the provenance record
 
 
-def resolve(url: str, mirrors=(), *, version_id=None, as_of=None, locked_version=None, endpoints: dict,
-            timeout: float = 60):
+def resolve(
+    url: str, mirrors=(), *, version_id=None, as_of=None, locked_version=None, endpoints: dict, timeout: float = 60
+):
     """The candidate URLs (and version) behind a source URL; see :mod:`.download`."""
     if url.startswith("cellxgene://"):
-        return cellxgene_resolve(url.removeprefix("cellxgene://").strip("/"), version_id=version_id, as_of=as_of,
-                                 locked_version=locked_version, endpoints=endpoints, timeout=timeout)
+        return cellxgene_resolve(
+            url.removeprefix("cellxgene://").strip("/"),
+            version_id=version_id,
+            as_of=as_of,
+            locked_version=locked_version,
+            endpoints=endpoints,
+            timeout=timeout,
+        )
     if url.startswith("gdrive://"):
         file_id = url.removeprefix("gdrive://").strip("/")
         return Resolved(urls=[GDRIVE_UC.format(file_id)], service="Google Drive", detail={"file_id": file_id})
@@ -114,6 +147,7 @@ def resolve(url: str, mirrors=(), *, version_id=None, as_of=None, locked_version
 
 
 # ---- CELLxGENE Discover ----------------------------------------------------------------------------------------
+
 
 def _get_json(url: str, timeout: float):
     try:
@@ -162,22 +196,28 @@ def pick_version(versions: list[dict], version_id=None, as_of=None, where: str =
     if version_id:
         hit = [v for v in versions if v.get("dataset_version_id") == version_id]
         if not hit:
-            raise DownloadError(f"{where}: no version {version_id} (listed: "
-                                + ", ".join(str(v.get("dataset_version_id")) for v in versions) + ")")
+            raise DownloadError(
+                f"{where}: no version {version_id} (listed: "
+                + ", ".join(str(v.get("dataset_version_id")) for v in versions)
+                + ")"
+            )
         return hit[0]
     if as_of:
         limit = date.fromisoformat(str(as_of))
         dated = [(d, v) for v in versions if (d := _published(v)) is not None and d <= limit]
         if not dated:
             first = min((d for v in versions if (d := _published(v))), default=None)
-            raise DownloadError(f"{where}: no version was published on or before {limit} (the oldest listed is "
-                                f"from {first}); set version_id or a later as_of")
+            raise DownloadError(
+                f"{where}: no version was published on or before {limit} (the oldest listed is "
+                f"from {first}); set version_id or a later as_of"
+            )
         return max(dated, key=lambda dv: dv[0])[1]
     return versions[0]
 
 
-def cellxgene_resolve(ident: str, *, version_id=None, as_of=None, locked_version=None, endpoints: dict,
-                      timeout: float = 60):
+def cellxgene_resolve(
+    ident: str, *, version_id=None, as_of=None, locked_version=None, endpoints: dict, timeout: float = 60
+):
     """A CELLxGENE source: dataset id (with ``version_id``/``as_of``, or the version locked in the manifest) or a
     dataset version id alone, to the URL of that version's H5AD and its cell count."""
     api = endpoints["cellxgene_api"]
@@ -190,24 +230,44 @@ def cellxgene_resolve(ident: str, *, version_id=None, as_of=None, locked_version
         except DownloadError:
             versions = [{}]
         if versions[0].get("dataset_version_id") != ident:
-            raise DownloadError(f"{unknown}, nor a dataset version {ident}: check the id on "
-                                "https://cellxgene.cziscience.com/datasets") from None
+            raise DownloadError(
+                f"{unknown}, nor a dataset version {ident}: check the id on https://cellxgene.cziscience.com/datasets"
+            ) from None
         named, version_id, locked_version, as_of = True, ident, None, None
     pin = version_id or locked_version
-    how = ("the id names this dataset version" if named else "pinned by version_id" if version_id
-           else "locked in the manifest" if locked_version
-           else f"newest published on or before {as_of}" if as_of else "newest")
+    how = (
+        "the id names this dataset version"
+        if named
+        else "pinned by version_id"
+        if version_id
+        else "locked in the manifest"
+        if locked_version
+        else f"newest published on or before {as_of}"
+        if as_of
+        else "newest"
+    )
     if locked_version and not any(v.get("dataset_version_id") == locked_version for v in versions):
         versions = versions + [cellxgene_version(locked_version, api, timeout)]
     chosen = pick_version(versions, pin, None if pin else as_of, where=f"CELLxGENE dataset {ident}")
     vid = chosen["dataset_version_id"]
     url = f"{endpoints['cellxgene_datasets'].rstrip('/')}/{vid}.h5ad"
     cells = chosen.get("cell_count")
-    detail = {"dataset_id": chosen.get("dataset_id", ident), "dataset_version_id": vid, "chosen": how,
-              "published_at": chosen.get("published_at"), "cell_count": cells,
-              "schema_version": chosen.get("schema_version"), "n_versions_listed": len(versions)}
-    return Resolved(urls=[url], service="CELLxGENE Discover", version=vid,
-                    expected_cells=int(cells) if cells is not None else None, detail=detail)
+    detail = {
+        "dataset_id": chosen.get("dataset_id", ident),
+        "dataset_version_id": vid,
+        "chosen": how,
+        "published_at": chosen.get("published_at"),
+        "cell_count": cells,
+        "schema_version": chosen.get("schema_version"),
+        "n_versions_listed": len(versions),
+    }
+    return Resolved(
+        urls=[url],
+        service="CELLxGENE Discover",
+        version=vid,
+        expected_cells=int(cells) if cells is not None else None,
+        detail=detail,
+    )
 
 
 def check_cell_count(path: Path, expected: int, dest: Path, resolved) -> None:
@@ -220,14 +280,19 @@ def check_cell_count(path: Path, expected: int, dest: Path, resolved) -> None:
         n = h5ad_n_obs(path)
     except Exception as e:  # noqa: BLE001 - unreadable is the same failure
         path.unlink(missing_ok=True)
-        raise DownloadError(f"{dest}: the download is not a readable h5ad ({type(e).__name__}: {e}); it was deleted") from None
+        raise DownloadError(
+            f"{dest}: the download is not a readable h5ad ({type(e).__name__}: {e}); it was deleted"
+        ) from None
     if n != expected:
         path.unlink(missing_ok=True)
-        raise DownloadError(f"{dest}: {n} cells, but {resolved.service} announces {expected} for version "
-                            f"{resolved.version}; the download was deleted")
+        raise DownloadError(
+            f"{dest}: {n} cells, but {resolved.service} announces {expected} for version "
+            f"{resolved.version}; the download was deleted"
+        )
 
 
 # ---- Google Drive (gdown) ---------------------------------------------------------------------------------------
+
 
 def _gdown_error(what: str, err: Exception, manual: str) -> DownloadError:
     said = " ".join(str(err).split())  # gdown's messages span several lines
@@ -244,8 +309,9 @@ def _drop_empty_partials(paths) -> None:
             partial.unlink(missing_ok=True)
 
 
-def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, timeout: float = 60,
-                    progress: bool = True) -> str:
+def gdrive_download(
+    url: str, part: Path, dest: Path, retries: int = 4, timeout: float = 60, progress: bool = True
+) -> str:
     """Download one Drive file into ``part`` with gdown (confirmation form, cookies, resume).
 
     ``timeout``: seconds without data before an attempt fails. gdown 6.5.1 waits forever by default
@@ -263,8 +329,9 @@ def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, timeout:
     staging.unlink(missing_ok=True)
     manual = f"download {url} in a browser, save it as {dest}, and rerun (its sha256 is then recorded with the results)"
     try:
-        out = gdown.download(url=url, output=str(staging), quiet=not progress, resume=True, retries=retries,
-                             timeout=timeout)
+        out = gdown.download(
+            url=url, output=str(staging), quiet=not progress, resume=True, retries=retries, timeout=timeout
+        )
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
         _drop_empty_partials(staging.parent.glob(glob.escape(staging.name) + "?" * 8 + ".part"))
         raise _gdown_error(dest.name, e, manual) from None
@@ -278,8 +345,9 @@ def gdrive_download(url: str, part: Path, dest: Path, retries: int = 4, timeout:
     return url
 
 
-def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retries: int = 4, timeout: float = 60,
-                  progress: bool = True) -> dict:
+def gdrive_folder(
+    folder_id: str, dest: Path, files: dict, manifest=None, retries: int = 4, timeout: float = 60, progress: bool = True
+) -> dict:
     """Download the public Drive folder ``folder_id`` with ``gdown.download_folder`` into ``dest`` (atomically:
     a staging folder renamed into place), keeping ``files`` (name -> pinned sha256 or None), verified.
 
@@ -291,13 +359,16 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
     import requests
 
     url = f"https://drive.google.com/drive/folders/{folder_id}"
-    manual = (f"download the files {', '.join(files)} from {url} in a browser into {dest}/ and rerun "
-              "(the folder is then used as it is)")
+    manual = (
+        f"download the files {', '.join(files)} from {url} in a browser into {dest}/ and rerun "
+        "(the folder is then used as it is)"
+    )
     staging = dest.with_name(f".{dest.name}.partial")
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        gdown.download_folder(id=folder_id, output=str(staging), quiet=not progress, resume=True, retries=retries,
-                              timeout=timeout)
+        gdown.download_folder(
+            id=folder_id, output=str(staging), quiet=not progress, resume=True, retries=retries, timeout=timeout
+        )
     except (gdown.exceptions.DownloadError, requests.RequestException) as e:
         _drop_empty_partials(staging.rglob("*.part"))  # the staging folder is ours: every partial in it is gdown's
         with contextlib.suppress(OSError):
@@ -306,21 +377,31 @@ def gdrive_folder(folder_id: str, dest: Path, files: dict, manifest=None, retrie
     return _finish_tree(staging, dest, files, manifest, url, manual)
 
 
-def fetch_model(spec: dict, dest, manifest=None, retries: int = 4, timeout: float = 60,
-                endpoints: dict | None = None, progress: bool = True) -> dict:
+def fetch_model(
+    spec: dict,
+    dest,
+    manifest=None,
+    retries: int = 4,
+    timeout: float = 60,
+    endpoints: dict | None = None,
+    progress: bool = True,
+) -> dict:
     """One entry of the config's ``models``: its ``files`` from its ``source``, verified, into ``dest``.
     ``endpoints``: the config's ``download.endpoints`` (``huggingface``: see :func:`hf_endpoint`)."""
     source, files, dest = spec["source"], dict(spec["files"]), Path(dest)
     if source["kind"] == "gdrive_folder":
-        return gdrive_folder(source["folder_id"], dest, files, manifest, retries=retries, timeout=timeout,
-                             progress=progress)
+        return gdrive_folder(
+            source["folder_id"], dest, files, manifest, retries=retries, timeout=timeout, progress=progress
+        )
     if source["kind"] == "huggingface":
-        return hf_snapshot(source["repo_id"], source["revision"], dest, files, (endpoints or {}).get("huggingface"),
-                           manifest)
+        return hf_snapshot(
+            source["repo_id"], source["revision"], dest, files, (endpoints or {}).get("huggingface"), manifest
+        )
     raise DownloadError(f"{dest}: unknown model source kind {source['kind']!r}")
 
 
 # ---- Hugging Face (huggingface_hub) -----------------------------------------------------------------------------
+
 
 def hf_endpoint(configured: str | None = None) -> str:
     """The Hugging Face Hub to ask: the config's ``download.endpoints.huggingface`` when given, else the user's
@@ -333,8 +414,9 @@ def hf_endpoint(configured: str | None = None) -> str:
     return (configured or os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
 
 
-def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: str | None = None,
-                manifest=None) -> dict:
+def hf_snapshot(
+    repo_id: str, revision: str, dest: Path, files: dict, endpoint: str | None = None, manifest=None
+) -> dict:
     """The ``files`` (repository path -> pinned sha256 or None) of ``repo_id`` at commit ``revision``, downloaded
     with ``huggingface_hub.snapshot_download`` into ``dest`` (a staging folder renamed into place), verified.
     ``endpoint``: the configured Hub, if any (:func:`hf_endpoint`)."""
@@ -342,18 +424,22 @@ def hf_snapshot(repo_id: str, revision: str, dest: Path, files: dict, endpoint: 
 
     endpoint = hf_endpoint(endpoint)
     if not re.fullmatch(r"[0-9a-f]{40}", revision):
-        raise DownloadError(f"{repo_id}: revision {revision!r} is not a commit sha (40 hex digits); pin a commit, since "
-                            "the repository's layout has been renamed before")
+        raise DownloadError(
+            f"{repo_id}: revision {revision!r} is not a commit sha (40 hex digits); pin a commit, since "
+            "the repository's layout has been renamed before"
+        )
     url = f"{endpoint}/{repo_id}/tree/{revision}"
     manual = f"download {', '.join(files)} from {url} into {dest}/ (same paths) and rerun"
     staging = dest.with_name(f".{dest.name}.partial")
     try:
-        huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(files),
-                                          local_dir=str(staging), endpoint=endpoint)
+        huggingface_hub.snapshot_download(
+            repo_id=repo_id, revision=revision, allow_patterns=list(files), local_dir=str(staging), endpoint=endpoint
+        )
     except Exception as e:  # noqa: BLE001 - HTTP answers, network and proxy failures alike: one line, manual route
         said = " ".join(str(e).split())[:300]
-        raise DownloadError(f"{dest.name}: Hugging Face did not give {repo_id}@{revision[:12]} "
-                            f"({type(e).__name__}: {said}); {manual}") from None
+        raise DownloadError(
+            f"{dest.name}: Hugging Face did not give {repo_id}@{revision[:12]} ({type(e).__name__}: {said}); {manual}"
+        ) from None
     shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's own bookkeeping
     return _finish_tree(staging, dest, files, manifest, url, manual, version=revision)
 
@@ -373,12 +459,17 @@ def _finish_tree(staging: Path, dest: Path, files: dict, manifest, url: str, man
         if expected and digest != expected:
             path.unlink()
             source = "config" if pinned else f"manifest {manifest.path}"
-            raise DownloadError(f"{dest / name}: sha256 mismatch (got {digest}, expected {expected} from {source}); "
-                                "the download was deleted")
+            raise DownloadError(
+                f"{dest / name}: sha256 mismatch (got {digest}, expected {expected} from {source}); "
+                "the download was deleted"
+            )
         if manifest is not None and not (row and row["sha256"] == digest):
             manifest.record(key, url, digest, path.stat().st_size, version)
-        record[name] = {"sha256": digest, "bytes": path.stat().st_size,
-                        "verified_against": "config" if pinned else ("manifest" if expected else "recorded now")}
+        record[name] = {
+            "sha256": digest,
+            "bytes": path.stat().st_size,
+            "verified_against": "config" if pinned else ("manifest" if expected else "recorded now"),
+        }
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(staging, dest)

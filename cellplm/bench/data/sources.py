@@ -34,8 +34,11 @@ def celltypist_sample() -> ad.AnnData:
 
     path = package_file("celltypist", "data/samples/sample_cell_by_gene.csv")
     df = pd.read_csv(path, index_col=0)
-    adata = ad.AnnData(sp.csr_matrix(df.to_numpy(dtype=np.float32)),
-                       obs=pd.DataFrame(index=df.index.astype(str)), var=pd.DataFrame(index=df.columns.astype(str)))
+    adata = ad.AnnData(
+        sp.csr_matrix(df.to_numpy(dtype=np.float32)),
+        obs=pd.DataFrame(index=df.index.astype(str)),
+        var=pd.DataFrame(index=df.columns.astype(str)),
+    )
     adata.var["ensembl_id"] = symbols_to_ensembl(adata.var_names)
     adata.uns["source"] = "celltypist.samples (sample_cell_by_gene.csv)"
     return adata
@@ -51,13 +54,30 @@ class SyntheticCounts:
     one fixed order from one generator: :func:`synthetic` (= this, stacked) is bit-identical to what it always was.
     """
 
-    def __init__(self, n_cells: int = 2000, n_genes: int = 2000, n_cell_types: int = 6, n_batches: int = 3,
-                 mean_counts: float = 2000.0, markers_per_type: int = 30, marker_fold: float = 2.5,
-                 batch_effect: float = 0.3, seed: int = 0, chunk: int = 2000, gene_symbols=None):
+    def __init__(
+        self,
+        n_cells: int = 2000,
+        n_genes: int = 2000,
+        n_cell_types: int = 6,
+        n_batches: int = 3,
+        mean_counts: float = 2000.0,
+        markers_per_type: int = 30,
+        marker_fold: float = 2.5,
+        batch_effect: float = 0.3,
+        seed: int = 0,
+        chunk: int = 2000,
+        gene_symbols=None,
+    ):
         rng = self.rng = np.random.default_rng(seed)
         if gene_symbols is None:
             gene_symbols = _default_symbols(n_genes, rng)
-        self.gene_symbols, self.n_cells, self.n_genes, self.chunk, self.seed = list(gene_symbols), n_cells, n_genes, chunk, seed
+        self.gene_symbols, self.n_cells, self.n_genes, self.chunk, self.seed = (
+            list(gene_symbols),
+            n_cells,
+            n_genes,
+            chunk,
+            seed,
+        )
         base = rng.gamma(0.3, 1.0, size=n_genes)  # skewed baseline expression
         programs = np.tile(base, (n_cell_types, 1))
         for t in range(n_cell_types):
@@ -75,7 +95,9 @@ class SyntheticCounts:
         """CSR float32 blocks of ``chunk`` cells, in order (one pass: the counts come from the shared generator)."""
         if self._next:
             raise RuntimeError("SyntheticCounts.chunks() draws from one generator: iterate it once")
-        for start in tqdm(range(0, self.n_cells, self.chunk), desc="synthetic cells", disable=not progress, unit="chunk"):
+        for start in tqdm(
+            range(0, self.n_cells, self.chunk), desc="synthetic cells", disable=not progress, unit="chunk"
+        ):
             stop = min(start + self.chunk, self.n_cells)
             self._next = stop
             rates = self.programs[self.cell_type[start:stop]] * self.batch_scale[self.batch[start:stop]]
@@ -85,8 +107,10 @@ class SyntheticCounts:
     def obs(self, n_cells: int | None = None) -> pd.DataFrame:
         n = self.n_cells if n_cells is None else n_cells
         return pd.DataFrame(
-            {LABEL: pd.Categorical([f"type_{t}" for t in self.cell_type[:n]]),
-             BATCH: pd.Categorical([f"batch_{b}" for b in self.batch[:n]])},
+            {
+                LABEL: pd.Categorical([f"type_{t}" for t in self.cell_type[:n]]),
+                BATCH: pd.Categorical([f"batch_{b}" for b in self.batch[:n]]),
+            },
             index=[f"cell_{i:07d}" for i in range(n)],
         )
 
@@ -121,14 +145,23 @@ def synthetic(
     Gene names are real GENCODE symbols of genes in the CellPLM vocabulary (so gene matching works as on real
     data), or ``GENE00001``-style names when more genes are asked for than the vocabulary has symbols.
     """
-    return SyntheticCounts(n_cells=n_cells, n_genes=n_genes, n_cell_types=n_cell_types, n_batches=n_batches,
-                           mean_counts=mean_counts, markers_per_type=markers_per_type, marker_fold=marker_fold,
-                           batch_effect=batch_effect, seed=seed, chunk=chunk, gene_symbols=gene_symbols).adata(progress)
+    return SyntheticCounts(
+        n_cells=n_cells,
+        n_genes=n_genes,
+        n_cell_types=n_cell_types,
+        n_batches=n_batches,
+        mean_counts=mean_counts,
+        markers_per_type=markers_per_type,
+        marker_fold=marker_fold,
+        batch_effect=batch_effect,
+        seed=seed,
+        chunk=chunk,
+        gene_symbols=gene_symbols,
+    ).adata(progress)
 
 
 def vocabulary_symbols(n_genes: int, rng) -> tuple[list[str], list[str]]:
-    """``n_genes`` GENCODE symbols whose Ensembl ids are in the released CellPLM vocabulary (sorted), with their ids.
-    """
+    """``n_genes`` GENCODE symbols whose Ensembl ids are in the released CellPLM vocabulary (sorted), with their ids."""
     from ...genes import gencode_symbol_to_id
     from ...model.config import released_config
 
@@ -198,13 +231,19 @@ def synthetic_spatial(
             tissues += [f"tissue{t}"] * cells_per_fov
     types = np.concatenate(types)
     obs = pd.DataFrame(
-        {LABEL: pd.Categorical([f"type_{t}" for t in types]), "fov": pd.Categorical(fovs),
-         "tissue": pd.Categorical(tissues)},
+        {
+            LABEL: pd.Categorical([f"type_{t}" for t in types]),
+            "fov": pd.Categorical(fovs),
+            "tissue": pd.Categorical(tissues),
+        },
         index=[f"spot_{i:07d}" for i in range(len(types))],
     )
     obs[BATCH] = obs["fov"]
-    adata = ad.AnnData(sp.vstack(pieces, format="csr"), obs=obs,
-                       var=pd.DataFrame({"ensembl_id": ids}, index=pd.Index(symbols, dtype=str)))
+    adata = ad.AnnData(
+        sp.vstack(pieces, format="csr"),
+        obs=obs,
+        var=pd.DataFrame({"ensembl_id": ids}, index=pd.Index(symbols, dtype=str)),
+    )
     adata.obsm["spatial"] = np.concatenate(coords).astype(np.float32)
     adata.uns["source"] = f"synthetic_spatial(seed={seed})"
     return adata
@@ -344,9 +383,25 @@ def source_record(source: dict, path, manifest=None) -> dict:
         row = manifest.row(f["filename"]) if manifest is not None else None
         if row is None:  # put there by hand: for a single-file source, the file read is that download
             whole = source["kind"] in ("download", "cellxgene")
-            row = {"sha256": digest if whole else "", "bytes": str(Path(path).stat().st_size) if whole else "",
-                   "version": "", "recorded": "not in the manifest (placed by hand?)"}
-        files.append({"filename": f["filename"], "url": f["url"], "pinned_sha256": f["sha256"] or "",
-                      **{k: row[k] for k in ("sha256", "bytes", "version", "recorded")}})
-    return {"kind": source["kind"], "member": source.get("member", ""), "files": files,
-            "version": "; ".join(v for v in (f["version"] for f in files) if v), "sha256": digest, "path": str(path)}
+            row = {
+                "sha256": digest if whole else "",
+                "bytes": str(Path(path).stat().st_size) if whole else "",
+                "version": "",
+                "recorded": "not in the manifest (placed by hand?)",
+            }
+        files.append(
+            {
+                "filename": f["filename"],
+                "url": f["url"],
+                "pinned_sha256": f["sha256"] or "",
+                **{k: row[k] for k in ("sha256", "bytes", "version", "recorded")},
+            }
+        )
+    return {
+        "kind": source["kind"],
+        "member": source.get("member", ""),
+        "files": files,
+        "version": "; ".join(v for v in (f["version"] for f in files) if v),
+        "sha256": digest,
+        "path": str(path),
+    }

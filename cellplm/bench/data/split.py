@@ -85,8 +85,10 @@ def assign_split(adata: ad.AnnData, spec: SplitSpec, fractions: dict, path="data
         if spec.use_stored and stored is not None and sorted(pd.unique(stored.astype(str))) == sorted(PUBLISHED_KEYS):
             return stored.astype(str).to_numpy(dtype=object), "stored obs['split'] (reused, as published)"
         labels = published_random_split(adata.n_obs, fractions, spec.seed)
-        return labels, (f"random cell-level split, numpy default_rng({spec.seed}), "
-                        f"train/valid/test = {fractions.get('train')}/{fractions.get('valid', 0.0)}/{fractions.get('test')}")
+        return labels, (
+            f"random cell-level split, numpy default_rng({spec.seed}), "
+            f"train/valid/test = {fractions.get('train')}/{fractions.get('valid', 0.0)}/{fractions.get('test')}"
+        )
     if spec.strategy == "batch_holdout":
         try:
             labels = batch_holdout_split(adata.obs[BATCH], spec.test_fraction, spec.seed)
@@ -110,8 +112,11 @@ def make_split(adata: ad.AnnData, spec: SplitSpec, fractions: dict, path="datase
         if spec.unseen_test_classes != "drop":
             counts = cell_type[test].value_counts()
             names = ", ".join(f"'{c}' ({counts[c]} cells)" for c in unseen[:3])
-            raise InputError(path, f"split '{spec.name}': cell type {names} occurs only in the test set; "
-                                   "set unseen_test_classes: drop to remove such cells")
+            raise InputError(
+                path,
+                f"split '{spec.name}': cell type {names} occurs only in the test set; "
+                "set unseen_test_classes: drop to remove such cells",
+            )
         mask = cell_type.isin(unseen).to_numpy() & test
         dropped_unseen = cell_type[mask].value_counts().to_dict()
         test = test & ~mask
@@ -170,7 +175,11 @@ def describe_sentences(uns, n_sentences: int, group_key: str | None = BATCH) -> 
     if group_key != BATCH:
         return f"one per obs['{group_key}'] value ({count})"
     key = uns.get(BATCH_KEY) if uns is not None else None
-    source = ("dataset column not recorded in the split files" if key is None
-              else "the dataset has no batch column: one value for all cells" if key == ""
-              else f"= dataset column '{key}'")
+    source = (
+        "dataset column not recorded in the split files"
+        if key is None
+        else "the dataset has no batch column: one value for all cells"
+        if key == ""
+        else f"= dataset column '{key}'"
+    )
     return f"one per obs['batch'] value ({source}; {count})"

@@ -68,8 +68,10 @@ def split_cells(train_path, test_path) -> tuple[ad.AnnData, np.ndarray]:
             raise InputError(path, f"no obs['{BATCH}'] (every cell of a split has a batch)")
     if not train.var_names.equals(test.var_names):
         raise InputError(test_path, f"not the genes of {train_path}: the two files of a split share their genes")
-    obs = pd.DataFrame({BATCH: np.concatenate([train.obs[BATCH].astype(str), test.obs[BATCH].astype(str)])},
-                       index=train.obs_names.append(test.obs_names))
+    obs = pd.DataFrame(
+        {BATCH: np.concatenate([train.obs[BATCH].astype(str), test.obs[BATCH].astype(str)])},
+        index=train.obs_names.append(test.obs_names),
+    )
     if not obs.index.is_unique:
         raise InputError(test_path, f"cell ids also in {train_path}: a cell is in one set of a split")
     X = sp.vstack([sp.csr_matrix(train.X), sp.csr_matrix(test.X)], format="csr")  # (n_train + n_test, n_genes)
@@ -107,8 +109,9 @@ def run(
     """
     params = dict(params or {})
     embedder_cls, meta, unavailable = REGISTRY.resolve(embedding, Embedder)
-    record = EmbeddingRecord(ids=ids, params=params, implementation=meta.get("implementation", ""),
-                             versions=versions(embedder_cls.packages))
+    record = EmbeddingRecord(
+        ids=ids, params=params, implementation=meta.get("implementation", ""), versions=versions(embedder_cls.packages)
+    )
     cells, sets = split_cells(train_path, test_path)
     record.n_cells = cells.n_obs
     out = ad.AnnData(obs=pd.DataFrame({BATCH: cells.obs[BATCH].to_numpy(), "set": sets}, index=cells.obs_names))
@@ -123,12 +126,22 @@ def run(
         record.n_dims = int(out.obsm[EMBEDDING].shape[1])
         record.cells_per_s = cells.n_obs / record.embed_s if record.embed_s > 0 else None
         record.device, record.n_genes_used, record.extra = model.device, model.n_genes_used, model.extra
-        log(f"{ids.embedding} on {ids.dataset}/{ids.split} seed {ids.seed}: {cells.n_obs} cells x {record.n_dims} "
-            f"dims in {record.embed_s:.2f}s, {record.n_genes_used} genes, device {record.device}")
+        log(
+            f"{ids.embedding} on {ids.dataset}/{ids.split} seed {ids.seed}: {cells.n_obs} cells x {record.n_dims} "
+            f"dims in {record.embed_s:.2f}s, {record.n_genes_used} genes, device {record.device}"
+        )
     finish(record, model)
 
-    out.uns.update({"dataset_id": ids.dataset, "split_id": ids.split, "embedding_id": ids.embedding,
-                    "seed": ids.seed, "status": record.status, "reason": record.reason})
+    out.uns.update(
+        {
+            "dataset_id": ids.dataset,
+            "split_id": ids.split,
+            "embedding_id": ids.embedding,
+            "seed": ids.seed,
+            "status": record.status,
+            "reason": record.reason,
+        }
+    )
     write_h5ad(out, embedding_path)
     write_json(record.to_dict(), record_path)
     return record

@@ -24,16 +24,26 @@ def parser(embedding_id: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cellplm.bench.embeddings",
         description="Embed the cells of one split (train then test; labels are never read) with one embedding "
-                    "method, write the embedding and a run record. Embedding methods: " + ", ".join(embedding_ids())
-                    + " (cellplm/bench/embeddings/<id>/)." + about,
+        "method, write the embedding and a run record. Embedding methods: "
+        + ", ".join(embedding_ids())
+        + " (cellplm/bench/embeddings/<id>/)."
+        + about,
     )
-    p.add_argument("embedding", choices=embedding_ids(), metavar="embedding",
-                   help="embedding method id (a folder with an embedding.yaml)")
+    p.add_argument(
+        "embedding",
+        choices=embedding_ids(),
+        metavar="embedding",
+        help="embedding method id (a folder with an embedding.yaml)",
+    )
     p.add_argument("--train", required=True, help=f"train.h5ad (raw counts in X, obs['{BATCH}']; labels are dropped)")
     p.add_argument("--test", required=True, help=f"test.h5ad (raw counts in X, obs['{BATCH}'])")
-    p.add_argument("--embedding", required=True, dest="embedding_path", metavar="EMBEDDING",
-                   help=f"output h5ad: obs {BATCH} and set, obsm['{EMBEDDING}'] (float32) for every cell when the run is "
-                        "ok")
+    p.add_argument(
+        "--embedding",
+        required=True,
+        dest="embedding_path",
+        metavar="EMBEDDING",
+        help=f"output h5ad: obs {BATCH} and set, obsm['{EMBEDDING}'] (float32) for every cell when the run is ok",
+    )
     add_run_arguments(p, METADATA)
     return p
 
@@ -42,6 +52,18 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(argv[0] if argv else None).parse_args(argv)
     ids = EmbeddingIds(args.dataset, args.split, args.embedding, args.seed, args.param_set)
-    return cli_main(args.params, metadata(args.embedding).get("params") or {}, lambda params: run(
-        args.embedding, ids, args.train, args.test, args.embedding_path, args.record, params=params,
-        on_error=args.on_error, log=print))
+    return cli_main(
+        args.params,
+        metadata(args.embedding).get("params") or {},
+        lambda params: run(
+            args.embedding,
+            ids,
+            args.train,
+            args.test,
+            args.embedding_path,
+            args.record,
+            params=params,
+            on_error=args.on_error,
+            log=print,
+        ),
+    )

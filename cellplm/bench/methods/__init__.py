@@ -51,7 +51,9 @@ def zeroshot_rows(embeddings: dict, k: int) -> dict:
     out = {}
     for emb, spec in embeddings.items():
         words = {"embedding": emb, "label": spec["label"], "implementation": spec.get("implementation", ""), "k": k}
-        out[zeroshot_row_id(emb)] = {**{key: value.format(**words) if isinstance(value, str) else value
-                                        for key, value in declared.items()},
-                                     "params": {"k": k}, "zeroshot_of": emb}
+        out[zeroshot_row_id(emb)] = {
+            **{key: value.format(**words) if isinstance(value, str) else value for key, value in declared.items()},
+            "params": {"k": k},
+            "zeroshot_of": emb,
+        }
     return out

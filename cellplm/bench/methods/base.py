@@ -35,8 +35,9 @@ class Annotator(Parameterised):
     needs_solution: bool = False  # control methods only
     transductive: bool = False  # fit also sees the (unlabelled) test cells, as scANVI and CellPLM do
 
-    def fit(self, train: ad.AnnData, solution: ad.AnnData | None = None,
-            unlabelled: ad.AnnData | None = None) -> "Annotator":
+    def fit(
+        self, train: ad.AnnData, solution: ad.AnnData | None = None, unlabelled: ad.AnnData | None = None
+    ) -> "Annotator":
         raise NotImplementedError
 
     def predict(self, test: ad.AnnData) -> np.ndarray:
@@ -80,8 +81,13 @@ def run(
     """
     params = dict(params or {})
     annotator_cls, meta, unavailable = REGISTRY.resolve(method, Annotator)
-    record = RunRecord(ids=ids, params=params, implementation=meta.get("implementation", ""),
-                       is_control=bool(meta.get("control", False)), versions=versions(annotator_cls.packages))
+    record = RunRecord(
+        ids=ids,
+        params=params,
+        implementation=meta.get("implementation", ""),
+        is_control=bool(meta.get("control", False)),
+        versions=versions(annotator_cls.packages),
+    )
     train = read_h5ad(train_path)
     test = read_h5ad(test_path)
     record.n_train, record.n_test = train.n_obs, test.n_obs
@@ -100,13 +106,23 @@ def run(
             raise RuntimeError(f"predict returned {labels.shape[0]} labels for {test.n_obs} test cells")
         predictions = pd.Series(labels.astype(str), index=test.obs_names, dtype="string")
         record.device, record.n_genes_used, record.extra = model.device, model.n_genes_used, model.extra
-        log(f"{ids.method} on {ids.dataset}/{ids.split} seed {ids.seed}: fit {record.fit_s:.2f}s, "
-            f"predict {record.predict_s:.2f}s, {record.n_genes_used} genes, device {record.device}")
+        log(
+            f"{ids.method} on {ids.dataset}/{ids.split} seed {ids.seed}: fit {record.fit_s:.2f}s, "
+            f"predict {record.predict_s:.2f}s, {record.n_genes_used} genes, device {record.device}"
+        )
     finish(record, model)
 
     pred = ad.AnnData(obs=pd.DataFrame({PREDICTION: predictions}, index=test.obs_names))
-    pred.uns.update({"dataset_id": ids.dataset, "split_id": ids.split, "method_id": ids.method,
-                     "seed": ids.seed, "status": record.status, "reason": record.reason})
+    pred.uns.update(
+        {
+            "dataset_id": ids.dataset,
+            "split_id": ids.split,
+            "method_id": ids.method,
+            "seed": ids.seed,
+            "status": record.status,
+            "reason": record.reason,
+        }
+    )
     write_h5ad(pred, prediction_path)
     write_json(record.to_dict(), record_path)
     return record

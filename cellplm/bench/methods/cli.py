@@ -25,7 +25,7 @@ def parser(method_id: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cellplm.bench.methods",
         description="Run one method: fit on the train split, predict the test cells, write a prediction file and a "
-                    "run record. Methods: " + ", ".join(method_ids()) + " (cellplm/bench/methods/<method>/)." + about,
+        "run record. Methods: " + ", ".join(method_ids()) + " (cellplm/bench/methods/<method>/)." + about,
     )
     p.add_argument("method", choices=method_ids(), metavar="method", help="method id (a folder with a method.yaml)")
     p.add_argument("--train", required=True, help=f"train.h5ad (raw counts in X, obs['{LABEL}'], obs['{BATCH}'])")
@@ -40,6 +40,19 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(argv[0] if argv else None).parse_args(argv)
     ids = RunIds(args.dataset, args.split, args.method, args.seed, args.param_set)
-    return cli_main(args.params, metadata(args.method).get("params") or {}, lambda params: run(
-        args.method, ids, args.train, args.test, args.prediction, args.record, params=params,
-        solution_path=args.solution, on_error=args.on_error, log=print))
+    return cli_main(
+        args.params,
+        metadata(args.method).get("params") or {},
+        lambda params: run(
+            args.method,
+            ids,
+            args.train,
+            args.test,
+            args.prediction,
+            args.record,
+            params=params,
+            solution_path=args.solution,
+            on_error=args.on_error,
+            log=print,
+        ),
+    )

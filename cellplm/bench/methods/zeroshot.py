@@ -41,16 +41,23 @@ class EmbeddingKNN(Annotator):
         """Embedding rows of ``adata``'s cells, in its order."""
         missing = adata.obs_names.difference(self.index_)
         if len(missing):
-            raise InputError(self.param("embedding"), f"{len(missing)} cells of the split are not embedded "
-                                                      f"(e.g. {missing[0]}); was it made from another dataset?")
+            raise InputError(
+                self.param("embedding"),
+                f"{len(missing)} cells of the split are not embedded "
+                f"(e.g. {missing[0]}); was it made from another dataset?",
+            )
         return self.embedding_[self.index_.get_indexer(adata.obs_names)]
 
     def fit(self, train, solution=None, unlabelled=None):
         from sklearn.neighbors import KNeighborsClassifier
 
         embedding, self.index_, record = read_embedding(self.param("embedding"), self.param("record"))
-        self.extra = {**(record.get("extra") or {}), "embedding": record.get("embedding"),
-                      "embedding_device": record.get("device"), "embedding_s": record.get("embed_s")}
+        self.extra = {
+            **(record.get("extra") or {}),
+            "embedding": record.get("embedding"),
+            "embedding_device": record.get("device"),
+            "embedding_s": record.get("embed_s"),
+        }
         what = f"embedding {record.get('embedding')}"
         if record.get("status") == "not_applicable":
             raise NotApplicable(f"{what} not applicable: {record.get('reason', '')}")

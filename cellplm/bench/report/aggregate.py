@@ -42,8 +42,11 @@ def checkpoint_label(extra: dict, params: dict, pretraining: dict | None = None)
     if kind == "pretrained here":
         pt = dict(extra.get("pretraining") or {})
         file_meta = (pretraining or {}).get(str(folder), {})
-        epochs = (pt.get("epochs") or (pt.get("hyperparameters") or {}).get("epochs")
-                  or (file_meta.get("pretraining", {}).get("hyperparameters") or {}).get("epochs"))
+        epochs = (
+            pt.get("epochs")
+            or (pt.get("hyperparameters") or {}).get("epochs")
+            or (file_meta.get("pretraining", {}).get("hyperparameters") or {}).get("epochs")
+        )
         shape = pt.get("shape") or file_meta.get("pretraining", {}).get("shape") or "?"
         label = f"pretrained here ({shape}, {epochs if epochs is not None else '?'} epochs)"
     elif kind == "released":
@@ -75,9 +78,16 @@ def read_benchmarks(paths, runs: list[tuple]) -> pd.DataFrame:
     rows = []
     for p, (d, s, m, seed) in zip(paths, runs):
         b = pd.read_csv(p, sep="\t")
-        rows.append({"dataset": d, "split": s, "method": m, "seed": int(seed),
-                     "wall_s": float(b["s"].iloc[0]),
-                     "benchmark_max_rss_mb": pd.to_numeric(b["max_rss"], errors="coerce").iloc[0]})
+        rows.append(
+            {
+                "dataset": d,
+                "split": s,
+                "method": m,
+                "seed": int(seed),
+                "wall_s": float(b["s"].iloc[0]),
+                "benchmark_max_rss_mb": pd.to_numeric(b["max_rss"], errors="coerce").iloc[0],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -109,15 +119,20 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     scores = scores.assign(**{c: "" for c in PROVENANCE if c not in scores.columns})
     ok = scores[scores["status"] == "ok"]
     g = ok.groupby(RUN_KEYS + ["metric"], sort=False)["value"]
-    summary = g.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan,
-                    n_seeds="count").reset_index()
-    # Runs with no successful seed still get a row (mean NA) with their status.
-    status = scores.groupby(RUN_KEYS + ["metric"], sort=False).agg(
-        statuses=("status", lambda s: ",".join(sorted(set(s)))),
-        reason=("reason", lambda r: next((x for x in r if isinstance(x, str) and x), "")),
-        n_runs=("status", "size"),
-        **{c: (c, _join) for c in PROVENANCE},
+    summary = g.agg(
+        mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan, n_seeds="count"
     ).reset_index()
+    # Runs with no successful seed still get a row (mean NA) with their status.
+    status = (
+        scores.groupby(RUN_KEYS + ["metric"], sort=False)
+        .agg(
+            statuses=("status", lambda s: ",".join(sorted(set(s)))),
+            reason=("reason", lambda r: next((x for x in r if isinstance(x, str) and x), "")),
+            n_runs=("status", "size"),
+            **{c: (c, _join) for c in PROVENANCE},
+        )
+        .reset_index()
+    )
     out = status.merge(summary, on=RUN_KEYS + ["metric"], how="left")
     out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
     return out[RUN_KEYS + ["metric", "mean", "std", "n_seeds", "n_runs", "statuses", "reason", *PROVENANCE]]
@@ -136,7 +151,11 @@ def read_published_scores(path) -> pd.DataFrame:
 # ---- datasets: what each one is, and whether it is the published one ----------------------------------------------
 
 FINGERPRINT = (("cells", "n_cells"), ("genes", "n_genes"), ("classes", "n_cell_types"))
-VARIANT_LABELS = {"published_file": "published file", "origin": "rebuilt from origin", "other": "not the published data"}
+VARIANT_LABELS = {
+    "published_file": "published file",
+    "origin": "rebuilt from origin",
+    "other": "not the published data",
+}
 
 
 def data_label(spec: dict, qc: dict) -> str:
@@ -194,24 +213,39 @@ def dataset_table(config: dict, qc: dict, published_datasets: pd.DataFrame) -> p
         comparable, why = dataset_comparability(spec.get("variant", "other"), matches, text)
         if spec.get("published_as") is None:
             comparable, why = False, "no published counterpart (published_as: null)"
-        rows.append({
-            "dataset": name, "published_as": spec.get("published_as") or "", "variant": spec.get("variant", "other"),
-            "data": data_label(spec, q), "source_kind": spec["source"]["kind"], "version": rec.get("version", ""),
-            "downloads": "; ".join(f"{f['filename']} sha256 {f['sha256'] or '?'}"
-                                   + (" (pinned)" if f.get("pinned_sha256") == f.get("sha256") and f.get("sha256") else "")
-                                   for f in files),
-            "pinned_sha256_ok": (all(f["pinned_sha256"] == f["sha256"] for f in pinned) if pinned else np.nan),
-            "source_sha256": rec.get("sha256", ""), "cells": q["n_cells"], "genes": q["n_genes"],
-            "classes": q["n_cell_types"], "batches": q["n_batches"],
-            "published_cells": p.get("cells", np.nan), "published_genes": p.get("genes", np.nan),
-            "published_classes": p.get("classes", np.nan), "published_statistics_source": p.get("source", ""),
-            "fingerprint": text,
-            "comparable": comparable, "not_comparable_reason": why,
-        })
+        rows.append(
+            {
+                "dataset": name,
+                "published_as": spec.get("published_as") or "",
+                "variant": spec.get("variant", "other"),
+                "data": data_label(spec, q),
+                "source_kind": spec["source"]["kind"],
+                "version": rec.get("version", ""),
+                "downloads": "; ".join(
+                    f"{f['filename']} sha256 {f['sha256'] or '?'}"
+                    + (" (pinned)" if f.get("pinned_sha256") == f.get("sha256") and f.get("sha256") else "")
+                    for f in files
+                ),
+                "pinned_sha256_ok": (all(f["pinned_sha256"] == f["sha256"] for f in pinned) if pinned else np.nan),
+                "source_sha256": rec.get("sha256", ""),
+                "cells": q["n_cells"],
+                "genes": q["n_genes"],
+                "classes": q["n_cell_types"],
+                "batches": q["n_batches"],
+                "published_cells": p.get("cells", np.nan),
+                "published_genes": p.get("genes", np.nan),
+                "published_classes": p.get("classes", np.nan),
+                "published_statistics_source": p.get("source", ""),
+                "fingerprint": text,
+                "comparable": comparable,
+                "not_comparable_reason": why,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ---- ours beside the published table, reading for reading -----------------------------------------------------------
+
 
 def checkpoint_reason(label: str) -> str:
     """Why a foundation-model row's weights are not those behind the published row ("" when they are)."""
@@ -262,8 +296,14 @@ def reading_spread(values: dict) -> tuple[float, bool, str]:
     spread = have[high] - have[low]
     if spread <= READING_TOLERANCE:
         return spread, False, ""
-    return spread, True, (f"reading uncertain: our readings range from {have[low]:.3f} ({low}) to {have[high]:.3f} "
-                          f"({high}), {spread:.3f} apart (more than {READING_TOLERANCE})")
+    return (
+        spread,
+        True,
+        (
+            f"reading uncertain: our readings range from {have[low]:.3f} ({low}) to {have[high]:.3f} "
+            f"({high}), {spread:.3f} apart (more than {READING_TOLERANCE})"
+        ),
+    )
 
 
 def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, datasets: pd.DataFrame) -> pd.DataFrame:
@@ -290,8 +330,9 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
             for _, p in pub.iterrows():
                 ours_methods = [m for m, pm in m_map.items() if pm == p["method"]] or [None]
                 for method in ours_methods:
-                    mine = summary[(summary["dataset"] == dataset) & (summary["split"] == split)
-                                   & (summary["method"] == method)].set_index("metric")
+                    mine = summary[
+                        (summary["dataset"] == dataset) & (summary["split"] == split) & (summary["method"] == method)
+                    ].set_index("metric")
                     ours = mine.loc[p["reading"]] if p["reading"] in mine.index else None
                     checkpoint = ours.get("checkpoint") if ours is not None else ""
                     checkpoint = checkpoint if isinstance(checkpoint, str) else ""
@@ -301,32 +342,66 @@ def comparison(summary: pd.DataFrame, published: pd.DataFrame, config: dict, dat
                     readings = _by_reading(mine)
                     spread, uncertain, note = reading_spread(readings)
                     mean = readings[f"ours_{p['reading']}"]
-                    rows.append({
-                        "dataset": dataset, "data": d["data"], "split": split,
-                        "method": method or "(not run here)",
-                        "checkpoint": checkpoint, "device": (ours.get("device") or "") if ours is not None else "",
-                        "precision": (ours.get("precision") or "") if ours is not None else "",
-                        "published_method": p["method"], "published_dataset": d["published_as"],
-                        "reading": p["reading"], "plausible_readings": p["plausible_readings"],
-                        "reading_basis": p.get("reading_basis", ""),
-                        "ours_mean": mean, "ours_std": readings[f"ours_{p['reading']}_std"], **readings,
-                        "readings_spread": spread, "reading_uncertain": uncertain,
-                        "ours_n_seeds": int(ours["n_seeds"]) if ours is not None else 0,
-                        "ours_status": ours["statuses"] if ours is not None else "not run",
-                        "published_value": float(p["value"]) if pd.notna(p["value"]) else np.nan,
-                        "published_std": float(p["std"]) if pd.notna(p["std"]) else np.nan,
-                        "comparable": not reasons,
-                        "difference": mean - float(p["value"]) if not reasons else np.nan,
-                        "not_comparable_reason": "; ".join(reasons), "notes": note,
-                        "published_source": p["source"],
-                        "sentences": sentences,
-                    })
-    cols = ["dataset", "data", "split", "method", "checkpoint", "device", "precision", "published_method",
-            "published_dataset", "reading",
-            "plausible_readings", "reading_basis", "ours_mean", "ours_std",
-            *(f"ours_{r}{s}" for r in READINGS for s in ("", "_std")), "readings_spread", "reading_uncertain",
-            "ours_n_seeds", "ours_status", "published_value", "published_std", "comparable", "difference",
-            "not_comparable_reason", "notes", "published_source", "sentences"]
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "data": d["data"],
+                            "split": split,
+                            "method": method or "(not run here)",
+                            "checkpoint": checkpoint,
+                            "device": (ours.get("device") or "") if ours is not None else "",
+                            "precision": (ours.get("precision") or "") if ours is not None else "",
+                            "published_method": p["method"],
+                            "published_dataset": d["published_as"],
+                            "reading": p["reading"],
+                            "plausible_readings": p["plausible_readings"],
+                            "reading_basis": p.get("reading_basis", ""),
+                            "ours_mean": mean,
+                            "ours_std": readings[f"ours_{p['reading']}_std"],
+                            **readings,
+                            "readings_spread": spread,
+                            "reading_uncertain": uncertain,
+                            "ours_n_seeds": int(ours["n_seeds"]) if ours is not None else 0,
+                            "ours_status": ours["statuses"] if ours is not None else "not run",
+                            "published_value": float(p["value"]) if pd.notna(p["value"]) else np.nan,
+                            "published_std": float(p["std"]) if pd.notna(p["std"]) else np.nan,
+                            "comparable": not reasons,
+                            "difference": mean - float(p["value"]) if not reasons else np.nan,
+                            "not_comparable_reason": "; ".join(reasons),
+                            "notes": note,
+                            "published_source": p["source"],
+                            "sentences": sentences,
+                        }
+                    )
+    cols = [
+        "dataset",
+        "data",
+        "split",
+        "method",
+        "checkpoint",
+        "device",
+        "precision",
+        "published_method",
+        "published_dataset",
+        "reading",
+        "plausible_readings",
+        "reading_basis",
+        "ours_mean",
+        "ours_std",
+        *(f"ours_{r}{s}" for r in READINGS for s in ("", "_std")),
+        "readings_spread",
+        "reading_uncertain",
+        "ours_n_seeds",
+        "ours_status",
+        "published_value",
+        "published_std",
+        "comparable",
+        "difference",
+        "not_comparable_reason",
+        "notes",
+        "published_source",
+        "sentences",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -335,19 +410,48 @@ def speed(records: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:
     df = records.merge(benchmarks, on=RUN_KEYS + ["seed"], how="left")
     ok = df[df["status"] == "ok"]
     g = ok.groupby(RUN_KEYS, sort=False)
-    out = g.agg(fit_s=("fit_s", "mean"), predict_s=("predict_s", "mean"), job_wall_s=("wall_s", "mean"),
-                peak_rss_mb=("peak_rss_mb", "max"), peak_gpu_mb=("peak_gpu_mb", "max"),
-                device=("device", lambda d: ",".join(sorted(set(map(str, d))))),
-                n_train=("n_train", "first"), n_test=("n_test", "first"), n_seeds=("seed", "count")).reset_index()
+    out = g.agg(
+        fit_s=("fit_s", "mean"),
+        predict_s=("predict_s", "mean"),
+        job_wall_s=("wall_s", "mean"),
+        peak_rss_mb=("peak_rss_mb", "max"),
+        peak_gpu_mb=("peak_gpu_mb", "max"),
+        device=("device", lambda d: ",".join(sorted(set(map(str, d))))),
+        n_train=("n_train", "first"),
+        n_test=("n_test", "first"),
+        n_seeds=("seed", "count"),
+    ).reset_index()
     out["total_s"] = out["fit_s"] + out["predict_s"]
     return out
 
 
 def runs_table(records: pd.DataFrame) -> pd.DataFrame:
-    cols = ["dataset", "split", "method", "seed", "checkpoint", "precision", "sentences", "param_set", "status", "reason",
-            "device", "fit_s", "predict_s",
-            "peak_rss_mb", "peak_gpu_mb", "n_train", "n_test", "n_genes_used", "implementation", "params", "extra",
-            "versions", "host", "finished"]
+    cols = [
+        "dataset",
+        "split",
+        "method",
+        "seed",
+        "checkpoint",
+        "precision",
+        "sentences",
+        "param_set",
+        "status",
+        "reason",
+        "device",
+        "fit_s",
+        "predict_s",
+        "peak_rss_mb",
+        "peak_gpu_mb",
+        "n_train",
+        "n_test",
+        "n_genes_used",
+        "implementation",
+        "params",
+        "extra",
+        "versions",
+        "host",
+        "finished",
+    ]
     return records.reindex(columns=cols).sort_values(["dataset", "split", "method", "seed"])
 
 
@@ -366,8 +470,16 @@ def with_data(table: pd.DataFrame, datasets: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, speed_df: pd.DataFrame,
-             config: dict, datasets: pd.DataFrame, zeroshot: list[str] = (), fidelity: list[str] = ()) -> str:
+def markdown(
+    summary: pd.DataFrame,
+    comp: pd.DataFrame,
+    runs: pd.DataFrame,
+    speed_df: pd.DataFrame,
+    config: dict,
+    datasets: pd.DataFrame,
+    zeroshot: list[str] = (),
+    fidelity: list[str] = (),
+) -> str:
     """The benchmark as one Markdown page: provenance first, then methods x datasets per metric, the fidelity
     section (``fidelity``: its lines, :func:`.fidelity.markdown_lines`), the zero-shot track's section
     (``zeroshot``: its lines, :func:`.zeroshot.markdown_lines`) and speed."""
@@ -393,16 +505,23 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
     ]
     for _, d in datasets.iterrows():
         ok = "yes" if d["comparable"] else f"no: {d['not_comparable_reason']}"
-        lines.append(f"| {d['dataset']} | {d['data']} | {d['version'] or '–'} | {d['cells']:,} | {d['genes']:,} | "
-                     f"{d['classes']} | {d['batches']} | {d['fingerprint']} | {ok} |")
+        lines.append(
+            f"| {d['dataset']} | {d['data']} | {d['version'] or '–'} | {d['cells']:,} | {d['genes']:,} | "
+            f"{d['classes']} | {d['batches']} | {d['fingerprint']} | {ok} |"
+        )
     for split, sub in summary.groupby("split", sort=False):
         strategy = config["splits"][split]["strategy"]
         tag = "published protocol" if strategy == "random" else "NOT the published protocol"
         for m in METRICS:
             piv = sub[sub["metric"] == m]
             datasets_here = list(dict.fromkeys(piv["dataset"]))
-            lines += ["", f"## {METRIC_LABELS[m]}, split `{split}` ({strategy}, {tag})", "",
-                      "| method | " + " | ".join(datasets_here) + " |", "|---" * (len(datasets_here) + 1) + "|"]
+            lines += [
+                "",
+                f"## {METRIC_LABELS[m]}, split `{split}` ({strategy}, {tag})",
+                "",
+                "| method | " + " | ".join(datasets_here) + " |",
+                "|---" * (len(datasets_here) + 1) + "|",
+            ]
             for method in dict.fromkeys(piv["method"]):
                 cells = []
                 for d in datasets_here:
@@ -415,8 +534,9 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
                         cells.append(_fmt(r["mean"].iloc[0], r["std"].iloc[0]))
                 name = label.get(method, method)
                 mine = piv[piv["method"] == method]
-                tags = ", ".join(t for t in (_join(mine.get(c, pd.Series(dtype=str))) for c in ("checkpoint", "precision"))
-                                 if t)
+                tags = ", ".join(
+                    t for t in (_join(mine.get(c, pd.Series(dtype=str))) for c in ("checkpoint", "precision")) if t
+                )
                 lines.append(f"| {name + f' [{tags}]' if tags else name} | " + " | ".join(cells) + " |")
     lines += _comparison_lines(comp)
     bad = runs[runs["status"] != "ok"]
@@ -426,7 +546,9 @@ def markdown(summary: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame, spee
     else:
         lines += ["| dataset | split | method | seed | status | reason |", "|---|---|---|---|---|---|"]
         for _, r in bad.iterrows():
-            lines.append(f"| {r['dataset']} | {r['split']} | {r['method']} | {r['seed']} | {r['status']} | {r['reason']} |")
+            lines.append(
+                f"| {r['dataset']} | {r['split']} | {r['method']} | {r['seed']} | {r['status']} | {r['reason']} |"
+            )
     lines += list(fidelity)
     lines += list(zeroshot)
     lines += _speed_lines(speed_df, label)
@@ -439,25 +561,39 @@ def _comparison_lines(comp: pd.DataFrame) -> list[str]:
     the "reading uncertain" flag."""
     if comp.empty:
         return []
-    lines = ["", "## Ours beside the published table, reading for reading", "",
-             "The *published* column is copied from the source named in the last column, never computed here. Our"
-             " number follows under each reading: **bold** is the reading the evidence favours for that published row,"
-             " and a reading in parentheses is not among its plausible ones (`plausible_readings`). The difference"
-             " (ours minus published) is computed under the favoured reading only, and only where both are the same"
-             " quantity on comparable setups; otherwise the row says why not. *Reading uncertain*: our readings are"
-             f" more than {READING_TOLERANCE} apart, so the published value cannot be tied to one reading with"
-             " confidence.",
-             "", "| dataset | method (our checkpoint, precision; CellPLM: sentences) | published | " + " | ".join(f"ours, `{r}`" for r in READINGS)
-             + " | favoured reading | difference under the favoured reading | reading uncertain | why not comparable"
-             " | published source |", "|---" * (len(READINGS) + 8) + "|"]
+    lines = [
+        "",
+        "## Ours beside the published table, reading for reading",
+        "",
+        "The *published* column is copied from the source named in the last column, never computed here. Our"
+        " number follows under each reading: **bold** is the reading the evidence favours for that published row,"
+        " and a reading in parentheses is not among its plausible ones (`plausible_readings`). The difference"
+        " (ours minus published) is computed under the favoured reading only, and only where both are the same"
+        " quantity on comparable setups; otherwise the row says why not. *Reading uncertain*: our readings are"
+        f" more than {READING_TOLERANCE} apart, so the published value cannot be tied to one reading with"
+        " confidence.",
+        "",
+        "| dataset | method (our checkpoint, precision; CellPLM: sentences) | published | "
+        + " | ".join(f"ours, `{r}`" for r in READINGS)
+        + " | favoured reading | difference under the favoured reading | reading uncertain | why not comparable"
+        " | published source |",
+        "|---" * (len(READINGS) + 8) + "|",
+    ]
     for _, r in comp.iterrows():
         pub = "published: " + _fmt(r["published_value"], r["published_std"]) + f" ({r['published_method']})"
         plausible = split_readings(r["plausible_readings"])
         cells = []
         for reading in READINGS:
             text = _fmt(r[f"ours_{reading}"], r[f"ours_{reading}_std"])
-            cells.append("–" if text == "–" else f"**{text}**" if reading == r["reading"]
-                         else text if reading in plausible else f"({text})")
+            cells.append(
+                "–"
+                if text == "–"
+                else f"**{text}**"
+                if reading == r["reading"]
+                else text
+                if reading in plausible
+                else f"({text})"
+            )
         diff = f"{r['difference']:+.3f}" if pd.notna(r["difference"]) else "–"
         tags = ", ".join(t for t in (r.get("checkpoint"), r.get("precision")) if isinstance(t, str) and t)
         method = f"{r['method']} ({tags})" if tags else r["method"]
@@ -465,10 +601,15 @@ def _comparison_lines(comp: pd.DataFrame) -> list[str]:
             method += f"; sentences: {r['sentences']}"
         why = r["not_comparable_reason"] if isinstance(r["not_comparable_reason"], str) else ""
         spread = r["readings_spread"]
-        flag = "–" if pd.isna(spread) else (f"**yes**: {spread:.3f} apart" if r["reading_uncertain"]
-                                            else f"no: {spread:.3f} apart")
-        lines.append(f"| {r['dataset']} | {method} | {pub} | " + " | ".join(cells) + f" | `{r['reading']}` | {diff} | "
-                     f"{flag} | {why or '–'} | {r['published_source']} |")
+        flag = (
+            "–"
+            if pd.isna(spread)
+            else (f"**yes**: {spread:.3f} apart" if r["reading_uncertain"] else f"no: {spread:.3f} apart")
+        )
+        lines.append(
+            f"| {r['dataset']} | {method} | {pub} | " + " | ".join(cells) + f" | `{r['reading']}` | {diff} | "
+            f"{flag} | {why or '–'} | {r['published_source']} |"
+        )
     return lines
 
 
@@ -480,27 +621,40 @@ def _speed_lines(speed_df: pd.DataFrame, label: dict) -> list[str]:
     emb = speed_df[speed_df["measure"] == "embedding_throughput"]
     if not emb.empty:
         first = emb.iloc[0]
-        lines += ["", "## Zero-shot embedding speed", "",
-                  f"All models embedded the same {first['n_cells']:.0f} cells x {first['n_genes']:.0f} genes on the same"
-                  " device, one after the other in one job (median of repeated calls after a warm-up).", "",
-                  "| model | weights | cells/s | speed-up vs scGPT | device | precision | peak RSS MB | peak GPU MB | status |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Zero-shot embedding speed",
+            "",
+            f"All models embedded the same {first['n_cells']:.0f} cells x {first['n_genes']:.0f} genes on the same"
+            " device, one after the other in one job (median of repeated calls after a warm-up).",
+            "",
+            "| model | weights | cells/s | speed-up vs scGPT | device | precision | peak RSS MB | peak GPU MB | status |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for _, r in emb.iterrows():
             status = r["status"] + (f": {r['reason']}" if isinstance(r["reason"], str) and r["reason"] else "")
-            lines.append(f"| {r['method']} | {_text(r['weights'])} | {_num(r['value'], '.1f')} | "
-                         f"{_num(r['speedup_vs_scgpt'], '.1f', 'x')} | {_text(r['device'])} | {_text(r['precision'])} | "
-                         f"{_num(r['peak_rss_mb'], '.0f')} | {_num(r['peak_gpu_mb'], '.0f')} | {status} |")
+            lines.append(
+                f"| {r['method']} | {_text(r['weights'])} | {_num(r['value'], '.1f')} | "
+                f"{_num(r['speedup_vs_scgpt'], '.1f', 'x')} | {_text(r['device'])} | {_text(r['precision'])} | "
+                f"{_num(r['peak_rss_mb'], '.0f')} | {_num(r['peak_gpu_mb'], '.0f')} | {status} |"
+            )
     fit = speed_df[speed_df["measure"] == "fit_wall"]
     if not fit.empty:
         pred = speed_df[speed_df["measure"] == "predict_wall"].set_index(["dataset", "split", "method"])["value"]
-        lines += ["", "## Time per run (mean over seeds)", "",
-                  "| dataset | split | method | fit s | fit speed-up vs scGPT | predict s | job wall s | peak RSS MB | device |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Time per run (mean over seeds)",
+            "",
+            "| dataset | split | method | fit s | fit speed-up vs scGPT | predict s | job wall s | peak RSS MB | device |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for _, r in fit.iterrows():
             p = pred.get((r["dataset"], r["split"], r["method"]), float("nan"))
-            lines.append(f"| {r['dataset']} | {r['split']} | {label.get(r['method'], r['method'])} | {r['value']:.2f} | "
-                         f"{_num(r['speedup_vs_scgpt'], '.1f', 'x')} | {_num(p, '.2f')} | {_num(r['job_wall_s'], '.1f')} | "
-                         f"{_num(r['peak_rss_mb'], '.0f')} | {r['device']} |")
+            lines.append(
+                f"| {r['dataset']} | {r['split']} | {label.get(r['method'], r['method'])} | {r['value']:.2f} | "
+                f"{_num(r['speedup_vs_scgpt'], '.1f', 'x')} | {_num(p, '.2f')} | {_num(r['job_wall_s'], '.1f')} | "
+                f"{_num(r['peak_rss_mb'], '.0f')} | {r['device']} |"
+            )
     return lines
 
 
@@ -519,8 +673,13 @@ def _checkpoint_lines(runs: pd.DataFrame, config: dict, label: dict) -> list[str
     ck = runs[runs["checkpoint"].fillna("") != ""]
     if ck.empty:
         return []
-    lines = ["", "## Checkpoints", "",
-             "Which weights produced the rows of each foundation-model method (also the `checkpoint` column of every table):", ""]
+    lines = [
+        "",
+        "## Checkpoints",
+        "",
+        "Which weights produced the rows of each foundation-model method (also the `checkpoint` column of every table):",
+        "",
+    ]
     for method, sub in ck.groupby("method", sort=False):
         statuses = ", ".join(f"{n} {s}" for s, n in sub["status"].value_counts().items())
         lines.append(f"- {label.get(method, method)} (`{method}`): {_join(sub['checkpoint'])} ({statuses} runs).")
@@ -528,7 +687,9 @@ def _checkpoint_lines(runs: pd.DataFrame, config: dict, label: dict) -> list[str
     if source:
         lines.append(f"- CellPLM checkpoint source configured: `cellplm.checkpoint.source: {source}`.")
     if "sentences" in runs.columns and runs["sentences"].fillna("").ne("").any():
-        lines.append("- CellPLM sentences: one per value of `obs['batch']`, the dataset's `batch_key` column (column "
-                     "`sentences` of runs.tsv, summary.tsv and comparison.tsv); how the authors grouped these datasets "
-                     "into sentences is not published, so this grouping is an assumption.")
+        lines.append(
+            "- CellPLM sentences: one per value of `obs['batch']`, the dataset's `batch_key` column (column "
+            "`sentences` of runs.tsv, summary.tsv and comparison.tsv); how the authors grouped these datasets "
+            "into sentences is not published, so this grouping is an assumption."
+        )
     return lines

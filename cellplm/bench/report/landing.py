@@ -26,10 +26,16 @@ def landing_rst(config: dict, zeroshot: list[str]) -> str:
     run = config["run"]
     methods = run["methods"]
     datasets = "; ".join(
-        f"``{d}``" + (f" (beside the published {config['datasets'][d]['published_as']} column)"
-                      if config["datasets"][d].get("published_as") else " (no published column)")
-        + ", splits " + ", ".join(f"``{s}`` ({config['splits'][s]['strategy']})" for s in dataset_splits(config, d))
-        for d in run["datasets"])
+        f"``{d}``"
+        + (
+            f" (beside the published {config['datasets'][d]['published_as']} column)"
+            if config["datasets"][d].get("published_as")
+            else " (no published column)"
+        )
+        + ", splits "
+        + ", ".join(f"``{s}`` ({config['splits'][s]['strategy']})" for s in dataset_splits(config, d))
+        for d in run["datasets"]
+    )
     lines = [
         ".. Written by the workflow's landing_page rule from the config (cellplm/bench/report/landing.py).",
         "",
@@ -48,9 +54,13 @@ def landing_rst(config: dict, zeroshot: list[str]) -> str:
         "",
     ]
     if zeroshot:
-        lines += [f"The {len(zeroshot)} zero-shot rows: a kNN on the train cells' embedding of each model of the"
-                  " zero-shot track, which embeds all cells without labels:", "",
-                  *(_method_line(m, config["methods"][m]) for m in zeroshot), ""]
+        lines += [
+            f"The {len(zeroshot)} zero-shot rows: a kNN on the train cells' embedding of each model of the"
+            " zero-shot track, which embeds all cells without labels:",
+            "",
+            *(_method_line(m, config["methods"][m]) for m in zeroshot),
+            "",
+        ]
     else:
         lines += ["No zero-shot rows in this run (``run.embeddings`` is empty, or ``zeroshot.knn`` is off).", ""]
     lines += [

@@ -38,8 +38,15 @@ def score_heatmap(summary: pd.DataFrame, metric: str, labels: dict, path) -> Non
     ax.set_xticks(range(piv.shape[1]), piv.columns, fontsize=8)
     ax.set_yticks(range(piv.shape[0]), [labels.get(m, m) for m in piv.index], fontsize=8)
     for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
-        ax.text(j, i, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                color="white" if not np.isnan(v) and v < 0.6 else "black", fontsize=8)
+        ax.text(
+            j,
+            i,
+            "–" if np.isnan(v) else f"{v:.2f}",
+            ha="center",
+            va="center",
+            color="white" if not np.isnan(v) and v < 0.6 else "black",
+            fontsize=8,
+        )
     fig.colorbar(im, ax=ax, label=METRIC_LABELS[metric])
     ax.set_title(f"{METRIC_LABELS[metric]} (mean over seeds)")
     _save(fig, path)
@@ -60,8 +67,12 @@ def published_comparison(comp: pd.DataFrame, labels: dict, path) -> None:
     if sub.empty:
         return _placeholder(path, "No dataset in this run has published values (see config: published_as).")
     panels = list(dict.fromkeys(zip(sub["dataset"], sub["split"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 1.1 * sub.groupby(["dataset", "split"]).size().max()
-                                                      * len(panels), 4.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(1.2 + 1.1 * sub.groupby(["dataset", "split"]).size().max() * len(panels), 4.6),
+        squeeze=False,
+    )
     for ax, (d, split) in zip(axes[0], panels):
         r = sub[(sub["dataset"] == d) & (sub["split"] == split)]
         x = np.arange(len(r))
@@ -76,25 +87,48 @@ def published_comparison(comp: pd.DataFrame, labels: dict, path) -> None:
             shown.append(mean)
             favoured = (r["reading"] == g).to_numpy()
             have = ~np.isnan(mean)
-            ax.errorbar(xs[have], mean[have], yerr=np.nan_to_num(std[have]), fmt="none", ecolor="grey", elinewidth=0.8,
-                        zorder=3)
-            for mask, face, name in ((favoured & ok, "tab:blue", f"ours, {g} (favoured, comparable)"),
-                                     (favoured & ~ok, "lightgrey", f"ours, {g} (favoured, not comparable)"),
-                                     (~favoured, "none", f"ours, {g}")):
+            ax.errorbar(
+                xs[have], mean[have], yerr=np.nan_to_num(std[have]), fmt="none", ecolor="grey", elinewidth=0.8, zorder=3
+            )
+            for mask, face, name in (
+                (favoured & ok, "tab:blue", f"ours, {g} (favoured, comparable)"),
+                (favoured & ~ok, "lightgrey", f"ours, {g} (favoured, not comparable)"),
+                (~favoured, "none", f"ours, {g}"),
+            ):
                 if (mask & have).any():
-                    ax.scatter(xs[mask & have], mean[mask & have], marker=READING_MARKERS[g], s=40, facecolors=face,
-                               edgecolors="black", linewidths=0.8, zorder=4, label=name)
+                    ax.scatter(
+                        xs[mask & have],
+                        mean[mask & have],
+                        marker=READING_MARKERS[g],
+                        s=40,
+                        facecolors=face,
+                        edgecolors="black",
+                        linewidths=0.8,
+                        zorder=4,
+                        label=name,
+                    )
         has = r["published_value"].notna().to_numpy()
-        ax.hlines(r["published_value"][has], x[has] - 0.42, x[has] + 0.42, color="tab:red", linewidth=2.5, zorder=2,
-                  label="published")
+        ax.hlines(
+            r["published_value"][has],
+            x[has] - 0.42,
+            x[has] + 0.42,
+            color="tab:red",
+            linewidth=2.5,
+            zorder=2,
+            label="published",
+        )
         values = np.concatenate(shown)
         values = values[~np.isnan(values)]
         low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
         margin = max(0.02, 0.1 * (high - low))
         ax.set_ylim(max(0.0, low - margin), min(1.0, high + margin) + 0.005)
         ax.set_xlim(-0.5, len(r) - 0.5)
-        ticks = [f"{labels.get(m, m)}\n[favoured: {READING_SHORT.get(g, g)}]" + ("\nreading uncertain" if u else "")
-                 + ("" if c else "\nnot comparable") for m, g, u, c in zip(r["method"], r["reading"], uncertain, ok)]
+        ticks = [
+            f"{labels.get(m, m)}\n[favoured: {READING_SHORT.get(g, g)}]"
+            + ("\nreading uncertain" if u else "")
+            + ("" if c else "\nnot comparable")
+            for m, g, u, c in zip(r["method"], r["reading"], uncertain, ok)
+        ]
         ax.set_xticks(x, ticks, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{d} ({split})\n{r['data'].iloc[0]}", fontsize=8)
     axes[0][0].set_ylabel("our score under each reading; published value")
@@ -110,11 +144,12 @@ def _comparison_legend() -> list:
     def marker(shape, face, text):
         return Line2D([], [], linestyle="none", marker=shape, markerfacecolor=face, markeredgecolor="black", label=text)
 
-    return ([marker(READING_MARKERS[g], "none", f"ours, {g} ({READING_SHORT[g]})") for g in READINGS]
-            + [marker("o", "tab:blue", "filled: the favoured reading, comparable"),
-               marker("o", "lightgrey", "filled grey: the favoured reading, not comparable"),
-               Line2D([], [], color="tab:red", linewidth=2.5, label="published"),
-               Patch(color="tab:orange", alpha=0.15, label=UNCERTAIN_LABEL)])
+    return [marker(READING_MARKERS[g], "none", f"ours, {g} ({READING_SHORT[g]})") for g in READINGS] + [
+        marker("o", "tab:blue", "filled: the favoured reading, comparable"),
+        marker("o", "lightgrey", "filled grey: the favoured reading, not comparable"),
+        Line2D([], [], color="tab:red", linewidth=2.5, label="published"),
+        Patch(color="tab:orange", alpha=0.15, label=UNCERTAIN_LABEL),
+    ]
 
 
 def confusion_grid(confusions: dict[str, pd.DataFrame], labels: dict, title: str, path) -> None:
@@ -159,19 +194,27 @@ def speed_bars(speed: pd.DataFrame, labels: dict, path) -> None:
         values = emb["value"].fillna(0).to_numpy(dtype=float)
         ax_e.bar(np.arange(len(emb)), np.where(values > 0, values, np.nan), color="tab:blue")
         for i, (_, r) in enumerate(emb.iterrows()):
-            text = (f"{r['speedup_vs_scgpt']:.0f}x scGPT" if pd.notna(r["speedup_vs_scgpt"]) else f"{r['value']:.1f}/s") \
-                if r["status"] == "ok" else r["status"].replace("_", " ")
+            text = (
+                (f"{r['speedup_vs_scgpt']:.0f}x scGPT" if pd.notna(r["speedup_vs_scgpt"]) else f"{r['value']:.1f}/s")
+                if r["status"] == "ok"
+                else r["status"].replace("_", " ")
+            )
             ax_e.annotate(text, (i, values[i] if values[i] > 0 else 1), ha="center", va="bottom", fontsize=8)
         ax_e.set_yscale("log")
         ax_e.set_xticks(np.arange(len(emb)), names, rotation=15, fontsize=8)
         ax_e.set_ylabel("cells per second (log scale)")
         first = emb.iloc[0]
-        ax_e.set_title(f"Zero-shot embedding, {first['n_cells']:.0f} cells x {first['n_genes']:.0f} genes\n"
-                       f"device: {', '.join(sorted(set(emb['device'].dropna().astype(str)))) or 'n/a'}", fontsize=9)
+        ax_e.set_title(
+            f"Zero-shot embedding, {first['n_cells']:.0f} cells x {first['n_genes']:.0f} genes\n"
+            f"device: {', '.join(sorted(set(emb['device'].dropna().astype(str)))) or 'n/a'}",
+            fontsize=9,
+        )
     if fit.empty:
         ax_f.axis("off")
     else:
-        fit["total"] = fit["value"] + pred.reindex(pd.MultiIndex.from_frame(fit[["dataset", "split", "method"]])).to_numpy()
+        fit["total"] = (
+            fit["value"] + pred.reindex(pd.MultiIndex.from_frame(fit[["dataset", "split", "method"]])).to_numpy()
+        )
         fit["column"] = fit["dataset"] + " / " + fit["split"]
         groups = list(dict.fromkeys(fit["column"]))
         methods = list(dict.fromkeys(fit["method"]))
@@ -182,8 +225,9 @@ def speed_bars(speed: pd.DataFrame, labels: dict, path) -> None:
         ax_f.set_yscale("log")
         ax_f.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
         ax_f.set_ylabel("fit + predict seconds (log scale)")
-        ax_f.set_title(f"Time per run, mean over seeds (device: {', '.join(sorted(set(fit['device'].astype(str))))})",
-                       fontsize=9)
+        ax_f.set_title(
+            f"Time per run, mean over seeds (device: {', '.join(sorted(set(fit['device'].astype(str))))})", fontsize=9
+        )
         ax_f.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     _save(fig, path)
@@ -203,8 +247,12 @@ def pretraining_loss(loss: pd.DataFrame, title: str, path) -> None:
     if not train.empty:
         ax.plot(train["step"], train["loss"], lw=0.6, alpha=0.4, color="tab:blue", label="training (per step)")
         window = max(1, len(train) // 20)
-        ax.plot(train["step"], train["loss"].rolling(window, min_periods=1).mean(), color="tab:blue",
-                label=f"training (moving mean, {window} steps)")
+        ax.plot(
+            train["step"],
+            train["loss"].rolling(window, min_periods=1).mean(),
+            color="tab:blue",
+            label=f"training (moving mean, {window} steps)",
+        )
     if not val.empty:
         ax.plot(val["step"], val["loss"], "o-", color="tab:orange", label="validation (per epoch)")
     ax.set_xlabel("optimiser step (one sentence)")

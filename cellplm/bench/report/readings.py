@@ -25,9 +25,11 @@ import re
 from ..errors import InputError
 
 READINGS = ("tm_macro_accuracy", "tm_macro_accuracy_swapped", "accuracy")  # CellPLM's call, scDiff's, micro
-READING_SHORT = {"tm_macro_accuracy": "macro recall (CellPLM's call)",
-                 "tm_macro_accuracy_swapped": "macro precision (scDiff's call)",
-                 "accuracy": "micro accuracy (DANCE's acc)"}
+READING_SHORT = {
+    "tm_macro_accuracy": "macro recall (CellPLM's call)",
+    "tm_macro_accuracy_swapped": "macro precision (scDiff's call)",
+    "accuracy": "micro accuracy (DANCE's acc)",
+}
 READING_TOLERANCE = 0.005  # our readings further apart than this (max - min): the row is "reading uncertain"
 PUBLISHED_COLUMNS = ("method", "dataset", "value", "std", "reading", "plausible_readings", "reading_basis", "source")
 
@@ -65,8 +67,10 @@ def check_published(table, path):
     that is among its known ``plausible_readings``; otherwise an :class:`InputError` naming the file and the row."""
     missing = [c for c in PUBLISHED_COLUMNS if c not in table.columns]
     if missing:
-        raise InputError(path, f"missing column(s) {', '.join(missing)} (a published scores table has "
-                               f"{', '.join(PUBLISHED_COLUMNS)})")
+        raise InputError(
+            path,
+            f"missing column(s) {', '.join(missing)} (a published scores table has {', '.join(PUBLISHED_COLUMNS)})",
+        )
     known = ", ".join(READINGS)
     for _, row in table.iterrows():
         where = f"{row['method']} / {row['dataset']}"
@@ -77,6 +81,9 @@ def check_published(table, path):
             if name not in READINGS:
                 raise InputError(path, f"{where}: unknown reading {name!r} (known readings: {known})")
         if row["reading"] not in plausible:
-            raise InputError(path, f"{where}: the favoured reading {row['reading']!r} is not among its "
-                                   f"plausible_readings {row['plausible_readings']!r}")
+            raise InputError(
+                path,
+                f"{where}: the favoured reading {row['reading']!r} is not among its "
+                f"plausible_readings {row['plausible_readings']!r}",
+            )
     return table

@@ -20,11 +20,40 @@ from .aggregate import _num, _text, checkpoint_label
 NO_CHECKPOINT = "none (fitted on these cells, no labels)"
 TYPE_ORDER = ("bio", "batch", "aggregate")
 TYPE_WORDS = {"bio": "bio-conservation metrics", "batch": "batch-correction metrics"}
-RECORD_COLUMNS = ["dataset", "embedding", "label", "status", "reason", "device", "n_cells", "embed_s",
-                  "cells_per_s", "peak_rss_mb", "peak_gpu_mb", "checkpoint"]
-ZEROSHOT_COLUMNS = ["dataset", "embedding", "embedding_label", "checkpoint", "cells", "metric_set", "metric",
-                    "metric_label", "metric_type", "value", "status", "reason", "n_cells", "n_cells_total", "device",
-                    "embed_s", "cells_per_s", "n_dims"]
+RECORD_COLUMNS = [
+    "dataset",
+    "embedding",
+    "label",
+    "status",
+    "reason",
+    "device",
+    "n_cells",
+    "embed_s",
+    "cells_per_s",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+    "checkpoint",
+]
+ZEROSHOT_COLUMNS = [
+    "dataset",
+    "embedding",
+    "embedding_label",
+    "checkpoint",
+    "cells",
+    "metric_set",
+    "metric",
+    "metric_label",
+    "metric_type",
+    "value",
+    "status",
+    "reason",
+    "n_cells",
+    "n_cells_total",
+    "device",
+    "embed_s",
+    "cells_per_s",
+    "n_dims",
+]
 
 
 def read_embedding_records(paths) -> list[dict]:
@@ -51,13 +80,22 @@ def _records_frame(records: list[dict], labels: dict) -> pd.DataFrame:
         rate, secs, n = rec.get("cells_per_s"), rec.get("embed_s"), rec.get("n_cells")
         if rate is None and secs and n:
             rate = n / secs
-        rows.append({**{k: rec.get(k) for k in RECORD_COLUMNS}, "label": labels.get(rec["embedding"], rec["embedding"]),
-                     "cells_per_s": rate, "checkpoint": _checkpoint(rec), "n_dims": rec.get("n_dims")})
+        rows.append(
+            {
+                **{k: rec.get(k) for k in RECORD_COLUMNS},
+                "label": labels.get(rec["embedding"], rec["embedding"]),
+                "cells_per_s": rate,
+                "checkpoint": _checkpoint(rec),
+                "n_dims": rec.get("n_dims"),
+            }
+        )
     df = pd.DataFrame(rows, columns=RECORD_COLUMNS + ["n_dims"])
     twice = df[df.duplicated(["dataset", "embedding"], keep=False)]
     if not twice.empty:
-        raise ValueError("more than one embedding record for dataset/embedding "
-                         + ", ".join(sorted({f"{d}/{e}" for d, e in zip(twice["dataset"], twice["embedding"])})))
+        raise ValueError(
+            "more than one embedding record for dataset/embedding "
+            + ", ".join(sorted({f"{d}/{e}" for d, e in zip(twice["dataset"], twice["embedding"])}))
+        )
     for c in ("n_cells", "embed_s", "cells_per_s", "peak_rss_mb", "peak_gpu_mb", "n_dims"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in ("status", "reason", "device", "checkpoint"):
@@ -78,8 +116,9 @@ def zeroshot_table(scib: pd.DataFrame, records: list[dict], labels: dict) -> pd.
     and cost, sorted by dataset, embedding (the order of ``labels``) and metric type (bio, batch, aggregate)."""
     if scib.empty:
         return pd.DataFrame(columns=ZEROSHOT_COLUMNS)
-    rec = _records_frame(records, labels)[["dataset", "embedding", "checkpoint", "device", "embed_s", "cells_per_s",
-                                          "n_dims"]]
+    rec = _records_frame(records, labels)[
+        ["dataset", "embedding", "checkpoint", "device", "embed_s", "cells_per_s", "n_dims"]
+    ]
     out = scib.merge(rec, on=["dataset", "embedding"], how="left")
     out["embedding_label"] = out["embedding"].map(lambda e: labels.get(e, e))
     for c in ("checkpoint", "device", "reason"):
@@ -110,12 +149,14 @@ def _why(status: str, reason: str) -> str:
 
 def _columns(sub: pd.DataFrame) -> list[str]:
     """Metric ids in table order (bio, batch, aggregate; first appearance within a type)."""
-    return list(dict.fromkeys(sub.sort_values("metric_type", key=lambda t: t.map(TYPE_ORDER.index),
-                                              kind="stable")["metric"]))
+    return list(
+        dict.fromkeys(sub.sort_values("metric_type", key=lambda t: t.map(TYPE_ORDER.index), kind="stable")["metric"])
+    )
 
 
-def _scope(cells: list[tuple[str, str]], columns: list[str], types: dict, names: dict, embeddings: list[str],
-           emb_labels: dict) -> str:
+def _scope(
+    cells: list[tuple[str, str]], columns: list[str], types: dict, names: dict, embeddings: list[str], emb_labels: dict
+) -> str:
     """Which cells of a dataset's table one reason covers, in words ("batch-correction metrics, Total")."""
     metrics = {m for _, m in cells}
     if metrics == set(columns):
@@ -123,8 +164,9 @@ def _scope(cells: list[tuple[str, str]], columns: list[str], types: dict, names:
     else:
         of_type = {t: {m for m in columns if types[m] == t} for t in TYPE_WORDS}
         whole = [t for t, of in of_type.items() if of and of <= metrics]
-        what = ", ".join([TYPE_WORDS[t] for t in whole]
-                         + [names[m] for m in columns if m in metrics and types[m] not in whole])
+        what = ", ".join(
+            [TYPE_WORDS[t] for t in whole] + [names[m] for m in columns if m in metrics and types[m] not in whole]
+        )
     embs = list(dict.fromkeys(e for e, _ in cells))
     return what if set(embs) == set(embeddings) else f"{what} for {', '.join(emb_labels[e] for e in embs)}"
 
@@ -152,11 +194,19 @@ def _dataset_lines(dataset: str, sub: pd.DataFrame) -> list[str]:
             reasons.setdefault(why, []).append((e, m))
             cells.append(f"n/a [{list(reasons).index(why) + 1}]")
         rows.append(f"| {emb_labels[e]} | {_text(checkpoint[e])} | " + " | ".join(cells) + " |")
-    lines = ["", f"### Dataset `{dataset}`", "",
-             "| embedding | checkpoint | " + " | ".join(names[m] for m in columns) + " |",
-             "|---" * (len(columns) + 2) + "|", *rows, ""]
-    lines += [f"- n/a [{i}] ({_scope(cells, columns, types, names, embeddings, emb_labels)}): {why}."
-              for i, (why, cells) in enumerate(reasons.items(), 1)]
+    lines = [
+        "",
+        f"### Dataset `{dataset}`",
+        "",
+        "| embedding | checkpoint | " + " | ".join(names[m] for m in columns) + " |",
+        "|---" * (len(columns) + 2) + "|",
+        *rows,
+        "",
+    ]
+    lines += [
+        f"- n/a [{i}] ({_scope(cells, columns, types, names, embeddings, emb_labels)}): {why}."
+        for i, (why, cells) in enumerate(reasons.items(), 1)
+    ]
     cells_scored = "; ".join(dict.fromkeys(sub["cells"].map(_str))) or "–"
     metric_set = "; ".join(dict.fromkeys(sub["metric_set"].map(_str))) or "–"
     lines.append(f"- Cells scored: {cells_scored}. Metric set: {metric_set}.")
@@ -170,9 +220,15 @@ def _overview_lines(zeroshot: pd.DataFrame) -> list[str]:
         return []
     agg = zeroshot[zeroshot["metric_type"] == "aggregate"]
     datasets = sorted(set(zeroshot["dataset"]))
-    lines = ["", "### Overview: aggregate score per dataset", "",
-             "Total (0.6 bio + 0.4 batch); *bio* marks bio conservation alone, where a dataset has one batch.", "",
-             "| embedding | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+    lines = [
+        "",
+        "### Overview: aggregate score per dataset",
+        "",
+        "Total (0.6 bio + 0.4 batch); *bio* marks bio conservation alone, where a dataset has one batch.",
+        "",
+        "| embedding | " + " | ".join(datasets) + " |",
+        "|---" * (len(datasets) + 1) + "|",
+    ]
     for emb, sub in agg.groupby("embedding", sort=False):
         cells = []
         for d in datasets:
@@ -198,12 +254,16 @@ def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dic
     ``metric_defs``: metric id -> {"label", "definition"} (``METRICS`` and ``AGGREGATES`` of
     :mod:`cellplm.bench.embedding_metrics`).
     """
-    lines = ["", "## Zero-shot embeddings", "",
-             "Each embedding method embedded a dataset's cells without seeing any cell-type label (the foundation"
-             " models with the checkpoint named in each row; PCA and scVI fitted on these same cells, scVI with"
-             " their batches), and scib-metrics scored every embedding against the labels and batches, on all"
-             " cells of the dataset or a seeded subsample of them (values unscaled; total = 0.6 bio conservation"
-             " + 0.4 batch correction, as scib-metrics' Benchmarker)."]
+    lines = [
+        "",
+        "## Zero-shot embeddings",
+        "",
+        "Each embedding method embedded a dataset's cells without seeing any cell-type label (the foundation"
+        " models with the checkpoint named in each row; PCA and scVI fitted on these same cells, scVI with"
+        " their batches), and scib-metrics scored every embedding against the labels and batches, on all"
+        " cells of the dataset or a seeded subsample of them (values unscaled; total = 0.6 bio conservation"
+        " + 0.4 batch correction, as scib-metrics' Benchmarker).",
+    ]
     if zeroshot.empty:
         lines += ["", "No zero-shot scores."]
     lines += _overview_lines(zeroshot)
@@ -214,19 +274,24 @@ def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dic
         names = dict(zip(zeroshot["metric"], zeroshot["metric_label"]))
         types = dict(zip(zeroshot["metric"], zeroshot["metric_type"]))
         lines += ["", "### Metric definitions", ""]
-        lines += [f"- **{names[m]}** (`{m}`, {types[m]}): {metric_defs.get(m, {}).get('definition') or '–'}"
-                  for m in shown]
+        lines += [
+            f"- **{names[m]}** (`{m}`, {types[m]}): {metric_defs.get(m, {}).get('definition') or '–'}" for m in shown
+        ]
     lines += ["", "### Embedding cost", ""]
     if speed.empty:
         return lines + ["No embedding records."]
-    lines += ["| dataset | embedding | status | device | cells | seconds | cells/s | peak RSS MB | peak GPU MB |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| dataset | embedding | status | device | cells | seconds | cells/s | peak RSS MB | peak GPU MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in speed.iterrows():
         status = _str(r["status"])
         status = "ok" if status == "ok" else _why(status, _str(r["reason"]))
-        lines.append(f"| {r['dataset']} | {r['label']} | {status} | {_text(r['device'])} | {_num(r['n_cells'], ',.0f')} | "
-                     f"{_num(r['embed_s'], '.1f')} | {_num(r['cells_per_s'], ',.0f')} | {_num(r['peak_rss_mb'], ',.0f')} | "
-                     f"{_num(r['peak_gpu_mb'], ',.0f')} |")
+        lines.append(
+            f"| {r['dataset']} | {r['label']} | {status} | {_text(r['device'])} | {_num(r['n_cells'], ',.0f')} | "
+            f"{_num(r['embed_s'], '.1f')} | {_num(r['cells_per_s'], ',.0f')} | {_num(r['peak_rss_mb'], ',.0f')} | "
+            f"{_num(r['peak_gpu_mb'], ',.0f')} |"
+        )
     return lines
 
 

@@ -65,8 +65,15 @@ def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
     ax.axis("off")
     for i, e in enumerate(rows):
         ax.text(-3.1, i - 0.1, first.loc[e, "embedding_label"], ha="left", va="center", fontsize=9, weight="bold")
-        ax.text(-3.1, i + 0.25, textwrap.shorten(_str(first.loc[e, "checkpoint"]) or "–", 48), ha="left",
-                va="center", fontsize=6, color="dimgrey")
+        ax.text(
+            -3.1,
+            i + 0.25,
+            textwrap.shorten(_str(first.loc[e, "checkpoint"]) or "–", 48),
+            ha="left",
+            va="center",
+            fontsize=6,
+            color="dimgrey",
+        )
         ax.axhline(i + 0.5, color="black", lw=0.8, ls=(0, (1, 5)))
     for j, m in enumerate(columns):
         ax.text(j, -0.75, names[m].replace(" ", "\n", 1), ha="center", va="center", fontsize=8)
@@ -79,15 +86,31 @@ def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
                 end = j - 0.45 + 0.9 * min(max(v, 0), 1)
                 ax.barh(i, end - (j - 0.45), left=j - 0.45, height=0.7, color=plt.cm.YlGnBu(v), zorder=1)
                 inside = v >= 0.5  # the value inside a long bar, after a short one
-                ax.text(end - 0.03 if inside else end + 0.03, i, f"{v:.2f}", ha="right" if inside else "left",
-                        va="center", fontsize=8, color=_ink(plt.cm.YlGnBu(v)) if inside else "black", zorder=2)
+                ax.text(
+                    end - 0.03 if inside else end + 0.03,
+                    i,
+                    f"{v:.2f}",
+                    ha="right" if inside else "left",
+                    va="center",
+                    fontsize=8,
+                    color=_ink(plt.cm.YlGnBu(v)) if inside else "black",
+                    zorder=2,
+                )
             continue
         norm = _value_norm(values)
         for i, v in enumerate(values):
             colour = (0.85, 0.85, 0.85, 1.0) if np.isnan(v) else plt.cm.PRGn(norm(v))
             ax.scatter([j], [i], s=700, color=[colour], edgecolors="none", zorder=1)
-            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
-                    color="grey" if np.isnan(v) else _ink(colour), zorder=2)
+            ax.text(
+                j,
+                i,
+                "n/a" if np.isnan(v) else f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="grey" if np.isnan(v) else _ink(colour),
+                zorder=2,
+            )
     groups = {t: [j for j, m in enumerate(columns) if types[m] == t] for t in TYPE_ORDER}
     titles = {"bio": "Bio conservation", "batch": "Batch correction", "aggregate": "Aggregate score"}
     for t, js in groups.items():
@@ -112,8 +135,9 @@ def scib_plot(zeroshot: pd.DataFrame, path) -> None:
     subs = [zeroshot[zeroshot["dataset"] == d] for d in datasets]
     width = 3.5 + 1.0 * max(len(_columns(s)) for s in subs)
     heights = [2.0 + 0.5 * s["embedding"].nunique() for s in subs]
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(width, sum(heights)), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    fig, axes = plt.subplots(
+        len(datasets), 1, figsize=(width, sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     for ax, d, sub in zip(axes[:, 0], datasets, subs):
         _scib_panel(ax, d, sub, wrap=int(width * 15))
     fig.tight_layout()
@@ -122,12 +146,14 @@ def scib_plot(zeroshot: pd.DataFrame, path) -> None:
 
 # ---- UMAPs of the embeddings ----------------------------------------------------------------------------------------
 
+
 def _palette(categories: list) -> dict:
     """Category -> colour, the same in every row of the grid."""
     from scanpy.plotting.palettes import default_102
 
-    colours = plt.cm.tab10.colors if len(categories) <= 10 else plt.cm.tab20.colors if len(categories) <= 20 \
-        else default_102
+    colours = (
+        plt.cm.tab10.colors if len(categories) <= 10 else plt.cm.tab20.colors if len(categories) <= 20 else default_102
+    )
     return {c: colours[i % len(colours)] for i, c in enumerate(categories)}
 
 
@@ -147,16 +173,32 @@ def _legend(ax, palette: dict, what: str) -> None:
     """A legend of every category in its own column of the grid; beyond LEGEND_MAX categories a note instead."""
     ax.axis("off")
     if len(palette) > LEGEND_MAX:
-        ax.text(0, 1, f"{what}: {len(palette)}\nvalues, too many\nfor a legend", va="top", fontsize=8,
-                transform=ax.transAxes)
+        ax.text(
+            0,
+            1,
+            f"{what}: {len(palette)}\nvalues, too many\nfor a legend",
+            va="top",
+            fontsize=8,
+            transform=ax.transAxes,
+        )
         return
     handles = [Line2D([], [], ls="", marker="o", color=c, label=str(k)) for k, c in palette.items()]
-    ax.legend(handles=handles, loc="upper left", frameon=False, title=what, borderaxespad=0,
-              fontsize=8 if len(palette) <= 15 else 6, title_fontsize=8, markerscale=0.8, handletextpad=0.2)
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        frameon=False,
+        title=what,
+        borderaxespad=0,
+        fontsize=8 if len(palette) <= 15 else 6,
+        title_fontsize=8,
+        markerscale=0.8,
+        handletextpad=0.2,
+    )
 
 
-def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells: int | None = 20000,
-              seed: int = 0) -> None:
+def umap_plot(
+    dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells: int | None = 20000, seed: int = 0
+) -> None:
     """A grid of UMAPs, one row per embedding, coloured by cell type (left) and by batch (right), png written
     atomically.
 
@@ -184,19 +226,30 @@ def umap_plot(dataset: str, embeddings: dict, obs: pd.DataFrame, path, max_cells
         if x is None:
             panels[0].set(xticks=[], yticks=[])
             panels[1].axis("off")
-            panels[0].text(0.5, 0.5, textwrap.fill(f"{label}: not available ({reason or 'no reason recorded'})", 40),
-                           ha="center", va="center", fontsize=9, transform=panels[0].transAxes)
+            panels[0].text(
+                0.5,
+                0.5,
+                textwrap.fill(f"{label}: not available ({reason or 'no reason recorded'})", 40),
+                ha="center",
+                va="center",
+                fontsize=9,
+                transform=panels[0].transAxes,
+            )
             panels[0].set_title(label, fontsize=9)
             continue
         xy = _umap(np.asarray(x)[idx], seed)[order]
         for ax, (what, values) in zip(panels, [("cell type", cell_type), ("batch", batch)]):
-            ax.scatter(xy[:, 0], xy[:, 1], s=size, c=[colours[what][v] for v in values[order]], linewidths=0,
-                       rasterized=True)
+            ax.scatter(
+                xy[:, 0], xy[:, 1], s=size, c=[colours[what][v] for v in values[order]], linewidths=0, rasterized=True
+            )
             ax.set(xticks=[], yticks=[])
             ax.set_title(f"{label}: {what}", fontsize=9)
     _legend(fig.add_subplot(grid[:, 1]), colours["cell type"], "cell type")
     _legend(fig.add_subplot(grid[:, 3]), colours["batch"], "batch")
-    cells = (f"all {len(idx):,} cells" if len(idx) == len(obs)
-             else f"a seeded subsample of {len(idx):,} of {len(obs):,} cells (seed {seed})")
+    cells = (
+        f"all {len(idx):,} cells"
+        if len(idx) == len(obs)
+        else f"a seeded subsample of {len(idx):,} of {len(obs):,} cells (seed {seed})"
+    )
     fig.suptitle(f"{dataset}: UMAP of each zero-shot embedding, {cells}", fontsize=11, y=1 - 0.2 / height)
     _save(fig, path)

@@ -6,6 +6,8 @@ from cellplm.bench.job import job
 
 with job(snakemake):
     adata = corpus_item(snakemake.wildcards.item, list(snakemake.input), snakemake.params.spec)
-    print(f"{snakemake.wildcards.item}: {adata.n_obs} cells, {adata.n_vars} genes, "
-          f"{adata.obs['batch'].nunique()} sentences; spatial: {'spatial' in adata.obsm}")
+    print(
+        f"{snakemake.wildcards.item}: {adata.n_obs} cells, {adata.n_vars} genes, "
+        f"{adata.obs['batch'].nunique()} sentences; spatial: {'spatial' in adata.obsm}"
+    )
     write_h5ad(adata, snakemake.output[0])

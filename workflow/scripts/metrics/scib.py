@@ -14,10 +14,19 @@ with job(snakemake):
     dataset = dataset[cells].copy()
     scib = p.scib
     pre = pca_embedding(dataset, seed=scib["seed"]) if scib["batch"].get("pcr_comparison") else None
-    scores = score_embeddings(arrays, dataset.obs[LABEL].astype(str).to_numpy(),
-                              dataset.obs[BATCH].astype(str).to_numpy(), bio=scib["bio"], batch=scib["batch"],
-                              max_cells=scib["max_cells"], seed=scib["seed"], neighbors=scib["neighbors"],
-                              pre_integrated=pre, unavailable=unavailable, n_jobs=snakemake.threads)
+    scores = score_embeddings(
+        arrays,
+        dataset.obs[LABEL].astype(str).to_numpy(),
+        dataset.obs[BATCH].astype(str).to_numpy(),
+        bio=scib["bio"],
+        batch=scib["batch"],
+        max_cells=scib["max_cells"],
+        seed=scib["seed"],
+        neighbors=scib["neighbors"],
+        pre_integrated=pre,
+        unavailable=unavailable,
+        n_jobs=snakemake.threads,
+    )
     scores.insert(0, "dataset", snakemake.wildcards.dataset)
     print(scores.to_string())
     write_tsv(scores, snakemake.output[0])

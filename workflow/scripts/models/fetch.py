@@ -8,6 +8,12 @@ from cellplm.bench.job import job
 
 with job(snakemake):
     s = snakemake.params.settings
-    info = fetch_model(snakemake.params.spec, snakemake.output[0], Manifest(s["manifest"]), retries=s["retries"],
-                       timeout=s["timeout"], endpoints=s["endpoints"])
+    info = fetch_model(
+        snakemake.params.spec,
+        snakemake.output[0],
+        Manifest(s["manifest"]),
+        retries=s["retries"],
+        timeout=s["timeout"],
+        endpoints=s["endpoints"],
+    )
     print(json.dumps(info, indent=2))

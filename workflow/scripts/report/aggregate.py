@@ -42,6 +42,8 @@ with job(snakemake):
     write_tsv(speed, out.speed)
     write_tsv(agg.with_data(zeroshot, datasets), out.zeroshot)
     write_tsv(agg.with_data(emb_speed, datasets), out.embedding_speed)
-    zeroshot_lines = zs.markdown_lines(zeroshot, emb_speed, {**METRICS, **AGGREGATES}) if snakemake.params.embeddings else []
+    zeroshot_lines = (
+        zs.markdown_lines(zeroshot, emb_speed, {**METRICS, **AGGREGATES}) if snakemake.params.embeddings else []
+    )
     fidelity_lines = fid.markdown_lines(fidelity, method_labels(cfg))
     write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines, fidelity_lines), out.markdown)

@@ -10,5 +10,11 @@ with job(snakemake):
     arrays, unavailable, cells = read_embeddings(p.embeddings, inp.embeddings, inp.records)
     obs = read_h5ad(inp.dataset, layers=False).obs.loc[cells]
     panels = {e: (p.labels[e], arrays.get(e), unavailable.get(e, ("", ""))[1]) for e in p.embeddings}
-    umap_plot(snakemake.wildcards.dataset, panels, obs, snakemake.output[0], max_cells=p.umap["max_cells"],
-              seed=p.umap["seed"])
+    umap_plot(
+        snakemake.wildcards.dataset,
+        panels,
+        obs,
+        snakemake.output[0],
+        max_cells=p.umap["max_cells"],
+        seed=p.umap["seed"],
+    )

@@ -9,7 +9,13 @@ with job(snakemake):
     for i, (method, seed) in enumerate(p.runs):
         emb = p.methods[method]["zeroshot_of"]
         j = p.embeddings.index(emb)
-        run(EmbeddingKNN.of(method, p.methods[method]), RunIds(w.dataset, w.split, method, seed, p.param_set),
-            inp.train, inp.test, out.predictions[i], out.records[i],
+        run(
+            EmbeddingKNN.of(method, p.methods[method]),
+            RunIds(w.dataset, w.split, method, seed, p.param_set),
+            inp.train,
+            inp.test,
+            out.predictions[i],
+            out.records[i],
             params={"embedding": inp.embeddings[j], "record": inp.embedding_records[j], **p.methods[method]["params"]},
-            on_error=p.on_error)
+            on_error=p.on_error,
+        )

@@ -20,13 +20,34 @@ class CellPLMEmbedder(Embedder):
             raise NotApplicable("zero-shot embedding needs a pretrained CellPLM checkpoint (none configured)")
         checkpoint, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"))
         model, _ = load_embedder(checkpoint, trusted_sha256=p("trusted_sha256"))
-        result = embed_cells(cells, model, group_key=p("group_key"), max_cells=p("max_cells"), device=p("device"),
-                             precision=p("precision"), min_gene_share=p("min_gene_share"),
-                             min_count_share=p("min_count_share"), progress=p("progress"), source="split cells")
+        result = embed_cells(
+            cells,
+            model,
+            group_key=p("group_key"),
+            max_cells=p("max_cells"),
+            device=p("device"),
+            precision=p("precision"),
+            min_gene_share=p("min_gene_share"),
+            min_count_share=p("min_count_share"),
+            progress=p("progress"),
+            source="split cells",
+        )
         info = result.info
         self.n_genes_used, self.device = info["genes"]["n_matched"], info["device"]
-        self.extra.update({k: info[k] for k in ("genes", "precision", "device_detail", "n_sentences", "group_key",
-                                                "max_cells", "cluster_choice")})
+        self.extra.update(
+            {
+                k: info[k]
+                for k in (
+                    "genes",
+                    "precision",
+                    "device_detail",
+                    "n_sentences",
+                    "group_key",
+                    "max_cells",
+                    "cluster_choice",
+                )
+            }
+        )
         key = p("group_key") if p("group_key") in cells.obs else None
         self.extra["sentences"] = describe_sentences(cells.uns, info["n_sentences"], key)
         return result.embedding  # (n_cells, post_latent_dim) float32

@@ -29,8 +29,9 @@ def pca(X, n_comps: int, seed: int = 0) -> np.ndarray:
     n_comps = min(n_comps, X.shape[0] - 1, X.shape[1] - 1)
     if n_comps < 1:
         raise ValueError(f"PCA needs at least 2 cells and 2 genes, got {X.shape[0]} cells x {X.shape[1]} genes")
-    return np.asarray(sc.pp.pca(X, n_comps=n_comps, zero_center=True, svd_solver="arpack", random_state=seed),
-                      dtype=np.float32)
+    return np.asarray(
+        sc.pp.pca(X, n_comps=n_comps, zero_center=True, svd_solver="arpack", random_state=seed), dtype=np.float32
+    )
 
 
 def pca_embedding(adata: ad.AnnData, n_comps: int = 50, n_hvg: int = 2000, seed: int = 0) -> np.ndarray:
@@ -47,6 +48,12 @@ class PCAEmbedder(Embedder):
         X = log_hvg(cells, int(self.param("n_hvg")))  # (n_cells, n_hvg)
         z = pca(X, int(self.param("n_comps")), self.seed)
         self.n_genes_used = X.shape[1]
-        self.extra = {"n_hvg": X.shape[1], "hvg_flavor": "seurat", "normalisation": "log1p CP10k",
-                      "n_comps": int(z.shape[1]), "svd_solver": "arpack", "scaled": False}
+        self.extra = {
+            "n_hvg": X.shape[1],
+            "hvg_flavor": "seurat",
+            "normalisation": "log1p CP10k",
+            "n_comps": int(z.shape[1]),
+            "svd_solver": "arpack",
+            "scaled": False,
+        }
         return z

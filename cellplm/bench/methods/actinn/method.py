@@ -36,7 +36,6 @@ from ....runtime import resolve_device
 from ..base import Annotator
 
 
-
 def actinn_normalise(X) -> sp.csr_matrix:
     """ACTINN's normalisation: counts scaled to 10,000 per cell, then log2(x + 1). Empty cells stay zero."""
     X = sp.csr_matrix(X, dtype=np.float32, copy=True)
@@ -133,8 +132,9 @@ class ACTINN(Annotator):
             torch.manual_seed(self.seed)
             self.net_ = ACTINNNetwork(X.shape[1], len(self.classes_), self.param("hidden_dims")).to(device)
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.param("learning_rate"))
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=self.param("lr_decay_steps"),
-                                                gamma=self.param("lr_decay_rate"))
+        sched = torch.optim.lr_scheduler.StepLR(
+            opt, step_size=self.param("lr_decay_steps"), gamma=self.param("lr_decay_rate")
+        )
         rows = _Rows(X, device, self.param("max_dense_gb"))
         y_t = torch.from_numpy(y.astype(np.int64)).to(device)
         loss_fn = nn.CrossEntropyLoss()
@@ -145,7 +145,7 @@ class ACTINN(Annotator):
             order = np.random.default_rng([self.seed, epoch]).permutation(n)
             total = 0.0
             for start in range(0, n, bs):
-                idx = order[start:start + bs]
+                idx = order[start : start + bs]
                 logits = self.net_(rows[idx])
                 loss = loss_fn(logits, y_t[torch.from_numpy(idx).to(device)]) + l2 * self.net_.l2_penalty()
                 opt.zero_grad()
@@ -174,8 +174,9 @@ class ACTINN(Annotator):
         X = self._features(test)
         rows = _Rows(X, torch.device(self.device), self.param("max_dense_gb"))
         self.net_.eval()
-        out = [self.net_(rows[np.arange(s, min(s + 4096, X.shape[0]))]).cpu().numpy()
-               for s in range(0, X.shape[0], 4096)]
+        out = [
+            self.net_(rows[np.arange(s, min(s + 4096, X.shape[0]))]).cpu().numpy() for s in range(0, X.shape[0], 4096)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), dtype=np.float32)
 
     def predict(self, test):

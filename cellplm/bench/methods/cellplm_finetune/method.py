@@ -30,22 +30,35 @@ class CellPLMFinetune(Annotator):
         ckpt, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"), p("shape"))
         # the params given, else this method's defaults (method.yaml, e.g. precision fp32), else CellTypeAnnotator's
         options = {k: p(k) for k in FINETUNE_OPTIONS if k in self.params or k in self.defaults()}
-        self.model_ = CellTypeAnnotator(ckpt, trusted_sha256=p("trusted_sha256"), seed=self.seed, progress=p("progress"),
-                                        **options)
+        self.model_ = CellTypeAnnotator(
+            ckpt, trusted_sha256=p("trusted_sha256"), seed=self.seed, progress=p("progress"), **options
+        )
         self.model_.fit(train, label_key=LABEL, unlabelled=unlabelled)
         info = self.model_.info_
         self.n_genes_used = info.get("n_genes_used")
         self.device = info.get("device", "cpu")
-        self.extra.update({k: info[k] for k in ("genes", "epochs_run", "best_epoch", "best_valid_macro_f1", "precision",
-                                                "setting", "device_detail")
-                           if k in info})
+        self.extra.update(
+            {
+                k: info[k]
+                for k in (
+                    "genes",
+                    "epochs_run",
+                    "best_epoch",
+                    "best_valid_macro_f1",
+                    "precision",
+                    "setting",
+                    "device_detail",
+                )
+                if k in info
+            }
+        )
         group_key = info["options"]["group_key"]
         self.extra.update(
             protocol={k: info["options"][k] for k in PROTOCOL},
             sentences=describe_sentences(train.uns, info["n_sentences"], group_key if group_key in train.obs else None),
-            class_set=CLASS_SET.format(n=len(self.model_.classes_)))
+            class_set=CLASS_SET.format(n=len(self.model_.classes_)),
+        )
         return self
 
     def predict(self, test):
         return self.model_.predict(test)
-

@@ -59,8 +59,11 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 import CellPLM.pipeline as upstream_pipeline
-from CellPLM.pipeline.cell_type_annotation import (CellTypeAnnotationDefaultModelConfig,
-                                                   CellTypeAnnotationDefaultPipelineConfig, CellTypeAnnotationPipeline)
+from CellPLM.pipeline.cell_type_annotation import (
+    CellTypeAnnotationDefaultModelConfig,
+    CellTypeAnnotationDefaultPipelineConfig,
+    CellTypeAnnotationPipeline,
+)
 from CellPLM.utils import set_seed
 
 from .... import keys
@@ -81,8 +84,10 @@ PATCHES = [
     "unpickling, a file holding Python objects only with a trusted sha256; tensors mapped to the CPU, where "
     "load_pretrain builds the model before fit moves it to the device), while the pipeline is built",
 ]
-GENE_IDS = ("var_names = Ensembl ids ({source}); ensembl_auto_conversion=False (upstream's symbol conversion queries "
-            "mygene over the network)")
+GENE_IDS = (
+    "var_names = Ensembl ids ({source}); ensembl_auto_conversion=False (upstream's symbol conversion queries "
+    "mygene over the network)"
+)
 EPOCH_LINE = re.compile(r"^Epoch (\d+) \| Train loss")
 VALID_F1 = re.compile(r"Valid f1: (\S+)")
 STOPPED = re.compile(r"Early stopped\. Best validation performance achieved at epoch (\d+)")
@@ -101,8 +106,10 @@ class CellPLMUpstream(Annotator):
         self.check_params()
         p = self.param
         if not p("checkpoint"):
-            raise NotApplicable("the authors' pipeline fine-tunes a pretrained checkpoint and none is configured "
-                                "(cellplm.checkpoint.source: none)")
+            raise NotApplicable(
+                "the authors' pipeline fine-tunes a pretrained checkpoint and none is configured "
+                "(cellplm.checkpoint.source: none)"
+            )
         prefix, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"))
         device = resolve_device(p("device"))
         self.device = device.type
@@ -112,8 +119,10 @@ class CellPLMUpstream(Annotator):
         weights = checkpoint_paths(prefix)[1]
         with upstream_output() as out, safe_checkpoint_loading(p("trusted_sha256")) as loaded:
             self.pipeline_ = CellTypeAnnotationPipeline(
-                pretrain_prefix=weights.name.removesuffix(WEIGHTS_SUFFIX), pretrain_directory=str(weights.parent),
-                overwrite_config={**CellTypeAnnotationDefaultModelConfig, "out_dim": len(classes)})
+                pretrain_prefix=weights.name.removesuffix(WEIGHTS_SUFFIX),
+                pretrain_directory=str(weights.parent),
+                overwrite_config={**CellTypeAnnotationDefaultModelConfig, "out_dim": len(classes)},
+            )
         self.extra["weights"] = weights_report(self.pipeline_.model, loaded)
         self.train_ = train
         vocabulary = sorted(self.pipeline_.model.gene_set)
@@ -122,8 +131,16 @@ class CellPLMUpstream(Annotator):
         require_coverage(match, "training data", p("min_gene_share"), p("min_count_share"))
         require_trainable(self.data_)
         with upstream_output() as out:
-            self.pipeline_.fit(self.data_, self.config_, split_field=SPLIT, train_split="train", valid_split="valid",
-                               label_fields=[LABEL], ensembl_auto_conversion=False, device=device)
+            self.pipeline_.fit(
+                self.data_,
+                self.config_,
+                split_field=SPLIT,
+                train_split="train",
+                valid_split="valid",
+                label_fields=[LABEL],
+                ensembl_auto_conversion=False,
+                device=device,
+            )
         fitted = self.pipeline_.label_encoders[LABEL].classes_.tolist()
         if fitted != classes:  # the encoder must know exactly the training classes (the placeholder is one of them)
             raise RuntimeError(f"upstream's label encoder holds {fitted}, not the training classes {classes}")
@@ -131,21 +148,35 @@ class CellPLMUpstream(Annotator):
         self.extra["genes"]["n_selected"] = self.n_genes_used
         self.extra.update(training_summary(out.lines))
         self.extra.update(
-            precision="fp32", device_detail=f"{device_name(device)}, fp32", patches=PATCHES,
+            precision="fp32",
+            device_detail=f"{device_name(device)}, fp32",
+            patches=PATCHES,
             gene_ids=GENE_IDS.format(source=match.id_source),
             sentences=describe_sentences(train.uns, int(self.data_.obs["batch"].nunique())),
             class_set=CLASS_SET.format(n=len(classes)) + f"; test cells carry the placeholder label '{classes[0]}', a "
-                      "training class, outside the loss and the validation",
-            protocol={"max_epochs": p("epochs"), "patience": p("es"), "warmup_epochs": UPSTREAM_WARMUP, "lr": p("lr"),
-                      "weight_decay": p("wd"), "n_hvg": p("hvg"), "plateau_patience": p("patience")},
-            pipeline_config={k: self.config_[k] for k in sorted(self.config_)})
+            "training class, outside the loss and the validation",
+            protocol={
+                "max_epochs": p("epochs"),
+                "patience": p("es"),
+                "warmup_epochs": UPSTREAM_WARMUP,
+                "lr": p("lr"),
+                "weight_decay": p("wd"),
+                "n_hvg": p("hvg"),
+                "plateau_patience": p("patience"),
+            },
+            pipeline_config={k: self.config_[k] for k in sorted(self.config_)},
+        )
         return self
 
     def predict(self, test):
         data = self.data_
         if not data.obs_names[(data.obs[SPLIT] == "test").to_numpy()].equals(test.obs_names):
-            data = upstream_anndata(self.train_, test, sorted(self.pipeline_.model.gene_set),
-                                    placeholder=self.pipeline_.label_encoders[LABEL].classes_[0])[0]
+            data = upstream_anndata(
+                self.train_,
+                test,
+                sorted(self.pipeline_.model.gene_set),
+                placeholder=self.pipeline_.label_encoders[LABEL].classes_[0],
+            )[0]
         with upstream_output():
             codes = self.pipeline_.predict(data, self.config_, ensembl_auto_conversion=False, device=self.device)
         labels = self.pipeline_.label_encoders[LABEL].inverse_transform(codes.cpu().numpy())
@@ -164,16 +195,25 @@ def upstream_anndata(train: ad.AnnData, test: ad.AnnData | None, vocabulary: lis
         check_counts(counts_matrix(part)[: min(part.n_obs, 2000)], name)
     X = sp.vstack([sp.csr_matrix(counts_matrix(part)) for part in parts], format="csr").astype(np.float32)
     match = match_genes(train.var, train.var_names, vocabulary, gene_totals=np.asarray(X.sum(0)).ravel())
-    names = np.where(match.vocab_index >= 0, np.asarray(vocabulary, dtype=object)[match.vocab_index],
-                     train.var_names.to_numpy(dtype=object))
-    valid = (train.obs[keys.IS_VALIDATION].astype(bool).to_numpy() if keys.IS_VALIDATION in train.obs
-             else np.zeros(train.n_obs, dtype=bool))
+    names = np.where(
+        match.vocab_index >= 0,
+        np.asarray(vocabulary, dtype=object)[match.vocab_index],
+        train.var_names.to_numpy(dtype=object),
+    )
+    valid = (
+        train.obs[keys.IS_VALIDATION].astype(bool).to_numpy()
+        if keys.IS_VALIDATION in train.obs
+        else np.zeros(train.n_obs, dtype=bool)
+    )
     n_test = test.n_obs if test is not None else 0
-    obs = pd.DataFrame({
-        "batch": np.concatenate([part.obs[keys.BATCH].astype(str).to_numpy() for part in parts]),
-        SPLIT: np.concatenate([np.where(valid, "valid", "train"), np.full(n_test, "test")]),
-        LABEL: np.concatenate([train.obs[keys.LABEL].astype(str).to_numpy(), np.full(n_test, placeholder)]),
-    }, index=np.concatenate([part.obs_names.to_numpy() for part in parts]))
+    obs = pd.DataFrame(
+        {
+            "batch": np.concatenate([part.obs[keys.BATCH].astype(str).to_numpy() for part in parts]),
+            SPLIT: np.concatenate([np.where(valid, "valid", "train"), np.full(n_test, "test")]),
+            LABEL: np.concatenate([train.obs[keys.LABEL].astype(str).to_numpy(), np.full(n_test, placeholder)]),
+        },
+        index=np.concatenate([part.obs_names.to_numpy() for part in parts]),
+    )
     data = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=pd.Index(names.astype(str))))
     data.var_names_make_unique()
     return data, match
@@ -185,15 +225,19 @@ def require_trainable(data: ad.AnnData) -> None:
     torchmetrics, which fails on a sentence that has none (a split holding out whole batches, e.g. batch_holdout)."""
     split = data.obs[SPLIT]
     if not (split == "valid").any():
-        raise NotApplicable("the authors' fit keeps the epoch of the best validation F1, and the training data has no "
-                            "validation cells (obs['is_validation'])")
+        raise NotApplicable(
+            "the authors' fit keeps the epoch of the best validation F1, and the training data has no "
+            "validation cells (obs['is_validation'])"
+        )
     trained = split.eq("train").groupby(data.obs["batch"]).any()
     untrained = trained.index[~trained.to_numpy()].tolist()
     if untrained:
-        raise NotApplicable(f"the authors' fit scores the training cells of every sentence and fails on one without "
-                            f"any: {len(untrained)} of {len(trained)} sentences (obs['batch'] "
-                            f"{', '.join(map(repr, untrained[:3]))}) hold no training cell (a split that holds out "
-                            "whole batches)")
+        raise NotApplicable(
+            f"the authors' fit scores the training cells of every sentence and fails on one without "
+            f"any: {len(untrained)} of {len(trained)} sentences (obs['batch'] "
+            f"{', '.join(map(repr, untrained[:3]))}) hold no training cell (a split that holds out "
+            "whole batches)"
+        )
 
 
 class _Output(io.TextIOBase):
@@ -252,8 +296,13 @@ def weights_report(model: torch.nn.Module, loaded: list[dict]) -> dict:
     def modules(keys):
         return sorted({".".join(k.split(".")[:2]) for k in keys})
 
-    return {"loaded": len(taken), "fresh": len(own) - len(taken), "fresh_modules": modules(set(own) - taken),
-            "unused": len(state) - len(taken), "unused_modules": modules(set(state) - taken)}
+    return {
+        "loaded": len(taken),
+        "fresh": len(own) - len(taken),
+        "fresh_modules": modules(set(own) - taken),
+        "unused": len(state) - len(taken),
+        "unused_modules": modules(set(state) - taken),
+    }
 
 
 def training_summary(lines: list[str]) -> dict:
@@ -264,6 +313,10 @@ def training_summary(lines: list[str]) -> dict:
     f1 = [float(m.group(1)) for m in map(VALID_F1.search, lines) if m]
     stopped = next((int(m.group(1)) for m in map(STOPPED.search, lines) if m), None)
     best = stopped if stopped is not None else (max(i for i, v in enumerate(f1) if v == max(f1)) if f1 else None)
-    return {"epochs_run": epochs, "stopped_early": stopped is not None, "best_epoch": best,
-            "best_valid_macro_f1": f1[best] if best is not None and best < len(f1) else None,
-            "training_log": "epochs and validation F1 as upstream printed them (4 decimals), in the job's log"}
+    return {
+        "epochs_run": epochs,
+        "stopped_early": stopped is not None,
+        "best_epoch": best,
+        "best_valid_macro_f1": f1[best] if best is not None and best < len(f1) else None,
+        "training_log": "epochs and validation F1 as upstream printed them (4 decimals), in the job's log",
+    }

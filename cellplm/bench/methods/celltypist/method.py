@@ -34,9 +34,14 @@ class CellTypistFromScratch(Annotator):
     def fit(self, train, solution=None, unlabelled=None):
         p = self.param
         self.model_ = celltypist.train(
-            self._lognorm(train), labels=train.obs[LABEL].astype(str).to_numpy(),
-            use_SGD=p("use_SGD"), max_iter=p("max_iter"), mini_batch=p("mini_batch"),
-            feature_selection=p("feature_selection"), n_jobs=p("n_jobs"), check_expression=False,
+            self._lognorm(train),
+            labels=train.obs[LABEL].astype(str).to_numpy(),
+            use_SGD=p("use_SGD"),
+            max_iter=p("max_iter"),
+            mini_batch=p("mini_batch"),
+            feature_selection=p("feature_selection"),
+            n_jobs=p("n_jobs"),
+            check_expression=False,
         )
         self.n_genes_used = int(len(self.model_.features))
         return self

@@ -52,9 +52,12 @@ def training_batches(lengths, batch_size: int, generator: np.random.Generator, g
     order = generator.permutation(len(lengths))
     if group_by_length:
         mega = 50 * batch_size
-        order = np.concatenate([sorted(order[i:i + mega], key=lambda j: -lengths[j])
-                                for i in range(0, len(order), mega)]) if len(order) else order
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        order = (
+            np.concatenate([sorted(order[i : i + mega], key=lambda j: -lengths[j]) for i in range(0, len(order), mega)])
+            if len(order)
+            else order
+        )
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if group_by_length:
         generator.shuffle(batches)
     return batches
@@ -85,10 +88,12 @@ def best_epoch(history: list[dict], rule: str) -> int | None:
 
 def linear_schedule(warmup_steps: int, total_steps: int):
     """Learning-rate factor: linear warm-up from 0, then linear decay to 0 at ``total_steps``."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return step / max(1, warmup_steps)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
     return factor
 
 
@@ -107,17 +112,20 @@ class Geneformer(Annotator):
     def _model_files(self) -> GeneformerFiles:
         model_dir = self.param("model_dir")
         if not model_dir:
-            raise NotApplicable("no Geneformer model directory configured (methods.geneformer.params.model_dir); "
-                                "set methods.geneformer.model: geneformer_v1_10m to have the workflow fetch it from "
-                                "Hugging Face (as the full config does), or point model_dir at a copy of your own")
+            raise NotApplicable(
+                "no Geneformer model directory configured (methods.geneformer.params.model_dir); "
+                "set methods.geneformer.model: geneformer_v1_10m to have the workflow fetch it from "
+                "Hugging Face (as the full config does), or point model_dir at a copy of your own"
+            )
         files = find_model_files(model_dir, self.param("token_dictionary"), self.param("gene_median_dictionary"))
         # "released" when the workflow fetched the model
         self.extra.update(files.provenance(self.param("checkpoint_kind")))
         return files
 
     def _make_tokenizer(self, files: GeneformerFiles) -> RankValueTokenizer:
-        tokenizer, self.extra["model"] = make_tokenizer(files, int(self.param("max_input_size")),
-                                                        self.param("special_tokens"))
+        tokenizer, self.extra["model"] = make_tokenizer(
+            files, int(self.param("max_input_size")), self.param("special_tokens")
+        )
         self.extra["tokenisation"] = tokenizer.settings()
         return tokenizer
 
@@ -143,15 +151,22 @@ class Geneformer(Annotator):
         hf_logging.disable_progress_bar()
         torch.manual_seed(self.seed)  # the new pooler and classifier
         model, info = BertForSequenceClassification.from_pretrained(
-            str(files.model_dir), num_labels=n_labels, output_loading_info=True, ignore_mismatched_sizes=True,
-            dtype=torch.float32)
+            str(files.model_dir),
+            num_labels=n_labels,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            dtype=torch.float32,
+        )
         missing = sorted(info["missing_keys"])
         mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"])
         bad = [k for k in missing if k.startswith(("bert.embeddings", "bert.encoder"))]
         bad += [k for k in mismatched if not k.startswith("classifier")]
         if bad:
-            raise InputError(files.weights, f"the weights do not fit the BERT encoder of config.json: {len(bad)} "
-                                            f"encoder tensors missing or of another shape (e.g. {bad[0]})")
+            raise InputError(
+                files.weights,
+                f"the weights do not fit the BERT encoder of config.json: {len(bad)} "
+                f"encoder tensors missing or of another shape (e.g. {bad[0]})",
+            )
         self.extra["loading"] = {"newly_initialised": missing + mismatched, "unused": sorted(info["unexpected_keys"])}
         model.config.id2label = dict(enumerate(self.classes_))
         model.config.label2id = {c: i for i, c in enumerate(self.classes_)}
@@ -172,19 +187,25 @@ class Geneformer(Annotator):
         self.extra["rare_types_dropped"] = rare
         self.classes_ = np.array(sorted(set(labels[kept])), dtype=object)
         if len(self.classes_) < 2:
-            raise NotApplicable(f"fewer than 2 cell types have more than rare_type_fraction "
-                                f"{self.param('rare_type_fraction')} of the training cells")
+            raise NotApplicable(
+                f"fewer than 2 cell types have more than rare_type_fraction "
+                f"{self.param('rare_type_fraction')} of the training cells"
+            )
         y = np.searchsorted(self.classes_, labels)  # only read for kept cells
         self.majority_ = self.classes_[np.bincount(y[kept]).argmax()]
-        is_valid = (train.obs[IS_VALIDATION].to_numpy(bool) if IS_VALIDATION in train.obs
-                    else np.zeros(train.n_obs, bool))
+        is_valid = (
+            train.obs[IS_VALIDATION].to_numpy(bool) if IS_VALIDATION in train.obs else np.zeros(train.n_obs, bool)
+        )
         fit_idx = np.flatnonzero((lengths > 0) & kept & ~is_valid)
         valid_idx = np.flatnonzero((lengths > 0) & kept & is_valid)
         if fit_idx.size == 0:
             raise NotApplicable("no training cell has a gene of the Geneformer token dictionary")
-        self.extra["sequence_length"] = {"mean": float(lengths[lengths > 0].mean()), "max": int(lengths.max()),
-                                         "truncated_cells": self.tokenizer.n_truncated,
-                                         "cells_without_tokens": int((lengths == 0).sum())}
+        self.extra["sequence_length"] = {
+            "mean": float(lengths[lengths > 0].mean()),
+            "max": int(lengths.max()),
+            "truncated_cells": self.tokenizer.n_truncated,
+            "cells_without_tokens": int((lengths == 0).sum()),
+        }
 
         from ....runtime import Runtime
 
@@ -207,8 +228,12 @@ class Geneformer(Annotator):
         no_decay = ("bias", "LayerNorm.weight")  # as the Hugging Face Trainer: no weight decay on these
         named = [(n, w) for n, w in model.named_parameters() if w.requires_grad]
         optimiser = torch.optim.AdamW(
-            [{"params": [w for n, w in named if not n.endswith(no_decay)], "weight_decay": float(p("weight_decay"))},
-             {"params": [w for n, w in named if n.endswith(no_decay)], "weight_decay": 0.0}], lr=float(p("max_lr")))
+            [
+                {"params": [w for n, w in named if not n.endswith(no_decay)], "weight_decay": float(p("weight_decay"))},
+                {"params": [w for n, w in named if n.endswith(no_decay)], "weight_decay": 0.0},
+            ],
+            lr=float(p("max_lr")),
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, linear_schedule(warmup, total_steps))
         rng = np.random.default_rng(self.seed)
         lengths = np.array([len(sequences[i]) for i in fit_idx])
@@ -235,8 +260,9 @@ class Geneformer(Annotator):
             if valid_idx.size:
                 logits = torch.from_numpy(self._logits(model, [sequences[i] for i in valid_idx]))
                 pred = logits.argmax(-1).numpy()
-                entry["valid_loss"] = round(float(torch.nn.functional.cross_entropy(
-                    logits, torch.as_tensor(y[valid_idx]))), 5)
+                entry["valid_loss"] = round(
+                    float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y[valid_idx]))), 5
+                )
                 entry["valid_macro_f1"] = round(macro_f1(y[valid_idx], pred), 5)
                 entry["valid_accuracy"] = round(float(np.mean(pred == y[valid_idx])), 5)
             history.append(entry)
@@ -246,13 +272,23 @@ class Geneformer(Annotator):
         if best_state is not None:
             model.load_state_dict(best_state)
         self.extra["training"] = {
-            "epochs": epochs, "batch_size": batch_size, "max_lr": float(p("max_lr")), "schedule": "linear",
-            "warmup_steps": warmup, "total_steps": total_steps, "weight_decay": float(p("weight_decay")),
-            "freeze_layers": int(p("freeze_layers")), "max_grad_norm": clip, "n_fit_cells": int(fit_idx.size),
-            "n_valid_cells": int(valid_idx.size), "best_epoch": best_epoch(history, rule),
-            "selection": (f"best validation {rule} (best_model)" if valid_idx.size
-                          else "last epoch (no validation cells)"),
-            "history": history}
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "max_lr": float(p("max_lr")),
+            "schedule": "linear",
+            "warmup_steps": warmup,
+            "total_steps": total_steps,
+            "weight_decay": float(p("weight_decay")),
+            "freeze_layers": int(p("freeze_layers")),
+            "max_grad_norm": clip,
+            "n_fit_cells": int(fit_idx.size),
+            "n_valid_cells": int(valid_idx.size),
+            "best_epoch": best_epoch(history, rule),
+            "selection": (
+                f"best validation {rule} (best_model)" if valid_idx.size else "last epoch (no validation cells)"
+            ),
+            "history": history,
+        }
         return model
 
     def _logits(self, model, sequences) -> np.ndarray:
@@ -265,7 +301,7 @@ class Geneformer(Annotator):
         out = np.empty((len(sequences), len(self.classes_)), dtype=np.float32)
         with torch.no_grad():
             for i in range(0, len(order), size):
-                cells = order[i:i + size]
+                cells = order[i : i + size]
                 ids, mask = pad_batch([sequences[j] for j in cells], self.tokenizer.pad_token)
                 with rt.autocast():
                     logits = model(input_ids=ids.to(rt.device), attention_mask=mask.to(rt.device)).logits

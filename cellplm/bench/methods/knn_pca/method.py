@@ -12,7 +12,6 @@ from ..hvg import HVGAnnotator
 
 
 class KNNOnPCA(HVGAnnotator):
-
     def fit(self, train, solution=None, unlabelled=None):
         self._fit_genes(train)
         X = self._features(train).toarray()
@@ -20,7 +19,8 @@ class KNNOnPCA(HVGAnnotator):
         n_comps = int(min(self.param("n_pcs"), X.shape[0] - 1, X.shape[1]))
         self.pca_ = PCA(n_components=n_comps, random_state=self.seed).fit(self._scale(X))
         self.knn_ = KNeighborsClassifier(n_neighbors=min(self.param("k"), X.shape[0])).fit(
-            self.pca_.transform(self._scale(X)), train.obs[LABEL].astype(str).to_numpy())
+            self.pca_.transform(self._scale(X)), train.obs[LABEL].astype(str).to_numpy()
+        )
         return self
 
     def _scale(self, X):

@@ -9,7 +9,6 @@ from ..base import Annotator
 
 
 class MajorityClass(Annotator):
-
     def fit(self, train, solution=None, unlabelled=None):
         self.label_ = train.obs[LABEL].astype(str).value_counts().idxmax()
         self.n_genes_used = 0
@@ -17,4 +16,3 @@ class MajorityClass(Annotator):
 
     def predict(self, test):
         return np.full(test.n_obs, self.label_, dtype=object)
-

@@ -9,7 +9,6 @@ from ..base import Annotator
 
 
 class RandomLabels(Annotator):
-
     def fit(self, train, solution=None, unlabelled=None):
         freq = train.obs[LABEL].astype(str).value_counts(normalize=True)
         self.classes_, self.p_ = freq.index.to_numpy(), freq.to_numpy()
@@ -18,4 +17,3 @@ class RandomLabels(Annotator):
 
     def predict(self, test):
         return np.random.default_rng(self.seed).choice(self.classes_, size=test.n_obs, p=self.p_)
-

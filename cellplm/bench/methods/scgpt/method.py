@@ -49,9 +49,20 @@ import scipy.sparse as sp
 from ....keys import IS_VALIDATION, LABEL
 from ...errors import NotApplicable
 from ...models.scgpt.genes import counts_of, gene_symbols, match_vocabulary, require_coverage, select_hvg
-from ...models.scgpt.model import (PAD_VALUE, autocast, build_model, device_detail, forward, load_weights,
-                                   read_model_dir, resolve_device, set_threads, shape_of, vocab_from_genes,
-                                   weights_provenance)
+from ...models.scgpt.model import (
+    PAD_VALUE,
+    autocast,
+    build_model,
+    device_detail,
+    forward,
+    load_weights,
+    read_model_dir,
+    resolve_device,
+    set_threads,
+    shape_of,
+    vocab_from_genes,
+    weights_provenance,
+)
 from ...models.scgpt.tokenizer import MASK_VALUE, bin_values, token_stats, tokenize
 from ...models.scgpt.upstream import random_mask_value, scgpt, scgpt_model_module, torch
 from ..base import Annotator
@@ -81,22 +92,36 @@ class ScGPTAnnotator(Annotator):
         bs, max_len, zero = int(p("batch_size")), int(p("max_seq_len")), bool(p("include_zero_gene"))
         train_batches = tokenize(binned[train_idx], self.gene_ids_, vocab, bs, max_len, zero, pad_value)
         valid_batches = tokenize(binned[valid_idx], self.gene_ids_, vocab, bs, max_len, zero, pad_value)
-        y_train = [torch.from_numpy(y[train_idx[i:i + bs]]).long() for i in range(0, len(train_idx), bs)]
-        y_valid = [torch.from_numpy(y[valid_idx[i:i + bs]]).long() for i in range(0, len(valid_idx), bs)]
-        self.extra["tokens"] = {**token_stats(binned[train_idx], max_len), "include_zero_gene": zero,
-                                "n_bins": int(p("n_bins"))}
+        y_train = [torch.from_numpy(y[train_idx[i : i + bs]]).long() for i in range(0, len(train_idx), bs)]
+        y_valid = [torch.from_numpy(y[valid_idx[i : i + bs]]).long() for i in range(0, len(valid_idx), bs)]
+        self.extra["tokens"] = {
+            **token_stats(binned[train_idx], max_len),
+            "include_zero_gene": zero,
+            "n_bins": int(p("n_bins")),
+        }
 
         model = self._model(shape, vocab, pad_value, device)
-        best, history = self._train(model, (train_batches, y_train), (valid_batches, y_valid), vocab, device, amp,
-                                    pad_value)
+        best, history = self._train(
+            model, (train_batches, y_train), (valid_batches, y_valid), vocab, device, amp, pad_value
+        )
         self.model_, self.vocab_, self.amp_, self.device_ = model, vocab, amp, device
         self.pad_value_ = pad_value
-        self.extra.update({"best_epoch": best[1], "best_val_loss": best[0], "epochs_run": len(history),
-                           "history": history, "validation": validation, "amp": amp,
-                           "device_detail": device_detail(device), "threads": threads,
-                           "attention": "torch.nn.TransformerEncoder (flash-attn not installed)"
-                           if not scgpt_model_module.flash_attn_available else "torch.nn.TransformerEncoder",
-                           "scgpt_version": scgpt.__version__})
+        self.extra.update(
+            {
+                "best_epoch": best[1],
+                "best_val_loss": best[0],
+                "epochs_run": len(history),
+                "history": history,
+                "validation": validation,
+                "amp": amp,
+                "device_detail": device_detail(device),
+                "threads": threads,
+                "attention": "torch.nn.TransformerEncoder (flash-attn not installed)"
+                if not scgpt_model_module.flash_attn_available
+                else "torch.nn.TransformerEncoder",
+                "scgpt_version": scgpt.__version__,
+            }
+        )
         return self
 
     def _weights_source(self, symbols):
@@ -124,8 +149,10 @@ class ScGPTAnnotator(Annotator):
         in_vocab, coverage = match_vocabulary(symbols, counts, vocab)
         coverage["symbols_from"] = symbol_source
         self.extra["genes"] = coverage
-        print(f"scGPT: {coverage['n_in_vocabulary']}/{coverage['n_genes']} genes ({coverage['gene_share']:.1%}, "
-              f"{coverage['count_share']:.1%} of counts) in the vocabulary of {coverage['vocabulary_size']} tokens")
+        print(
+            f"scGPT: {coverage['n_in_vocabulary']}/{coverage['n_genes']} genes ({coverage['gene_share']:.1%}, "
+            f"{coverage['count_share']:.1%} of counts) in the vocabulary of {coverage['vocabulary_size']} tokens"
+        )
         require_coverage(coverage, "training data", p("min_gene_share"), p("min_count_share"))
         columns = np.flatnonzero(in_vocab)
         hvg, hvg_info = select_hvg(counts[:, columns], p("n_hvg"))
@@ -159,9 +186,11 @@ class ScGPTAnnotator(Annotator):
         model = build_model(shape, vocab, len(self.classes_), float(p("dropout")), int(p("n_bins")), pad_value)
         if p("model_dir"):
             self.extra["load"] = rep = load_weights(model, Path(p("model_dir")) / "best_model.pt")
-            print(f"scGPT: loaded {rep['n_loaded']}/{rep['n_model_keys']} model tensors from {p('model_dir')} "
-                  f"({len(rep['new'])} new: {', '.join(rep['new'][:4])}{' ...' if len(rep['new']) > 4 else ''}; "
-                  f"{len(rep['unused'])} checkpoint tensors unused)")
+            print(
+                f"scGPT: loaded {rep['n_loaded']}/{rep['n_model_keys']} model tensors from {p('model_dir')} "
+                f"({len(rep['new'])} new: {', '.join(rep['new'][:4])}{' ...' if len(rep['new']) > 4 else ''}; "
+                f"{len(rep['unused'])} checkpoint tensors unused)"
+            )
         if p("freeze"):  # the tutorial's freeze: the input embeddings, not the transformer
             for name, param in model.named_parameters():
                 if "encoder" in name and "transformer_encoder" not in name:
@@ -188,8 +217,9 @@ class ScGPTAnnotator(Annotator):
             for batch, target in zip(*train_set):
                 values = batch["values"]
                 if mask_ratio > 0:  # the tutorial masks input values anew every epoch (0 by default)
-                    values = random_mask_value(values, mask_ratio=mask_ratio, mask_value=MASK_VALUE,
-                                               pad_value=pad_value)
+                    values = random_mask_value(
+                        values, mask_ratio=mask_ratio, mask_value=MASK_VALUE, pad_value=pad_value
+                    )
                 target = target.to(device)
                 out = forward(model, batch, vocab, device, amp, values)
                 with autocast(device, amp):
@@ -199,17 +229,27 @@ class ScGPTAnnotator(Annotator):
                 scaler.unscale_(optimizer)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0,
-                                                   error_if_nonfinite=not scaler.is_enabled())
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=not scaler.is_enabled())
                 scaler.step(optimizer)
                 scaler.update()
                 total, n = total + loss.item() * len(target), n + len(target)
             val_loss, val_err = self._evaluate(model, *valid_set, vocab, device, amp, criterion)
-            history.append({"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss, "val_err": val_err,
-                            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / max(n, 1),
+                    "val_loss": val_loss,
+                    "val_err": val_err,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             if p("progress"):
-                print(f"scGPT epoch {epoch}: train loss {total / max(n, 1):.4f}, valid loss {val_loss:.4f}, "
-                      f"valid error {val_err:.3f} ({history[-1]['seconds']:.1f}s)", flush=True)
+                print(
+                    f"scGPT epoch {epoch}: train loss {total / max(n, 1):.4f}, valid loss {val_loss:.4f}, "
+                    f"valid error {val_err:.3f} ({history[-1]['seconds']:.1f}s)",
+                    flush=True,
+                )
             if val_loss < best[0]:
                 best = (val_loss, epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
             scheduler.step()
@@ -248,8 +288,15 @@ class ScGPTAnnotator(Annotator):
         cols = np.array([position.get(g, 0) for g in self.genes_])
         X = sp.csr_matrix(counts[:, cols] @ sp.diags(present.astype(np.float32)))
         X.eliminate_zeros()
-        batches = tokenize(bin_values(X, p("n_bins")), self.gene_ids_, self.vocab_, int(p("batch_size")),
-                           int(p("max_seq_len")), bool(p("include_zero_gene")), self.pad_value_)
+        batches = tokenize(
+            bin_values(X, p("n_bins")),
+            self.gene_ids_,
+            self.vocab_,
+            int(p("batch_size")),
+            int(p("max_seq_len")),
+            bool(p("include_zero_gene")),
+            self.pad_value_,
+        )
         self.model_.eval()
         out = []
         with torch.no_grad():

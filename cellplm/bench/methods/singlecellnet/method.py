@@ -145,8 +145,11 @@ class SingleCellNet(Annotator):
             order = valid[np.argsort(-r[t, valid], kind="stable")]
             picked = order if order.size <= 2 * k else np.concatenate([order[:k], order[-k:]])
             genes[ct] = [str(g) for g in train.var_names[idx[picked]]]
-        self.extra.update(n_hvg=n_hvg, hvg_used=bool(self.param("limit_to_hvg")) and n_hvg is not None
-                          and n_hvg >= 2 * k, n_genes_passing_filters=int(idx.size))
+        self.extra.update(
+            n_hvg=n_hvg,
+            hvg_used=bool(self.param("limit_to_hvg")) and n_hvg is not None and n_hvg >= 2 * k,
+            n_genes_passing_filters=int(idx.size),
+        )
         return genes
 
     def fit(self, train, solution=None, unlabelled=None):
@@ -167,8 +170,9 @@ class SingleCellNet(Annotator):
         for t, ct in enumerate(types):
             candidates = list(itertools.combinations(genes[ct], 2))  # a ranked before b: 'a > b' marks the type
             scores = template_correlation(pair_transform(counts, self.gene_index_, candidates), onehot[:, [t]])[0]
-            self.pairs_ += best_pairs(scores, candidates, int(self.param("n_top_gene_pairs")),
-                                      int(self.param("max_pairs_per_gene")))
+            self.pairs_ += best_pairs(
+                scores, candidates, int(self.param("n_top_gene_pairs")), int(self.param("max_pairs_per_gene"))
+            )
         self.pairs_ = sorted(set(self.pairs_))
         if not self.pairs_:
             raise NotApplicable("no informative gene pair found (every candidate pair is constant)")
@@ -178,12 +182,20 @@ class SingleCellNet(Annotator):
         rand = random_profiles(features, int(self.param("n_rand")), rng)
         n_jobs = self.param("n_jobs") or int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
         self.forest_ = RandomForestClassifier(
-            n_estimators=int(self.param("n_trees")), max_features="sqrt", random_state=self.seed, n_jobs=n_jobs,
+            n_estimators=int(self.param("n_trees")),
+            max_features="sqrt",
+            random_state=self.seed,
+            n_jobs=n_jobs,
             class_weight="balanced" if self.param("stratify") else None,
         ).fit(np.vstack([features, rand]), np.concatenate([labels, np.full(len(rand), RAND)]))
         self.n_genes_used = len({g for p in self.pairs_ for g in p})
-        self.extra.update(n_pairs=len(self.pairs_), n_rand_profiles=len(rand), n_jobs=n_jobs,
-                          unassigned=self.param("unassigned"), pairs=["_".join(p) for p in self.pairs_])
+        self.extra.update(
+            n_pairs=len(self.pairs_),
+            n_rand_profiles=len(rand),
+            n_jobs=n_jobs,
+            unassigned=self.param("unassigned"),
+            pairs=["_".join(p) for p in self.pairs_],
+        )
         return self
 
     def predict_proba(self, test) -> tuple[np.ndarray, np.ndarray]:

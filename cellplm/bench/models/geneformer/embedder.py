@@ -32,23 +32,39 @@ def _pretrained_encoder(model_dir: str, weights: str, device: str):
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model, info = BertModel.from_pretrained(model_dir, add_pooling_layer=False, output_loading_info=True,
-                                            dtype=torch.float32)
+    model, info = BertModel.from_pretrained(
+        model_dir, add_pooling_layer=False, output_loading_info=True, dtype=torch.float32
+    )
     missing = [k for k in info["missing_keys"] if k.startswith(("embeddings", "encoder"))]
     if missing or info["mismatched_keys"]:
         bad = missing or [str(k) for k in info["mismatched_keys"]]
-        raise InputError(weights, f"the weights do not fit the BERT encoder of config.json: {len(bad)} encoder "
-                                  f"tensors missing or of another shape (e.g. {bad[0]})")
+        raise InputError(
+            weights,
+            f"the weights do not fit the BERT encoder of config.json: {len(bad)} encoder "
+            f"tensors missing or of another shape (e.g. {bad[0]})",
+        )
     return model.to(device).eval()
 
 
 EMB_MODES = ("auto", "cls", "cell")
 
 
-def embed_cells(adata, model_dir, device: str = "auto", batch_size: int = 32, max_input_size: int = 2048,
-                special_tokens="auto", token_dictionary=None, gene_median_dictionary=None, gene_ids=None,
-                emb_mode: str = "auto", emb_layer: int = -1, min_gene_share: float = 0.0,
-                min_count_share: float = 0.0, return_info: bool = False):
+def embed_cells(
+    adata,
+    model_dir,
+    device: str = "auto",
+    batch_size: int = 32,
+    max_input_size: int = 2048,
+    special_tokens="auto",
+    token_dictionary=None,
+    gene_median_dictionary=None,
+    gene_ids=None,
+    emb_mode: str = "auto",
+    emb_layer: int = -1,
+    min_gene_share: float = 0.0,
+    min_count_share: float = 0.0,
+    return_info: bool = False,
+):
     """Zero-shot Geneformer cell embeddings (n_cells x hidden_size), float32.
 
     As Geneformer's embedding extractor does by default (see the module docstring): ``emb_mode`` ``"cls"`` is the
@@ -73,8 +89,10 @@ def embed_cells(adata, model_dir, device: str = "auto", batch_size: int = 32, ma
     if emb_mode == "auto":
         emb_mode = "cls" if tokenizer.cls_token is not None else "cell"
     elif emb_mode == "cls" and tokenizer.cls_token is None:
-        raise ValueError("emb_mode cls: the cells are tokenised without <cls> (a V1 token dictionary, or "
-                         "special_tokens false); use emb_mode cell")
+        raise ValueError(
+            "emb_mode cls: the cells are tokenised without <cls> (a V1 token dictionary, or "
+            "special_tokens false); use emb_mode cell"
+        )
     ids, id_source = anndata_ensembl_ids(adata, gene_ids)
     mapping = tokenizer.map_genes(ids, id_source, counts=adata.X)
     mapping.coverage.require("embedding input", min_gene_share, min_count_share)
@@ -87,7 +105,7 @@ def embed_cells(adata, model_dir, device: str = "auto", batch_size: int = 32, ma
     cells = [i for i in np.argsort([-len(s) for s in sequences], kind="stable") if len(sequences[i])]
     with torch.no_grad():
         for start in range(0, len(cells), batch_size):
-            batch = cells[start:start + batch_size]
+            batch = cells[start : start + batch_size]
             input_ids, mask = pad_batch([sequences[i] for i in batch], tokenizer.pad_token)
             input_ids, mask = input_ids.to(dev), mask.to(dev)
             hidden = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
@@ -99,7 +117,14 @@ def embed_cells(adata, model_dir, device: str = "auto", batch_size: int = 32, ma
             out[batch] = emb.float().cpu().numpy()
     if not return_info:
         return out
-    return out, {"emb_mode": emb_mode, "emb_layer": emb_layer, "hidden_states_index": layer,
-                 "genes": asdict(mapping.coverage), "tokenisation": tokenizer.settings(), "model": model_info,
-                 "cells_without_tokens": int(len(sequences) - len(cells)), "truncated_cells": tokenizer.n_truncated,
-                 "device": dev.type}
+    return out, {
+        "emb_mode": emb_mode,
+        "emb_layer": emb_layer,
+        "hidden_states_index": layer,
+        "genes": asdict(mapping.coverage),
+        "tokenisation": tokenizer.settings(),
+        "model": model_info,
+        "cells_without_tokens": int(len(sequences) - len(cells)),
+        "truncated_cells": tokenizer.n_truncated,
+        "device": dev.type,
+    }

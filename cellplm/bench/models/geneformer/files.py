@@ -19,8 +19,12 @@ from ...errors import InputError
 DICTIONARY_SUFFIXES = ("", "_gc104M", "_gc95M", "_gc30M")
 TOKEN_DICTIONARY = "token_dictionary{}.pkl"
 GENE_MEDIAN_DICTIONARY = "gene_median_dictionary{}.pkl"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin",  # sharded checkpoints: their index files
-                "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",  # sharded checkpoints: their index files
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 
 
 @dataclass
@@ -34,9 +38,13 @@ class GeneformerFiles:
     def provenance(self, kind: str) -> dict:
         """What a run record says about the weights: the model directory, how it was obtained (``kind``:
         "released" when the workflow fetched it), the files used and the weights' sha256."""
-        out = {"checkpoint": str(self.model_dir), "checkpoint_kind": kind, "weights_file": self.weights.name,
-               "token_dictionary": str(self.token_dictionary),
-               "gene_median_dictionary": str(self.gene_median_dictionary)}
+        out = {
+            "checkpoint": str(self.model_dir),
+            "checkpoint_kind": kind,
+            "weights_file": self.weights.name,
+            "token_dictionary": str(self.token_dictionary),
+            "gene_median_dictionary": str(self.gene_median_dictionary),
+        }
         if self.weights.suffix != ".json":  # a single weights file (not a sharded index)
             out["checkpoint_sha256"] = sha256_file(self.weights)
         return out
@@ -64,8 +72,10 @@ def find_model_files(model_dir, token_dictionary=None, gene_median_dictionary=No
     if token_dictionary and gene_median_dictionary:
         pair = (_given_path(token_dictionary, folder), _given_path(gene_median_dictionary, folder))
     else:
-        pairs = [(folder / TOKEN_DICTIONARY.format(s), folder / GENE_MEDIAN_DICTIONARY.format(s))
-                 for s in DICTIONARY_SUFFIXES]
+        pairs = [
+            (folder / TOKEN_DICTIONARY.format(s), folder / GENE_MEDIAN_DICTIONARY.format(s))
+            for s in DICTIONARY_SUFFIXES
+        ]
         if token_dictionary:
             given = _given_path(token_dictionary, folder)
             pairs = [(given, m) for _, m in pairs]
@@ -74,14 +84,21 @@ def find_model_files(model_dir, token_dictionary=None, gene_median_dictionary=No
             pairs = [(t, given) for t, _ in pairs]
         found = [p for p in pairs if p[0].is_file() and p[1].is_file()]
         if not found:
-            names = ", ".join(f"{TOKEN_DICTIONARY.format(s)} + {GENE_MEDIAN_DICTIONARY.format(s)}"
-                              for s in DICTIONARY_SUFFIXES)
-            raise InputError(folder, f"no Geneformer token and gene median dictionaries (looked for {names}; or set "
-                                     "params token_dictionary and gene_median_dictionary)")
+            names = ", ".join(
+                f"{TOKEN_DICTIONARY.format(s)} + {GENE_MEDIAN_DICTIONARY.format(s)}" for s in DICTIONARY_SUFFIXES
+            )
+            raise InputError(
+                folder,
+                f"no Geneformer token and gene median dictionaries (looked for {names}; or set "
+                "params token_dictionary and gene_median_dictionary)",
+            )
         if len(set(found)) > 1:
-            raise InputError(folder, "several Geneformer dictionary pairs ("
-                             + "; ".join(f"{t.name} + {m.name}" for t, m in found)
-                             + "): set params token_dictionary and gene_median_dictionary to the model's pair")
+            raise InputError(
+                folder,
+                "several Geneformer dictionary pairs ("
+                + "; ".join(f"{t.name} + {m.name}" for t, m in found)
+                + "): set params token_dictionary and gene_median_dictionary to the model's pair",
+            )
         pair = found[0]
     for p in pair:
         if not p.is_file():
@@ -114,8 +131,16 @@ def read_pickled_dict(path, what: str) -> dict:
         raise InputError(path, f"cannot read the {what} ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict) or not obj:
         raise InputError(path, f"the {what} is not a non-empty dict (got {type(obj).__name__})")
-    bad = next((k for k, v in obj.items() if not isinstance(k, str) or isinstance(v, (bool, np.bool_))
-                or not isinstance(v, (int, float, np.integer, np.floating))), None)
+    bad = next(
+        (
+            k
+            for k, v in obj.items()
+            if not isinstance(k, str)
+            or isinstance(v, (bool, np.bool_))
+            or not isinstance(v, (int, float, np.integer, np.floating))
+        ),
+        None,
+    )
     if bad is not None:
         raise InputError(path, f"the {what} maps {bad!r} to {type(obj[bad]).__name__}: expected strings to numbers")
     return obj

@@ -27,20 +27,29 @@ class GeneCoverage:
     id_source: str
 
     def describe(self) -> str:
-        return (f"{self.n_matched}/{self.n_genes} genes ({self.gene_share:.1%}) in the Geneformer token dictionary, "
-                f"{self.count_share:.1%} of counts; ids from {self.id_source}")
+        return (
+            f"{self.n_matched}/{self.n_genes} genes ({self.gene_share:.1%}) in the Geneformer token dictionary, "
+            f"{self.count_share:.1%} of counts; ids from {self.id_source}"
+        )
 
     def require(self, source: str, min_gene_share: float, min_count_share: float) -> None:
         """NotApplicable when below ``min_gene_share`` of the genes or ``min_count_share`` of the counts matched."""
         genes_.require_coverage(
-            source, n_matched=self.n_matched, gene_share=self.gene_share, count_share=self.count_share,
-            min_gene_share=min_gene_share, min_count_share=min_count_share, describe=self.describe(),
-            none_matched=f"no genes in the Geneformer token dictionary ({self.n_genes} genes; ids from {self.id_source})")
+            source,
+            n_matched=self.n_matched,
+            gene_share=self.gene_share,
+            count_share=self.count_share,
+            min_gene_share=min_gene_share,
+            min_count_share=min_count_share,
+            describe=self.describe(),
+            none_matched=f"no genes in the Geneformer token dictionary ({self.n_genes} genes; ids from {self.id_source})",
+        )
 
 
 @dataclass
 class GeneMapping:
     """Input columns -> vocabulary genes: a sparse 0/1 matrix that sums columns sharing an Ensembl id."""
+
     columns: np.ndarray  # matched input columns
     aggregate: sp.csr_matrix  # (len(columns), n_tokens_used)
     tokens: np.ndarray  # token id of each used vocabulary gene
@@ -57,13 +66,19 @@ class RankValueTokenizer:
     dictionary has both). ``max_input_size``: sequence length including special tokens.
     """
 
-    def __init__(self, token_dictionary: dict, gene_medians: dict, max_input_size: int = 2048,
-                 special_tokens="auto", target_sum: float = TARGET_SUM):
+    def __init__(
+        self,
+        token_dictionary: dict,
+        gene_medians: dict,
+        max_input_size: int = 2048,
+        special_tokens="auto",
+        target_sum: float = TARGET_SUM,
+    ):
         has_special = "<cls>" in token_dictionary and "<eos>" in token_dictionary
         if special_tokens == "auto":
             special_tokens = has_special
         elif not isinstance(special_tokens, bool):
-            raise ConfigError(f"special_tokens must be true, false or \"auto\", got {special_tokens!r}")
+            raise ConfigError(f'special_tokens must be true, false or "auto", got {special_tokens!r}')
         if special_tokens and not has_special:
             raise ConfigError("special_tokens is true but the token dictionary has no <cls> and <eos> tokens")
         self.special_tokens = special_tokens
@@ -87,11 +102,16 @@ class RankValueTokenizer:
         return self.max_input_size - (2 if self.special_tokens else 0)
 
     def settings(self) -> dict:
-        return {"target_sum": self.target_sum, "max_input_size": self.max_input_size,
-                "special_tokens": self.special_tokens, "max_genes": self.max_genes,
-                "vocabulary_genes": len(self.gene_token),
-                "normalisation": "counts / cell total x target_sum / gene median",
-                "ranking": "descending, ties in input column order", "duplicate_ids": "summed"}
+        return {
+            "target_sum": self.target_sum,
+            "max_input_size": self.max_input_size,
+            "special_tokens": self.special_tokens,
+            "max_genes": self.max_genes,
+            "vocabulary_genes": len(self.gene_token),
+            "normalisation": "counts / cell total x target_sum / gene median",
+            "ranking": "descending, ties in input column order",
+            "duplicate_ids": "summed",
+        }
 
     def map_genes(self, ensembl_ids, id_source: str = "given", counts=None) -> GeneMapping:
         """Which input columns are tokens; columns with the same Ensembl id are summed into one gene."""
@@ -103,14 +123,20 @@ class RankValueTokenizer:
                 rows.append(j)
                 cols.append(used.setdefault(g, len(used)))
         columns = np.asarray(rows, dtype=np.int64)
-        aggregate = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (np.arange(len(rows)), cols)),
-                                  shape=(len(rows), len(used)))
+        aggregate = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float64), (np.arange(len(rows)), cols)), shape=(len(rows), len(used))
+        )
         genes = list(used)
         count_share = genes_.count_share(None if counts is None else np.asarray(counts.sum(axis=0)).ravel(), columns)
         n = len(ids)
         coverage = GeneCoverage(n, len(rows), len(used), len(rows) / n if n else 0.0, count_share, id_source)
-        return GeneMapping(columns, aggregate, np.array([self.gene_token[g] for g in genes], dtype=np.int64),
-                           np.array([self.gene_median[g] for g in genes], dtype=np.float64), coverage)
+        return GeneMapping(
+            columns,
+            aggregate,
+            np.array([self.gene_token[g] for g in genes], dtype=np.int64),
+            np.array([self.gene_median[g] for g in genes], dtype=np.float64),
+            coverage,
+        )
 
     def tokenize(self, counts, mapping: GeneMapping, chunk: int = 2048) -> list[np.ndarray]:
         """One int64 token sequence per cell (row of ``counts``, raw counts over all input genes).
@@ -121,7 +147,7 @@ class RankValueTokenizer:
         out: list[np.ndarray] = []
         self.n_truncated = 0  # cells of the last call with more detected genes than max_genes
         for start in range(0, X.shape[0], chunk):
-            block = X[start:start + chunk].astype(np.float64)
+            block = X[start : start + chunk].astype(np.float64)
             totals = np.asarray(block.sum(axis=1)).ravel()  # the cell's total over ALL genes ("n_counts")
             genes = (block[:, mapping.columns] @ mapping.aggregate).tocsr()
             genes.sort_indices()
@@ -149,18 +175,31 @@ def make_tokenizer(files: GeneformerFiles, max_input_size: int = 2048, special_t
         raise InputError(files.config, f"not a JSON model config ({e})") from None
     if config.get("model_type") != "bert":
         raise InputError(files.config, f"model_type is {config.get('model_type')!r}; Geneformer checkpoints are BERT")
-    shape = {k: config.get(k) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
-                                         "max_position_embeddings", "vocab_size")}
+    shape = {
+        k: config.get(k)
+        for k in (
+            "num_hidden_layers",
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "vocab_size",
+        )
+    }
     positions = int(config.get("max_position_embeddings", 512))
     if int(max_input_size) > positions:
-        raise ConfigError(f"max_input_size {max_input_size} exceeds the model's max_position_embeddings {positions} "
-                          f"({files.config})")
+        raise ConfigError(
+            f"max_input_size {max_input_size} exceeds the model's max_position_embeddings {positions} ({files.config})"
+        )
     tokens = read_pickled_dict(files.token_dictionary, "Geneformer token dictionary")
     medians = read_pickled_dict(files.gene_median_dictionary, "Geneformer gene median dictionary")
     tokenizer = RankValueTokenizer(tokens, medians, int(max_input_size), special_tokens)
     if tokenizer.max_token >= int(config.get("vocab_size", 0)):
-        raise InputError(files.token_dictionary, f"token ids go up to {tokenizer.max_token} but the model's "
-                         f"vocab_size is {config.get('vocab_size')}: dictionary and model do not belong together")
+        raise InputError(
+            files.token_dictionary,
+            f"token ids go up to {tokenizer.max_token} but the model's "
+            f"vocab_size is {config.get('vocab_size')}: dictionary and model do not belong together",
+        )
     return tokenizer, shape
 
 

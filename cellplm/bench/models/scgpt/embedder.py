@@ -9,8 +9,16 @@ import pandas as pd
 
 from ...errors import NotApplicable
 from .genes import counts_of, gene_symbols, match_vocabulary, require_coverage
-from .model import (autocast, build_model, device_detail, load_weights, read_model_dir, resolve_device, shape_of,
-                    vocab_from_genes)
+from .model import (
+    autocast,
+    build_model,
+    device_detail,
+    load_weights,
+    read_model_dir,
+    resolve_device,
+    shape_of,
+    vocab_from_genes,
+)
 from .tokenizer import PAD_TOKEN, PAD_VALUE, bin_values, token_stats, tokenize
 from .upstream import torch
 
@@ -38,9 +46,20 @@ def _embedder(model_dir, shape_name: str, genes: tuple, device: torch.device, se
     return _EMBEDDER["model"], _EMBEDDER["vocab"], _EMBEDDER["pad_value"]
 
 
-def embed_cells(adata, model_dir=None, shape: str = "whole_human", batch_size: int = 64, device="auto",
-                amp: bool = True, max_seq_len: int = 1200, n_bins: int = 51, seed: int = 0,
-                min_gene_share: float = 0.3, min_count_share: float = 0.5, return_info: bool = False):
+def embed_cells(
+    adata,
+    model_dir=None,
+    shape: str = "whole_human",
+    batch_size: int = 64,
+    device="auto",
+    amp: bool = True,
+    max_seq_len: int = 1200,
+    n_bins: int = 51,
+    seed: int = 0,
+    min_gene_share: float = 0.3,
+    min_count_share: float = 0.5,
+    return_info: bool = False,
+):
     """Zero-shot scGPT cell embeddings, ``(n_cells, d_model)`` float32, L2-normalised as ``embed_data`` returns them.
 
     The ``<cls>`` output of the transformer for each cell's expressed genes (at most ``max_seq_len`` tokens
@@ -80,5 +99,10 @@ def embed_cells(adata, model_dir=None, shape: str = "whole_human", batch_size: i
     emb = (emb / np.where(norms > 0, norms, 1)).astype(np.float32)
     if not return_info:
         return emb
-    return emb, {"genes": coverage, "device": dev.type, "device_detail": device_detail(dev),
-                 "amp": bool(amp and dev.type == "cuda"), "tokens": {**token_stats(binned, max_seq_len), "n_bins": n_bins}}
+    return emb, {
+        "genes": coverage,
+        "device": dev.type,
+        "device_detail": device_detail(dev),
+        "amp": bool(amp and dev.type == "cuda"),
+        "tokens": {**token_stats(binned, max_seq_len), "n_bins": n_bins},
+    }

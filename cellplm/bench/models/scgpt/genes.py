@@ -63,12 +63,21 @@ def require_coverage(coverage: dict, source: str, min_gene_share: float, min_cou
     """Raise :class:`NotApplicable` when too little of the data lands in the scGPT vocabulary (``coverage``: see
     :func:`match_vocabulary`)."""
     genes_.require_coverage(
-        source, n_matched=coverage["n_in_vocabulary"], gene_share=coverage["gene_share"],
-        count_share=coverage["count_share"], min_gene_share=min_gene_share, min_count_share=min_count_share,
-        none_matched=(f"none of its {coverage['n_genes']} genes is in the scGPT vocabulary "
-                      f"({coverage['vocabulary_size']} tokens; genes are matched by symbol)"),
-        describe=(f"{coverage['n_in_vocabulary']}/{coverage['n_genes']} genes ({coverage['gene_share']:.1%}) "
-                  f"and {coverage['count_share']:.1%} of counts in the scGPT vocabulary"))
+        source,
+        n_matched=coverage["n_in_vocabulary"],
+        gene_share=coverage["gene_share"],
+        count_share=coverage["count_share"],
+        min_gene_share=min_gene_share,
+        min_count_share=min_count_share,
+        none_matched=(
+            f"none of its {coverage['n_genes']} genes is in the scGPT vocabulary "
+            f"({coverage['vocabulary_size']} tokens; genes are matched by symbol)"
+        ),
+        describe=(
+            f"{coverage['n_in_vocabulary']}/{coverage['n_genes']} genes ({coverage['gene_share']:.1%}) "
+            f"and {coverage['count_share']:.1%} of counts in the scGPT vocabulary"
+        ),
+    )
 
 
 def select_hvg(counts: sp.csr_matrix, n_hvg: int | None) -> tuple[np.ndarray, dict]:

@@ -32,8 +32,11 @@ def read_model_dir(model_dir) -> tuple[dict, GeneVocab]:
         raise InputError(folder, "scGPT model directory not found")
     for name in MODEL_FILES:
         if not (folder / name).is_file():
-            raise InputError(folder / name, "missing; a scGPT model directory holds args.json, vocab.json and "
-                                            "best_model.pt (the layout of the released whole-human checkpoint)")
+            raise InputError(
+                folder / name,
+                "missing; a scGPT model directory holds args.json, vocab.json and "
+                "best_model.pt (the layout of the released whole-human checkpoint)",
+            )
     try:
         args = json.loads((folder / "args.json").read_text())
     except ValueError as e:
@@ -62,11 +65,27 @@ def vocab_from_genes(genes) -> GeneVocab:
 def build_model(shape: dict, vocab, n_cls: int, dropout: float, n_bins: int, pad_value: int = PAD_VALUE):
     """The tutorial's ``TransformerModel`` for annotation: CLS objective, continuous value encoding, no MVC/DAB."""
     return TransformerModel(
-        len(vocab), shape["embsize"], shape["nheads"], shape["d_hid"], shape["nlayers"],
-        nlayers_cls=shape.get("n_layers_cls", 3), n_cls=n_cls, vocab=vocab, dropout=dropout, pad_token=PAD_TOKEN,
-        pad_value=pad_value, do_mvc=False, do_dab=False, use_batch_labels=False, domain_spec_batchnorm=False,
-        input_emb_style="continuous", n_input_bins=n_bins, cell_emb_style="cls",
-        mvc_decoder_style="inner product", ecs_threshold=0.0, explicit_zero_prob=False,
+        len(vocab),
+        shape["embsize"],
+        shape["nheads"],
+        shape["d_hid"],
+        shape["nlayers"],
+        nlayers_cls=shape.get("n_layers_cls", 3),
+        n_cls=n_cls,
+        vocab=vocab,
+        dropout=dropout,
+        pad_token=PAD_TOKEN,
+        pad_value=pad_value,
+        do_mvc=False,
+        do_dab=False,
+        use_batch_labels=False,
+        domain_spec_batchnorm=False,
+        input_emb_style="continuous",
+        n_input_bins=n_bins,
+        cell_emb_style="cls",
+        mvc_decoder_style="inner product",
+        ecs_threshold=0.0,
+        explicit_zero_prob=False,
         use_fast_transformer=False,  # flash-attn is not in the environment: PyTorch's TransformerEncoder
         pre_norm=False,
     )
@@ -84,8 +103,11 @@ def load_weights(model, weights_path) -> dict:
     except pickle.UnpicklingError as e:
         name = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(e))  # as torch's weights-only unpickler says
         what = f"the Python object {name.group(1)}" if name else "Python objects beyond tensors"
-        raise InputError(weights_path, f"refused: its pickle calls {what}, and unpickling it could run code "
-                                       "(a scGPT best_model.pt is a plain state dict of tensors)") from None
+        raise InputError(
+            weights_path,
+            f"refused: its pickle calls {what}, and unpickling it could run code "
+            "(a scGPT best_model.pt is a plain state dict of tensors)",
+        ) from None
     except Exception as e:  # noqa: BLE001
         raise InputError(weights_path, f"cannot be read as a PyTorch state dict ({type(e).__name__}: {e})") from None
     if isinstance(state, dict) and "model_state_dict" in state:
@@ -100,20 +122,34 @@ def load_weights(model, weights_path) -> dict:
     new = [k for k in own if k not in loaded]
     backbone_new = [k for k in new if k.startswith(("encoder.", "value_encoder.", "transformer_encoder."))]
     if not loaded:
-        raise InputError(weights_path, f"no parameter matches the model built from args.json ({len(state)} keys, "
-                                       f"e.g. {next(iter(state), '-')})")
+        raise InputError(
+            weights_path,
+            f"no parameter matches the model built from args.json ({len(state)} keys, e.g. {next(iter(state), '-')})",
+        )
     if backbone_new:
         why = "shape differs" if any(k in mismatched for k in backbone_new) else "absent from the checkpoint"
-        raise InputError(weights_path, f"{len(backbone_new)} encoder/transformer weights would stay random ({why}), "
-                                       f"e.g. {backbone_new[0]}; args.json and best_model.pt disagree")
+        raise InputError(
+            weights_path,
+            f"{len(backbone_new)} encoder/transformer weights would stay random ({why}), "
+            f"e.g. {backbone_new[0]}; args.json and best_model.pt disagree",
+        )
     load_pretrained(model, state, strict=False, verbose=False)  # the authors' loader (renames Wqkv the same way)
     after = model.state_dict()
     not_applied = [k for k in loaded if not torch.equal(after[k].cpu(), renamed[k].to(after[k].dtype))]
     if not_applied:
-        raise RuntimeError(f"{weights_path}: {len(not_applied)} matching weights were not applied, e.g. {not_applied[0]}")
-    return {"n_checkpoint_keys": len(state), "n_model_keys": len(own), "n_loaded": len(loaded),
-            "n_renamed_Wqkv": sum("Wqkv." in k for k in state), "new": new, "unused": unused,
-            "mismatched": mismatched, "all_backbone_loaded": True}
+        raise RuntimeError(
+            f"{weights_path}: {len(not_applied)} matching weights were not applied, e.g. {not_applied[0]}"
+        )
+    return {
+        "n_checkpoint_keys": len(state),
+        "n_model_keys": len(own),
+        "n_loaded": len(loaded),
+        "n_renamed_Wqkv": sum("Wqkv." in k for k in state),
+        "new": new,
+        "unused": unused,
+        "mismatched": mismatched,
+        "all_backbone_loaded": True,
+    }
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -149,11 +185,19 @@ def weights_provenance(model_dir, checkpoint_kind: str, shape_name: str) -> dict
     """What the run record says about the weights: the model directory and how it was obtained (``checkpoint_kind``,
     "released" when the workflow fetched it), or random initialisation of the named shape."""
     if model_dir:
-        return {"checkpoint": str(Path(model_dir)), "checkpoint_kind": checkpoint_kind, "shape": "from args.json",
-                "weights": f"pretrained: {model_dir}"}
+        return {
+            "checkpoint": str(Path(model_dir)),
+            "checkpoint_kind": checkpoint_kind,
+            "shape": "from args.json",
+            "weights": f"pretrained: {model_dir}",
+        }
     described = describe_shape(shape_name, shape_of(shape_name))
-    return {"checkpoint": f"random initialisation ({described})", "checkpoint_kind": "random initialisation",
-            "shape": shape_name, "weights": f"random initialisation ({described})"}
+    return {
+        "checkpoint": f"random initialisation ({described})",
+        "checkpoint_kind": "random initialisation",
+        "shape": shape_name,
+        "weights": f"random initialisation ({described})",
+    }
 
 
 def autocast(device: torch.device, amp: bool):
@@ -165,5 +209,14 @@ def forward(model, batch: dict, vocab, device, amp: bool, values=None):
     values = (batch["values"] if values is None else values).to(device)
     padding = genes.eq(vocab[PAD_TOKEN])
     with autocast(device, amp):
-        return model(genes, values, src_key_padding_mask=padding, batch_labels=None, CLS=True, CCE=False,
-                     MVC=False, ECS=False, do_sample=False)
+        return model(
+            genes,
+            values,
+            src_key_padding_mask=padding,
+            batch_labels=None,
+            CLS=True,
+            CCE=False,
+            MVC=False,
+            ECS=False,
+            do_sample=False,
+        )

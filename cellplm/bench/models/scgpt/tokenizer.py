@@ -41,15 +41,23 @@ def bin_values(counts: sp.csr_matrix, n_bins: int) -> sp.csr_matrix:
     """
     import anndata as ad
 
-    preprocessor = Preprocessor(use_key="X", filter_gene_by_counts=False, filter_cell_by_counts=False,
-                                normalize_total=1e4, result_normed_key="X_normed", log1p=True,
-                                result_log1p_key="X_log1p", subset_hvg=False, binning=int(n_bins),
-                                result_binned_key="X_binned")
+    preprocessor = Preprocessor(
+        use_key="X",
+        filter_gene_by_counts=False,
+        filter_cell_by_counts=False,
+        normalize_total=1e4,
+        result_normed_key="X_normed",
+        log1p=True,
+        result_log1p_key="X_log1p",
+        subset_hvg=False,
+        binning=int(n_bins),
+        result_binned_key="X_binned",
+    )
     chunks = []
     with quiet_scgpt(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for start in range(0, counts.shape[0], PREPROCESS_CHUNK):
-            part = ad.AnnData(counts[start:start + PREPROCESS_CHUNK].copy())
+            part = ad.AnnData(counts[start : start + PREPROCESS_CHUNK].copy())
             preprocessor(part, batch_key=None)
             chunks.append(sp.csr_matrix(part.layers["X_binned"].astype(np.float32)))
     if not chunks:
@@ -57,14 +65,29 @@ def bin_values(counts: sp.csr_matrix, n_bins: int) -> sp.csr_matrix:
     return sp.vstack(chunks, format="csr")
 
 
-def tokenize(binned: sp.csr_matrix, gene_ids: np.ndarray, vocab, batch_size: int, max_seq_len: int,
-             include_zero_gene: bool, pad_value: int = PAD_VALUE) -> list[dict]:
+def tokenize(
+    binned: sp.csr_matrix,
+    gene_ids: np.ndarray,
+    vocab,
+    batch_size: int,
+    max_seq_len: int,
+    include_zero_gene: bool,
+    pad_value: int = PAD_VALUE,
+) -> list[dict]:
     """``tokenize_and_pad_batch`` per batch of cells: ``<cls>`` first, then the (expressed) genes, padded."""
     batches = []
     for start in range(0, binned.shape[0], batch_size):
-        rows = binned[start:start + batch_size].toarray()
-        t = tokenize_and_pad_batch(rows, gene_ids, max_len=max_seq_len, vocab=vocab, pad_token=PAD_TOKEN,
-                                   pad_value=pad_value, append_cls=True, include_zero_gene=include_zero_gene)
+        rows = binned[start : start + batch_size].toarray()
+        t = tokenize_and_pad_batch(
+            rows,
+            gene_ids,
+            max_len=max_seq_len,
+            vocab=vocab,
+            pad_token=PAD_TOKEN,
+            pad_value=pad_value,
+            append_cls=True,
+            include_zero_gene=include_zero_gene,
+        )
         batches.append({"genes": t["genes"].to(torch.int32), "values": t["values"]})
     return batches
 
@@ -72,5 +95,8 @@ def tokenize(binned: sp.csr_matrix, gene_ids: np.ndarray, vocab, batch_size: int
 def token_stats(binned: sp.csr_matrix, max_seq_len: int) -> dict:
     """How many tokens the cells have (their expressed genes and ``<cls>``) against ``max_seq_len``."""
     lengths = np.diff(binned.indptr) + 1
-    return {"max_seq_len": max_seq_len, "mean_per_cell": float(np.minimum(lengths, max_seq_len).mean()),
-            "share_of_cells_truncated": float((lengths > max_seq_len).mean())}
+    return {
+        "max_seq_len": max_seq_len,
+        "mean_per_cell": float(np.minimum(lengths, max_seq_len).mean()),
+        "share_of_cells_truncated": float((lengths > max_seq_len).mean()),
+    }

@@ -18,5 +18,14 @@ with warnings.catch_warnings():
     from scgpt.tokenizer.gene_tokenizer import GeneVocab
     from scgpt.utils import load_pretrained
 
-__all__ = ["torch", "scgpt", "scgpt_model_module", "TransformerModel", "Preprocessor", "random_mask_value", "tokenize_and_pad_batch", "GeneVocab",
-           "load_pretrained"]
+__all__ = [
+    "torch",
+    "scgpt",
+    "scgpt_model_module",
+    "TransformerModel",
+    "Preprocessor",
+    "random_mask_value",
+    "tokenize_and_pad_batch",
+    "GeneVocab",
+    "load_pretrained",
+]
