@@ -293,7 +293,8 @@ def corpus(args) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(args.out)
     print(
-        f"wrote {args.out}: {adata.n_obs} cells x {adata.n_vars} genes, {adata.obs['batch'].nunique()} samples (obs['batch'])"
+        f"wrote {args.out}: {adata.n_obs} cells x {adata.n_vars} genes, {adata.obs['batch'].nunique()} samples "
+        "(obs['batch'])"
     )
 
 
@@ -359,7 +360,8 @@ def trajectory(args) -> pd.DataFrame:
             "(floating-point summation order only)"
         )
     print(
-        f"\nDeterministic trajectories ({args.shape}{', pretrained ' + args.pretrained if args.pretrained else ', random init'}; "
+        "\nDeterministic trajectories "
+        f"({args.shape}{', pretrained ' + args.pretrained if args.pretrained else ', random init'}; "
         f"no dropout, no cell dropping, no masking; fp32; {torch.get_num_threads()} thread(s))"
     )
     print(
@@ -484,7 +486,8 @@ ESCAPE = 0.5  # validation macro-F1 that a run stuck on the plateau near chance 
 
 
 def first_epoch_at(valid_f1: list[float], level: float) -> int | None:
-    """The first epoch whose validation macro-F1 reaches ``level`` (None: never): how long a run stays on the plateau."""
+    """The first epoch whose validation macro-F1 reaches ``level`` (None: never): how long a run stays on the
+    plateau."""
     above = np.flatnonzero(np.asarray(valid_f1, dtype=float) >= level)
     return int(above[0]) if above.size else None
 

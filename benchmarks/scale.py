@@ -155,7 +155,8 @@ def generate(sizes: list[int], n_genes: int, paths: list[Path], args) -> dict:
     symbols, in_vocab = gene_symbols(n_genes, args.vocab_share, args.seed)
     order = sorted(range(len(sizes)), key=lambda i: sizes[i])
     todo = [sizes[i] for i in order]
-    # The shared generator (cellplm.bench.data.sources), one stream for the largest size; smaller sizes are its prefixes.
+    # The shared generator (cellplm.bench.data.sources), one stream for the largest size; smaller sizes are its
+    # prefixes.
     model = SyntheticCounts(
         n_cells=todo[-1],
         n_genes=n_genes,

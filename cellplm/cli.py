@@ -89,7 +89,8 @@ def cmd_embed(args) -> int:
     out.uns["cellplm"] = h5ad_safe(json.loads(json.dumps({**provenance, **result.info}, default=str)))
     write_h5ad(out, args.out)
     print(
-        f"{args.out}: {adata.n_obs} cells embedded ({result.info['cells_per_second']:.0f} cells/s, {result.info['device_detail']})"
+        f"{args.out}: {adata.n_obs} cells embedded ({result.info['cells_per_second']:.0f} cells/s, "
+        f"{result.info['device_detail']})"
     )
     return 0
 

@@ -1,7 +1,8 @@
 """From AnnData to CellPLM sentences: gene matching to the vocabulary, count checks, grouping into tissues.
 
 Genes are matched offline: Ensembl ids from a ``var`` column or ``var_names``, otherwise symbols mapped with the
-GENCODE v44 table this package ships (CellTypist's; :mod:`cellplm.genes`). The share of genes and of counts that land in the vocabulary is
+GENCODE v44 table this package ships (CellTypist's; :mod:`cellplm.genes`). The share of genes and of counts that land
+in the vocabulary is
 measured; below a threshold the model would embed noise, so :func:`require_coverage` raises
 :class:`NotApplicable` instead.
 

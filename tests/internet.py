@@ -291,7 +291,8 @@ def google_drive(
                 (
                     '<html><head><title>Google Drive - Quota exceeded</title></head><body><p class="uc-error-caption">'
                     'Sorry, you can\'t view or download this file at this time.</p><p class="uc-error-subcaption">Too '
-                    "many users have viewed or downloaded this file recently. Please try accessing the file again later."
+                    "many users have viewed or downloaded this file recently. Please try accessing the file again "
+                    "later."
                     "</p></body></html>"
                 ).encode(),
             )

@@ -98,5 +98,8 @@ def test_bad_choice_is_refused(capsys):
 
 
 def test_options_import_without_torch():
-    code = "import sys, cellplm.finetune_options, cellplm.cli; cellplm.cli.build_parser(); sys.exit('torch' in sys.modules)"
+    code = (
+        "import sys, cellplm.finetune_options, cellplm.cli; cellplm.cli.build_parser(); "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

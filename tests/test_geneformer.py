@@ -1,4 +1,5 @@
-"""Geneformer: rank-value tokenisation by hand, model-directory handling, not-applicable rows, fine-tuning end to end."""
+"""Geneformer: rank-value tokenisation by hand, model-directory handling, not-applicable rows, fine-tuning end to
+end."""
 
 import json
 import os

@@ -23,7 +23,8 @@ def old_pretrain_args(p) -> str:
     """The command line rules/common.smk::pretrain_args() spelled by hand before config_args (the same string
     keeps the pretraining jobs of earlier runs from rerunning)."""
     args = (
-        f"--shape {p['shape']} --epochs {p['epochs']} --seed {p['seed']} --lr {p['lr']} --warmup-steps {p['warmup_steps']}"
+        f"--shape {p['shape']} --epochs {p['epochs']} --seed {p['seed']} --lr {p['lr']} --warmup-steps "
+        f"{p['warmup_steps']}"
         f" --max-cells-per-sentence {p['max_cells_per_sentence']} --val-sentences {p['val_sentences']}"
         f" --device {p['device']} --precision {p['precision']} --sentence-key batch --spatial-key spatial --no-progress"
     )

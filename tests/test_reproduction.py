@@ -13,7 +13,6 @@
 import hashlib
 import io
 import json
-import re
 import tarfile
 
 import anndata as ad

@@ -109,3 +109,16 @@ def test_the_static_checks_see_every_kind_of_import(tmp_path):
         "bench/methods/zeroshot.py:1 cellplm.bench.embeddings.results",
         "bench/embeddings/pca/embedder.py:2 cellplm.bench.methods.normalise",
     ]
+
+
+def test_python_is_ruff_clean():
+    """`make lint`'s Python half: ruff check and ruff format --check (pyproject.toml's [tool.ruff]) pass."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is not installed (requirements/lock.txt)"
+    for args in (["check", "."], ["format", "--check", "."]):
+        out = subprocess.run([ruff, *args], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

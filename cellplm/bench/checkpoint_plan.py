@@ -111,7 +111,8 @@ def cellplm_checkpoint(config: dict, root: Path, download_dir: str = "resources/
         settings["corpus_items"] = cellplm_corpus_items(config)
         settings["splits"] = {d: dataset_splits(config, d) for d in config["run"]["datasets"]}
         tag = hashlib.sha256(to_json(settings).encode()).hexdigest()[:8]
-        folder = f"results/cellplm/pretrained/{pt.get('shape', 'small')}_e{pt.get('epochs', 10)}_seed{pt.get('seed', 0)}_{tag}"
+        shape, epochs, seed = pt.get("shape", "small"), pt.get("epochs", 10), pt.get("seed", 0)
+        folder = f"results/cellplm/pretrained/{shape}_e{epochs}_seed{seed}_{tag}"
         out.kind, out.dir, out.prefix = "pretrained here", folder, f"{folder}/model"
         out.files = [f"{folder}/model{CKPT_CONFIG}", f"{folder}/model{CKPT_WEIGHTS}"]
         return out

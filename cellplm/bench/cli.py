@@ -70,7 +70,8 @@ def _split(args):
     for name, part in parts.items():
         write_h5ad(part, Path(args.outdir) / f"{name}.h5ad")
     print(
-        f"{args.outdir}: {parts['train'].n_obs} train, {parts['test'].n_obs} test ({parts['train'].uns['split_protocol']})"
+        f"{args.outdir}: {parts['train'].n_obs} train, {parts['test'].n_obs} test "
+        f"({parts['train'].uns['split_protocol']})"
     )
 
 

@@ -131,7 +131,7 @@ def main(argv=None):
     torch.save({"model_state_dict": sd}, out / "pretrain.best.ckpt")
     key_check = "key table not found"
     if KEY_TABLE.exists():
-        rows = [l.rstrip("\n").split("\t") for l in KEY_TABLE.read_text().splitlines()[1:] if l.strip()]
+        rows = [line.rstrip("\n").split("\t") for line in KEY_TABLE.read_text().splitlines()[1:] if line.strip()]
         want = {r[0]: tuple(json.loads(r[1])) for r in rows}
         got = {k: tuple(v.shape) for k, v in sd.items()}
         key_check = (
@@ -353,7 +353,8 @@ def main(argv=None):
 
     print(f"upstream CellPLM {md.version('cellplm')} | torch {torch.__version__} | config {config_path}")
     print(
-        f"pretrain model: {len(sd)} keys (key table: {key_check}); annotation model: {meta['annotation_state_dict_keys']} keys"
+        f"pretrain model: {len(sd)} keys (key table: {key_check}); annotation model: "
+        f"{meta['annotation_state_dict_keys']} keys"
     )
     print(
         f"inputs: x {x_csr.shape} nnz={x_csr.nnz}, full {full_csr.shape} nnz={full_csr.nnz}, "

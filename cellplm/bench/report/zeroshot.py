@@ -1,6 +1,7 @@
 """The zero-shot track's report: embeddings scored with scib-metrics, as tables, Markdown and figures.
 
-Tables and Markdown here; the figures are in :mod:`.zeroshot_plots`. Inputs are the long scib rows of :func:`cellplm.bench.embedding_metrics.score_embeddings` concatenated over
+Tables and Markdown here; the figures are in :mod:`.zeroshot_plots`. Inputs are the long scib rows of
+:func:`cellplm.bench.embedding_metrics.score_embeddings` concatenated over
 datasets (with a ``dataset`` column) and the embedding run records (run.json dicts). Every row keeps what
 produced it (checkpoint, cells scored, metric set), and every missing value keeps its reason, so no table or
 figure shows a number, or a gap, without saying where it came from.

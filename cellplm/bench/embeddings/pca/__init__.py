@@ -1,1 +1,2 @@
-"""Embedding method pca: embedding.yaml (its metadata) and embedder.py (:func:`.embedder.pca_embedding`, its Embedder)."""
+"""Embedding method pca: embedding.yaml (its metadata) and embedder.py (:func:`.embedder.pca_embedding`, its
+Embedder)."""

@@ -48,7 +48,6 @@ import contextlib
 import io
 import re
 import sys
-from pathlib import Path
 from unittest import mock
 
 import CellPLM  # noqa: F401 - first: where the authors' package is missing, this ImportError names it

@@ -42,7 +42,8 @@ class GeneCoverage:
             min_gene_share=min_gene_share,
             min_count_share=min_count_share,
             describe=self.describe(),
-            none_matched=f"no genes in the Geneformer token dictionary ({self.n_genes} genes; ids from {self.id_source})",
+            none_matched=f"no genes in the Geneformer token dictionary ({self.n_genes} genes; ids from "
+            f"{self.id_source})",
         )
 
 
