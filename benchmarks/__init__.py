@@ -1,1 +1,2 @@
-"""Benchmark scripts behind the README's measured tables (run by path; see each script's --help)."""
+"""Benchmark scripts behind the measured tables of README.md and docs/results.md (run by path; see each script's
+--help)."""

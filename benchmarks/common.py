@@ -3,7 +3,8 @@
 A result file (``benchmarks/results/<name>.json``) is one JSON object: ``benchmark`` (its name), ``provenance``
 (:func:`provenance`: date, machine, versions, git commit, the exact command and options) and the benchmark's own
 ``rows`` (a list of flat dicts). It is written atomically (a temporary file beside it, then ``os.replace``), so
-a killed run leaves the previous file intact. ``benchmarks/readme_tables.py`` renders README tables from them.
+a killed run leaves the previous file intact. ``benchmarks/readme_tables.py`` renders the tables of README.md and
+docs/ from them.
 """
 
 from __future__ import annotations

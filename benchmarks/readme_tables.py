@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Regenerate README.md's measured tables from the committed result files in benchmarks/results/.
+"""Regenerate the measured tables of README.md and docs/*.md from the committed result files in benchmarks/results/.
 
 Each table sits between two marker comments that name its result file:
 
@@ -8,12 +8,15 @@ Each table sits between two marker comments that name its result file:
     <!-- benchmarks/results/speed_cpu.json: end -->
 
 and is followed (inside the markers) by the date, machine, versions, commit and command of the run that wrote
-it. A result file that does not exist yet (e.g. the GPU runs) renders as a line saying so, with the command
-that writes it. ``--check`` changes nothing and exits 1 when README.md differs from what the files give
-(tests/test_benchmarks_readme.py runs it, so a hand-edited figure fails the tests).
+it. Every markdown file that holds such markers is processed: README.md and the files under docs/ (one result
+file may have its table in more than one of them). A result file that does not exist yet (e.g. the GPU runs)
+renders as a line saying so, with the command that writes it. ``--check`` changes nothing and exits 1 when a
+file differs from what the result files give (tests/test_benchmarks_readme.py runs it, so a hand-edited figure
+fails the tests).
 
-    .venv/bin/python benchmarks/readme_tables.py           # rewrite README.md's tables
-    .venv/bin/python benchmarks/readme_tables.py --check   # exit 1 if README.md is out of date
+    .venv/bin/python benchmarks/readme_tables.py                      # rewrite the tables of every file with markers
+    .venv/bin/python benchmarks/readme_tables.py --check              # exit 1 if any of them is out of date
+    .venv/bin/python benchmarks/readme_tables.py --files docs/results.md   # only these files
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- (benchmarks/results/[\w.-]+): start -->\n(.*?)<!-- \1: end -->", re.S)
 
 # The command that writes each result file (shown when the file is missing).
@@ -44,8 +46,10 @@ COMMANDS = {
     "finetune_replay.json": "make accuracy",
     "finetune_augmentation.json": "make accuracy",
     "embedding_speed_cuda.json": "bash benchmarks/gpu.sh",
-    "demo.json": ".venv/bin/python benchmarks/timed.py demo -- .venv/bin/snakemake --cores 2 --configfile config/demo.yaml",
+    "envs.json": ".venv/bin/python benchmarks/timed.py envs -- make venv upstream-env scgpt-env warm-caches",
     "make_test.json": ".venv/bin/python benchmarks/timed.py make_test -- make test",
+    "demo_first_run.json": ".venv/bin/python benchmarks/timed.py --compare demo_first_run "
+    "demo_before demo_warm demo_cold",
 }
 
 
@@ -135,7 +139,8 @@ def render_speed(result: dict) -> str:
         cmin = next(r for r in rows if r["metric"] == "cosine_min")
         cmed = next(r for r in rows if r["metric"] == "cosine_median")
         out.append(
-            f"| agreement | | max \\|Δ\\| {diff['value']:.0e} to upstream (on the {_num(share['value'], '.0%')} of cells "
+            f"| agreement | | max \\|Δ\\| {diff['value']:.0e} to upstream (on the {_num(share['value'], '.0%')} of "
+            "cells "
             f"where upstream's Gumbel draw picks our cluster) | cosine to our fp32: min {cmin['value']:.4f}, "
             f"median {cmed['value']:.4f} |"
         )
@@ -223,7 +228,8 @@ def render_finetune_accuracy(result: dict) -> str:
     vals = {v: np.array([by[(v, s)] for s in done]) for v in variants}
 
     def ms(x):
-        return f"{x.mean():.3f} ± {_num(x.std(ddof=1) if len(x) > 1 else float('nan'), '.3f')} ({int((x < LOW).sum())} < {LOW})"
+        sd = _num(x.std(ddof=1) if len(x) > 1 else float("nan"), ".3f")
+        return f"{x.mean():.3f} ± {sd} ({int((x < LOW).sum())} < {LOW})"
 
     def cmp(a, b):
         c = paired(vals[a], vals[b])
@@ -376,7 +382,8 @@ def render_finetune_augmentation(result: dict) -> str:
         + "; ".join(f"{r['check']} ({'equal' if r['ok'] else 'DIFFERENT'})" for r in exact)
         + ". "
         f"Data: {o['cells']} cells ({o['batches']} sentences), marker fold {o['marker_fold']:g}, {o['shape']} shape, "
-        f"{o['epochs']} epochs x seeds {o['seeds']} of each implementation, {rows[0]['steps_ours']} training steps each; "
+        f"{o['epochs']} epochs x seeds {o['seeds']} of each implementation, {rows[0]['steps_ours']} training steps "
+        "each; "
         "rates compared with a two-proportion z test, uniformity with a chi-square test (agree: p > 0.001).",
     ]
     return "\n".join(out)
@@ -407,7 +414,8 @@ def render_finetune_trajectory(result: dict) -> str:
         "test macro-F1 upstream / ours |",
         "|---|---|---:|---|---|---|---|---|",
         f"| {r0['shape']}, {r0['init']} | {r0['compared']} | {len(rows)} | {worst('loss', 10):.1e} / "
-        f"{worst('grad_norm', 10):.1e} | {worst('loss'):.1e} / {worst('grad_norm'):.1e} | {'yes' if lr_equal else 'no'} | "
+        f"{worst('grad_norm', 10):.1e} | {worst('loss'):.1e} / {worst('grad_norm'):.1e} | "
+        f"{'yes' if lr_equal else 'no'} | "
         f"{'none' if first is None else first} | {r0['upstream_test_macro_f1']:.3f} / {r0['ours_test_macro_f1']:.3f} |",
     ]
     return "\n".join(out)
@@ -446,6 +454,24 @@ def render_embedding_speed(result: dict) -> str:
 
 def render_timed(result: dict) -> str:
     L, R = "---", "---:"
+    slowest = [t for r in result["rows"] for t in r.get("slowest_tests", [])]
+    if slowest:  # a pytest run: its ten slowest tests under the total
+        rows = [
+            [f"`{t['test']}`" + ("" if t["phase"] == "call" else f" ({t['phase']})"), f"{t['seconds']:.0f} s"]
+            for t in slowest
+        ]
+        return "\n".join(
+            table(
+                [("command", L), ("wall time", R)],
+                [[f"`{r['command']}`", f"{r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s)"] for r in result["rows"]],
+            )
+            + [
+                "",
+                "The slowest tests (pytest's `--durations`; a module's demo run is the setup of its first test):",
+                "",
+            ]
+            + table([("test", L), ("time", R)], rows)
+        )
     return "\n".join(
         table(
             [("command", L), ("wall time", R), ("jobs", R)],
@@ -457,8 +483,50 @@ def render_timed(result: dict) -> str:
     )
 
 
+def render_timed_compare(result: dict) -> str:
+    """The demo's first run: before, warm and cold rows, their ratios and the targets."""
+    L, R = "---", "---:"
+    words = {
+        "before": "before (earlier commit, environments warm)",
+        "warm": "now, environments warm (second run)",
+        "cold": "now, environments built fresh (first run)",
+    }
+    rows = [
+        [
+            words[r["role"]],
+            f"`{r['commit'][:12]}`",
+            f"{r['wall_s']:.0f} s",
+            _num(r.get("jobs"), ",.0f"),
+            _num(r.get("jobs_wall_s"), ",.0f") + " s",
+            _num(r.get("cpu_s"), ",.0f") + " s",
+            _num(r.get("command_cpu_s"), ",.0f") + " s",
+        ]
+        for r in result["rows"]
+    ]
+    out = table(
+        [
+            ("run", L),
+            ("commit", L),
+            ("workflow wall time", R),
+            ("jobs", R),
+            ("jobs' wall time, summed", R),
+            ("CPU time (all processes)", R),
+            ("Snakemake's own CPU", R),
+        ],
+        rows,
+    )
+    out += [
+        "",
+        "Targets: "
+        + "; ".join(result["verdicts"])
+        + ("" if result.get("one_machine") else " (NOT all on one machine)"),
+    ]
+    return "\n".join(out)
+
+
 RENDERERS = {
     "timed": render_timed,
+    "timed_compare": render_timed_compare,
     "speed": render_speed,
     "scale": render_scale,
     "finetune_accuracy": render_finetune_accuracy,
@@ -488,41 +556,71 @@ def regenerate(text: str, root: Path = ROOT) -> str:
     )
 
 
+def marked_files(root: Path = ROOT) -> list[Path]:
+    """The markdown files that hold benchmark markers: README.md, then every ``*.md`` under docs/, sorted."""
+    candidates = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    return [path for path in candidates if path.is_file() and MARKER.search(path.read_text())]
+
+
+def _name(path: Path) -> str:
+    """``path`` as the messages show it: relative to the repository when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Markers: <!-- benchmarks/results/NAME.json: start --> ... <!-- ...: end -->",
     )
     p.add_argument(
-        "--check", action="store_true", help="change nothing; exit 1 if README.md differs from the result files"
+        "--check", action="store_true", help="change nothing; exit 1 if a file's tables differ from the result files"
     )
-    p.add_argument("--readme", type=Path, default=README)
+    p.add_argument(
+        "--files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="markdown files to process (default: README.md and docs/**/*.md, those that hold markers)",
+    )
     args = p.parse_args(argv)
-    text = args.readme.read_text()
-    found = MARKER.findall(text)
-    if not found:
-        print(f"{args.readme}: no benchmark markers", file=sys.stderr)
+    files = args.files or marked_files()
+    if not files:
+        print(f"{ROOT}: no markdown file holds benchmark markers (README.md, docs/)", file=sys.stderr)
         return 1
-    new = regenerate(text)
-    if args.check:
-        if new != text:
-            sys.stdout.writelines(
-                difflib.unified_diff(
-                    text.splitlines(True), new.splitlines(True), "README.md", "README.md (from benchmarks/results)"
-                )
-            )
-            print(
-                "README.md's benchmark tables differ from benchmarks/results/: run benchmarks/readme_tables.py",
-                file=sys.stderr,
-            )
+    stale = []
+    for path in files:
+        name = _name(path)
+        text = path.read_text()
+        found = MARKER.findall(text)
+        if not found:
+            print(f"{name}: no benchmark markers", file=sys.stderr)
             return 1
-        print(f"README.md: {len(found)} benchmark tables up to date")
-        return 0
-    if new != text:
-        from cellplm.bench.io import write_text
+        new = regenerate(text)
+        if args.check:
+            if new != text:
+                sys.stdout.writelines(
+                    difflib.unified_diff(
+                        text.splitlines(True), new.splitlines(True), name, f"{name} (from benchmarks/results)"
+                    )
+                )
+                stale.append(name)
+            else:
+                print(f"{name}: {len(found)} benchmark tables up to date")
+            continue
+        if new != text:
+            from cellplm.bench.io import write_text
 
-        write_text(new, args.readme)
-    print(f"README.md: {len(found)} benchmark tables regenerated ({', '.join(f[0] for f in found)})")
+            write_text(new, path)
+        print(f"{name}: {len(found)} benchmark tables regenerated ({', '.join(f[0] for f in found)})")
+    if stale:
+        print(
+            f"{', '.join(stale)}: benchmark tables differ from benchmarks/results/: run benchmarks/readme_tables.py",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -89,8 +89,8 @@ def gib(n_bytes: float) -> float:
 
 # ---- data --------------------------------------------------------------------------------------------------
 def synthetic_counts(n_cells: int, genes: list[str], counts_per_cell: float, seed: int):
-    """Raw counts from the shared generator (``cellplm.bench.data.sources.SyntheticCounts``, one batch, 6 types), Ensembl
-    ids as var_names, no obs columns (one sentence for both implementations)."""
+    """Raw counts from the shared generator (``cellplm.bench.data.sources.SyntheticCounts``, one batch, 6 types),
+    Ensembl ids as var_names, no obs columns (one sentence for both implementations)."""
     from cellplm.bench.data.sources import SyntheticCounts
 
     adata = SyntheticCounts(
@@ -209,7 +209,8 @@ def bench_embedding(args, device, prefix, vocabulary, rows: list, log):
     genes = sorted(rng.choice(vocabulary, size=args.genes, replace=False).tolist())
     adata = synthetic_counts(n_cells, genes, args.counts_per_cell, args.seed)
     log(
-        f"[embed] {n_cells} cells x {args.genes} genes, {adata.X.nnz / (n_cells * args.genes):.1%} non-zero, one sentence"
+        f"[embed] {n_cells} cells x {args.genes} genes, {adata.X.nnz / (n_cells * args.genes):.1%} non-zero, one "
+        "sentence"
     )
 
     # -- loading (reported, not part of the throughput)
@@ -292,7 +293,8 @@ def bench_embedding(args, device, prefix, vocabulary, rows: list, log):
         r["cpu_seconds"] = float(np.median(r["cpu"]))
         log(
             f"[embed] {impl:8s} {prec:4s} ({r['used']}): median {sec:.3f} s over {args.repeats} "
-            f"({', '.join(f'{t:.3f}' for t in r['times'])}) -> {n_cells / sec:,.0f} cells/s; CPU {r['cpu_seconds']:.2f} s; "
+            f"({', '.join(f'{t:.3f}' for t in r['times'])}) -> {n_cells / sec:,.0f} cells/s; CPU "
+            f"{r['cpu_seconds']:.2f} s; "
             f"{r['kind']} {gib(r['mem']):.2f} GiB"
         )
 
@@ -440,7 +442,6 @@ def bench_embedding(args, device, prefix, vocabulary, rows: list, log):
             detail="",
         ),
     ]
-    del up, model
     return results, agree, n_cells
 
 
@@ -626,7 +627,8 @@ def bench_finetune(args, device, prefix, vocabulary, rows: list, log):
                     value=r["scores"][m],
                     unit="score",
                     ratio_vs_upstream=r["scores"][m] / up["scores"][m] if up["scores"][m] else float("nan"),
-                    detail=f"{int(test_mask.sum())} test cells after {E} epochs (best-valid-F1 weights); cellplm.bench.metrics.score",
+                    detail=f"{int(test_mask.sum())} test cells after {E} epochs (best-valid-F1 weights); "
+                    "cellplm.bench.metrics.score",
                 )
             )
     return out
@@ -666,7 +668,8 @@ def print_table(rows: list, meta: dict) -> None:
         )
     ]
     lines = [
-        f"  {'section':10s} {'metric':32s} {'implementation':26s} {'precision':12s} {'value':>12s} {'unit':8s} {'ours/upstream':>13s}"
+        f"  {'section':10s} {'metric':32s} {'implementation':26s} {'precision':12s} {'value':>12s} {'unit':8s} "
+        f"{'ours/upstream':>13s}"
     ]
     for _, r in shown.iterrows():
         ratio = r.get("ratio_vs_upstream")
@@ -714,7 +717,8 @@ def verdicts(emb, ft, n_cells, device_type: str = "cpu") -> list[str]:
                 else ""
             )
             out.append(
-                f"fine-tuning {key} ({r['precision']}): {ratio:.2f}x upstream's s/epoch (target <= {TARGET_FINETUNE_RATIO:g}x): "
+                f"fine-tuning {key} ({r['precision']}): {ratio:.2f}x upstream's s/epoch (target <= "
+                f"{TARGET_FINETUNE_RATIO:g}x): "
                 f"{ok}; {cpu:.2f}x by CPU time incl. set-up; test macro-F1 {r['scores']['macro_f1']:.3f} vs "
                 f"{up['scores']['macro_f1']:.3f} (Δ {df1:+.3f}){note}"
             )
@@ -841,7 +845,8 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         dev_name = f"{torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     else:
-        dev_name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, native bf16 {cpu_has_native_bf16()}"
+        cpu = platform.processor() or platform.machine()
+        dev_name = f"CPU {cpu}, {torch.get_num_threads()} threads, native bf16 {cpu_has_native_bf16()}"
     meta = {
         "device": dev_name,
         "torch": torch.__version__,
@@ -859,7 +864,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="cellplm_speed_") as tmp:
         prefix, n_params, t_save = make_checkpoint(Path(tmp), args.seed)
         log(
-            f"[run] random-weight 85M model ({n_params / 1e6:.1f}M parameters) saved in upstream format to {prefix}.* ({t_save:.1f} s)"
+            f"[run] random-weight 85M model ({n_params / 1e6:.1f}M parameters) saved in upstream format to {prefix}.* "
+            f"({t_save:.1f} s)"
         )
         if not args.skip_embed:
             emb, agree, n_cells = bench_embedding(args, device, prefix, vocabulary, rows, log)

@@ -14,8 +14,8 @@ only. Inductive: train sentences hold train cells only and test cells are predic
 Faster than upstream at the same arithmetic: only the rows of the gene-embedding table for the genes in use are
 trained (the fine-tuned model's vocabulary is those genes) and AdamW is fused. bf16 autocast where the hardware
 has it (``precision="auto"``, this class's default; ``"fp32"`` is upstream's arithmetic, and the benchmark's
-``cellplm_finetune`` method uses it by default; whether bf16 changes accuracy: see README, "Fine-tuning: ours
-against the authors' code") and, optionally, a validation pass every ``eval_every`` epochs (1 = upstream).
+``cellplm_finetune`` method uses it by default; whether bf16 changes accuracy: see docs/results.md, "Fine-tuning:
+ours against the authors' code") and, optionally, a validation pass every ``eval_every`` epochs (1 = upstream).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""README's measured tables are what benchmarks/readme_tables.py makes of the committed result files, and a tiny
-run of each benchmark writes a well-formed result file that renders (benchmarks/scale.py: tests/test_scale.py)."""
+"""The measured tables of README.md and docs/ are what benchmarks/readme_tables.py makes of the committed result
+files, and a tiny run of each benchmark writes a well-formed result file that renders (benchmarks/scale.py:
+tests/test_scale.py)."""
 
 import json
 import subprocess
@@ -24,37 +25,81 @@ def well_formed(path, benchmark):
     assert prov["versions"]["python"] and prov["versions"]["torch"]
     assert result["rows"]
     assert not list(path.parent.glob(".*partial*"))  # atomic write: no temporary left beside it
-    text = readme_tables.RENDERERS[benchmark](result)  # the README renderer accepts it
+    text = readme_tables.RENDERERS[benchmark](result)  # the table renderer accepts it
     assert text.startswith("|")
     return result
 
 
+def marked_texts():
+    """{file: text} of every markdown file readme_tables processes by default (README.md, docs/)."""
+    files = readme_tables.marked_files()
+    assert files, "no markdown file holds benchmark markers"
+    return {path: path.read_text() for path in files}
+
+
 def test_readme_tables_equal_the_committed_result_files():
-    text = (ROOT / "README.md").read_text()
-    blocks = dict(readme_tables.MARKER.findall(text))
-    for name in ("speed_cpu.json", "scale.json", "finetune_accuracy.json", "finetune_trajectory.json"):
+    texts = marked_texts()
+    blocks = {rel for text in texts.values() for rel, _ in readme_tables.MARKER.findall(text)}
+    committed = [
+        "speed_cpu.json",
+        "scale.json",
+        "finetune_accuracy.json",
+        "finetune_trajectory.json",
+        "demo_first_run.json",
+    ]
+    for name in committed:
         rel = f"benchmarks/results/{name}"
-        assert rel in blocks, f"README has no table for {rel}"
+        assert rel in blocks, f"neither README.md nor docs/ has a table for {rel}"
         assert (ROOT / rel).exists(), f"{rel} is not committed"
     for gpu in ("speed_cuda.json", "embedding_speed_cuda.json"):
         assert f"benchmarks/results/{gpu}" in blocks
-    assert readme_tables.regenerate(text) == text, (
-        "README's tables differ: run .venv/bin/python benchmarks/readme_tables.py"
-    )
+    for path, text in texts.items():
+        assert readme_tables.regenerate(text) == text, (
+            f"{path.relative_to(ROOT)}'s tables differ: run .venv/bin/python benchmarks/readme_tables.py"
+        )
+    assert readme_tables.main(["--check"]) == 0
+
+
+def test_marked_files_are_readme_and_docs_with_markers(tmp_path):
+    marker = "<!-- benchmarks/results/speed_cuda.json: start -->\nx\n<!-- benchmarks/results/speed_cuda.json: end -->\n"
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "README.md").write_text("# r\n" + marker)
+    (tmp_path / "docs" / "b.md").write_text(marker)
+    (tmp_path / "docs" / "sub" / "a.md").write_text(marker)
+    (tmp_path / "docs" / "plain.md").write_text("no tables here\n")
+    assert readme_tables.marked_files(tmp_path) == [
+        tmp_path / "README.md",
+        tmp_path / "docs" / "b.md",
+        tmp_path / "docs" / "sub" / "a.md",
+    ]
 
 
 def test_check_fails_on_a_hand_edited_figure(tmp_path, capsys):
-    text = (ROOT / "README.md").read_text()
+    holder = next(
+        path for path, text in marked_texts().items() if "<!-- benchmarks/results/speed_cpu.json: start -->" in text
+    )
+    text = holder.read_text()
     start = text.index("<!-- benchmarks/results/speed_cpu.json: start -->")
     row = text.index("| zero-shot embedding", start)
     cell = text.index("| ", row + 2)  # upstream's cells/s
     edited = text[:cell] + "| 9" + text[cell + 2 :]
-    readme = tmp_path / "README.md"
-    readme.write_text(edited)
-    assert readme_tables.main(["--check", "--readme", str(readme)]) == 1
-    assert readme.read_text() == edited  # --check changes nothing
-    readme.write_text(text)
-    assert readme_tables.main(["--check", "--readme", str(readme)]) == 0
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text(text)
+    bad.write_text(edited)
+    assert readme_tables.main(["--check", "--files", str(good), str(bad)]) == 1
+    assert bad.read_text() == edited  # --check changes nothing
+    err = capsys.readouterr().err
+    assert str(bad) in err and str(good) not in err  # the stale file is named, the current one is not
+    assert readme_tables.main(["--files", str(good), str(bad)]) == 0  # rewrites the stale one
+    assert bad.read_text() == text
+    assert readme_tables.main(["--check", "--files", str(good), str(bad)]) == 0
+
+
+def test_a_file_without_markers_is_an_error(tmp_path, capsys):
+    plain = tmp_path / "plain.md"
+    plain.write_text("no tables\n")
+    assert readme_tables.main(["--check", "--files", str(plain)]) == 1
+    assert f"{plain}: no benchmark markers" in capsys.readouterr().err
 
 
 def test_missing_result_file_says_not_measured_and_how(tmp_path):
@@ -149,7 +194,8 @@ def test_workflow_speed_copies_the_speed_rows(tmp_path):
     table = tmp_path / "speed.tsv"
     table.write_text(
         "measure\tmethod\tn_cells\tn_genes\tvalue\tunit\tspeedup_vs_scgpt\tstatus\treason\tdevice\tprecision\tweights\n"
-        "embedding_throughput\tcellplm\t100\t300\t5000\tcells/s\t250\tok\t\tNVIDIA H200\tbf16\trandom weights, 85M shape\n"
+        "embedding_throughput\tcellplm\t100\t300\t5000\tcells/s\t250\tok\t\tNVIDIA H200\tbf16\trandom weights, 85M "
+        "shape\n"
         "embedding_throughput\tscgpt\t100\t300\t20\tcells/s\t1\tok\t\tNVIDIA H200\tfp16 autocast\trandom weights\n"
         "fit_wall\tscgpt\t100\t\t3\ts\t1\tok\t\t\t\t\n"
     )
