@@ -10,9 +10,32 @@ import resource
 import sys
 
 
+STATUS = "/proc/self/status"  # Linux: VmHWM, the peak resident set, which clear_refs can reset
+CLEAR_REFS = "/proc/self/clear_refs"
+
+
 def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, in MiB (``ru_maxrss`` is in kB on Linux)."""
+    """The process's peak resident memory since the start or :func:`reset_peak_rss`, in MiB: Linux's VmHWM, else
+    ``ru_maxrss`` (kB on Linux; never reset)."""
+    try:
+        with open(STATUS) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak for :func:`peak_rss_mb` (Linux: ``5`` to clear_refs resets VmHWM to the current resident
+    set; elsewhere nothing happens and the peak stays the process's), so that each run of a process that runs
+    several records its own peak."""
+    try:
+        with open(CLEAR_REFS, "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def _cuda():

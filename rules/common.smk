@@ -1,4 +1,5 @@
 # Helpers shared by all rules: config validation, the run grid, inputs and parameters of each job.
+import json
 import os
 import re
 import shlex
@@ -26,6 +27,14 @@ from cellplm.bench.data.catalog import builtin_path, remote_files
 from cellplm.bench.errors import ConfigError
 from cellplm.pretrain.options import config_args
 
+# A run killed at any point resumes with the same command: the Snakemake lock a killed run left behind is removed
+# (one line says so) when no other snakemake of this workflow is alive here. Main process only: the jobs of a
+# cluster run (and subprocess jobs) read this file too, while their run holds the lock.
+if workflow.is_main_process:
+    _stale = wf.remove_stale_locks(Path.cwd())
+    if _stale:
+        print(_stale, file=sys.stderr)
+
 # The config as the rules read it: the method and embedding registries (every folder's method.yaml or
 # embedding.yaml, updated by the config's sections), validated, checked, with the zero-shot rows the method registry
 # declares (cellplm/bench/methods/zeroshot.yaml).
@@ -38,8 +47,13 @@ RUN = config["run"]
 
 
 onstart:
-    # Before any job: output folders writable and enough free space (one-line message otherwise).
+    # Before any job: one line when jobs configured for a GPU would run on the CPU here (an error with
+    # run.require_gpu); output folders writable and enough free space (one-line message otherwise).
     try:
+        if workflow.local_exec and not workflow.touch:
+            _line = wf.gpu_check(sum(map(wants_gpu, workflow.dag.needrun_jobs())), RUN["require_gpu"])
+            if _line:
+                print(_line, file=sys.stderr)
         wf.check_output_space(Path.cwd(), RUN["min_free_gb"])
     except ConfigError as e:
         raise WorkflowError(str(e)) from None
@@ -67,13 +81,17 @@ if (CELLPLM_METHODS or CELLPLM_EMBEDDINGS) and CKPT.missing:
     print(
         f"WARNING: CellPLM checkpoint not found: {', '.join(CKPT.missing)}. The rows of "
         f"{', '.join(CELLPLM_METHODS + CELLPLM_EMBEDDINGS)} will be recorded as failed ('checkpoint file not found'). Put the files "
-        "there (see README, 'CellPLM checkpoint'), or set cellplm.checkpoint.source to url, pretrain or none.",
+        "there (see docs/checkpoints.md, 'CellPLM checkpoint'), or set cellplm.checkpoint.source to url, pretrain "
+        "or none.",
         file=sys.stderr,
     )
 SPEED = config["speed"]
 SPEED_MODELS = wf.speed_models(config, CKPT) if SPEED["enabled"] else {}
-GPU_METHODS = [m for m in ANNOTATORS if config["methods"][m]["gpu"]]
-CPU_METHODS = [m for m in ANNOTATORS if not config["methods"][m]["gpu"]]
+# batch job name -> the methods it runs (batch: true), all seeds in one job; grouped by conda env only with --use-conda
+BATCHES = wf.method_batches(config, by_env=USE_CONDA)
+BATCHED = [m for members in BATCHES.values() for m in members]
+GPU_METHODS = [m for m in ANNOTATORS if config["methods"][m]["gpu"] and m not in BATCHED]
+CPU_METHODS = [m for m in ANNOTATORS if not config["methods"][m]["gpu"] and m not in BATCHED]
 GPU_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["gpu"]]
 CPU_EMBEDDINGS = [e for e in EMBEDDINGS if not config["embeddings"][e]["gpu"]]
 
@@ -138,7 +156,10 @@ def method_runs():
 
 
 def all_benchmarks():
-    return [f"results/benchmarks/methods/{d}/{s}/{m}/seed{seed}.tsv" for d, s, m, seed in method_runs()]
+    """The benchmark file of each run of method_runs(): its own job's, or its batch job's (shared by its runs)."""
+    batch_of = {m: batch for batch, members in BATCHES.items() for m in members}
+    return [f"results/benchmarks/methods/{d}/{s}/batch_{batch_of[m]}.tsv" if m in batch_of
+            else f"results/benchmarks/methods/{d}/{s}/{m}/seed{seed}.tsv" for d, s, m, seed in method_runs()]
 
 
 def dataset_split_pairs():
@@ -290,15 +311,67 @@ METHOD_JOBS = Component("method", "methods", CELLPLM_METHODS)
 EMBEDDING_JOBS = Component("embedding", "embeddings", CELLPLM_EMBEDDINGS)
 
 
-def method_inputs(wildcards):
+def wants_gpu(job):
+    """Whether a job of this run is configured for a GPU and picks its device itself (wf.wants_gpu): the GPU rules'
+    methods and embedding methods, the pretraining and the speed job (with their `gpu` and `device` settings)."""
+    name = job.rule.name
+    if name in ("run_method_gpu", "embed_gpu"):
+        spec = (METHOD_JOBS if name == "run_method_gpu" else EMBEDDING_JOBS).spec(job.wildcards)
+        return wf.wants_gpu(spec["gpu"], wf.method_params(spec, RUN["param_set"]))
+    if name in ("cellplm_pretrain", "speed_embedding"):
+        section = PRETRAIN if name == "cellplm_pretrain" else SPEED
+        return wf.wants_gpu(section["gpu"], section)
+    return False
+
+
+def runs_inputs(wildcards, methods):
+    """The inputs of a job that runs `methods` on the wildcards' dataset split: the split files, the solution when one
+    of them is a control (only control methods may see the truth), and each method's model inputs."""
     inputs = split_files(wildcards.dataset, wildcards.split)
-    if METHOD_JOBS.spec(wildcards)["control"]:  # only control methods may see the truth
-        inputs["solution"] = f"results/data/{wildcards.dataset}/{wildcards.split}/solution.h5ad"
-    return {**inputs, **METHOD_JOBS.model_inputs(wildcards)}
+    for m in methods:
+        if config["methods"][m]["control"]:
+            inputs["solution"] = f"results/data/{wildcards.dataset}/{wildcards.split}/solution.h5ad"
+        inputs.update(METHOD_JOBS.model_inputs(batch_member(m)))
+    return inputs
+
+
+def method_inputs(wildcards):
+    return runs_inputs(wildcards, [wildcards.method])
 
 
 def solution_arg(wildcards, input):
     return f"--solution {input.solution}" if "solution" in input.keys() else ""
+
+
+def batch_member(method):
+    """Wildcards naming one member of a batch job, for METHOD_JOBS' accessors."""
+    return SimpleNamespace(method=method)
+
+
+def batch_files(members):
+    """The prediction and run record of every run of a batch job, named <method>_seed<seed>_<file>."""
+    return {f"{m}_seed{seed}_{name}": f"results/runs/{{dataset}}/{{split}}/{m}/seed{seed}/{file}"
+            for m in members for seed in SEEDS for name, file in [("prediction", "prediction.h5ad"),
+                                                                    ("record", "run.json")]}
+
+
+def batch_inputs(members):
+    """Input function of a batch job (runs_inputs of its members)."""
+    return lambda wildcards: runs_inputs(wildcards, members)
+
+
+def batch_runs(members):
+    """The --runs JSON of a batch job: method, seed, params and output files of each run."""
+    def runs(wildcards, output):
+        return to_json([{"method": m, "seed": seed, "params": json.loads(METHOD_JOBS.params_json(batch_member(m))),
+                         "prediction": output[f"{m}_seed{seed}_prediction"],
+                         "record": output[f"{m}_seed{seed}_record"]} for m in members for seed in SEEDS])
+    return runs
+
+
+def batch_code_hash(members):
+    """The code of every member (a batch job reruns when one member's code changes)."""
+    return "-".join(METHOD_JOBS.code_hash(batch_member(m)) for m in members)
 
 
 # ---- zero-shot track -------------------------------------------------------------------------------

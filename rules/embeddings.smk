@@ -73,21 +73,25 @@ rule scib:
         "../workflow/scripts/metrics/scib.py"
 
 
-rule umap:
+rule umap:  # every dataset's figure in one job: umap-learn's numba code is compiled once (about 20 s a process)
     input:
-        dataset="results/data/{dataset}/dataset.h5ad",
-        embeddings=embedding_files("embedding.h5ad"),
-        records=embedding_files("run.json"),
+        datasets=expand("results/data/{dataset}/dataset.h5ad", dataset=DATASETS),
+        embeddings=[f for d in DATASETS for f in embedding_files("embedding.h5ad", d)],
+        records=[f for d in DATASETS for f in embedding_files("run.json", d)],
     output:
-        report(
-            "results/plots/umap/{dataset}.png",
-            caption="../workflow/report/umap.rst",
-            category="Zero-shot",
-            labels={"dataset": "{dataset}"},
-        ),
+        [
+            report(
+                f"results/plots/umap/{d}.png",
+                caption="../workflow/report/umap.rst",
+                category="Zero-shot",
+                labels={"dataset": d},
+            )
+            for d in DATASETS
+        ],
     log:
-        "logs/report/umap/{dataset}.log",
+        "logs/report/umap.log",
     params:
+        datasets=DATASETS,
         embeddings=EMBEDDINGS,
         labels={e: config["embeddings"][e]["label"] for e in EMBEDDINGS},
         umap=ZEROSHOT["umap"],

@@ -43,3 +43,35 @@ use rule run_method as run_method_gpu with:
         method=alternatives(GPU_METHODS),
     resources:
         gpu=1,
+
+
+# Batch jobs: the CPU methods with `batch: true` (light ones), grouped by env, run all their seeds on a dataset split in one
+# process (python -m cellplm.bench.methods batch), so that start-up and imports are paid once per dataset split.
+for batch, members in BATCHES.items():
+
+    rule:
+        name:
+            f"run_batch_{batch}"
+        input:
+            unpack(batch_inputs(members)),
+        output:
+            **batch_files(members),
+        log:
+            f"logs/methods/{{dataset}}/{{split}}/batch_{batch}.log",
+        benchmark:
+            f"results/benchmarks/methods/{{dataset}}/{{split}}/batch_{batch}.tsv"
+        params:
+            python=METHOD_JOBS.python(batch_member(members[0])),
+            runs=batch_runs(members),
+            solution=solution_arg,
+            param_set=RUN["param_set"],
+            on_error=RUN["on_method_error"],
+            code=batch_code_hash(members),
+        threads: max(config["methods"][m]["threads"] for m in members)
+        conda:
+            METHOD_JOBS.env(batch_member(members[0]))
+        shell:
+            "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} -m cellplm.bench.methods batch"
+            " --train {input.train} --test {input.test} {params.solution} --runs {params.runs:q}"
+            " --dataset {wildcards.dataset} --split {wildcards.split}"
+            " --param-set {params.param_set} --on-error {params.on_error} > {log} 2>&1"

@@ -35,6 +35,7 @@ rule aggregate:
         runs=method_runs(),
         datasets=DATASETS,
         embeddings={e: config["embeddings"][e]["label"] for e in EMBEDDINGS},
+        notes={m: config["methods"][m]["note"] for m in METHODS if config["methods"][m].get("note")},
         code=code_hash("workflow/scripts/report/aggregate.py"),
     localrule: True
     conda:

@@ -51,7 +51,8 @@ def make_counts_adata(n_cells=60, n_types=3, seed=0, genes=SYMBOLS, batches=2) -
 
 
 def write_split_files(adata, folder) -> dict:
-    """train/test/solution h5ad files of ``adata`` under the published protocol (80/10/10), as the workflow writes them."""
+    """train/test/solution h5ad files of ``adata`` under the published protocol (80/10/10), as the workflow writes
+    them."""
     from cellplm.bench.io import write_h5ad
     from cellplm.bench.data.split import SplitSpec, make_split
 
@@ -136,3 +137,17 @@ def read_only():
     yield make
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def workflow_config(*overlays: str) -> dict:
+    """config/config.yaml with ``overlays`` (config files) merged in, completed as rules/common.smk completes it
+    (the method and embedding registries, the schema's defaults and the zero-shot rows)."""
+    import yaml
+
+    from cellplm.bench.config import deep_update
+    from cellplm.bench.workflow import complete_config
+
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    for overlay in overlays:
+        cfg = deep_update(cfg, yaml.safe_load((ROOT / overlay).read_text()))
+    return complete_config(cfg, ROOT)

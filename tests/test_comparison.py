@@ -17,9 +17,30 @@ from cellplm.bench.report.aggregate import (
     markdown,
     read_published,
     read_published_scores,
+    with_notes,
 )
 from cellplm.bench.report.readings import READINGS, readings_text, split_readings
 from conftest import ROOT
+
+
+def test_a_methods_note_goes_on_its_rows(readings):
+    """A configured note (methods.<id>.note) travels with the method's rows: a column of the tables, and after the
+    method's name (and its checkpoint tag) on its row of every metric table of benchmark.md."""
+    cfg, ds, ours, comp = readings
+    notes = {"scanvi": "a caveat", "cellplm_finetune": "another"}
+    tagged = with_notes(ours, notes).set_index("method")["note"]
+    assert (tagged.loc["scanvi"] == "a caveat").all() and (tagged.loc["geneformer"] == "").all()
+    runs = (
+        ours[["dataset", "split", "method", "checkpoint", "device"]]
+        .drop_duplicates()
+        .assign(seed=0, status="ok", reason="")
+    )
+    md = markdown(ours, comp, runs, pd.DataFrame(), cfg, ds, notes=notes)
+    assert md.count("| scANVI — a caveat | ") == 3  # one row per metric table the summary has (3 readings)
+    assert md.count("| CellPLM (fine-tuned) [released (20230926_85M)] — another | ") == 3
+    assert "| Geneformer | " in md and "Geneformer —" not in md
+    assert "— a caveat" not in markdown(ours, comp, runs, pd.DataFrame(), cfg, ds)
+
 
 PUBLISHED = pd.DataFrame(
     [

@@ -4,6 +4,7 @@ One scoring of several embeddings is shared by the module (jax and numba compile
 few metrics on few cells."""
 
 import dataclasses
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -235,3 +236,37 @@ def test_metric_set_is_configurable():
     assert only_bio.loc["batch_correction", "reason"] == "no batch-correction metric enabled"
     with pytest.raises(ValueError, match="unknown BioConservation"):
         score_embeddings({}, TYPES, BATCHES, bio={"silhouette": True}, batch={})
+
+
+def test_exact_neighbours_reach_kbet_diffusion_search_and_give_scib_metrics_values():
+    """With neighbors: exact, kBET's search on each cell type's diffusion map is exact too: pynndescent is never
+    built (nor compiled by numba), and kBET is what scib-metrics' own pynndescent search gives on these cells."""
+    import scib_metrics as sm
+    import scib_metrics.nearest_neighbors._pynndescent as scib_pynndescent
+    from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.neighbors import NearestNeighbors
+
+    X = _embedding(seed=3)
+    distances, indices = NearestNeighbors(n_neighbors=90).fit(X).kneighbors(X)
+    knn = NeighborsResults(indices=indices, distances=distances.astype(np.float32))
+    direct = sm.kbet_per_label(knn.subset_neighbors(50), BATCHES, TYPES)  # scib-metrics' pynndescent inside
+    only_kbet = {f: f == "kbet_per_label" for f in NO_BATCH}
+    with mock.patch.object(scib_pynndescent, "NNDescent", side_effect=AssertionError("pynndescent was built")):
+        rows = score_embeddings(
+            {"x": X},
+            TYPES,
+            BATCHES,
+            bio={"silhouette_label": False, **SILHOUETTE_ONLY},
+            batch=only_kbet,
+            neighbors="exact",
+        )
+        assert _values(rows, "x")["kbet_per_label"] == pytest.approx(direct, abs=1e-6)
+        rows = score_embeddings(
+            {"x": X},
+            TYPES,
+            BATCHES,
+            bio={"silhouette_label": False, **SILHOUETTE_ONLY},
+            batch=only_kbet,
+            neighbors="pynndescent",
+        )
+    assert (rows.status[rows.metric == "kbet_per_label"] == "failed").all()  # scib-metrics' own search built it

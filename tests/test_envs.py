@@ -133,3 +133,43 @@ def test_upstream_cellplm_env_is_the_venv_the_tests_run():
         return {m.strip() for m in re.search(r'"import (CellPLM[^"]*)"', text).group(1).split(",")}
 
     assert checked(venv) <= checked(deploy) and "skmisc" in checked(venv)
+
+
+def test_warm_numba_leaves_nothing_for_the_jobs_to_compile(tmp_path):
+    """tools/warm_numba.py compiles scanpy's numba code once into the environment's cache (NUMBA_CACHE_DIR here):
+    the highly variable genes of the demo's methods (cellplm.bench.normalise.select_hvg) in a new process then load all
+    of it from there and compile nothing new; without the warm-up that process would fill the cache itself."""
+    import os
+    import subprocess
+    import sys
+
+    def cache_files(folder):
+        return {p.relative_to(folder) for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=str(ROOT))
+    job = (
+        "import scanpy as sc, numpy as np, anndata as ad, scipy.sparse as sp;"
+        "from cellplm.bench.normalise import select_hvg;"
+        "x = sp.csr_matrix(np.random.default_rng(1).poisson(2.0, size=(90, 70)).astype(np.float32));"
+        "select_hvg(ad.AnnData(x), 20)"
+    )
+    cold = subprocess.run(
+        [sys.executable, "-c", job],
+        env=dict(env, NUMBA_CACHE_DIR=str(tmp_path / "cold")),
+        capture_output=True,
+        text=True,
+    )
+    assert cold.returncode == 0, cold.stderr
+    assert cache_files(tmp_path / "cold")  # the job compiles (and caches) scanpy code of its own
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "warm_numba.py"), "--steps", "scanpy"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "warm_numba: scanpy: compiled in" in out.stdout, out.stderr
+    warmed = cache_files(tmp_path / "numba")
+    assert cache_files(tmp_path / "cold") <= warmed
+    after = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True)
+    assert after.returncode == 0, after.stderr
+    assert cache_files(tmp_path / "numba") == warmed  # nothing new compiled

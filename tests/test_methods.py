@@ -178,3 +178,88 @@ def test_method_runner_cli(split_files, tmp_path):
     )
     assert bad.returncode == 1 and bad.stderr.strip().endswith("nope.h5ad: file does not exist")
     assert not (tmp_path / "p2.h5ad").exists()
+
+
+def test_a_batch_job_gives_each_run_what_its_own_job_gives(split_files, tmp_path):
+    """`python -m cellplm.bench.methods batch` (the workflow's batch jobs) runs several methods and seeds in one
+    process: every run's prediction and record (but its timings and memory) equal those of its own command, each run
+    only the controls read the solution, and a bad --runs is one line."""
+    env = {"PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1", "PATH": "/usr/bin:/bin"}
+    runner = [sys.executable, "-m", "cellplm.bench.methods"]
+    split = ["--train", split_files["train"], "--test", split_files["test"], "--dataset", "toy"]
+    runs = [
+        {
+            "method": m,
+            "seed": seed,
+            "params": params,
+            "prediction": str(tmp_path / f"batch_{m}_{seed}.h5ad"),
+            "record": str(tmp_path / f"batch_{m}_{seed}.json"),
+        }
+        for m, params in [
+            ("random_labels", {}),
+            ("true_labels", {}),
+            ("knn_pca", {"k": 5}),
+            ("actinn", {"num_epochs": 3}),
+        ]
+        for seed in (0, 1)
+    ]
+    out = subprocess.run(
+        [*runner, "batch", *split, "--solution", split_files["solution"], "--runs", json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    volatile = {"fit_s", "predict_s", "peak_rss_mb", "peak_gpu_mb", "finished"}
+    for r in runs:
+        own = tmp_path / f"own_{r['method']}_{r['seed']}"
+        solution = ["--solution", split_files["solution"]] if r["method"] == "true_labels" else []
+        single = subprocess.run(
+            [
+                *runner,
+                r["method"],
+                *split,
+                *solution,
+                "--seed",
+                str(r["seed"]),
+                "--params",
+                json.dumps(r["params"]),
+                "--prediction",
+                f"{own}.h5ad",
+                "--record",
+                f"{own}.json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert single.returncode == 0, single.stderr
+        batch_pred, own_pred = read_h5ad(r["prediction"]), read_h5ad(f"{own}.h5ad")
+        assert batch_pred.obs["label_pred"].tolist() == own_pred.obs["label_pred"].tolist(), r["method"]
+        batch_rec, own_rec = (json.loads(open(p).read()) for p in (r["record"], f"{own}.json"))
+        assert batch_rec["status"] == "ok" and batch_rec["seed"] == r["seed"]
+        assert {k: v for k, v in batch_rec.items() if k not in volatile} == {
+            k: v for k, v in own_rec.items() if k not in volatile
+        }
+    true = read_h5ad(runs[2]["prediction"]).obs["label_pred"]
+    assert (
+        true == read_h5ad(split_files["solution"]).obs.loc[true.index, "cell_type"]
+    ).all()  # the solution reached it
+    bad = subprocess.run(
+        [*runner, "batch", *split, "--runs", '{"method": "x"}'], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "ERROR: --runs: not a JSON list of runs (not a list of objects)"
+    )
+
+
+def test_each_run_of_a_process_records_its_own_peak_memory():
+    """The harness resets the peak before each run (a batch job runs several): what one run allocated and freed is
+    not the next run's peak."""
+    from cellplm.memory import peak_rss_mb, reset_peak_rss
+
+    big = np.ones(50_000_000)  # 400 MB
+    during = peak_rss_mb()
+    del big
+    reset_peak_rss()
+    assert peak_rss_mb() < during - 300

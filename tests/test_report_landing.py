@@ -3,29 +3,17 @@ same wording about the published table's readings as benchmark.md, valid once Sn
 reStructuredText), and written by the workflow's landing_page rule where the Snakefile's report: directive looks."""
 
 import jinja2
-import yaml
 from docutils.core import publish_parts
 
-from cellplm.bench.config import deep_update
 from cellplm.bench.report.landing import landing_rst
 from cellplm.bench.report.readings import readings_text, rst
-from cellplm.bench.workflow import complete_config
-from conftest import ROOT
+from conftest import workflow_config
 from test_workflow import copy_workflow, snakemake
 
 
 def zeroshot_rows(cfg: dict) -> list[str]:
     """The run's zero-shot rows, as rules/common.smk lists them (ZEROSHOT_METHODS)."""
     return [m for m, spec in cfg["methods"].items() if spec.get("zeroshot_of") in cfg["run"]["embeddings"]]
-
-
-def workflow_config(*overlays: str) -> dict:
-    """config/config.yaml with ``overlays`` (config files) merged in, completed as rules/common.smk completes it
-    (the method and embedding registries, the schema's defaults and the zero-shot rows)."""
-    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    for overlay in overlays:
-        cfg = deep_update(cfg, yaml.safe_load((ROOT / overlay).read_text()))
-    return complete_config(cfg, ROOT)
 
 
 def rendered(text: str) -> str:
@@ -58,6 +46,19 @@ def test_landing_page_lists_the_configs_methods_and_zero_shot_rows():
     assert "CellPLM cell-type annotation benchmark</h1>" in html and "<!-- Written by the workflow" in html
     assert "cellplm_zeroshot</tt>" in html or "cellplm_zeroshot</span>" in html  # a literal (docutils versions differ)
     assert "<em>reading uncertain</em>" in html and "{%" not in html and "``" not in html
+
+
+def test_an_embeddings_note_goes_on_its_zero_shot_row():
+    """The demo's one note (embeddings.scgpt.note: an untrained network's embedding) is its zero-shot row's, and the
+    landing page says it beside that row; the full config, with the released model, has none."""
+    cfg = workflow_config("config/demo.yaml")
+    notes = {m: spec["note"] for m, spec in cfg["methods"].items() if spec.get("note")}
+    assert list(notes) == ["scgpt_zeroshot"] and notes["scgpt_zeroshot"].startswith("cannot learn by design: ")
+    assert cfg["embeddings"]["scgpt"]["note"] == notes["scgpt_zeroshot"]
+    text = landing_rst(cfg, zeroshot_rows(cfg))
+    assert f"- scGPT (zero-shot embedding + kNN) (``scgpt_zeroshot``) — {notes['scgpt_zeroshot']}" in text
+    assert "- scGPT (fine-tuned) (``scgpt``, published as scGPT)\n" in text  # the method itself learns: no note
+    assert not any(spec.get("note") for spec in workflow_config()["methods"].values())
 
 
 def test_landing_page_without_zero_shot_track_and_with_braces_in_a_label():

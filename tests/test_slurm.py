@@ -1,6 +1,7 @@
 """profiles/slurm against a live one-node SLURM cluster on this machine (tools/slurm_localhost.sh).
 
-The README's SLURM demo command runs a documented subset of the demo (below) through SLURM; every non-local job
+The SLURM demo command of docs/cluster.md runs a documented subset of the demo (below) through SLURM; every non-local
+job
 must have gone through sbatch and finished there, and the tables must equal those of a local run of the subset.
 Needs root and Debian's slurm-wlm + munge (`make test` installs them); skipped otherwise, with the reason.
 """
@@ -29,24 +30,29 @@ TOOL = ROOT / "tools" / "slurm_localhost.sh"
 # preprocessing, splitting, CPU methods, a GPU-rule method (scANVI: --gpus=1 on partition gpu) and scoring.
 SUBSET = """\
 run: {datasets: [synthetic], methods: [majority_class, logistic_regression, scanvi], embeddings: [], seeds: [0]}
+methods: {scanvi: {gpu: true, batch: false}}  # the demo runs it in a CPU batch job; here in the GPU rule
 datasets: {synthetic: {splits: [published]}}
 speed: {enabled: false}
 """
-GPU_METHOD = "scanvi"  # gpu: true in its method.yaml: its job goes to rule run_method_gpu
-CANCEL = "rule_run_method_wildcards_synthetic_published_logistic_regression_0"  # the SLURM comment of the job
+GPU_METHOD = "scanvi"  # gpu: true (its method.yaml, and SUBSET over the demo's): its job goes to rule run_method_gpu
+# The SLURM comment of the batch job of the light methods (majority class and logistic regression: batch: true)
+CANCEL = "rule_run_batch_classic_wildcards_synthetic_published"
 # Run-record columns that legitimately differ between two runs of the same job.
 VOLATILE = {"fit_s", "predict_s", "peak_rss_mb", "peak_gpu_mb", "host", "finished"}
 
 
-def readme_slurm_demo_command() -> list[str]:
-    """The README's command that runs the demo through profiles/slurm (the one the test must run)."""
-    text = (ROOT / "README.md").read_text()
+CLUSTER_DOC = ROOT / "docs" / "cluster.md"  # the page that documents profiles/slurm, with the demo command
+
+
+def documented_slurm_demo_command() -> list[str]:
+    """docs/cluster.md's command that runs the demo through profiles/slurm (the one the test must run)."""
+    text = CLUSTER_DOC.read_text()
     lines = [
         line.split("#")[0].strip()
         for line in text.splitlines()
         if line.startswith("snakemake --workflow-profile profiles/slurm") and "config/demo.yaml" in line
     ]
-    assert len(lines) == 1, f"README.md: expected one SLURM demo command line, found {lines}"
+    assert len(lines) == 1, f"docs/cluster.md: expected one SLURM demo command line, found {lines}"
     return shlex.split(lines[0])
 
 
@@ -133,7 +139,7 @@ def run(workdir, args, timeout):
 
 
 def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
-    command = readme_slurm_demo_command()
+    command = documented_slurm_demo_command()
     assert command[:3] == ["snakemake", "--workflow-profile", "profiles/slurm"], command
     slurm_args = with_subset(command[1:], "config/slurm_subset.yaml")
 
@@ -143,10 +149,12 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     planned = collections.Counter(re.findall(r"^rule (\w+):$", dry.stdout, re.M))
     local_rules = declared_local_rules()
     planned_remote = collections.Counter({r: n for r, n in planned.items() if r not in local_rules})
-    assert planned_remote["run_method_gpu"] == 1 and planned_remote["run_method"] == 2, planned
+    assert planned_remote["run_method_gpu"] == 1 and planned_remote["run_batch_classic"] == 1, planned
+    assert "run_method" not in planned_remote, planned
     assert {"aggregate", "plots", "all"} <= set(planned) & local_rules, planned
 
-    # The logistic-regression job is cancelled once while it runs (scancel, as a user or an admin would): the
+    # The batch job of majority class and logistic regression is cancelled once while it runs (scancel, as a user or an
+    # admin would): the
     # profile's retries resubmit it (with twice the memory: a CPU job, so that still fits this one node), and the
     # run still ends with the local run's results.
     t0 = time.monotonic()
@@ -170,7 +178,9 @@ def test_demo_subset_through_slurm_equals_local_run(cluster, tmp_path):
     # Every non-local job, and only those, went through sbatch, once (the cancelled one twice); snakemake ran the
     # local rules (localrule: True) on this host.
     submitted = submissions(log)
-    assert collections.Counter(rule for _, rule in submitted) == planned_remote + collections.Counter(run_method=1)
+    assert collections.Counter(rule for _, rule in submitted) == planned_remote + collections.Counter(
+        run_batch_classic=1
+    )
     ran_here = collections.Counter(re.findall(r"^localrule (\w+):$", log, re.M))
     assert ran_here == planned - planned_remote, ran_here
     assert len({jobid for jobid, _ in submitted}) == len(submitted)

@@ -15,8 +15,9 @@ import pytest
 import torch
 import yaml
 
+from cellplm.bench import workflow as wf
 from cellplm.bench.io import read_h5ad
-from conftest import ROOT, make_counts_adata
+from conftest import ROOT, make_counts_adata, workflow_config
 
 COPY = ["Snakefile", "rules", "workflow", "config", "profiles", "cellplm"]
 
@@ -76,8 +77,29 @@ def test_full_config_dry_run_is_offline(workdir):
     # the scDiff archive once (six members, one extraction); the CellPLM release, linked and checked; two models
     assert jobs["download"] == 1 and jobs["extract_archive"] == 1 and jobs["preprocess"] == 6
     assert jobs["cellplm_download"] == 1 and jobs["cellplm_link_checkpoint"] == 1 and jobs["fetch_model"] == 2
-    n_methods = len(yaml.safe_load((ROOT / "config/config.yaml").read_text())["run"]["methods"])
-    assert jobs["run_method"] + jobs["run_method_gpu"] == 6 * n_methods * 3  # every method in run.methods
+    methods = yaml.safe_load((ROOT / "config/config.yaml").read_text())["run"]["methods"]
+    batched = {m for m in methods if wf.method_registry(None)[m].get("batch")}  # light methods: one job per split
+    assert batched >= {"majority_class", "logistic_regression", "knn_pca", "actinn", "celltypist"}
+    assert jobs.get("run_method", 0) + jobs["run_method_gpu"] == 6 * (len(methods) - len(batched)) * 3  # a job a seed
+    # without --use-conda one batch job per interpreter and thread count: the light methods of .venv, one thread
+    # (classic) and SingleCellNet's two (classic_t2); with --use-conda also one per conda env
+    groups = wf.method_batches(workflow_config(), by_env=False)
+    assert groups == {
+        "classic": [
+            "majority_class",
+            "random_labels",
+            "true_labels",
+            "logistic_regression",
+            "knn_pca",
+            "actinn",
+            "celltypist",
+        ],
+        "classic_t2": ["singlecellnet"],
+    }
+    assert {rule: n for rule, n in jobs.items() if rule.startswith("run_batch_")} == {
+        f"run_batch_{g}": 6 for g in groups
+    }  # one per dataset, all its methods and seeds
+    assert set(wf.method_batches(workflow_config(), by_env=True)) == {"classic", "classic_t2", "actinn", "celltypist"}
     assert "WARNING" not in out.stderr  # no manual step is missing
     for dataset in ("pbmc12k", "pancreas", "hlca", "immune", "brain", "liver"):
         assert f"results/data/{dataset}/dataset.h5ad" in out.stdout
@@ -181,7 +203,8 @@ CELLPLM_RUN = (
             "cellplm.checkpoint.sha256 is only used with source 'url'",
         ),
         (
-            "cellplm: {checkpoint: {source: pretrain}, pretrain: {corpus: {celltypist_sample: false, train_cells: false,"
+            "cellplm: "
+            "{checkpoint: {source: pretrain}, pretrain: {corpus: {celltypist_sample: false, train_cells: false,"
             " synthetic_spatial: {enabled: false}}}}",
             "cellplm.pretrain.corpus: every corpus item is off",
         ),
@@ -399,6 +422,50 @@ def test_demo_end_to_end(demo):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+MARGIN = 0.2  # macro-F1 above the majority-class control that every learning row of the demo reaches
+
+
+@pytest.mark.slow
+def test_demo_rows_beat_the_majority_class(demo):
+    """Every learning row of the demo (all methods but the controls, the zero-shot kNN rows included) scores macro-F1
+    at least MARGIN above the majority class, on every dataset, split and seed; exempt are rows that do not apply
+    (no model offline, the authors' pipeline on a batch hold-out) and rows whose configured note says why they cannot
+    learn here, and those notes are on their rows in every table."""
+    from cellplm.bench.methods import zeroshot_row_id
+    from cellplm.bench.metrics import METRICS
+
+    tables = demo / "results" / "tables"
+    scores = pd.read_csv(tables / "scores.tsv", sep="\t", keep_default_na=False)
+    f1 = scores[scores["metric"] == "macro_f1"].assign(value=lambda t: pd.to_numeric(t["value"], errors="coerce"))
+    keys = ["dataset", "split", "seed"]
+    majority = f1[f1["method"] == "majority_class"].set_index(keys)["value"]
+    assert len(majority) == 3 * 2 and (majority < 0.1).all()
+    demo_config = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    notes = {
+        **{m: s["note"] for m, s in demo_config["methods"].items() if s.get("note")},
+        **{zeroshot_row_id(e): s["note"] for e, s in demo_config["embeddings"].items() if s.get("note")},
+    }
+    assert list(notes) == ["scgpt_zeroshot"]  # the one row that cannot learn here by design: untrained weights
+    controls = {m for m, spec in wf.method_registry(None).items() if spec.get("control")}
+    assert controls == {"majority_class", "random_labels", "true_labels"}
+    learning = f1[~f1["method"].isin(controls)]
+    assert (learning["note"] == learning["method"].map(notes).fillna("")).all()  # each row carries its method's note
+    checked = learning[(learning["status"] != "not_applicable") & (learning["note"] == "")]
+    above = checked["value"].to_numpy() - majority.loc[pd.MultiIndex.from_frame(checked[keys])].to_numpy()
+    offenders = checked.assign(margin=above)[~(above >= MARGIN)]  # a failed run (NaN) is an offender too
+    assert offenders.empty, f"rows less than {MARGIN} macro-F1 above the majority class:\n" + offenders[
+        keys + ["method", "status", "value", "margin"]
+    ].to_string(index=False)
+    n_learning = len(demo_config["run"]["methods"]) + len(demo_config["run"]["embeddings"]) - len(controls)
+    not_applicable = 3 * 2 * 2 + 2  # Geneformer and its zero-shot row (no model offline); upstream on batch_holdout
+    assert len(checked) == 3 * 2 * (n_learning - len(notes)) - not_applicable
+    summary = pd.read_csv(tables / "summary.tsv", sep="\t", keep_default_na=False)
+    assert (summary["note"] == summary["method"].map(notes).fillna("")).all()
+    md = (tables / "benchmark.md").read_text()
+    row = f"| scGPT (zero-shot embedding + kNN) [random initialisation (tiny shape)] — {notes['scgpt_zeroshot']} |"
+    assert md.count(row) == 2 * len(METRICS)  # its row of every metric table, both splits
+
+
 def _check_fidelity(tables, md):
     """Ours minus the authors' code on every dataset split and metric, like for like (the same demo protocol)."""
     fidelity = pd.read_csv(tables / "fidelity.tsv", sep="\t", keep_default_na=False)
@@ -500,36 +567,14 @@ def predictions(workdir) -> dict[str, list]:
     }
 
 
-@pytest.mark.slow
-def test_demo_is_deterministic(demo, tmp_path):
-    """A second demo run with the same seeds gives identical data, splits, predictions and tables on CPU."""
-    again = copy_workflow(tmp_path)
-    out = snakemake(again, "--cores", "2", "--configfile", "config/demo.yaml")
-    assert out.returncode == 0, out.stderr[-3000:]
-    first, second = predictions(demo), predictions(again)
-    demo_run = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["run"]
-    assert len(first) == 3 * 2 * (len(demo_run["methods"]) + len(demo_run["embeddings"]))  # + the zero-shot rows
-    assert first.keys() == second.keys()
-    differ = [k for k in first if first[k] != second[k]]
-    assert not differ, differ
-    t1, t2 = result_tables(demo), result_tables(again)
-    assert t1.keys() == t2.keys() and "scores.tsv" in t1 and "runs.tsv" in t1
-    for name in t1:
-        pd.testing.assert_frame_equal(t1[name], t2[name], obj=name)
-    for rel in ["data/synthetic/dataset.h5ad", "data/pbmc68k/published/train.h5ad"]:
-        a, b = read_h5ad(demo / "results" / rel), read_h5ad(again / "results" / rel)
-        assert (a.X != b.X).nnz == 0 and a.obs.equals(b.obs)
-    (w1,), (w2,) = (sorted((w / "results/cellplm/pretrained").glob("*/model.best.ckpt")) for w in (demo, again))
-    s1, s2 = (torch.load(w, map_location="cpu", weights_only=True)["model_state_dict"] for w in (w1, w2))
-    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)  # the pretrained weights too
-
-
 def processes(needle: str) -> list[int]:
-    """PIDs with ``needle`` as one of their arguments (the python running a script, not the shell around it)."""
+    """PIDs with ``needle`` as one of their arguments (the python running a script, not the shell around it), or,
+    for a method's id, the batch job that runs it (``python -m cellplm.bench.methods batch --runs [...]``)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and needle in (proc / "cmdline").read_bytes().decode(errors="replace").split("\0"):
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0") if proc.name.isdigit() else []
+            if needle in args or ("batch" in args and any(f'"method":"{needle}"' in a.replace(" ", "") for a in args)):
                 found.append(int(proc.name))
         except OSError:
             continue
@@ -560,7 +605,8 @@ def planned_jobs(workdir) -> list[tuple[str, dict]]:
 @pytest.mark.slow
 def test_only_jobs_whose_code_changed_rerun(demo):
     """After a completed demo, an edit to the plotting code reruns only plot jobs, and an edit to one method's code
-    only that method's jobs and what is downstream of them (each rule's params carry the hash of its own code).
+    only the jobs that run it (its batch job, in the demo) and what is downstream of them (each rule's params carry the
+    hash of its own code).
     The demo's own folder is used (a copy elsewhere would change the interpreter paths in the params); every edit is
     undone."""
     assert planned_jobs(demo) == []
@@ -568,7 +614,7 @@ def test_only_jobs_whose_code_changed_rerun(demo):
         ("cellplm/bench/report/plots.py", {"plots", "confusion_plot", "cellplm_loss_plot", "umap", "all"}),
         (
             "cellplm/bench/methods/knn_pca/method.py",
-            {"run_method", "score", "aggregate", "plots", "confusion_plot", "all"},
+            {"run_batch_classic", "score", "aggregate", "plots", "confusion_plot", "all"},
         ),
     ]:
         original = (demo / path).read_bytes()
@@ -579,16 +625,21 @@ def test_only_jobs_whose_code_changed_rerun(demo):
             (demo / path).write_bytes(original)
         assert {rule for rule, _ in jobs} == expected, (path, jobs)
         if "methods/" in path:
-            reran = [w for rule, w in jobs if rule == "run_method"]
-            assert {w["method"] for w in reran} == {"knn_pca"} and len(reran) == 3 * 2  # 3 dataset splits, 2 seeds
+            # knn_pca is batched with the other light methods of its env (one job per dataset split): only that batch
+            reran = [w for rule, w in jobs if rule.startswith("run_")]
+            assert len(reran) == 3 and {(w["dataset"], w["split"]) for w in reran} == {
+                ("pbmc68k", "published"),
+                ("synthetic", "published"),
+                ("synthetic", "batch_holdout"),
+            }
         assert planned_jobs(demo) == [], path
 
 
 @pytest.mark.slow
 def test_killed_jobs_are_retried_and_resumed(demo, tmp_path):
     """SIGKILL the fine-tuning process: snakemake retries the job. Then SIGKILL snakemake and everything under it
-    (a crashed node): the next run asks for --unlock, and --rerun-incomplete finishes with the undisturbed run's
-    results."""
+    (a crashed node): the same command removes the stale lock, reruns the job that was running and finishes with
+    the undisturbed run's results."""
     workdir = copy_workflow(tmp_path)
     target = "results/runs/synthetic/published/cellplm_finetune/seed0"
     outputs = [f"{target}/prediction.h5ad", f"{target}/run.json"]
@@ -608,7 +659,7 @@ def test_killed_jobs_are_retried_and_resumed(demo, tmp_path):
     with open(tmp_path / "first.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            first = wait_for_process("cellplm_finetune")  # the runner: python -m cellplm.bench.methods cellplm_finetune
+            first = wait_for_process("cellplm_finetune")  # the runner (in the demo: the batch job that runs it)
             time.sleep(1.5)
             os.kill(first, signal.SIGKILL)  # the job dies mid-run: snakemake restarts it (--retries 1)
             wait_for_process("cellplm_finetune", exclude={first})
@@ -620,16 +671,83 @@ def test_killed_jobs_are_retried_and_resumed(demo, tmp_path):
                 os.killpg(run.pid, signal.SIGKILL)
     assert "Trying to restart job" in (tmp_path / "first.log").read_text()
     assert not any((workdir / p).exists() for p in outputs)
-    locked = snakemake(workdir, *outputs, "--cores", "2", "--configfile", "config/demo.yaml")
-    assert locked.returncode != 0 and "--unlock" in locked.stderr
-    assert snakemake(workdir, "--unlock", "--configfile", "config/demo.yaml").returncode == 0
-    resumed = snakemake(workdir, *outputs, "--cores", "2", "--rerun-incomplete", "--configfile", "config/demo.yaml")
+    resumed = snakemake(workdir, *outputs, "--cores", "2", "--configfile", "config/demo.yaml")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert STALE_LOCK in resumed.stderr
     assert not list((workdir / target).glob(".*partial*"))
     mine, reference = (read_h5ad(w / outputs[0]).obs["label_pred"].tolist() for w in (workdir, demo))
     assert mine == reference
     record, reference = (json.loads((w / outputs[1]).read_text()) for w in (workdir, demo))
     assert record["status"] == "ok" and stable(record) == stable(reference)
+
+
+@pytest.mark.slow
+def test_demo_killed_mid_run_resumes_and_reproduces_the_first_run(demo, tmp_path):
+    """`make demo`'s snakemake killed with SIGKILL (it and every job at once) once a third of its runs are done:
+    the same command again removes the stale lock (one line), reruns what was running, keeps what was done, and
+    gives the undisturbed demo's results. This second run of the demo, in a folder of its own, is also the
+    determinism test: with the same seeds on CPU it gives identical data, splits, pretrained weights, predictions
+    and tables."""
+    workdir = copy_workflow(tmp_path)
+    cmd = ["--cores", "2", "--configfile", "config/demo.yaml"]  # as the demo fixture and `make demo` run it
+    runs = workdir / "results" / "runs"
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *cmd],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=str(workdir)),
+            start_new_session=True,
+        )
+        try:
+            _wait_for(
+                lambda: len(list(runs.glob("*/*/*/*/run.json"))) >= 36 or first.poll() is not None,
+                "36 finished runs",
+                timeout=2400,
+            )
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
+    assert any((workdir / ".snakemake" / "locks").glob("*.lock"))  # what a killed run leaves
+    # the runs of method jobs that had finished: Snakemake writes a job's benchmark file once the job has ended (the
+    # demo runs every method in batch jobs: results/benchmarks/methods/<dataset>/<split>/batch_<name>.tsv)
+    members = wf.method_batches(workflow_config("config/demo.yaml"), by_env=False)  # as the demo runs, without conda
+    benchmarks = workdir / "results" / "benchmarks" / "methods"
+    done = {
+        p: p.stat().st_mtime_ns
+        for b in benchmarks.glob("*/*/batch_*.tsv")
+        for m in members[b.stem.removeprefix("batch_")]
+        for seed in (0, 1)
+        for p in [runs / b.parent.relative_to(benchmarks) / m / f"seed{seed}" / "prediction.h5ad"]
+    }
+    assert len(done) >= 4
+    resumed = snakemake(workdir, *cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [line for line in resumed.stderr.splitlines() if "lock" in line.lower()] == [
+        STALE_LOCK + " in this directory."
+    ]
+    assert "configured for a GPU" not in (tmp_path / "first.log").read_text() + resumed.stderr
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # the finished runs were kept, not run again
+    first, second = predictions(demo), predictions(workdir)
+    demo_run = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["run"]
+    assert len(first) == 3 * 2 * (len(demo_run["methods"]) + len(demo_run["embeddings"]))  # + the zero-shot rows
+    assert first.keys() == second.keys()
+    differ = [k for k in first if first[k] != second[k]]
+    assert not differ, differ
+    t1, t2 = result_tables(demo), result_tables(workdir)
+    assert t1.keys() == t2.keys() and "scores.tsv" in t1 and "runs.tsv" in t1
+    for name in t1:
+        pd.testing.assert_frame_equal(t1[name], t2[name], obj=name)
+    for rel in ["data/synthetic/dataset.h5ad", "data/pbmc68k/published/train.h5ad"]:
+        a, b = read_h5ad(demo / "results" / rel), read_h5ad(workdir / "results" / rel)
+        assert (a.X != b.X).nnz == 0 and a.obs.equals(b.obs)
+    (w1,), (w2,) = (sorted((w / "results/cellplm/pretrained").glob("*/model.best.ckpt")) for w in (demo, workdir))
+    s1, s2 = (torch.load(w, map_location="cpu", weights_only=True)["model_state_dict"] for w in (w1, w2))
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)  # the pretrained weights too
 
 
 def test_unwritable_results_stop_before_any_job(workdir, read_only):
@@ -668,3 +786,216 @@ def test_low_free_space_stops_before_any_job(workdir, small_disk):
         r"results/: only 0\.00 GB free on its filesystem, below run.min_free_gb \(1\); free space", out.stderr
     ), out.stderr[-2000:]
     assert not (workdir / "logs" / "data").exists()
+
+
+# ---- a run killed at any point resumes with the same command; GPU jobs without a GPU; clean-demo; dry-run speed ----
+
+STALE_LOCK = "Removed a stale lock (.snakemake/locks/): the run that left it was killed, and no other snakemake works"
+# A few quick jobs of the demo: the synthetic dataset built, preprocessed and split (three jobs, each a new python).
+QUICK = (
+    "run: {datasets: [synthetic], methods: [majority_class], embeddings: [], seeds: [0]}\n"
+    "datasets: {synthetic: {splits: [published]}}\nspeed: {enabled: false}\n"
+)
+QUICK_TARGET = "results/data/synthetic/published/train.h5ad"
+
+
+def _wait_for(condition, what, timeout=300):
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not after {timeout} s")
+        time.sleep(0.05)
+
+
+def test_killed_run_resumes_with_the_same_command(workdir):
+    """A run's lock stays while the run lives (a second run stops, a dry run leaves it); once the run is killed with
+    SIGKILL, the same command removes the stale lock, says so in one line, and finishes the run."""
+    cmd = [QUICK_TARGET, "--cores", "1", "--configfile", "config/demo.yaml", _config(workdir, "quick.yaml", QUICK)]
+    locks = workdir / ".snakemake" / "locks"
+    env = dict(os.environ, PYTHONPATH=str(workdir))
+    with open(workdir / "first.log", "w") as log:
+        live = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *cmd],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_for(lambda: any(locks.glob("*.lock")) or live.poll() is not None, "the run's lock")
+            os.killpg(live.pid, signal.SIGSTOP)  # alive, holding its lock, doing nothing: deterministic from here
+            assert live.poll() is None, (workdir / "first.log").read_text()[-3000:]
+            held = sorted(p.name for p in locks.glob("*.lock"))
+            second = snakemake(workdir, *cmd)
+            assert second.returncode != 0 and "Directory cannot be locked" in second.stderr, second.stderr[-3000:]
+            assert STALE_LOCK not in second.stderr
+            assert snakemake(workdir, "-n", *cmd).returncode == 0
+            assert sorted(p.name for p in locks.glob("*.lock")) == held  # neither took the live run's lock away
+            os.killpg(live.pid, signal.SIGKILL)  # the whole run dies at once (snakemake and its job)
+            live.wait(timeout=60)
+        finally:
+            if live.poll() is None:
+                os.killpg(live.pid, signal.SIGKILL)
+    assert sorted(p.name for p in locks.glob("*.lock")) == held and not (workdir / QUICK_TARGET).exists()
+    resumed = snakemake(workdir, *cmd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [line for line in resumed.stderr.splitlines() if "lock" in line.lower()] == [
+        STALE_LOCK + " in this directory."
+    ]
+    assert read_h5ad(workdir / QUICK_TARGET).n_obs > 0
+    assert not any(locks.glob("*.lock"))  # the finished run released its own lock
+
+
+GPU_RUN = (  # two scANVI seeds and the scVI embedding pick their device; cellplm_finetune is pinned to the CPU
+    "run: {datasets: [synthetic], methods: [majority_class, scanvi, cellplm_finetune], embeddings: [scvi, pca],"
+    " seeds: [0, 1], min_free_gb: 1.0e+9}\n"  # the free-space check then stops the run before any job
+    "datasets: {synthetic: {splits: [published]}}\nspeed: {enabled: false}\n"
+    "methods: {scanvi: {gpu: true, params: {use_gpu: true}}, cellplm_finetune: {gpu: true, params: {device: cpu}}}\n"
+    "embeddings: {scvi: {gpu: true}}\n"
+)
+GPU_WARNING = (
+    "WARNING: 3 jobs of this run are configured for a GPU (gpu: true, device auto) but torch sees no GPU "
+    "here; they will run on the CPU. Set run.require_gpu: true to stop instead."
+)
+
+
+def test_gpu_jobs_without_a_gpu_warn_in_one_line_or_stop_the_run(workdir):
+    """Jobs configured for a GPU on a machine where torch sees none: one warning line with their number before any
+    job; run.require_gpu: true stops the run instead. The demo (nothing configured for a GPU) warns of nothing."""
+    no_gpu = {"CUDA_VISIBLE_DEVICES": ""}  # torch sees no GPU, on any machine
+    cfg = _config(workdir, "gpu.yaml", GPU_RUN)
+    out = snakemake(workdir, "--cores", "1", "--configfile", "config/demo.yaml", cfg, extra_env=no_gpu)
+    assert out.returncode != 0 and "below run.min_free_gb" in out.stderr, out.stderr[-3000:]
+    assert [line for line in out.stderr.splitlines() if "GPU" in line] == [GPU_WARNING]
+    assert out.stderr.index(GPU_WARNING) < out.stderr.index("below run.min_free_gb")
+    strict = _config(workdir, "strict.yaml", "run: {require_gpu: true}\n")
+    out = snakemake(workdir, "--cores", "1", "--configfile", "config/demo.yaml", cfg, strict, extra_env=no_gpu)
+    assert out.returncode != 0
+    assert (
+        "config: run.require_gpu: 3 jobs of this run are configured for a GPU (gpu: true, device auto) but torch "
+        "sees no GPU here; run on a machine with a GPU, or set run.require_gpu: false to run them on the CPU"
+    ) in out.stderr, out.stderr[-3000:]
+    assert "WARNING" not in out.stderr and "min_free_gb" not in out.stderr  # stopped there, before any job
+    assert not (workdir / "logs" / "data").exists()
+    demo = _config(workdir, "nospace.yaml", "run: {min_free_gb: 1.0e+9}\n")
+    out = snakemake(workdir, "--cores", "1", "--configfile", "config/demo.yaml", demo, extra_env=no_gpu)
+    assert out.returncode != 0 and "below run.min_free_gb" in out.stderr, out.stderr[-3000:]
+    assert "GPU" not in out.stderr
+
+
+def test_gpu_check_asks_for_the_gpu_only_when_jobs_want_one():
+    from cellplm.bench.workflow import gpu_check, wants_gpu
+
+    asked = []
+    assert gpu_check(0, True, visible=lambda: asked.append(1)) is None and not asked
+    assert gpu_check(5, True, visible=lambda: True) is None  # a GPU is there: nothing to say
+    assert gpu_check(1, False, visible=lambda: False).startswith("WARNING: 1 job of this run is configured for a GPU")
+    assert [
+        wants_gpu(True, {}),
+        wants_gpu(True, {"device": "auto"}),
+        wants_gpu(True, {"device": "cuda"}),
+        wants_gpu(True, {"device": "cpu"}),
+        wants_gpu(True, {"use_gpu": False}),
+        wants_gpu(False, {}),
+    ] == [True, True, False, False, False, False]
+
+
+def test_clean_demo_deletes_the_demos_files_and_nothing_else(workdir):
+    for name in ("Makefile", "tools"):
+        src = ROOT / name
+        shutil.copytree(src, workdir / name) if src.is_dir() else shutil.copy(src, workdir / name)
+    run = "pbmc68k/published/knn_pca/seed0"
+    planned = snakemake(workdir, "-n", "--configfile", "config/demo.yaml")
+    pretrained = re.search(r"results/cellplm/pretrained/[^/]+/", planned.stdout).group(0)  # its settings' hash
+    demo_files = [
+        "results/data/synthetic/dataset.h5ad",
+        "resources/sources/synthetic.h5ad",
+        f"results/runs/{run}/run.json",
+        "logs/methods/pbmc68k/published/batch_classic.log",  # knn_pca's batch job (the demo batches every method)
+        "results/benchmarks/methods/pbmc68k/published/batch_classic.tsv",
+        "results/tables/scores.tsv",
+        "results/report.html",
+        f"{pretrained}model.best.ckpt",
+        f"{pretrained}last.best.ckpt",
+    ]  # the training checkpoint too, not an output of the rule
+    # a full run's download, run and log in the same folders, and an environment's build log
+    full = "pbmc12k/published/knn_pca/seed0"
+    others = [
+        "resources/downloads/scdiff_reproducibility.tar.gz",
+        f"results/runs/{full}/run.json",
+        f"logs/methods/{full}.log",
+        "results/bootstrap.log",
+    ]
+    for rel in demo_files + others:
+        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / rel).write_text("x")
+    out = subprocess.run(
+        ["make", "clean-demo", f"PYTHON={sys.executable}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(workdir)),
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "clean-demo: deleted 9 files of the demo" in out.stdout
+    assert [rel for rel in demo_files if (workdir / rel).exists()] == []
+    assert [rel for rel in others if not (workdir / rel).exists()] == []
+    assert not (workdir / "results/data").exists() and not (workdir / "resources/sources").exists()  # emptied
+
+
+def test_code_hash_parses_each_file_once_and_follows_edits(tmp_path):
+    """The full config's dry run asks for a code hash once per job: each file is parsed once, and an edited file
+    changes the hash within the same process."""
+    from cellplm.bench import codehash
+
+    files = {
+        "cellplm/__init__.py": "",
+        "cellplm/bench/__init__.py": "",
+        "cellplm/bench/a.py": "from . import b\n",
+        "cellplm/bench/b.py": "x = 1\n",
+        "script.py": "import cellplm.bench.a\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    (tmp_path / "cellplm/resources").mkdir()  # hashed with the model package (cellplm/__init__.py is part of it)
+    before = codehash._imported_names.cache_info().misses
+    first = codehash.code_hash(tmp_path, "script.py")
+    assert codehash._imported_names.cache_info().misses - before == len(files)
+    assert codehash.code_hash(tmp_path, "script.py") == first
+    codehash.code_hash(tmp_path, "cellplm.bench.b")
+    assert codehash._imported_names.cache_info().misses - before == len(files)  # nothing parsed twice
+    b = tmp_path / "cellplm/bench/b.py"
+    stat = b.stat()
+    b.write_text("x = 2\n")
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert codehash.code_hash(tmp_path, "script.py") != first
+    b.write_text("x = 1\n")
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert codehash.code_hash(tmp_path, "script.py") == first
+
+
+def test_batch_jobs_group_methods_that_would_run_alike():
+    """Batch jobs (batch: true) group the methods whose jobs would have the same interpreter and threads (and conda
+    env with --use-conda), so each run computes with the threads its own job would give it; a method whose GPU a
+    config turns on leaves its batch for the GPU rule; a method with a script of its own is refused with one line."""
+    from cellplm.bench.errors import ConfigError
+
+    cfg = workflow_config("config/demo.yaml")
+    groups = wf.method_batches(cfg, by_env=False)
+    for members in groups.values():
+        assert len({(cfg["methods"][m]["python"], cfg["methods"][m]["threads"]) for m in members}) == 1
+    assert sorted(m for ms in groups.values() for m in ms) == sorted(cfg["run"]["methods"])  # the demo batches all
+    assert groups["classic_t2"] == ["singlecellnet"] and groups["scgpt"] == ["scgpt"]
+    assert len(wf.method_batches(cfg, by_env=True)) > len(groups)
+    cfg["methods"]["scgpt"]["gpu"] = True
+    assert "scgpt" not in wf.method_batches(cfg)
+    cfg["methods"]["knn_pca"]["script"] = "my_knn.R"
+    with pytest.raises(
+        ConfigError,
+        match=r"^methods.knn_pca: batch: true needs an `entry` \(a script of its own "
+        r"runs in a job per seed\)$",
+    ):
+        wf.method_batches(cfg)

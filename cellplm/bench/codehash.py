@@ -23,8 +23,19 @@ def code_hash(root: Path, *entries: str) -> str:
     ``method.yaml`` (``embedding.yaml``) beside any of their modules, and ``cellplm/resources`` when the model
     package is among them. A module imported by name at run time (the method registry's) is not followed: a
     method's jobs name their method's module themselves.
+
+    The Snakefile asks for the same few hashes once per job (hundreds of jobs in the full config): each file is
+    parsed once per version (size, mtime), the file set of each entry list is found once a process, and the hash is
+    computed again only when a file of the set changed.
     """
     root = Path(root)
+    files = sorted(_code_files(root, entries))
+    return _files_hash(root, tuple((path, *_stamp(path)) for path in files))
+
+
+@functools.lru_cache(maxsize=None)
+def _code_files(root: Path, entries: tuple[str, ...]) -> frozenset:
+    """The files whose content :func:`code_hash` hashes (see there); found once a process, as :func:`_module_files`."""
     files = set()
     for entry in entries:
         if entry.endswith(".py"):
@@ -39,8 +50,19 @@ def code_hash(root: Path, *entries: str) -> str:
                 files.add(path.parent / metadata)
     if any(_is_model_file(root, path) for path in files):
         files |= {p for p in (root / "cellplm" / "resources").iterdir() if p.suffix != ".md"}
+    return frozenset(files)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=None)
+def _files_hash(root: Path, stamped: tuple[tuple[Path, int, int], ...]) -> str:
+    """sha256 of the relative path and content of each file, in the given order (the stamps only key the cache)."""
     h = hashlib.sha256()
-    for path in sorted(files):
+    for path, _, _ in stamped:
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -54,6 +76,13 @@ def imported_names(path: Path, module: str | None) -> list[tuple[int, str]]:
     relative imports are resolved. ``from a import b`` gives ``a`` and ``a.b`` (``b`` may be a submodule), and a
     package's ``_EXPORTS`` mapping (names imported on first use, :mod:`cellplm._lazy`) gives its submodules.
     """
+    return list(_imported_names(Path(path), module, *_stamp(Path(path))))
+
+
+@functools.lru_cache(maxsize=None)
+def _imported_names(path: Path, module: str | None, size: int, mtime_ns: int) -> tuple[tuple[int, str], ...]:
+    """:func:`imported_names`, parsed once a process for each version (size, mtime) of a file: the code hashes of
+    the workflow's jobs read the same modules over and over."""
     package = None
     if module is not None:
         package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -76,7 +105,7 @@ def imported_names(path: Path, module: str | None) -> list[tuple[int, str]]:
                 for v in getattr(node.value, "values", [])
                 if isinstance(v, ast.Constant) and str(v.value).startswith(".")
             ]
-    return found
+    return tuple(found)
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -90,7 +119,9 @@ def _is_model_file(root: Path, path: Path) -> bool:
     return rel[0] == "cellplm" and (len(rel) < 2 or rel[1] != "bench")
 
 
+@functools.lru_cache(maxsize=None)
 def _module_path(root: Path, name: str) -> Path | None:
+    """The file of module ``name`` under ``root``; None for a name that is no module (a class, a function)."""
     base = root.joinpath(*name.split("."))
     for path in (base.with_suffix(".py"), base / "__init__.py"):
         if path.is_file():
@@ -108,8 +139,10 @@ def _module_files(root: Path, name: str) -> frozenset:
         parts = module.split(".")
         for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__, then a/b/c
             parent = ".".join(parts[:i])
+            if parent in seen:
+                continue
             path = _module_path(root, parent)
-            if path is None or parent in seen:
+            if path is None:
                 continue
             seen[parent] = path
             todo += [m for _, m in imported_names(path, parent) if _is_cellplm(m)]

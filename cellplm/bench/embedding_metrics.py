@@ -15,6 +15,7 @@ scib-metrics 0.5.10 (``scib_metrics/benchmark/_core.py`` unless said otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -208,18 +209,20 @@ def score_embeddings(
         "metric_set": _metric_set(sm.__version__, functions, neighbors),
     }
     computer = _exact_neighbors if neighbors == "exact" else _pynndescent
+    diffusion = _exact_diffusion_neighbors(n_jobs) if neighbors == "exact" else contextlib.nullcontext()
 
     results = {}
     frozen = _freeze_gc()
     try:
-        for emb_id, emb in embeddings.items():
-            X, problem = _matrix(emb, n_total)
-            if problem:
-                results[emb_id] = _uniform(functions, "failed", problem)
-                continue
-            bench = partial(_benchmark, X[cells], labels, batches, pre, neighbours=_once(computer(n_jobs)))
-            values, failed = _run(bench, [f for f in functions if f not in skipped])
-            results[emb_id] = _results(functions, values, skipped, failed)
+        with diffusion:
+            for emb_id, emb in embeddings.items():
+                X, problem = _matrix(emb, n_total)
+                if problem:
+                    results[emb_id] = _uniform(functions, "failed", problem)
+                    continue
+                bench = partial(_benchmark, X[cells], labels, batches, pre, neighbours=_once(computer(n_jobs)))
+                values, failed = _run(bench, [f for f in functions if f not in skipped])
+                results[emb_id] = _results(functions, values, skipped, failed)
     finally:
         if frozen:
             gc.unfreeze()
@@ -310,9 +313,9 @@ def _exact_neighbors(n_jobs: int):
     Each cell is its own first neighbour at distance 0, as scib-metrics' own ``pynndescent`` wrapper returns it
     (``NNDescent.neighbor_graph``; ``NeighborsResults``: "Self should always be included here"): ``kneighbors``
     given the fitted points themselves counts each as its own neighbour. Distances are float32 like pynndescent's.
-    Exact search skips pynndescent's index building and is quick for tens of thousands of cells; it avoids
-    pynndescent's numba compilation (about 25 s a process on 2 cores) only when kbet_per_label is off, which
-    calls pynndescent itself on its diffusion map (``diffusion_nn`` in utils/_diffusion_nn.py).
+    Exact search skips pynndescent's index building and is quick for tens of thousands of cells; with
+    :func:`_exact_diffusion_neighbors` it also stands in for the pynndescent search kbet_per_label runs on each cell
+    type's diffusion map, so that no pynndescent is compiled by numba (about 25 s a process on 2 cores).
     """
     from scib_metrics.nearest_neighbors import NeighborsResults
     from sklearn.neighbors import NearestNeighbors
@@ -322,6 +325,21 @@ def _exact_neighbors(n_jobs: int):
         return NeighborsResults(indices=indices, distances=distances.astype(np.float32))
 
     return compute
+
+
+@contextlib.contextmanager
+def _exact_diffusion_neighbors(n_jobs: int):
+    """Within the block, kbet_per_label's neighbour search on each cell type's diffusion map is exact too: its
+    ``diffusion_nn`` (utils/_diffusion_nn.py) calls ``scib_metrics.nearest_neighbors.pynndescent(embedding,
+    n_neighbors=k + 1)``, which the block replaces with :func:`_exact_neighbors` (the neighbours pynndescent
+    approximates, self first)."""
+    from unittest import mock
+
+    import scib_metrics.nearest_neighbors as nn
+
+    exact = _exact_neighbors(n_jobs)
+    with mock.patch.object(nn, "pynndescent", lambda X, n_neighbors, **_: exact(X, n_neighbors)):
+        yield
 
 
 def _pynndescent(n_jobs: int):

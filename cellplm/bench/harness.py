@@ -106,15 +106,21 @@ def finish(record: Record, component) -> None:
 def add_run_arguments(p, metadata_file: str) -> None:
     """The runners' options other than their inputs and main output: --record, the ids, --params, --on-error."""
     p.add_argument("--record", required=True, help="output JSON run record (status, timings, memory, versions)")
-    p.add_argument("--dataset", default="dataset", help="dataset id written into the outputs")
-    p.add_argument("--split", default="published", help="split id written into the outputs")
     p.add_argument("--seed", type=int, default=0, help="random seed of the method")
-    p.add_argument("--param-set", default="default", help="name of the parameter set, recorded")
     p.add_argument(
         "--params",
         default=None,
         help=f"JSON object of hyperparameters (default: the method's params from its {metadata_file})",
     )
+    add_split_run_arguments(p)
+
+
+def add_split_run_arguments(p) -> None:
+    """What every run of a split shares (also a batch of runs): the dataset, split and parameter-set ids, and
+    --on-error."""
+    p.add_argument("--dataset", default="dataset", help="dataset id written into the outputs")
+    p.add_argument("--split", default="published", help="split id written into the outputs")
+    p.add_argument("--param-set", default="default", help="name of the parameter set, recorded")
     p.add_argument(
         "--on-error",
         choices=["record", "raise"],

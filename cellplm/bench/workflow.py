@@ -9,7 +9,10 @@ workflow scripts is :mod:`.job`, the code hash of the rules :mod:`.codehash`.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,6 +48,102 @@ def check_output_space(root: Path, min_free_gb: float, folders=OUTPUT_FOLDERS) -
             f"{Path(root) / folders[0]}/: only {free_gb:.2f} GB free on its filesystem, below "
             f"run.min_free_gb ({min_free_gb:g}); free space or lower run.min_free_gb"
         )
+
+
+# ---- a run killed at any point resumes with the same command ------------------------------------------------------
+
+SNAKEMAKE_STATE = ".snakemake"  # Snakemake's own folder in the working directory; its locks are in locks/
+RUN_FLOCK = "cellplm_bench.flock"  # in SNAKEMAKE_STATE: every live snakemake of this workflow holds it (shared)
+_HELD: list[int] = []  # the descriptor of this process's flock, held until the process ends
+
+
+def remove_stale_locks(workdir: Path) -> str | None:
+    """Called by the Snakefile as the main snakemake process reads it, before Snakemake locks the directory.
+
+    Snakemake locks the working directory with files in ``.snakemake/locks/`` (written once the DAG is built,
+    removed when the run ends) that record no owner: a run killed with SIGKILL, by the OOM killer or with its
+    machine leaves them behind, and the next run stops with a LockException until ``snakemake --unlock``. So every
+    snakemake process of this workflow also holds a shared ``flock`` on ``.snakemake/cellplm_bench.flock`` for its
+    whole life (the kernel drops it when the process dies, however it dies). Before taking its own, a process that
+    can lock the file exclusively knows that no other snakemake of this workflow is alive here: the Snakemake locks
+    it finds are stale, and it removes them. Returns the one line to print then, else None (no lock, or one held
+    by a live run, which Snakemake reports itself). Where ``flock`` does not work (some network filesystems), the
+    locks are left to ``snakemake --unlock``.
+    """
+    state = Path(workdir) / SNAKEMAKE_STATE
+    try:
+        state.mkdir(exist_ok=True)
+        fd = os.open(state / RUN_FLOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # an unwritable working directory: check_output_space names it before any job
+        return None
+    message = None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another snakemake of this workflow is alive here: its locks are not stale
+        pass
+    except OSError:
+        os.close(fd)
+        return None
+    else:
+        locks = sorted((state / "locks").glob("*.lock"))
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        if locks:
+            message = (
+                f"Removed a stale lock ({state.name}/locks/): the run that left it was killed, and no other "
+                "snakemake works in this directory."
+            )
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while another process checks, as above
+    _HELD.append(fd)
+    return message
+
+
+# ---- jobs configured for a GPU on a machine without one ------------------------------------------------------------
+
+
+def wants_gpu(gpu: bool, params: dict) -> bool:
+    """A job configured for a GPU that picks its device itself: ``gpu: true``, and its params neither pin a device
+    (``device`` other than auto) nor turn the GPU off (``use_gpu: false``). Such a job runs on the CPU, silently
+    and many times slower, where torch sees no GPU; one with ``device: cuda`` fails there instead."""
+    return bool(gpu) and (params.get("device") or "auto") == "auto" and params.get("use_gpu", True) is not False
+
+
+def cuda_visible(python: str = sys.executable, timeout: float = 120) -> bool:
+    """Whether torch sees a CUDA device here, asked in a child ``python`` (importing torch takes seconds and
+    hundreds of MB that the snakemake process does not need). Without torch there: whether an NVIDIA driver lists a
+    GPU (``/proc/driver/nvidia/gpus``) that ``CUDA_VISIBLE_DEVICES`` does not hide."""
+    try:
+        out = subprocess.run(
+            [python, "-c", "import torch; print(torch.cuda.is_available())"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip().endswith("True")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    gpus = Path("/proc/driver/nvidia/gpus")
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
+    return not hidden and gpus.is_dir() and any(gpus.iterdir())
+
+
+def gpu_check(n_jobs: int, require_gpu: bool, visible=cuda_visible) -> str | None:
+    """Before a local run: when ``n_jobs`` jobs of it are configured for a GPU (:func:`wants_gpu`) and ``visible()``
+    says torch sees none, the one warning line to print, or with ``run.require_gpu`` a ConfigError that stops the
+    run before any job. None otherwise (``visible`` is not asked when no such job is to run)."""
+    if not n_jobs or visible():
+        return None
+    what = (
+        f"{n_jobs} job{'s' if n_jobs != 1 else ''} of this run {'are' if n_jobs != 1 else 'is'} configured for a "
+        "GPU (gpu: true, device auto) but torch sees no GPU here"
+    )
+    if require_gpu:
+        raise ConfigError(
+            f"config: run.require_gpu: {what}; run on a machine with a GPU, or set "
+            "run.require_gpu: false to run them on the CPU"
+        )
+    return f"WARNING: {what}; they will run on the CPU. Set run.require_gpu: true to stop instead."
 
 
 def check_config(config: dict, root: Path) -> None:
@@ -248,6 +347,34 @@ def complete_config(config: dict, root: Path) -> dict:
     check_config(config, root)
     config["methods"].update(zeroshot_rows(config))
     return config
+
+
+def method_batches(config: dict, by_env: bool = True) -> dict[str, list[str]]:
+    """The batch jobs of a run: the run's methods with ``batch: true``, grouped by what their jobs share: the
+    interpreter (``python``), the threads (``OMP_NUM_THREADS`` of the job, so that each run computes as it would in a
+    job of its own) and, with ``by_env`` (runs with --use-conda), the conda env. A batch job runs all its methods and
+    seeds on one dataset split in one process; every other method runs in a job per seed. Each group is named after
+    its first method's env (``classic``), with ``_t<threads>`` or a number added when that name is taken.
+    ``batch`` is ignored for a method with ``gpu: true`` (a GPU job runs one model and seed: rule run_method_gpu,
+    e.g. when a config turns a demo method's GPU on). ConfigError for a batched method with a ``script`` (it has no
+    runner to share)."""
+    groups: dict[tuple, list[str]] = {}
+    for m in config["run"]["methods"]:
+        spec = config["methods"][m]
+        if not spec.get("batch") or spec["gpu"]:
+            continue
+        if spec.get("script"):
+            raise ConfigError(f"methods.{m}: batch: true needs an `entry` (a script of its own runs in a job per seed)")
+        key = (spec.get("python"), spec["threads"], spec["env"] if by_env else None)
+        groups.setdefault(key, []).append(m)
+    out = {}
+    for (_, threads, _), members in groups.items():
+        name = Path(config["methods"][members[0]]["env"]).stem.replace("-", "_")
+        for candidate in (name, f"{name}_t{threads}", *(f"{name}_{i}" for i in range(2, len(groups) + 2))):
+            if candidate not in out:
+                out[candidate] = members
+                break
+    return out
 
 
 def method_command(method_id: str, method: dict, package: str = "methods") -> str:

@@ -55,5 +55,6 @@ def zeroshot_rows(embeddings: dict, k: int) -> dict:
             **{key: value.format(**words) if isinstance(value, str) else value for key, value in declared.items()},
             "params": {"k": k},
             "zeroshot_of": emb,
-        }
+            "note": spec.get("note"),
+        }  # the embedding's caveat goes on its row
     return out

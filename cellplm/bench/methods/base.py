@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ...keys import PREDICTION
+from ...memory import reset_peak_rss
 from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
 from ..registry import Parameterised
@@ -79,6 +80,7 @@ def run(
     ``method`` is an Annotator class or a method id (its folder); a method that this interpreter cannot import
     is recorded as ``not_applicable`` with what is missing.
     """
+    reset_peak_rss()  # this run's peak, also when a process runs several (a batch job)
     params = dict(params or {})
     annotator_cls, meta, unavailable = REGISTRY.resolve(method, Annotator)
     record = RunRecord(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ def checkpoint_label(extra: dict, params: dict, pretraining: dict | None = None)
         shape = pt.get("shape") or file_meta.get("pretraining", {}).get("shape") or "?"
         label = f"pretrained here ({shape}, {epochs if epochs is not None else '?'} epochs)"
     elif kind == "released":
-        label = f"released ({folder.name.split('__')[-1] if folder.name.startswith('released__') else Path(str(ckpt)).name})"
+        name = folder.name.split("__")[-1] if folder.name.startswith("released__") else Path(str(ckpt)).name
+        label = f"released ({name})"
     else:
         label = f"{kind or 'user-supplied'} ({ckpt})"
     return label
@@ -74,8 +76,10 @@ def read_records(paths, pretraining: dict | None = None) -> pd.DataFrame:
 
 
 def read_benchmarks(paths, runs: list[tuple]) -> pd.DataFrame:
-    """Snakemake ``benchmark:`` files (wall seconds, sampled max RSS) with their run ids."""
+    """Snakemake ``benchmark:`` files (wall seconds, sampled max RSS) with their run ids; a file shared by several
+    runs (a batch job's) gives each of them an equal share of its wall time."""
     rows = []
+    shared = Counter(map(str, paths))
     for p, (d, s, m, seed) in zip(paths, runs):
         b = pd.read_csv(p, sep="\t")
         rows.append(
@@ -84,7 +88,7 @@ def read_benchmarks(paths, runs: list[tuple]) -> pd.DataFrame:
                 "split": s,
                 "method": m,
                 "seed": int(seed),
-                "wall_s": float(b["s"].iloc[0]),
+                "wall_s": float(b["s"].iloc[0]) / shared[str(p)],
                 "benchmark_max_rss_mb": pd.to_numeric(b["max_rss"], errors="coerce").iloc[0],
             }
         )
@@ -108,6 +112,19 @@ def with_provenance(scores: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame
     for c in PROVENANCE:
         out[c] = out[c].fillna("").astype(str)
     return out
+
+
+def with_notes(table: pd.DataFrame, notes: dict[str, str]) -> pd.DataFrame:
+    """``table`` with the ``note`` column: the configured note of each row's method (``methods.<id>.note``; a
+    zero-shot row's is its embedding's), "" for none, so that a caveat travels with the row it is about."""
+    if "method" not in table.columns:
+        return table
+    return table.assign(note=table["method"].map(notes).fillna("").astype(str))
+
+
+def labelled(name: str, tags: str = "", note: str = "") -> str:
+    """A method's name as benchmark.md shows it: ``name [tags] — note`` (tags: checkpoint, precision)."""
+    return name + (f" [{tags}]" if tags else "") + (f" — {note}" if note else "")
 
 
 def _join(values) -> str:
@@ -479,10 +496,13 @@ def markdown(
     datasets: pd.DataFrame,
     zeroshot: list[str] = (),
     fidelity: list[str] = (),
+    notes: dict[str, str] | None = None,
 ) -> str:
     """The benchmark as one Markdown page: provenance first, then methods x datasets per metric, the fidelity
     section (``fidelity``: its lines, :func:`.fidelity.markdown_lines`), the zero-shot track's section
-    (``zeroshot``: its lines, :func:`.zeroshot.markdown_lines`) and speed."""
+    (``zeroshot``: its lines, :func:`.zeroshot.markdown_lines`) and speed. ``notes``: method id -> its note, shown
+    on the method's row of every metric table (:func:`labelled`)."""
+    notes = notes or {}
     run = config["run"]
     label = method_labels(config)
     devices = ", ".join(sorted(set(map(str, runs["device"].dropna())))) or "n/a"
@@ -537,7 +557,7 @@ def markdown(
                 tags = ", ".join(
                     t for t in (_join(mine.get(c, pd.Series(dtype=str))) for c in ("checkpoint", "precision")) if t
                 )
-                lines.append(f"| {name + f' [{tags}]' if tags else name} | " + " | ".join(cells) + " |")
+                lines.append(f"| {labelled(name, tags, notes.get(method, ''))} | " + " | ".join(cells) + " |")
     lines += _comparison_lines(comp)
     bad = runs[runs["status"] != "ok"]
     lines += ["", "## Runs that did not produce predictions", ""]
@@ -628,7 +648,8 @@ def _speed_lines(speed_df: pd.DataFrame, label: dict) -> list[str]:
             f"All models embedded the same {first['n_cells']:.0f} cells x {first['n_genes']:.0f} genes on the same"
             " device, one after the other in one job (median of repeated calls after a warm-up).",
             "",
-            "| model | weights | cells/s | speed-up vs scGPT | device | precision | peak RSS MB | peak GPU MB | status |",
+            "| model | weights | cells/s | speed-up vs scGPT | device | precision | peak RSS MB | peak GPU MB | status "
+            "|",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in emb.iterrows():
@@ -645,7 +666,8 @@ def _speed_lines(speed_df: pd.DataFrame, label: dict) -> list[str]:
             "",
             "## Time per run (mean over seeds)",
             "",
-            "| dataset | split | method | fit s | fit speed-up vs scGPT | predict s | job wall s | peak RSS MB | device |",
+            "| dataset | split | method | fit s | fit speed-up vs scGPT | predict s | job wall s | peak RSS MB | "
+            "device |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in fit.iterrows():
@@ -677,7 +699,8 @@ def _checkpoint_lines(runs: pd.DataFrame, config: dict, label: dict) -> list[str
         "",
         "## Checkpoints",
         "",
-        "Which weights produced the rows of each foundation-model method (also the `checkpoint` column of every table):",
+        "Which weights produced the rows of each foundation-model method (also the `checkpoint` column of every "
+        "table):",
         "",
     ]
     for method, sub in ck.groupby("method", sort=False):

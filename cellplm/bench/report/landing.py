@@ -16,7 +16,8 @@ TITLE = "CellPLM cell-type annotation benchmark"
 
 def _method_line(method: str, spec: dict) -> str:
     published = f", published as {spec['published_as']}" if spec.get("published_as") else ""
-    return f"- {spec['label']} (``{method}``{published})"
+    note = f" — {spec['note']}" if spec.get("note") else ""
+    return f"- {spec['label']} (``{method}``{published}){note}"
 
 
 def landing_rst(config: dict, zeroshot: list[str]) -> str:

@@ -16,6 +16,7 @@ from cellplm.bench.speed import speed_table
 
 with job(snakemake):
     cfg = snakemake.config
+    notes = snakemake.params.notes  # method id -> its note, on its rows of every table
     inp, out = snakemake.input, snakemake.output
     pretraining = {str(Path(p).parent): json.load(open(p)) for p in inp.pretraining}
     qc = {d: json.load(open(p)) for d, p in zip(snakemake.params.datasets, inp.qc)}
@@ -34,8 +35,8 @@ with job(snakemake):
     zeroshot = zs.zeroshot_table(agg.read_tsvs(inp.scib), emb_records, snakemake.params.embeddings)
     emb_speed = zs.embedding_speed_table(emb_records, snakemake.params.embeddings)
     write_tsv(datasets, out.datasets)
-    write_tsv(agg.with_data(scores, datasets), out.scores)
-    write_tsv(agg.with_data(summary, datasets), out.summary)
+    write_tsv(agg.with_data(agg.with_notes(scores, notes), datasets), out.scores)
+    write_tsv(agg.with_data(agg.with_notes(summary, notes), datasets), out.summary)
     write_tsv(comp, out.comparison)
     write_tsv(agg.with_data(fidelity, datasets), out.fidelity)
     write_tsv(agg.with_data(runs, datasets), out.runs)
@@ -46,4 +47,6 @@ with job(snakemake):
         zs.markdown_lines(zeroshot, emb_speed, {**METRICS, **AGGREGATES}) if snakemake.params.embeddings else []
     )
     fidelity_lines = fid.markdown_lines(fidelity, method_labels(cfg))
-    write_text(agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines, fidelity_lines), out.markdown)
+    write_text(
+        agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines, fidelity_lines, notes), out.markdown
+    )

@@ -31,8 +31,8 @@ Weights: ``model_dir`` (a directory in the layout of scGPT's released "whole-hum
 vocabulary of the training genes. Genes are matched by symbol (Ensembl ids are mapped to symbols offline); too low
 coverage of the vocabulary makes the method not applicable.
 
-:func:`cellplm.bench.models.scgpt.embedder.embed_cells` is the zero-shot counterpart for the speed benchmark: the L2-normalised ``<cls>`` embedding of
-every cell, as ``scgpt.tasks.embed_data`` computes it.
+:func:`cellplm.bench.models.scgpt.embedder.embed_cells` is the zero-shot counterpart for the speed benchmark: the
+L2-normalised ``<cls>`` embedding of every cell, as ``scgpt.tasks.embed_data`` computes it.
 """
 
 from __future__ import annotations
