@@ -169,7 +169,7 @@ def test_without_scgpt_the_run_is_a_not_applicable_row(files, tmp_path):
     assert pred.obs["label_pred"].isna().all()
 
 
-def test_method_python_resolves_against_the_workflow_root(tmp_path, capsys):
+def test_method_python_resolves_against_the_workflow_root(tmp_path, capsys, monkeypatch):
     (tmp_path / ".venv-x" / "bin").mkdir(parents=True)
     (tmp_path / ".venv-x" / "bin" / "python").touch()
     assert method_python(None, tmp_path) == "python" and method_python("python3", tmp_path) == "python3"
@@ -177,6 +177,8 @@ def test_method_python_resolves_against_the_workflow_root(tmp_path, capsys):
     assert method_python(str(tmp_path / ".venv-x/bin/python"), "/elsewhere") == str(tmp_path / ".venv-x/bin/python")
     assert method_python(".venv-missing/bin/python", tmp_path) == "python"
     assert "not found" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # the usual case, snakemake run in the workflow folder: the jobs' params do not
+    assert method_python(".venv-x/bin/python", tmp_path) == ".venv-x/bin/python"  # change when the folder moves
 
 
 @needs_env

@@ -393,9 +393,10 @@ def method_params(method: dict, param_set: str) -> dict:
 def method_python(python: str | None, root: Path) -> str:
     """Interpreter of a method script: the method's ``python`` key, or ``python`` on PATH when it is null.
 
-    A relative path (``.venv-scgpt/bin/python``) is taken from the workflow root; a bare name is looked up on
-    PATH. A path that does not exist falls back to ``python`` on PATH, with one warning: the method's script
-    then records a failed row saying which environment to build, and the rest of the workflow runs.
+    A relative path (``.venv-scgpt/bin/python``) is taken from the workflow root, and given relative to the
+    working directory when it lies inside it; a bare name is looked up on PATH. A path that does not exist falls
+    back to ``python`` on PATH, with one warning: the method's script then records a failed row saying which
+    environment to build, and the rest of the workflow runs.
     """
     if not python:
         return "python"
@@ -405,7 +406,9 @@ def method_python(python: str | None, root: Path) -> str:
             return python
         path = Path(root) / path
     if path.exists():
-        return str(path)
+        # as the job's shell sees it: relative to the working directory when inside it, so that a copied or moved
+        # workflow folder keeps its jobs' params (Snakemake would rerun every job whose interpreter path changed)
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
     if str(path) not in _MISSING_PYTHON:
         _MISSING_PYTHON.add(str(path))
         print(
