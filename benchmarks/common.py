@@ -122,8 +122,9 @@ def provenance(script: str, argv: list[str], options: dict) -> dict:
 
 
 def write_result(path, benchmark: str, prov: dict, rows: list[dict], **extra) -> Path:
-    """Write one result file atomically (JSON; NaN written as null)."""
-    from cellplm.bench.io import write_json
+    """Write one result file atomically (JSON; NaN written as null). Standard library only (cellplm.io), so that
+    timed.py can time the environment builds with the system's python, before any venv exists."""
+    from cellplm.io import write_json
 
     path = Path(path)
     write_json(_clean({"benchmark": benchmark, "provenance": prov, "rows": rows, **extra}), path)

@@ -204,3 +204,17 @@ def test_workflow_speed_copies_the_speed_rows(tmp_path):
     result = well_formed(out, "embedding_speed")
     assert [r["method"] for r in result["rows"]] == ["cellplm", "scgpt"]
     assert "250.0x" in proc.stdout and "MET" in result["verdicts"][0]
+
+
+def test_timed_writes_its_result_without_the_project_env(tmp_path):
+    """timed.py times the environment builds (`timed.py envs -- make venv ...`) with the system's python, before
+    any venv exists: its result file is written by the standard library alone (no numpy, h5py or torch import)."""
+    code = (
+        "import sys; from benchmarks import common; "
+        f"common.write_result({str(tmp_path / 'r.json')!r}, 'timed', {{'date': 'd'}}, [{{'wall_s': 1.0}}]); "
+        "loaded = [m for m in ('numpy', 'h5py', 'torch', 'anndata') if m in sys.modules]; "
+        "sys.exit(f'imported {loaded}' if loaded else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "r.json").read_text())["rows"] == [{"wall_s": 1.0}]
