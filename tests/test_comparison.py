@@ -408,6 +408,17 @@ def test_a_bad_reading_in_the_published_table_is_one_line_naming_the_file(tmp_pa
         read_published_scores(path)
 
 
+def test_a_hash_inside_a_published_row_is_data_not_a_comment(tmp_path):
+    """Only lines that start with # are comments: a source URL's #fragment stays in its row."""
+    path = tmp_path / "scores.tsv"
+    path.write_text("# the header comment\n")
+    with path.open("a") as out:
+        PUBLISHED.head(2).assign(source="https://example.org/paper#table-2").to_csv(out, sep="\t", index=False)
+    table = read_published_scores(path)
+    assert len(table) == 2 and (table["source"] == "https://example.org/paper#table-2").all()
+    assert table["value"].tolist() == PUBLISHED["value"].head(2).tolist()
+
+
 def test_source_record_of_a_file_placed_by_hand_is_checked_against_its_pin(tmp_path):
     """The manual route (a download saved by hand): its sha256 is still compared with the config's pin."""
     import hashlib

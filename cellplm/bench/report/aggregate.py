@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -156,8 +157,10 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_published(path) -> pd.DataFrame:
-    """A published table (scores or dataset statistics): tab-separated, ``#`` lines are its header comment."""
-    return pd.read_csv(path, sep="\t", comment="#")
+    """A published table (scores or dataset statistics): tab-separated, lines that start with ``#`` are its header
+    comment. A ``#`` inside a row (a source URL's fragment) is data: pandas' ``comment`` would cut the row there."""
+    lines = [line for line in Path(path).read_text().splitlines(keepends=True) if not line.startswith("#")]
+    return pd.read_csv(io.StringIO("".join(lines)), sep="\t")
 
 
 def read_published_scores(path) -> pd.DataFrame:
