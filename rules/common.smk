@@ -409,8 +409,9 @@ def all_scib_scores():
     return [f"results/embeddings/{d}/scib.tsv" for d in DATASETS] if EMBEDDINGS else []
 
 
-def all_embedding_records():
-    return [f for d in DATASETS for f in embedding_files("run.json", d)]
+def all_embedding_files(name):
+    """The file `name` of every embedding method of every dataset, dataset by dataset (embedding_files' order)."""
+    return [f for d in DATASETS for f in embedding_files(name, d)]
 
 
 # ---- report ----------------------------------------------------------------------------------------

@@ -76,8 +76,8 @@ rule scib:
 rule umap:  # every dataset's figure in one job: umap-learn's numba code is compiled once (about 20 s a process)
     input:
         datasets=expand("results/data/{dataset}/dataset.h5ad", dataset=DATASETS),
-        embeddings=[f for d in DATASETS for f in embedding_files("embedding.h5ad", d)],
-        records=[f for d in DATASETS for f in embedding_files("run.json", d)],
+        embeddings=all_embedding_files("embedding.h5ad"),
+        records=all_embedding_files("run.json"),
     output:
         [
             report(

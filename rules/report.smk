@@ -13,7 +13,7 @@ rule aggregate:
         pretraining=pretraining_records(),
         speed_embedding=speed_outputs(),
         scib=all_scib_scores(),
-        embedding_records=all_embedding_records(),
+        embedding_records=all_embedding_files("run.json"),
     output:
         datasets=report("results/tables/datasets.tsv", caption="../workflow/report/datasets.rst", category="Tables"),
         scores=report("results/tables/scores.tsv", caption="../workflow/report/scores.rst", category="Tables"),
