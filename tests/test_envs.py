@@ -173,3 +173,78 @@ def test_warm_numba_leaves_nothing_for_the_jobs_to_compile(tmp_path):
     after = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True)
     assert after.returncode == 0, after.stderr
     assert cache_files(tmp_path / "numba") == warmed  # nothing new compiled
+
+
+def test_umap_numba_code_is_compiled_once_for_every_job(tmp_path):
+    """umap-learn declares its numba functions without cache=True; cellplm.bench.compile_cache turns numba's cache on
+    for them, so after tools/warm_numba.py (the UMAP figure's code and scib's graph) a scib job's neighbour graph
+    (scib-metrics' knn_graph_connectivities -> umap-learn's fuzzy_simplicial_set) compiles nothing new; without the
+    warm-up it caches what it compiles itself (with numba's default, nothing of umap-learn would be cached at all)."""
+    import os
+    import subprocess
+    import sys
+
+    def cache_files(folder):
+        return {p.relative_to(folder) for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=str(ROOT))
+    job = (
+        "import numpy as np;"
+        "from cellplm.bench.embedding_metrics import _scib_metrics, _exact_neighbors;"
+        "_scib_metrics();"
+        "x = np.random.default_rng(1).normal(size=(120, 8)).astype(np.float32);"
+        "_exact_neighbors(1)(x, 15).knn_graph_connectivities"
+    )
+    cold = subprocess.run(
+        [sys.executable, "-c", job],
+        env=dict(env, NUMBA_CACHE_DIR=str(tmp_path / "cold")),
+        capture_output=True,
+        text=True,
+    )
+    assert cold.returncode == 0, cold.stderr
+    assert any("umap" in str(p) for p in cache_files(tmp_path / "cold")), cache_files(tmp_path / "cold")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "warm_numba.py"), "--steps", "umap", "scib"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "warm_numba: scib: compiled in" in out.stdout, out.stderr
+    warmed = cache_files(tmp_path / "numba")
+    assert {p for p in cache_files(tmp_path / "cold") if "umap" in str(p)} <= warmed
+    after = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True)
+    assert after.returncode == 0, after.stderr
+    assert cache_files(tmp_path / "numba") == warmed  # nothing new compiled
+
+
+def test_scib_jobs_keep_jax_compilations(tmp_path):
+    """scib-metrics' jax functions are compiled once per shape and kept: a scoring process writes its compilations to
+    jax's persistent cache (JAX_COMPILATION_CACHE_DIR here; by default <environment>/jax-cache), however short."""
+    import os
+    import subprocess
+    import sys
+
+    job = (
+        "import sys, jax.numpy as jnp;"
+        "from cellplm.bench.embedding_metrics import _scib_metrics;"
+        "from cellplm.bench.compile_cache import cache_jax;"
+        "_scib_metrics();"
+        "from scib_metrics.utils import silhouette_samples;"
+        "import numpy as np;"
+        "x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32);"
+        "silhouette_samples(x, np.arange(40) % 2);"
+        "print(cache_jax())"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"))
+    out = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(tmp_path / "jax")
+    assert any((tmp_path / "jax").iterdir())
+    env.pop("JAX_COMPILATION_CACHE_DIR")
+    default = subprocess.run(
+        [sys.executable, "-c", "from cellplm.bench.compile_cache import cache_jax; print(cache_jax())"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert default.stdout.strip() == os.path.join(sys.prefix, "jax-cache"), default.stderr

@@ -1,15 +1,16 @@
 """Compile, once per environment, the numba code that the workflow's jobs would otherwise compile on a fresh
 machine's first run, so that the first `make demo` costs little more than a second one.
 
-Numba caches what it compiles with ``cache=True`` beside the package's sources (``__pycache__/*.nbi, *.nbc`` in the
-environment's site-packages, or ``NUMBA_CACHE_DIR``), keyed by the argument types and the CPU; a fresh environment
-has none, and the first job that calls such a function compiles it (umap-learn's and pynndescent's code: about 45 s
-on 2 cores for the first UMAP). This script calls those functions on a few random cells with the types the jobs
-use: scanpy's normalisation, mean/variance and highly-variable-gene code (every environment that has scanpy), and
-the UMAP of an embedding (environments that have the benchmark's plotting code and umap-learn). Steps whose packages
-are missing are skipped. Run by tools/warm_numba.sh (``make warm-caches``, which ``make demo`` runs), once per
-environment and version of
-this script.
+Numba caches what it compiles with ``cache=True`` (and umap-learn's functions, declared without it, once
+``cellplm.bench.compile_cache.cache_umap_numba`` has turned it on) beside the package's sources
+(``__pycache__/*.nbi, *.nbc`` in the environment's site-packages, or ``NUMBA_CACHE_DIR``), keyed by the argument
+types and the CPU; a fresh environment has none, and the first job that calls such a function compiles it
+(umap-learn's and pynndescent's code: about 45 s on 2 cores for the first UMAP). This script calls those functions
+on a few random cells with the types the jobs use: scanpy's normalisation, mean/variance and highly-variable-gene
+code (every environment that has scanpy), the UMAP of an embedding (environments that have the benchmark's plotting
+code and umap-learn), and the neighbour graph of scib-metrics' scores (the same functions with other argument
+types). Steps whose packages are missing are skipped. Run by tools/warm_numba.sh (``make warm-caches``, which
+``make demo`` runs), once per environment and version of this script.
 """
 
 from __future__ import annotations
@@ -48,9 +49,20 @@ def umap_of_an_embedding() -> None:
         _umap(np.random.default_rng(0).normal(size=(300, 10)).astype(dtype), 0)
 
 
+def scib_neighbour_graph() -> None:
+    import numpy as np
+
+    from cellplm.bench.embedding_metrics import _exact_neighbors, _scib_metrics
+
+    _scib_metrics()  # with umap-learn's numba cache on (cellplm.bench.compile_cache)
+    x = np.random.default_rng(0).normal(size=(300, 10)).astype(np.float32)
+    _exact_neighbors(1)(x, 15).knn_graph_connectivities  # umap-learn's fuzzy_simplicial_set, as a scib job runs it
+
+
 STEPS = {
     "scanpy": (scanpy_preprocessing, ["scanpy"]),  # step -> (function, the packages it needs)
     "umap": (umap_of_an_embedding, ["umap", "cellplm"]),
+    "scib": (scib_neighbour_graph, ["scib_metrics", "umap", "cellplm"]),
 }
 
 

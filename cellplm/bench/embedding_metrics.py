@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..keys import BATCH, EMBEDDING, LABEL
+from .compile_cache import cache_jax, cache_umap_numba
 
 # scib-metrics function name -> how it is shown and what it measures. Labels are Benchmarker's column names
 # (``metric_name_cleaner``); definitions paraphrase the functions' docstrings (scib_metrics/metrics/*.py), with the
@@ -272,10 +273,14 @@ def _within_cell_types(functions, labels, batches) -> dict[str, str]:
 
 
 def _scib_metrics():
-    """scib-metrics, imported with jax on CPU (unless JAX_PLATFORMS says otherwise) and its INFO logging off
-    (kbet_per_label logs every cell type it skips)."""
+    """scib-metrics, imported with jax on CPU (unless JAX_PLATFORMS says otherwise), the compiled code of jax and
+    umap-learn kept between jobs (:mod:`.compile_cache`), and its INFO logging off (kbet_per_label logs every cell
+    type it skips)."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import scib_metrics
+
+    cache_jax()  # compiled once per shape, kept between jobs
+    cache_umap_numba()  # knn_graph_connectivities runs umap-learn's fuzzy_simplicial_set
 
     scib_metrics.settings.verbosity = logging.WARNING
     return scib_metrics

@@ -18,6 +18,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ...keys import BATCH, EMBEDDING, LABEL  # noqa: E402
+from ..compile_cache import cache_umap_numba  # noqa: E402
 from ..embedding_metrics import subsample  # noqa: E402
 from .plots import _placeholder, _save  # noqa: E402
 from .zeroshot import TYPE_ORDER, _columns, _str  # noqa: E402
@@ -162,6 +163,7 @@ def _umap(x: np.ndarray, seed: int) -> np.ndarray:
     import anndata as ad
     import scanpy as sc
 
+    cache_umap_numba()
     adata = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(x))]))
     adata.obsm[EMBEDDING] = np.asarray(x, dtype=np.float32)
     sc.pp.neighbors(adata, use_rep=EMBEDDING, random_state=seed)
