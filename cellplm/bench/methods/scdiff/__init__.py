@@ -1,0 +1,1 @@
+"""Method scdiff: method.yaml (its metadata), method.py (its Annotator), model.py, diffusion.py, classifier.py."""
