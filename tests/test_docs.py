@@ -71,3 +71,17 @@ def test_every_docs_page_is_in_the_index():
     index = (ROOT / "docs" / "README.md").read_text()
     missing = [p.name for p in (ROOT / "docs").glob("*.md") if p.name != "README.md" and f"({p.name})" not in index]
     assert not missing, f"docs/README.md does not list {missing}"
+
+
+def test_readme_lists_every_difference_of_every_reimplementation():
+    """A method.yaml's `differences` (where a re-implementation departs from its upstream code) are each a bullet
+    of the README, word for word, so that the front page and the method's metadata cannot drift apart."""
+    import yaml
+
+    bullets = {line[2:] for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("- ")}
+    listed = {}
+    for meta in sorted((ROOT / "cellplm/bench/methods").glob("*/method.yaml")):
+        for difference in yaml.safe_load(meta.read_text()).get("differences", []):
+            listed[difference] = meta.parent.name
+    assert "scdiff" in listed.values()
+    assert {d: m for d, m in listed.items() if d not in bullets} == {}

@@ -17,6 +17,7 @@ QUICK = {
     "scanvi": {"scvi_epochs": 2, "scanvi_epochs": 1, "n_latent": 4},
     "celltypist": {"max_iter": 20},
     "cellplm_finetune": {"shape": "tiny", "max_epochs": 5, "warmup_epochs": 2, "progress": False},
+    "scdiff": {"embed_dim": 16, "depth": 1, "num_heads": 2, "dim_head": 8, "batch_size": 64, "max_epochs": 2},
 }
 
 
@@ -44,7 +45,7 @@ def _run(cls, method, split_files, tmp_path, params=None):
 
 def test_every_method_folder_is_in_the_registry():
     folders = sorted(p.parent.name for p in (ROOT / "cellplm/bench/methods").glob("*/method.yaml"))
-    assert folders == method_ids() == sorted(registry()) and len(folders) == 13
+    assert folders == method_ids() == sorted(registry()) and len(folders) == 14
 
 
 @pytest.mark.parametrize("method", method_ids())

@@ -112,6 +112,9 @@ def test_full_config_dry_run_is_offline(workdir):
         if "method=cellplm_upstream," in m.group(1)
     ]
     assert len(upstream) == 6 * 3
+    scdiff = [m for m in re.finditer(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
+              if "method=scdiff," in m.group(1)]  # fmt: skip
+    assert len(scdiff) == 6 * 3  # scDiff on every dataset and seed, on the GPU rule
     assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in m.group(1) for m in upstream)
     assert "results/tables/fidelity.tsv" in out.stdout
     for path in (
@@ -1019,3 +1022,16 @@ def test_batch_jobs_group_methods_that_would_run_alike():
         r"runs in a job per seed\)$",
     ):
         wf.method_batches(cfg)
+
+
+def test_full_config_runs_scdiff_with_the_published_hyperparameters(workdir):
+    """The job command of a full run's scDiff: upstream's eval_annotation settings (method.yaml's params, each cited
+    there), not the demo's test_params."""
+    out = snakemake(workdir, "-n", "-p", "results/runs/hlca/published/scdiff/seed0/run.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    command = next(line for line in out.stdout.splitlines() if "--dataset hlca" in line and "scdiff" in line)
+    params = json.loads(re.search(r"--params '(\{.*?\})'", command).group(1))
+    published = {"embed_dim": 512, "depth": 6, "num_heads": 8, "dim_head": 64, "timesteps": 1000, "batch_size": 2048,
+                 "max_epochs": 2000, "base_learning_rate": 1e-08, "n_samples": 5, "cell_mask_ratio": 0.25}  # fmt: skip
+    assert {k: params.get(k) for k in published} == published
+    assert "--param-set default" in command
