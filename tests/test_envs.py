@@ -135,16 +135,31 @@ def test_upstream_cellplm_env_is_the_venv_the_tests_run():
     assert checked(venv) <= checked(deploy) and "skmisc" in checked(venv)
 
 
+def _numba_cache_files(folder):
+    return {p.relative_to(folder) for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")}
+
+
+def _python(code_or_args, env):
+    """A new interpreter of this environment running ``-c code`` (a string) or a script with arguments (a list)."""
+    import subprocess
+    import sys
+
+    args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
+    out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def _warm_numba(env, step):
+    out = _python([str(ROOT / "tools" / "warm_numba.py"), "--steps", step], env)
+    assert f"warm_numba: {step}: compiled in" in out.stdout
+
+
 def test_warm_numba_leaves_nothing_for_the_jobs_to_compile(tmp_path):
     """tools/warm_numba.py compiles scanpy's numba code once into the environment's cache (NUMBA_CACHE_DIR here):
     the highly variable genes of the demo's methods (cellplm.bench.normalise.select_hvg) in a new process then load all
     of it from there and compile nothing new; without the warm-up that process would fill the cache itself."""
     import os
-    import subprocess
-    import sys
-
-    def cache_files(folder):
-        return {p.relative_to(folder) for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")}
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=str(ROOT))
     job = (
@@ -153,26 +168,13 @@ def test_warm_numba_leaves_nothing_for_the_jobs_to_compile(tmp_path):
         "x = sp.csr_matrix(np.random.default_rng(1).poisson(2.0, size=(90, 70)).astype(np.float32));"
         "select_hvg(ad.AnnData(x), 20)"
     )
-    cold = subprocess.run(
-        [sys.executable, "-c", job],
-        env=dict(env, NUMBA_CACHE_DIR=str(tmp_path / "cold")),
-        capture_output=True,
-        text=True,
-    )
-    assert cold.returncode == 0, cold.stderr
-    assert cache_files(tmp_path / "cold")  # the job compiles (and caches) scanpy code of its own
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "warm_numba.py"), "--steps", "scanpy"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0 and "warm_numba: scanpy: compiled in" in out.stdout, out.stderr
-    warmed = cache_files(tmp_path / "numba")
-    assert cache_files(tmp_path / "cold") <= warmed
-    after = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True)
-    assert after.returncode == 0, after.stderr
-    assert cache_files(tmp_path / "numba") == warmed  # nothing new compiled
+    _python(job, dict(env, NUMBA_CACHE_DIR=str(tmp_path / "cold")))
+    assert _numba_cache_files(tmp_path / "cold")  # the job compiles (and caches) scanpy code of its own
+    _warm_numba(env, "scanpy")
+    warmed = _numba_cache_files(tmp_path / "numba")
+    assert _numba_cache_files(tmp_path / "cold") <= warmed
+    _python(job, env)
+    assert _numba_cache_files(tmp_path / "numba") == warmed  # nothing new compiled
 
 
 def test_umap_numba_code_is_compiled_once_for_every_job(tmp_path):
@@ -181,21 +183,10 @@ def test_umap_numba_code_is_compiled_once_for_every_job(tmp_path):
     would be stored) and a scib job's neighbour graph (scib-metrics' knn_graph_connectivities -> umap-learn's
     fuzzy_simplicial_set) then compiles nothing new."""
     import os
-    import subprocess
-    import sys
-
-    def cache_files(folder):
-        return {p.relative_to(folder) for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")}
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=str(ROOT))
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "warm_numba.py"), "--steps", "scib"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0 and "warm_numba: scib: compiled in" in out.stdout, out.stderr
-    warmed = cache_files(tmp_path / "numba")
+    _warm_numba(env, "scib")
+    warmed = _numba_cache_files(tmp_path / "numba")
     assert {p.name.split("-")[0] for p in warmed if p.parts[0].startswith("umap")} >= {
         "umap_.smooth_knn_dist",
         "umap_.compute_membership_strengths",
@@ -207,16 +198,14 @@ def test_umap_numba_code_is_compiled_once_for_every_job(tmp_path):
         "x = np.random.default_rng(1).normal(size=(120, 8)).astype(np.float32);"
         "_exact_neighbors(1)(x, 15).knn_graph_connectivities"
     )
-    after = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True)
-    assert after.returncode == 0, after.stderr
-    assert cache_files(tmp_path / "numba") == warmed  # nothing new compiled
+    _python(job, env)
+    assert _numba_cache_files(tmp_path / "numba") == warmed  # nothing new compiled
 
 
 def test_scib_jobs_keep_jax_compilations(tmp_path):
     """scib-metrics' jax functions are compiled once per shape and kept: a scoring process writes its compilations to
     jax's persistent cache (JAX_COMPILATION_CACHE_DIR here; by default <environment>/jax-cache), however short."""
     import os
-    import subprocess
     import sys
 
     job = (
@@ -231,15 +220,8 @@ def test_scib_jobs_keep_jax_compilations(tmp_path):
         "print(cache_jax())"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"))
-    out = subprocess.run([sys.executable, "-c", job], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == str(tmp_path / "jax")
+    assert _python(job, env).stdout.strip().splitlines()[-1] == str(tmp_path / "jax")
     assert any((tmp_path / "jax").iterdir())
     env.pop("JAX_COMPILATION_CACHE_DIR")
-    default = subprocess.run(
-        [sys.executable, "-c", "from cellplm.bench.compile_cache import cache_jax; print(cache_jax())"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert default.stdout.strip() == os.path.join(sys.prefix, "jax-cache"), default.stderr
+    default = _python("from cellplm.bench.compile_cache import cache_jax; print(cache_jax())", env)
+    assert default.stdout.strip() == os.path.join(sys.prefix, "jax-cache")
