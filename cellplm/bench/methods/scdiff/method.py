@@ -24,8 +24,9 @@ Differences from upstream (``differences`` in ``method.yaml``, listed in the REA
 (upstream keeps one, ``use_ema``, but tests with the training weights, ``trainer.test(model, data, None)``, and logs
 only validation losses with it); no checkpoint files (the test uses the weights in memory after the last epoch);
 the random draws (noise, masks, minibatch order, condition masking) come from this project's seeded generators, not
-from Lightning's ``seed_everything(10)`` stream. The split (and the drop of cell types of at most 10 cells that
-upstream's cellxgene loader does) is the split files', as for every method.
+from Lightning's ``seed_everything(10)`` stream; the loop is plain PyTorch, not Lightning's ``Trainer``. The split
+(and the drop of cell types of at most 10 cells that upstream's cellxgene loader does) is the split files', as for
+every method.
 """
 
 from __future__ import annotations
