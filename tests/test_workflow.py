@@ -356,7 +356,7 @@ def test_demo_end_to_end(demo):
     assert set(comparison["dataset"]) == {"pbmc68k"} and (comparison["difference"] == "NA").all()
     ran = comparison[comparison["method"] != "(not run here)"]
     assert (
-        len(ran) == 8
+        len(ran) == 9
         and ran["not_comparable_reason"]
         .str.startswith("not the published dataset (differs: cells 692 vs published 11,990")
         .all()
@@ -377,7 +377,9 @@ def test_demo_end_to_end(demo):
         "checkpoint pretrained here (tiny, 4 epochs), not the authors' release"
         in ours.loc["CellPLM", "not_comparable_reason"]
     )
-    assert ours.loc["scDiff", "method"] == "(not run here)"
+    # every published method has a row of ours, scDiff's too: scored under scDiff's own reading, test parameters said
+    assert ours.loc["scDiff", "method"] == "scdiff" and ours.loc["scDiff", "reading"] == "tm_macro_accuracy_swapped"
+    assert "quick test parameters" in ours.loc["scDiff", "not_comparable_reason"]
     datasets = pd.read_csv(tables / "datasets.tsv", sep="\t", keep_default_na=False).set_index("dataset")
     assert datasets.loc["pbmc68k", "data"] == "not the published data: pbmc68k_reduced"
     assert str(datasets.loc["pbmc68k", "comparable"]) == "False" and datasets.loc["synthetic", "published_as"] == ""
