@@ -106,16 +106,12 @@ def test_full_config_dry_run_is_offline(workdir):
         # the authors' pipeline beside ours on every dataset, with the same checkpoint, on a GPU
         for method in ("cellplm_finetune", "cellplm_upstream"):
             assert f"results/runs/{dataset}/published/{method}/seed2/run.json" in out.stdout
-    upstream = [
-        m
-        for m in re.finditer(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
-        if "method=cellplm_upstream," in m.group(1)
-    ]
+    gpu_jobs = re.findall(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
+    upstream = [job for job in gpu_jobs if "method=cellplm_upstream," in job]
     assert len(upstream) == 6 * 3
-    scdiff = [m for m in re.finditer(r"^rule run_method_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
-              if "method=scdiff," in m.group(1)]  # fmt: skip
-    assert len(scdiff) == 6 * 3  # scDiff on every dataset and seed, on the GPU rule
-    assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in m.group(1) for m in upstream)
+    # scDiff on every dataset and seed, on the GPU rule
+    assert len([job for job in gpu_jobs if "method=scdiff," in job]) == 6 * 3
+    assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in job for job in upstream)
     assert "results/tables/fidelity.tsv" in out.stdout
     for path in (
         "resources/downloads/scdiff_reproducibility.tar.gz",

@@ -3,7 +3,8 @@
 # machine's first `make demo` is not slower than its second. .venv: scanpy's preprocessing, the UMAP figures and
 # scib-metrics' neighbour graphs;
 # .venv-scgpt (cached in ~/.cache/cellplm-bench, shared by clones): scanpy's preprocessing. Skipped for an
-# environment whose stamp (<env>/.numba-warm) matches this script and tools/warm_numba.py.
+# environment whose stamp (<env>/.numba-warm) matches this script, tools/warm_numba.py and
+# cellplm/bench/compile_cache.py (which umap-learn functions are cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/venv_lib.sh

@@ -137,13 +137,10 @@ class ScDiff(Annotator):
         steps = self.extra["time_steps"]
         size = int(self.param("predict_batch_size"))
         X = log1p_cp10k(test.X)
+        candidates = self.candidates_.to(device)
         picks = [
             classify(
-                self.model_,
-                self.diffusion_,
-                torch.from_numpy(X[s : s + size].toarray()).to(device),
-                self.candidates_.to(device),
-                steps,
+                self.model_, self.diffusion_, torch.from_numpy(X[s : s + size].toarray()).to(device), candidates, steps
             )
             for s in range(0, X.shape[0], size)
         ]
