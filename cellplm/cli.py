@@ -12,6 +12,7 @@ Errors are one line naming the file and the problem; outputs are written atomica
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -53,6 +54,15 @@ def _embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _policy(text: str):
+    from .sentence_policy import SentencePolicy
+
+    try:
+        return SentencePolicy.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _read(path):
     from .io import read_h5ad
 
@@ -71,6 +81,7 @@ def cmd_embed(args) -> int:
         adata,
         model,
         group_key=args.group_key,
+        policy=dataclasses.replace(args.sentences, seed=args.sentence_seed),
         max_cells=args.max_cells,
         layer=args.layer,
         gene_ids=args.gene_ids,
@@ -153,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="var column with Ensembl ids, or 'var_names' (default: detect; symbols are "
         "mapped offline with GENCODE v44)",
     )
+    e.add_argument(
+        "--sentences",
+        default="batch",
+        type=_policy,
+        metavar="POLICY",
+        help="which cells share a sentence: batch (one per --group-key value, upstream's), single (every cell alone), "
+        "random:K or spatial:K (K cells of a batch, at random or spatially compact by obsm['spatial']), mixed:K "
+        "(K random cells across batches) (default: batch)",
+    )
+    e.add_argument("--sentence-seed", type=int, default=0, help="seed of the random and mixed policies (default: 0)")
     e.add_argument("--max-cells", type=int, help="split sentences larger than this (bounds memory; changes context)")
     e.add_argument("--backed", action="store_true", help="read the input backed (on disk), one sentence at a time")
     e.add_argument("--spatial-key", help="obsm key with 2-D coordinates (scaled to [0, 1] per sentence)")

@@ -23,10 +23,11 @@ import scipy.sparse as sp
 import torch
 
 from . import genes as _genes
-from .errors import InputError
+from .errors import InputError, NotApplicable
 from .genes import ENSEMBL_RE, ensembl_fraction, strip_version, symbols_to_ensembl
 from .keys import BATCH
 from .model.sentence import Sentence
+from .sentence_policy import SPATIAL_KEY, SentencePolicy
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,13 @@ def sentence_obs(adata, group_key: str | None) -> pd.DataFrame:
     return adata.obs[[group_key]] if group_key in adata.obs else adata.obs[[]]
 
 
-def groups(obs: pd.DataFrame, group_key: str | None) -> list[np.ndarray]:
-    """Cell indices of each sentence, in order of first appearance."""
-    if group_key is None or group_key not in obs.columns:
-        return [np.arange(len(obs))]
-    codes, _ = pd.factorize(obs[group_key].astype(str), sort=False)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    return np.split(order, bounds)
+def groups(
+    obs: pd.DataFrame, group_key: str | None, policy: SentencePolicy | str = "batch", coords: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Cell positions of each sentence under ``policy`` (:mod:`cellplm.sentence_policy`); a batch is a value of
+    ``obs[group_key]`` (all cells when there is no such column), batches in order of first appearance."""
+    batches = obs[group_key].to_numpy() if group_key is not None and group_key in obs.columns else None
+    return SentencePolicy.parse(policy).groups(batches if batches is not None else np.zeros(len(obs)), coords)
 
 
 def scaled_coords(coords: np.ndarray) -> np.ndarray:
@@ -173,17 +173,26 @@ def sentences(
     layer: str | None = None,
     spatial_key: str | None = None,
     cells: np.ndarray | None = None,
+    policy: SentencePolicy | str = "batch",
 ) -> Iterator[tuple[np.ndarray, Sentence]]:
-    """Yield (cell indices, sentence) for each tissue, split into chunks of at most ``max_cells`` cells.
+    """Yield (cell indices, sentence) for each sentence of ``policy`` (default: one per tissue, i.e. per value of
+    ``obs[group_key]``), split into chunks of at most ``max_cells`` cells.
 
     ``vocab_index`` gives each column's row in the vocabulary (-1: dropped), e.g. ``GeneMatch.vocab_index``.
     ``cells`` restricts to a subset of cells (indices into adata). Works on backed AnnData: only one chunk's
     rows are in memory at a time. Coordinates come from ``obsm[spatial_key]`` and are scaled to [0, 1] per
-    sentence.
+    sentence; the spatial policy groups cells by ``obsm['spatial']`` (NotApplicable without it).
     """
     X = counts_matrix(adata, layer)
     obs = adata.obs if cells is None else adata.obs.iloc[cells]
-    for group in groups(obs, group_key):
+    policy = SentencePolicy.parse(policy)
+    coords = None
+    if policy.kind == "spatial":
+        if SPATIAL_KEY not in adata.obsm:
+            raise NotApplicable(f"the {policy} sentence policy needs coordinates in obsm['{SPATIAL_KEY}'] (none here)")
+        coords = np.asarray(adata.obsm[SPATIAL_KEY])
+        coords = coords if cells is None else coords[cells]
+    for group in groups(obs, group_key, policy, coords):
         group = group if cells is None else np.asarray(cells)[group]
         step = max_cells or len(group)
         for start in range(0, len(group), step):

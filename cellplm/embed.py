@@ -22,6 +22,7 @@ from .data import check_counts, counts_matrix, gene_totals, match_genes, require
 from .keys import BATCH, CELLPLM_EMBEDDING
 from .model import CellPLM, load_model
 from .runtime import Runtime
+from .sentence_policy import SentencePolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def embed_cells(
     model: CellPLM,
     *,
     group_key: str | None = BATCH,
+    policy: SentencePolicy | str = "batch",
     max_cells: int | None = None,
     layer: str | None = None,
     gene_ids: str | None = None,
@@ -64,6 +66,7 @@ def embed_cells(
     source: str = "AnnData",
 ) -> EmbedResult:
     """Embed every cell of ``adata`` (in memory or backed) with ``model``; see :func:`embed`."""
+    policy = SentencePolicy.parse(policy)
     if adata.n_obs == 0:
         raise InputError(source, "no cells to embed (empty sentence)")
     runtime = Runtime.resolve(device, precision)
@@ -93,6 +96,7 @@ def embed_cells(
             max_cells=max_cells,
             layer=layer,
             spatial_key=spatial_key,
+            policy=policy,
         ):
             result = model.embed(sentence.to(runtime.device), sample_cluster=sample_cluster)
             out[idx] = result.z.float().cpu().numpy()
@@ -108,6 +112,7 @@ def embed_cells(
         "device_detail": runtime.describe(),
         "precision": runtime.precision,
         "n_sentences": n_sentences,
+        "sentence_policy": {**policy.describe(), "mean_cells": adata.n_obs / n_sentences},
         "group_key": group_key,
         "max_cells": max_cells,
         "seconds": seconds,
@@ -132,9 +137,12 @@ def embed(adata, checkpoint: str | Path | CellPLM, *, key_added: str = CELLPLM_E
         ``obsm`` key of the embedding; the mixture component goes to ``obs['cellplm_cluster']`` and the
         provenance (checkpoint, gene coverage, device, precision) to ``uns['cellplm']``.
     **kwargs
-        See :func:`embed_cells`: ``group_key`` (sentence column, default ``'batch'``), ``max_cells`` (split larger
-        sentences), ``device``, ``precision`` (``'auto'``, ``'fp32'``, ``'bf16'``), ``sample_cluster``,
-        ``min_gene_share`` / ``min_count_share`` (raise :class:`NotApplicable` below these), ``progress``.
+        See :func:`embed_cells`: ``group_key`` (the batch column, default ``'batch'``), ``policy`` (which cells share
+        a sentence, :mod:`cellplm.sentence_policy`: ``'batch'``, the default and upstream's, ``'single'``,
+        ``'random:K'``, ``'spatial:K'``, ``'mixed:K'``; seeded with ``SentencePolicy.parse(text, seed)``),
+        ``max_cells`` (split larger sentences), ``device``, ``precision`` (``'auto'``, ``'fp32'``, ``'bf16'``),
+        ``sample_cluster``, ``min_gene_share`` / ``min_count_share`` (raise :class:`NotApplicable` below these),
+        ``progress``.
     """
     adata = adata.copy() if copy else adata
     if isinstance(checkpoint, CellPLM):

@@ -42,6 +42,7 @@ from .data import check_counts, counts_matrix, match_genes, require_coverage, se
 from .model import CellPLM, config_for_shape, load_model
 from .model.sentence import Sentence
 from .runtime import Runtime
+from .sentence_policy import SPATIAL_KEY, SentencePolicy
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +115,15 @@ class CellTypeAnnotator:
         self.info_["n_genes_used"] = int(columns.size)
         return columns, match.vocab_index[columns]
 
-    def _sentences(self, joint, columns, cells: np.ndarray) -> list[tuple[np.ndarray, Sentence]]:
-        """The sentences of ``cells`` over the genes in use; column j of ``columns`` is row j of the model's table."""
+    def _sentences(self, joint, columns, cells: np.ndarray, policy="batch") -> list[tuple[np.ndarray, Sentence]]:
+        """The sentences of ``cells`` over the genes in use under a sentence policy (the fit's: batch); column j of
+        ``columns`` is row j of the model's table."""
         vocab_index = np.full(joint.n_vars, -1)
         vocab_index[columns] = np.arange(columns.size)
         return [
             (idx, sentence.to(self.runtime_.device))
             for idx, sentence in sentences(
-                joint, vocab_index, columns.size, group_key=self.options.group_key, cells=cells
+                joint, vocab_index, columns.size, group_key=self.options.group_key, cells=cells, policy=policy
             )
         ]
 
@@ -278,27 +280,44 @@ class CellTypeAnnotator:
                 pred[idx] = model.logits(sentence).argmax(1).cpu().numpy()
         return pred
 
-    def predict(self, test: ad.AnnData, key_added: str | None = None) -> np.ndarray:
-        """Labels of the test cells: from the fit's shared sentences when they were given as context
-        (transductive), otherwise from sentences of the test cells alone. With ``key_added`` the labels are also
-        written to ``test.obs[key_added]`` (scanpy style)."""
-        labels = self._predict(test)
+    def predict(
+        self,
+        test: ad.AnnData,
+        key_added: str | None = None,
+        *,
+        sentences: SentencePolicy | str | None = None,
+        context: ad.AnnData | None = None,
+    ) -> np.ndarray:
+        """Labels of the test cells, as trained by default: from the fit's shared sentences when they were given as
+        context (transductive), otherwise from sentences of the test cells alone.
+
+        ``sentences`` reads them under another sentence policy (:mod:`cellplm.sentence_policy`, e.g. ``"single"``,
+        ``"random:16"``), and ``context`` adds other cells (e.g. the training cells) to their sentences, whose own
+        labels are discarded: ``sentences="batch", context=train`` is the transductive prediction again. With
+        ``key_added`` the labels are also written to ``test.obs[key_added]`` (scanpy style).
+        """
+        labels = self._predict(test, sentences, context)
         if key_added:
             test.obs[key_added] = pd.Categorical(labels, categories=self.classes_)
         return labels
 
-    def _predict(self, test: ad.AnnData) -> np.ndarray:
-        if self._context is not None and test.obs_names.isin(self._context.index).all():
+    def _predict(self, test: ad.AnnData, policy=None, context: ad.AnnData | None = None) -> np.ndarray:
+        as_trained = policy is None and context is None
+        if as_trained and self._context is not None and test.obs_names.isin(self._context.index).all():
             return self._context.loc[test.obs_names].to_numpy(dtype=object)
-        check_counts(counts_matrix(test)[: min(test.n_obs, 2000)], "test data")
-        X = sp.csr_matrix(counts_matrix(test[:, self.genes_])).astype(np.float32)
-        joint = ad.AnnData(
-            X, obs=sentence_obs(test, self.options.group_key).set_axis(np.arange(test.n_obs).astype(str))
-        )
+        parts = ([context] if context is not None else []) + [test]
+        for name, part in zip(("context data", "test data")[-len(parts) :], parts):
+            check_counts(counts_matrix(part)[: min(part.n_obs, 2000)], name)
+        X = sp.vstack([sp.csr_matrix(counts_matrix(p[:, self.genes_])) for p in parts], format="csr")
+        obs = pd.concat([sentence_obs(p, self.options.group_key) for p in parts])
+        joint = ad.AnnData(X.astype(np.float32), obs=obs.set_axis(np.arange(X.shape[0]).astype(str)))
+        if all(SPATIAL_KEY in p.obsm for p in parts):
+            joint.obsm[SPATIAL_KEY] = np.concatenate([np.asarray(p.obsm[SPATIAL_KEY]) for p in parts])
+        cells = np.arange(joint.n_obs)
         pred = self._predict_cells(
-            self.model_, self._sentences(joint, np.arange(X.shape[1]), np.arange(test.n_obs)), test.n_obs
+            self.model_, self._sentences(joint, np.arange(X.shape[1]), cells, policy or "batch"), joint.n_obs
         )
-        return self.classes_[pred].astype(object)
+        return self.classes_[pred[joint.n_obs - test.n_obs :]].astype(object)
 
     def save(self, prefix) -> None:
         """Write the fine-tuned model as an upstream-format checkpoint (its vocabulary: the genes in use)."""
