@@ -150,7 +150,7 @@ def open_h5ad(path):
 def read_h5ad(path, layers: bool = True):
     """Read an h5ad file; a missing, truncated or corrupt file raises a one-line :class:`InputError`.
 
-    With ``layers=False`` only X, obs, var and uns are read (the canonical files hold the counts twice).
+    With ``layers=False`` only X, obs, var, obsm and uns are read (the canonical files hold the counts twice).
     """
     import anndata as ad
     import h5py
@@ -162,7 +162,7 @@ def read_h5ad(path, layers: bool = True):
         if layers:
             return ad.read_h5ad(path)
         with h5py.File(path, "r") as f:
-            parts = {k: _read_elem()(f[k]) for k in ("X", "obs", "var", "uns") if k in f}
+            parts = {k: _read_elem()(f[k]) for k in ("X", "obs", "var", "obsm", "uns") if k in f}
         return ad.AnnData(**parts)
     except Exception as e:  # h5py/anndata raise many types for damaged files
         raise _unreadable(path, e) from None

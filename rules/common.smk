@@ -63,6 +63,10 @@ USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_me
 DATASETS = RUN["datasets"]
 ANNOTATORS = RUN["methods"]  # run by run_method
 EMBEDDINGS = RUN["embeddings"]  # the zero-shot track (rules/embeddings.smk)
+CONTROL_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["control"]]  # the bounds of each score
+# the UMAP figures show neither a control nor a sentence-policy row (cellplm_<policy>: the context track)
+UMAP_EMBEDDINGS = [e for e in EMBEDDINGS
+                   if e not in CONTROL_EMBEDDINGS and not config["embeddings"][e].get("context_of")]
 ZEROSHOT = config["zeroshot"]
 ZEROSHOT_METHODS = [m for m, spec in config["methods"].items() if spec.get("zeroshot_of") in EMBEDDINGS]
 METHODS = ANNOTATORS + ZEROSHOT_METHODS  # every row of the annotation tables
@@ -74,6 +78,9 @@ ARCHIVES = wf.archive_members(config)  # archive file name -> members extracted 
 CKPT = cellplm_checkpoint(config, ROOT, DL)
 CELLPLM_METHODS = [m for m in ANNOTATORS if config["methods"][m]["cellplm_checkpoint"]]
 CELLPLM_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["cellplm_checkpoint"]]
+# the tissue-context track: methods whose runs also label their test cells under other sentence policies
+CONTEXT_METHODS = [m for m in ANNOTATORS
+                   if wf.method_params(config["methods"][m], RUN["param_set"]).get("context_policies")]
 CORPUS_ITEMS = (cellplm_corpus_items(config) if CKPT.source == "pretrain" and (CELLPLM_METHODS or CELLPLM_EMBEDDINGS)
                 else [])
 PRETRAIN = config["cellplm"]["pretrain"]
@@ -137,6 +144,18 @@ def run_dir(d, s, m, seed):
     return f"results/runs/{d}/{s}/{m}/seed{seed}"
 
 
+def context_runs():
+    """(dataset, split, method, seed) of every run that also labels its test cells under other sentence policies
+    (a method with `context_policies` in its params: cellplm_finetune; the tissue-context track)."""
+    return [r for r in runs() if r[2] in CONTEXT_METHODS]
+
+
+def context_stability_inputs(wildcards):
+    return {"predictions": [f"{run_dir(*r)}/prediction.h5ad" for r in context_runs()],
+            "records": [f"{run_dir(*r)}/run.json" for r in context_runs()],
+            "solutions": [solution_file(d, s) for d, s, _, _ in context_runs()]}
+
+
 def run_files(name):
     """The file `name` of every run of the wildcards' dataset split, ordered method by method, seed by seed."""
     return [f"results/runs/{{dataset}}/{{split}}/{m}/seed{seed}/{name}" for m in METHODS for seed in SEEDS]
@@ -187,8 +206,8 @@ def final_outputs():
 
 
 def umap_outputs():
-    """One UMAP figure per dataset of the zero-shot track's embeddings."""
-    return [f"results/plots/umap/{d}.png" for d in DATASETS] if EMBEDDINGS and ZEROSHOT["umap"]["enabled"] else []
+    """One UMAP figure per dataset of the zero-shot track's embeddings (the controls left out)."""
+    return [f"results/plots/umap/{d}.png" for d in DATASETS] if UMAP_EMBEDDINGS and ZEROSHOT["umap"]["enabled"] else []
 
 
 def speed_outputs():
@@ -251,6 +270,11 @@ def split_files(dataset, split):
     return {"train": f"{base}/train.h5ad", "test": f"{base}/test.h5ad"}
 
 
+def solution_file(dataset, split):
+    """The labels of a dataset split's test cells (read by control methods and control embeddings only)."""
+    return f"results/data/{dataset}/{split}/solution.h5ad"
+
+
 class Component:
     """The input functions of the jobs of one component kind: the annotation methods (rule run_method, wildcard
     {method}, config section and runner package `methods`) or the embedding methods of the zero-shot track (rule
@@ -294,8 +318,9 @@ class Component:
         if spec.get("script"):
             return code_hash(spec["script"])
         entry_module = spec["entry"].partition(":")[0]
+        folder = spec.get("folder") or self.id(wildcards)  # a variant (cellplm_single) runs its folder's code
         return code_hash(f"cellplm.bench.{self.package}.__main__",
-                         f"cellplm.bench.{self.package}.{self.id(wildcards)}.{entry_module}")
+                         f"cellplm.bench.{self.package}.{folder}.{entry_module}")
 
     def model_inputs(self, wildcards):
         """The checkpoint files of an entry that gets the CellPLM checkpoint; the folder of a fetched model."""
@@ -330,7 +355,7 @@ def runs_inputs(wildcards, methods):
     inputs = split_files(wildcards.dataset, wildcards.split)
     for m in methods:
         if config["methods"][m]["control"]:
-            inputs["solution"] = f"results/data/{wildcards.dataset}/{wildcards.split}/solution.h5ad"
+            inputs["solution"] = solution_file(wildcards.dataset, wildcards.split)
         inputs.update(METHOD_JOBS.model_inputs(batch_member(m)))
     return inputs
 
@@ -382,12 +407,18 @@ def embedding_split(wildcards):
 
 
 def embedding_inputs(wildcards):
-    return {**split_files(wildcards.dataset, embedding_split(wildcards)), **EMBEDDING_JOBS.model_inputs(wildcards)}
+    """The split files, the solution for a control (only controls may see the labels: the harness gives them to those
+    that need them) and the model inputs of an embedding job."""
+    split = embedding_split(wildcards)
+    inputs = {**split_files(wildcards.dataset, split), **EMBEDDING_JOBS.model_inputs(wildcards)}
+    if EMBEDDING_JOBS.spec(wildcards)["control"]:
+        inputs["solution"] = solution_file(wildcards.dataset, split)
+    return inputs
 
 
-def embedding_files(name, dataset="{dataset}"):
+def embedding_files(name, dataset="{dataset}", embeddings=EMBEDDINGS):
     """The file `name` (embedding.h5ad, run.json) of every embedding method of a dataset, in run order."""
-    return [f"results/embeddings/{dataset}/{e}/{name}" for e in EMBEDDINGS]
+    return [f"results/embeddings/{dataset}/{e}/{name}" for e in embeddings]
 
 
 def zeroshot_runs():
@@ -409,9 +440,9 @@ def all_scib_scores():
     return [f"results/embeddings/{d}/scib.tsv" for d in DATASETS] if EMBEDDINGS else []
 
 
-def all_embedding_files(name):
+def all_embedding_files(name, embeddings=EMBEDDINGS):
     """The file `name` of every embedding method of every dataset, dataset by dataset (embedding_files' order)."""
-    return [f for d in DATASETS for f in embedding_files(name, d)]
+    return [f for d in DATASETS for f in embedding_files(name, d, embeddings)]
 
 
 # ---- report ----------------------------------------------------------------------------------------

@@ -1,16 +1,18 @@
 # The zero-shot track: what the embeddings themselves are worth. Each embedding method (one folder each,
-# cellplm/bench/embeddings/<id>/) embeds all cells of a dataset without labels; scib-metrics scores the embeddings
-# of a dataset in one job; a kNN on each embedding's train cells adds the zero-shot row <id>_zeroshot to the
-# annotation tables; one UMAP figure per dataset. CPU and GPU embedding methods are separate rules, as for methods.
+# cellplm/bench/embeddings/<id>/) embeds all cells of a dataset without labels (a control may get them: the split's
+# solution file is an input of control embeddings only); scib-metrics scores the embeddings of a dataset in one job;
+# a kNN on each embedding's train cells adds the zero-shot row <id>_zeroshot to the annotation tables; one UMAP
+# figure per dataset, of the embeddings that are not controls. CPU and GPU embedding methods are separate rules, as
+# for methods.
 # Embedding, scoring and UMAP jobs have priority 1: they start as soon as their inputs exist and overlap the
 # annotation methods, instead of trailing them at the end of a run.
 
 # PYTHONSAFEPATH and OMP_NUM_THREADS: as METHOD_SHELL (rules/methods.smk).
 EMBED_SHELL = (
     "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} {params.command} --train {input.train} --test {input.test}"
-    " --embedding {output.embedding} --record {output.record} --dataset {wildcards.dataset} --split {params.split}"
-    " --seed {params.seed} --param-set {params.param_set} --params {params.params:q} --on-error {params.on_error}"
-    " > {log} 2>&1"
+    " {params.solution} --embedding {output.embedding} --record {output.record} --dataset {wildcards.dataset}"
+    " --split {params.split} --seed {params.seed} --param-set {params.param_set} --params {params.params:q}"
+    " --on-error {params.on_error} > {log} 2>&1"
 )
 
 
@@ -30,6 +32,7 @@ rule embed:
         python=EMBEDDING_JOBS.python,
         command=EMBEDDING_JOBS.command,
         split=embedding_split,
+        solution=solution_arg,
         seed=SEEDS[0],
         params=EMBEDDING_JOBS.params_json,
         param_set=RUN["param_set"],
@@ -73,11 +76,13 @@ rule scib:
         "../workflow/scripts/metrics/scib.py"
 
 
-rule umap:  # every dataset's figure in one job: umap-learn's numba code is compiled once (about 20 s a process)
+# Every dataset's figure in one job: umap-learn's numba code is compiled once (about 20 s a process). The controls
+# are left out (noise and one-hot cell types are no pictures of the data, and each panel costs a UMAP).
+rule umap:
     input:
         datasets=expand("results/data/{dataset}/dataset.h5ad", dataset=DATASETS),
-        embeddings=all_embedding_files("embedding.h5ad"),
-        records=all_embedding_files("run.json"),
+        embeddings=all_embedding_files("embedding.h5ad", UMAP_EMBEDDINGS),
+        records=all_embedding_files("run.json", UMAP_EMBEDDINGS),
     output:
         [
             report(
@@ -92,8 +97,8 @@ rule umap:  # every dataset's figure in one job: umap-learn's numba code is comp
         "logs/report/umap.log",
     params:
         datasets=DATASETS,
-        embeddings=EMBEDDINGS,
-        labels={e: config["embeddings"][e]["label"] for e in EMBEDDINGS},
+        embeddings=UMAP_EMBEDDINGS,
+        labels={e: config["embeddings"][e]["label"] for e in UMAP_EMBEDDINGS},
         umap=ZEROSHOT["umap"],
         code=code_hash("workflow/scripts/report/umap.py"),
     priority: 1

@@ -14,6 +14,7 @@ rule aggregate:
         speed_embedding=speed_outputs(),
         scib=all_scib_scores(),
         embedding_records=all_embedding_files("run.json"),
+        context_stability="results/tables/context_stability.tsv",
     output:
         datasets=report("results/tables/datasets.tsv", caption="../workflow/report/datasets.rst", category="Tables"),
         scores=report("results/tables/scores.tsv", caption="../workflow/report/scores.rst", category="Tables"),
@@ -28,6 +29,9 @@ rule aggregate:
             "results/tables/embedding_speed.tsv", caption="../workflow/report/embedding_speed.rst", category="Speed"
         ),
         fidelity=report("results/tables/fidelity.tsv", caption="../workflow/report/fidelity.rst", category="Tables"),
+        context_curve=report(
+            "results/tables/context_curve.tsv", caption="../workflow/report/context_curve.rst", category="Tissue context"
+        ),
         markdown=report("results/tables/benchmark.md", caption="../workflow/report/markdown.rst", category="Tables"),
     log:
         "logs/report/aggregate.log",
@@ -35,6 +39,7 @@ rule aggregate:
         runs=method_runs(),
         datasets=DATASETS,
         embeddings={e: config["embeddings"][e]["label"] for e in EMBEDDINGS},
+        control_embeddings=CONTROL_EMBEDDINGS,
         notes={m: config["methods"][m]["note"] for m in METHODS if config["methods"][m].get("note")},
         code=code_hash("workflow/scripts/report/aggregate.py"),
     localrule: True
@@ -42,6 +47,25 @@ rule aggregate:
         "../workflow/envs/report.yaml"
     script:
         "../workflow/scripts/report/aggregate.py"
+
+
+rule context_stability:
+    """The tissue-context track: every run of a method with context predictions (cellplm_finetune's
+    context_policies) scored under each sentence policy, with the share of test cells whose label changes."""
+    input:
+        unpack(context_stability_inputs),
+    output:
+        report("results/tables/context_stability.tsv", caption="../workflow/report/context_stability.rst",
+               category="Tissue context"),
+    log:
+        "logs/report/context_stability.log",
+    params:
+        code=code_hash("workflow/scripts/report/context_stability.py"),
+    localrule: True
+    conda:
+        "../workflow/envs/report.yaml"
+    script:
+        "../workflow/scripts/report/context_stability.py"
 
 
 rule landing_page:
@@ -66,6 +90,8 @@ rule plots:
         comparison="results/tables/comparison.tsv",
         speed="results/tables/speed.tsv",
         zeroshot="results/tables/zeroshot.tsv",
+        context_curve="results/tables/context_curve.tsv",
+        context_stability="results/tables/context_stability.tsv",
     output:
         heatmap=report("results/plots/score_heatmap.png", caption="../workflow/report/heatmap.rst", category="Accuracy"),
         published=report(
@@ -74,6 +100,17 @@ rule plots:
         speed=report("results/plots/speed.png", caption="../workflow/report/speed_plot.rst", category="Speed"),
         zeroshot=report(
             "results/plots/zeroshot_scib.png", caption="../workflow/report/zeroshot_plot.rst", category="Zero-shot"
+        ),
+        context_curve=report(
+            "results/plots/context/curve.png", caption="../workflow/report/context_curve_plot.rst",
+            category="Tissue context"
+        ),
+        context_stability=report(
+            "results/plots/context/stability.png", caption="../workflow/report/context_stability_plot.rst",
+            category="Tissue context"
+        ),
+        context_cost=report(
+            "results/plots/context/cost.png", caption="../workflow/report/context_cost.rst", category="Tissue context"
         ),
     log:
         "logs/report/plots.log",

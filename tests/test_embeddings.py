@@ -17,7 +17,8 @@ from cellplm.bench.io import read_h5ad
 from cellplm.bench.report.aggregate import checkpoint_label
 from conftest import ROOT, write_split_files
 
-IDS = ["cellplm", "geneformer", "pca", "scgpt", "scvi"]
+IDS = ["cellplm", "celltype_jittered", "geneformer", "pca", "pca_per_batch", "random_embedding", "scgpt", "scvi"]
+CONTROLS = ["celltype_jittered", "pca_per_batch", "random_embedding"]  # tests/test_zeroshot_controls.py in depth
 KEYS = {
     "label",
     "entry",
@@ -97,7 +98,7 @@ def test_every_embedding_folder_is_in_the_registry():
     assert folders == embedding_ids() == sorted(registry()) == IDS
     for embedding in IDS:
         meta = metadata(embedding)
-        assert set(meta) == KEYS, embedding
+        assert set(meta) == KEYS | ({"control"} if embedding in CONTROLS else set()), embedding
         assert set(meta["test_params"]) <= set(meta["params"]), embedding  # test params override defaults only
         assert (ROOT / meta["env"]).is_file() and meta["model"] is None
     assert [e for e in IDS if metadata(e)["cellplm_checkpoint"]] == ["cellplm"]
@@ -117,7 +118,8 @@ def _params(embedding, checkpoint, geneformer_dir):
 @pytest.mark.parametrize("embedding", IDS)
 def test_embedding_contract(embedding, split_files, tmp_path, tiny_checkpoint, geneformer_dir):
     cls = registry()[embedding]
-    record = _run(embedding, split_files, tmp_path, _params(embedding, tiny_checkpoint, geneformer_dir))
+    params = _params(embedding, tiny_checkpoint, geneformer_dir)
+    record = _run(embedding, split_files, tmp_path, params, solution_path=split_files["solution"])
     out, rec = _outputs(tmp_path)
     train, test = read_h5ad(split_files["train"]), read_h5ad(split_files["test"])
     n = train.n_obs + test.n_obs
@@ -147,7 +149,9 @@ def test_embedding_contract(embedding, split_files, tmp_path, tiny_checkpoint, g
         and rec["peak_rss_mb"] > 0
         and rec["implementation"] == metadata(embedding)["implementation"]
     )
-    assert rec["versions"]["python"] and rec["n_genes_used"] > 0 and rec["reason"] == ""
+    assert rec["versions"]["python"] and rec["reason"] == ""
+    no_genes = embedding in ("celltype_jittered", "random_embedding")  # noise, and the labels alone
+    assert rec["n_genes_used"] == 0 if no_genes else rec["n_genes_used"] > 0
     extra, label = rec["extra"], checkpoint_label(rec["extra"], rec["params"])
     if embedding == "cellplm":
         assert extra["checkpoint_kind"] == "user-supplied" and label == f"user-supplied ({tiny_checkpoint})"
@@ -161,6 +165,12 @@ def test_embedding_contract(embedding, split_files, tmp_path, tiny_checkpoint, g
         assert rec["n_dims"] == 50 and extra["n_hvg"] == rec["n_genes_used"] == 200 and label == ""
     if embedding == "scvi":
         assert rec["n_dims"] == 30 and extra["epochs_run"] == 2 and extra["n_batches"] == 2 and label == ""
+    if embedding == "random_embedding":
+        assert rec["n_dims"] == 50 and label == ""
+    if embedding == "celltype_jittered":  # the labels came from the train and solution files
+        assert rec["n_dims"] == extra["n_cell_types"] == 6 and label == ""
+    if embedding == "pca_per_batch":
+        assert rec["n_dims"] == 50 and extra["n_comps_per_batch"] == {"batch_0": 50, "batch_1": 50}
 
 
 def test_labels_never_reach_embed(split_files, tmp_path):
@@ -176,7 +186,7 @@ def test_labels_never_reach_embed(split_files, tmp_path):
             )
             return np.ones((cells.n_obs, 3))
 
-    record = _run(Spy, split_files, tmp_path)
+    record = _run(Spy, split_files, tmp_path, solution_path=split_files["solution"])  # given, never read
     train, test = read_h5ad(split_files["train"]), read_h5ad(split_files["test"])
     assert "cell_type" in train.obs and "is_validation" in train.obs  # what the harness had to drop
     assert record.status == "ok" and seen["columns"] == ["batch"]
@@ -238,13 +248,14 @@ def test_failures_are_rows(cls, status, reason, split_files, tmp_path):
 
 def test_unknown_param_fails_and_on_error_raise_raises(split_files, tmp_path):
     record = _run("pca", split_files, tmp_path, {"n_pcs": 10})
-    assert record.status == "failed" and "unknown PCA parameter(s): n_pcs (known: n_comps, n_hvg)" in record.reason
+    assert record.status == "failed"
+    assert "unknown PCA (unintegrated) parameter(s): n_pcs (known: n_comps, n_hvg)" in record.reason
     with pytest.raises(RuntimeError, match="out of memory"):
         _run(Broken, split_files, tmp_path, on_error="raise")
 
 
 def test_pca_embedding_is_the_pca_of_the_log_hvgs():
-    from cellplm.bench.embeddings.pca.embedder import pca_embedding
+    from cellplm.bench.embeddings.lognorm_pca import pca_embedding
     from cellplm.bench.normalise import log1p_cp10k
 
     a = SyntheticCounts(n_cells=80, n_genes=30, n_batches=1, seed=2).adata()
@@ -271,10 +282,10 @@ def test_runner_help_bad_params_and_a_run(split_files, tmp_path, capsys):
 
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "Embedding methods: cellplm, geneformer, pca, scgpt, scvi" in " ".join(capsys.readouterr().out.split())
+    assert f"Embedding methods: {', '.join(IDS)}" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit):
         main(["pca", "--help"])
-    assert "pca: PCA. Implementation: scanpy pp.pca" in " ".join(capsys.readouterr().out.split())
+    assert "pca: PCA (unintegrated). Implementation: scanpy pp.pca" in " ".join(capsys.readouterr().out.split())
     files = list(
         map(
             str,

@@ -89,6 +89,16 @@ def test_method_contract(method, split_files, tmp_path):
         )
         assert rec["extra"]["class_set"].startswith("training labels (3 classes)")
         assert rec["extra"]["precision"] == "fp32"  # the method's default (method.yaml), upstream's arithmetic
+    if method == "cellplm_finetune":  # the tissue-context track: the same model's labels under other policies
+        context = rec["extra"]["context_predictions"]
+        assert set(context) == {"single", "random16", "test_only"} and context["random16"]["seed"] == 0
+        assert {k: c["with_training_cells"] for k, c in context.items()} == {
+            "single": False,
+            "random16": True,
+            "test_only": False,
+        }
+        for name in context:
+            assert pred.obs[f"label_pred_{name}"].isin(set(truth)).all()
 
 
 class Broken(Annotator):

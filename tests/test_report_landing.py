@@ -32,7 +32,9 @@ def test_landing_page_lists_the_configs_methods_and_zero_shot_rows():
     for method in cfg["run"]["methods"]:
         assert f"- {cfg['methods'][method]['label']} (``{method}``" in text
     assert "- CellPLM (zero-shot embedding + kNN) (``cellplm_zeroshot``)" in text
-    assert "The 5 zero-shot rows:" in text and "- scVI (zero-shot embedding + kNN) (``scvi_zeroshot``)" in text
+    assert "- Random embedding (control) (zero-shot embedding + kNN) (``random_embedding_zeroshot``)" in text
+    assert f"The {len(zeroshot_rows(cfg))} zero-shot rows:" in text
+    assert "- scVI (zero-shot embedding + kNN) (``scvi_zeroshot``)" in text
     assert "- CellPLM (fine-tuned) (``cellplm_finetune``, published as CellPLM)" in text
     assert (
         "``pbmc68k`` (beside the published PBMC12K column), splits ``published`` (random); ``synthetic`` (no "

@@ -416,6 +416,7 @@ def test_demo_end_to_end(demo):
     ]:
         assert (workdir / "results" / "plots" / f"{png}.png").stat().st_size > 5000
     _check_zeroshot_track(tables, md)
+    _check_context_track(tables, workdir / "results" / "plots", md)
     report = snakemake(workdir, "--configfile", "config/demo.yaml", "--report", "results/report.html")
     assert report.returncode == 0, report.stderr[-2000:]
     assert (workdir / "results" / "report.html").stat().st_size > 100_000
@@ -447,8 +448,11 @@ def test_demo_rows_beat_the_majority_class(demo):
         **{zeroshot_row_id(e): s["note"] for e, s in demo_config["embeddings"].items() if s.get("note")},
     }
     assert list(notes) == ["scgpt_zeroshot"]  # the one row that cannot learn here by design: untrained weights
+    control_embeddings = [e for e in demo_config["run"]["embeddings"] if wf.embedding_registry(None)[e].get("control")]
+    assert control_embeddings == ["random_embedding", "celltype_jittered", "pca_per_batch"]
     controls = {m for m, spec in wf.method_registry(None).items() if spec.get("control")}
     assert controls == {"majority_class", "random_labels", "true_labels"}
+    controls |= {zeroshot_row_id(e) for e in control_embeddings}  # a control embedding's row is a control row
     learning = f1[~f1["method"].isin(controls)]
     assert (learning["note"] == learning["method"].map(notes).fillna("")).all()  # each row carries its method's note
     checked = learning[(learning["status"] != "not_applicable") & (learning["note"] == "")]
@@ -495,20 +499,63 @@ def _check_fidelity(tables, md):
     assert "## Fidelity: ours vs the authors' code" in md and "### synthetic, split `batch_holdout`" in md
 
 
-def _check_zeroshot_track(tables, md):
-    """The demo's zero-shot track: every embedding scored with its provenance, zero-shot rows beside the methods."""
-    from cellplm.bench.report.zeroshot import NO_CHECKPOINT
+POLICY_ROWS = ["cellplm_single", "cellplm_random16", "cellplm_mixed64", "cellplm_spatial16"]  # demo.yaml's policies
 
+
+def _check_context_track(tables, plots, md):
+    """The demo's tissue-context track: the curve (every policy row with its provenance, spatial only where there are
+    coordinates), the fine-tuned stability table and the three figures."""
+    curve = pd.read_csv(tables / "context_curve.tsv", sep="\t", keep_default_na=False)
+    assert set(curve["embedding"]) == {"cellplm", *POLICY_ROWS}
+    runs = curve.drop_duplicates(["dataset", "embedding"]).set_index(["dataset", "embedding"])
+    assert runs.loc[("synthetic", "cellplm"), "policy"] == "batch"
+    assert float(runs.loc[("synthetic", "cellplm"), "cells_per_sentence"]) == 500  # 1,500 cells in 3 batches
+    assert float(runs.loc[("synthetic", "cellplm_single"), "cells_per_sentence"]) == 1
+    assert float(runs.loc[("synthetic", "cellplm_random16"), "seed"]) == 0  # the run's first seed
+    assert runs.loc[("synthetic", "cellplm_spatial16"), "status"] == "ok"  # the synthetic sections have coordinates
+    assert runs.loc[("pbmc68k", "cellplm_spatial16"), "status"] == "not_applicable"
+    ok = curve[curve["status"] == "ok"]
+    assert set(ok["metric"]) == {"bio_conservation", "batch_correction", "total", "knn_macro_f1"}
+    assert (
+        ok["value"].astype(float).between(0, 1).all() and (ok["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    )
+    assert (ok["embed_s"].astype(float) > 0).all() and set(ok["precision"]) <= {"fp32", "bf16"}
+    stability = pd.read_csv(tables / "context_stability.tsv", sep="\t", keep_default_na=False)
+    assert set(stability["method"]) == {"cellplm_finetune"}
+    assert set(stability["policy"]) == {"as trained", "single", "random:16", "test_only"}
+    assert len(stability) == 3 * 2 * 4 and (stability["status"] == "ok").all()  # 3 splits x 2 seeds x 4 policies
+    changed = stability["changed"].astype(float)
+    assert changed.between(0, 1).all() and (changed[stability["policy"] == "as trained"] == 0).all()
+    assert "## Tissue context" in md and "show the machinery, not the answer" in md
+    assert "| **batch** | 500 |" in md and "- spatial:16: not_applicable" in md
+    assert "| synthetic | batch_holdout | CellPLM (fine-tuned) | single |" in md
+    for name in ("curve", "stability", "cost"):
+        assert (plots / "context" / f"{name}.png").stat().st_size > 10_000
+
+
+def _check_zeroshot_track(tables, md):
+    """The demo's zero-shot track: every embedding scored with its provenance, the controls after the embeddings,
+    zero-shot rows beside the methods."""
+    from cellplm.bench.report.zeroshot import CONTROL_CHECKPOINT, NO_CHECKPOINT
+
+    controls = ["random_embedding", "celltype_jittered", "pca_per_batch"]
+    embeddings = ["cellplm", *POLICY_ROWS, "scgpt", "geneformer", "pca", "scvi", *controls]
     zs = pd.read_csv(tables / "zeroshot.tsv", sep="\t", keep_default_na=False)
     assert set(zs["dataset"]) == {"pbmc68k", "synthetic"}
-    assert set(zs["embedding"]) == {"cellplm", "scgpt", "geneformer", "pca", "scvi"}
+    assert set(zs["embedding"]) == set(embeddings)
+    for _, sub in zs.groupby("dataset"):  # the controls last, marked
+        marked = sub.loc[sub["control"].astype(str) == "True", "embedding"]
+        assert list(dict.fromkeys(sub["embedding"]))[-3:] == controls and set(marked) == set(controls)
     checkpoint = zs.drop_duplicates("embedding").set_index("embedding")["checkpoint"]
+    assert (checkpoint[controls] == CONTROL_CHECKPOINT).all()
     assert checkpoint["cellplm"] == "pretrained here (tiny, 4 epochs)"
     assert checkpoint["scgpt"] == "random initialisation (tiny shape)"
     assert checkpoint["pca"] == checkpoint["scvi"] == NO_CHECKPOINT
     gf = zs[zs["embedding"] == "geneformer"]
     assert (gf["status"] == "not_applicable").all() and gf["reason"].str.contains("model director").all()
-    ran = zs[zs["embedding"] != "geneformer"]
+    spatial = zs[(zs["embedding"] == "cellplm_spatial16") & (zs["dataset"] == "pbmc68k")]  # no coordinates there
+    assert (spatial["status"] == "not_applicable").all() and spatial["reason"].str.contains("obsm").all()
+    ran = zs[(zs["embedding"] != "geneformer") & ~zs.index.isin(spatial.index)]
     assert set(ran.loc[ran["dataset"] == "synthetic", "status"]) == {"ok"}  # three batches: every metric
     one = ran[ran["dataset"] == "pbmc68k"]  # one batch: bio conservation only, the batch columns say why
     assert (one.loc[one["metric_type"] == "bio", "status"] == "ok").all()
@@ -520,10 +567,10 @@ def _check_zeroshot_track(tables, md):
     )
     assert (ran.loc[ran["status"] == "ok", "value"].astype(float).between(-1, 1)).all()
     cost = pd.read_csv(tables / "embedding_speed.tsv", sep="\t").set_index(["dataset", "embedding"])
-    assert (cost.loc[cost["status"] == "ok", "cells_per_s"] > 0).all() and len(cost) == 2 * 5
+    assert (cost.loc[cost["status"] == "ok", "cells_per_s"] > 0).all() and len(cost) == 2 * len(embeddings)
     scores = pd.read_csv(tables / "scores.tsv", sep="\t", keep_default_na=False)
     zero = scores[scores["method"].str.endswith("_zeroshot")]
-    assert set(zero["method"]) == {f"{e}_zeroshot" for e in ("cellplm", "scgpt", "geneformer", "pca", "scvi")}
+    assert set(zero["method"]) == {f"{e}_zeroshot" for e in embeddings}
     assert set(zip(zero["dataset"], zero["split"])) == {
         ("pbmc68k", "published"),
         ("synthetic", "published"),
@@ -531,6 +578,7 @@ def _check_zeroshot_track(tables, md):
     }
     assert "## Zero-shot embeddings" in md and "### Embedding cost" in md
     assert "CellPLM (zero-shot embedding + kNN)" in md and "scVI (zero-shot embedding + kNN)" in md
+    assert "| *Random embedding (control)* | none (a control) |" in md and "bounds of each score, not methods" in md
 
 
 # Columns that measure the run rather than its result (time, memory, host, date) differ between identical runs.

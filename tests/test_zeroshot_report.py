@@ -123,7 +123,16 @@ def tables(tmp_path):
 
 def test_zeroshot_table_says_what_produced_each_row(tables, tmp_path):
     table, _ = tables
-    assert list(table.columns[:6]) == ["dataset", "embedding", "embedding_label", "checkpoint", "cells", "metric_set"]
+    assert list(table.columns[:7]) == [
+        "dataset",
+        "embedding",
+        "embedding_label",
+        "control",
+        "checkpoint",
+        "cells",
+        "metric_set",
+    ]
+    assert not table["control"].any()  # no control among these (tests/test_zeroshot_controls.py)
     assert list(dict.fromkeys(table["dataset"])) == ["one_batch", "two_batches"]
     sub = table[table["dataset"] == "two_batches"]
     assert list(dict.fromkeys(sub["embedding"])) == ["cellplm", "geneformer", "pca"]  # the order of the labels

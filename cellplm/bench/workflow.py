@@ -334,16 +334,50 @@ def zeroshot_rows(config: dict) -> dict:
     return methods.zeroshot_rows({e: config["embeddings"][e] for e in config["run"]["embeddings"]}, knn["k"])
 
 
+CONTEXT_OF = "cellplm"  # the embedding method whose rows zeroshot.sentence_policies adds
+
+
+def sentence_policy_embeddings(config: dict) -> dict:
+    """The tissue-context rows of the zero-shot track: for each policy of ``zeroshot.sentence_policies``, a variant of
+    the ``cellplm`` embedding method (id ``cellplm_<policy>``, e.g. ``cellplm_random16``) that runs its code with
+    params ``sentences: <policy>`` (``folder``: the code's folder; ``context_of``: the method it varies). None when
+    ``cellplm`` is not in run.embeddings; its own row is the batch policy."""
+    from ..sentence_policy import SentencePolicy
+
+    if CONTEXT_OF not in config["run"]["embeddings"]:
+        return {}
+    base = config["embeddings"][CONTEXT_OF]
+    out = {}
+    for text in config["zeroshot"]["sentence_policies"]:
+        try:
+            policy = SentencePolicy.parse(text)
+        except ValueError as e:
+            raise ConfigError(f"config: zeroshot.sentence_policies: {e}") from None
+        if policy.kind == "batch":
+            continue  # the cellplm row itself
+        spec = deep_update(base, {"params": {"sentences": str(policy)}})
+        spec.update(label=f"{base['label']} ({policy})", folder=CONTEXT_OF, context_of=CONTEXT_OF)
+        out[f"{CONTEXT_OF}_{policy.slug}"] = spec
+    return out
+
+
 def complete_config(config: dict, root: Path) -> dict:
     """The config as the rules read it, completed in place: the method and embedding registries (every folder's
     metadata updated by the config's ``methods`` and ``embeddings`` sections), validated against the schema (which
-    fills its defaults), checked (:func:`check_config`, ConfigError), and the run's zero-shot rows joined to the
-    method registry (:func:`zeroshot_rows`), so that they are scored and tabulated like every method."""
+    fills its defaults), the sentence-policy rows of the ``cellplm`` embedding added to the run
+    (:func:`sentence_policy_embeddings`), checked (:func:`check_config`, ConfigError), and the run's zero-shot rows
+    joined to the method registry (:func:`zeroshot_rows`), so that they are scored and tabulated like every method."""
     from snakemake.utils import validate
 
     config["methods"] = method_registry(config.get("methods"))
     config["embeddings"] = embedding_registry(config.get("embeddings"))
     validate(config, schema=str(Path(root) / SCHEMA))
+    variants = sentence_policy_embeddings(config)
+    config["embeddings"].update(variants)
+    run = config["run"]["embeddings"]
+    if variants:  # beside the cellplm row
+        at = run.index(CONTEXT_OF) + 1
+        run[at:at] = [v for v in variants if v not in run]
     check_config(config, root)
     config["methods"].update(zeroshot_rows(config))
     return config
@@ -379,8 +413,12 @@ def method_batches(config: dict, by_env: bool = True) -> dict[str, list[str]]:
 
 def method_command(method_id: str, method: dict, package: str = "methods") -> str:
     """What follows the interpreter on a method (or, with ``package="embeddings"``, embedding method) job's command
-    line: its own ``script``, or the package's runner."""
-    return method["script"] if method.get("script") else f"-m cellplm.bench.{package} {method_id}"
+    line: its own ``script``, or the package's runner on the entry's code folder (``folder``: a variant such as
+    ``cellplm_single`` runs ``cellplm``'s code and records its own id, ``--as``)."""
+    if method.get("script"):
+        return method["script"]
+    folder = method.get("folder") or method_id
+    return f"-m cellplm.bench.{package} {folder}" + (f" --as {method_id}" if folder != method_id else "")
 
 
 def method_params(method: dict, param_set: str) -> dict:

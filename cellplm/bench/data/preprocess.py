@@ -1,8 +1,9 @@
 """One canonical h5ad per dataset.
 
 Canonical layout: raw counts in ``X`` (CSR float32) and ``layers['counts']`` (the same matrix), unique gene
-symbols as ``var_names`` plus ``var['ensembl_id']``, ``obs['cell_type']``, ``obs['batch']``, and the stored
-``obs['split']`` when the source had one. Filtering follows the published protocol: genes seen in no cell and
+symbols as ``var_names`` plus ``var['ensembl_id']``, ``obs['cell_type']``, ``obs['batch']``, the stored
+``obs['split']`` when the source had one, and ``obsm['spatial']`` when the source has coordinates (CellPLM's spatial
+sentences, the tissue-context track). Filtering follows the published protocol: genes seen in no cell and
 cells with no gene are removed, then cell types with ``min_cells_per_type`` cells or fewer are dropped.
 
 At most two copies of the count matrix are in memory at any time: only the matrix holding the counts is read
@@ -30,6 +31,7 @@ from . import counts as counts_mod
 from ..errors import InputError
 from ...genes import ensembl_fraction, strip_version, symbols_to_ensembl
 from ...keys import BATCH, BATCH_KEY, LABEL
+from ...sentence_policy import SPATIAL_KEY
 from ..io import open_h5ad
 
 
@@ -114,6 +116,7 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
         _check_obs(path, obs, spec)
         X, counts_from, var_location = counts_mod.locate_counts(path, f, obs, spec.counts)
         var = _read_frame(f, var_location)
+        coords = read_elem(f[f"obsm/{SPATIAL_KEY}"]) if f"obsm/{SPATIAL_KEY}" in f else None
         if var_location == "raw/var":  # gene annotations often live in var only (e.g. CELLxGENE files)
             main_var = _read_frame(f, "var")
             if main_var.index.equals(var.index):
@@ -173,6 +176,8 @@ def preprocess(path, spec: DatasetSpec) -> tuple[ad.AnnData, PreprocessReport]:
     report.ensembl_mapped_fraction = float(np.mean(new_var["ensembl_id"] != "")) if len(new_var) else 0.0
 
     out = ad.AnnData(X=X, obs=new_obs, var=new_var)
+    if coords is not None:  # spatial coordinates, for CellPLM's spatial sentences (the tissue-context track)
+        out.obsm[SPATIAL_KEY] = np.asarray(coords, dtype=np.float32)[cell_keep]
     out.layers["counts"] = out.X  # same object: no extra copy in memory
     report.n_cells, report.n_genes = out.shape
     report.n_cell_types = int(out.obs[LABEL].nunique())

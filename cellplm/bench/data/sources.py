@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ...keys import BATCH, LABEL
+from ...sentence_policy import SPATIAL_KEY
 from ..errors import InputError
 from ..io import atomic_path, write_h5ad
 from .catalog import package_file, remote_files
@@ -137,15 +138,17 @@ def synthetic(
     chunk: int = 2000,
     gene_symbols=None,
     progress: bool = False,
+    spatial: bool = False,
 ) -> ad.AnnData:
     """Seeded synthetic counts: cell types with marker programs, multiplicative batch effects, Poisson noise
-    (:class:`SyntheticCounts`, all cells in one AnnData).
+    (:class:`SyntheticCounts`, all cells in one AnnData); with ``spatial``, coordinates too
+    (:func:`domain_coordinates`).
 
     Memory grows with the number of non-zeros only: cells are generated in chunks straight into CSR.
     Gene names are real GENCODE symbols of genes in the CellPLM vocabulary (so gene matching works as on real
     data), or ``GENE00001``-style names when more genes are asked for than the vocabulary has symbols.
     """
-    return SyntheticCounts(
+    adata = SyntheticCounts(
         n_cells=n_cells,
         n_genes=n_genes,
         n_cell_types=n_cell_types,
@@ -158,6 +161,20 @@ def synthetic(
         chunk=chunk,
         gene_symbols=gene_symbols,
     ).adata(progress)
+    if spatial:
+        adata.obsm[SPATIAL_KEY] = domain_coordinates(adata.obs[LABEL], adata.obs[BATCH], seed)
+    return adata
+
+
+def domain_coordinates(cell_type, batch, seed: int, size: float = 1000.0, spread: float = 0.08) -> np.ndarray:
+    """2-D coordinates (float32, µm) in which each batch is a tissue section where every cell type fills a domain of
+    its own: a cell lies around its (batch, type) centre, drawn uniformly in a ``size`` square, with standard
+    deviation ``spread * size``. Drawn from a generator of their own, so the counts of the same seed are unchanged."""
+    rng = np.random.default_rng([seed, 1])
+    types, batches = pd.factorize(pd.Series(cell_type).astype(str))[0], pd.factorize(pd.Series(batch).astype(str))[0]
+    centres = rng.uniform(0, size, size=(batches.max() + 1, types.max() + 1, 2))
+    xy = centres[batches, types] + rng.normal(0, spread * size, size=(len(types), 2))
+    return xy.astype(np.float32)
 
 
 def vocabulary_symbols(n_genes: int, rng) -> tuple[list[str], list[str]]:
@@ -330,7 +347,7 @@ def assemble_pbmc12k(files: dict[str, str], dest) -> None:
 
 def corpus_item(name: str, train_files: list[str] | None = None, spec: dict | None = None) -> ad.AnnData:
     """One CellPLM pretraining corpus item: raw counts in CSR ``X``, the sentence key in ``obs['batch']``,
-    ``var['ensembl_id']`` where known, ``obsm['spatial']`` for spatial items; no labels.
+    ``var['ensembl_id']`` where known, ``obsm['spatial']`` for the synthetic_spatial item; no labels.
 
     ``celltypist_sample``: CellTypist's 559 cells (one sentence). ``synthetic_spatial``: :func:`synthetic_spatial`
     with ``spec`` (one sentence per field of view). ``train__<dataset>``: the training cells of a dataset, given
@@ -353,6 +370,7 @@ def corpus_item(name: str, train_files: list[str] | None = None, spec: dict | No
         for path in train_files[1:]:
             keep = keep.intersection(read_h5ad(path).obs_names, sort=False)
         adata = adata[adata.obs_names.isin(keep)].copy()
+        adata.obsm = {}  # a dataset's coordinates (the demo's synthetic ones) serve the context track, not pretraining
         if adata.n_obs == 0:
             raise InputError(train_files[0], "no cell is a training cell in every split variant of this dataset")
         dataset = name.removeprefix("train__")

@@ -3,7 +3,8 @@
 An embedding method is an :class:`Embedder`: ``embed(cells)`` returns one vector per cell, ``(n_cells, d)``. The
 cells are the split's train cells then its test cells, raw counts in ``X``, the genes in ``var``, and ``obs``
 holding only ``batch``: the harness removes the labels (``cell_type``) and ``is_validation`` before the method sees
-the cells, so a zero-shot embedding never sees a label.
+the cells, so a zero-shot embedding never sees a label. Only a control that declares ``needs_labels = True`` (the
+jittered cell types) gets ``obs['cell_type']`` of every cell: the train file's, then the split's solution file's.
 
 :func:`run` seeds, times ``embed``, checks what it returned and always writes two files (atomically):
 ``embedding.h5ad`` (obs: cell ids, ``batch``, ``set``; ``obsm['X_emb']`` float32 when the run is ok; uns: ids,
@@ -22,7 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ...keys import BATCH, BATCH_KEY, EMBEDDING
+from ...keys import BATCH, BATCH_KEY, EMBEDDING, LABEL
+from ...sentence_policy import SPATIAL_KEY
 from ..errors import InputError
 from ..harness import Record, finish, instantiate, outcome, versions
 from ..io import read_h5ad, write_h5ad, write_json
@@ -35,9 +37,11 @@ class Embedder(Parameterised):
     implementation, default params) is the ``embedding.yaml`` beside their module (:class:`Parameterised`)."""
 
     registry = REGISTRY
+    needs_labels: bool = False  # controls only: cells.obs also has the cell type (from the split's solution file)
 
     def embed(self, cells: ad.AnnData) -> np.ndarray:
-        """One vector per cell, ``(cells.n_obs, d)``; ``cells.obs`` has only ``batch``."""
+        """One vector per cell, ``(cells.n_obs, d)``; ``cells.obs`` has only ``batch`` (and ``cell_type`` for an
+        Embedder that needs the labels)."""
         raise NotImplementedError
 
 
@@ -58,10 +62,12 @@ class EmbeddingRecord(Record):
     n_dims: int | None = None
 
 
-def split_cells(train_path, test_path) -> tuple[ad.AnnData, np.ndarray]:
+def split_cells(train_path, test_path, solution_path=None) -> tuple[ad.AnnData, np.ndarray]:
     """The cells an embedding method sees (train cells then test cells, in file order; raw counts, the train file's
-    ``var``, ``obs['batch']`` as strings and nothing else; ``uns['batch_key']``, the dataset column obs['batch'] is,
-    where the split files say it) and which set each cell is from ("train"/"test")."""
+    ``var``, ``obs['batch']`` as strings and nothing else; ``obsm['spatial']`` where both files have coordinates;
+    ``uns['batch_key']``, the dataset column obs['batch'] is, where the split files say it) and which set each cell
+    is from ("train"/"test"). With ``solution_path``, ``obs['cell_type']`` too: the train file's labels, then the
+    solution file's of the test cells."""
     train, test = read_h5ad(train_path, layers=False), read_h5ad(test_path, layers=False)
     for path, part in ((train_path, train), (test_path, test)):
         if BATCH not in part.obs:
@@ -74,10 +80,25 @@ def split_cells(train_path, test_path) -> tuple[ad.AnnData, np.ndarray]:
     )
     if not obs.index.is_unique:
         raise InputError(test_path, f"cell ids also in {train_path}: a cell is in one set of a split")
+    if solution_path is not None:
+        obs[LABEL] = split_labels(train, test, solution_path)
     X = sp.vstack([sp.csr_matrix(train.X), sp.csr_matrix(test.X)], format="csr")  # (n_train + n_test, n_genes)
     sets = np.repeat(["train", "test"], [train.n_obs, test.n_obs])
     uns = {BATCH_KEY: str(train.uns[BATCH_KEY])} if BATCH_KEY in train.uns else {}
-    return ad.AnnData(X, obs=obs, var=train.var.copy(), uns=uns), sets
+    cells = ad.AnnData(X, obs=obs, var=train.var.copy(), uns=uns)
+    if all(SPATIAL_KEY in part.obsm for part in (train, test)):  # coordinates, for CellPLM's spatial sentences
+        cells.obsm[SPATIAL_KEY] = np.concatenate([np.asarray(part.obsm[SPATIAL_KEY]) for part in (train, test)])
+    return cells, sets
+
+
+def split_labels(train: ad.AnnData, test: ad.AnnData, solution_path) -> np.ndarray:
+    """The cell type of every cell of a split, train cells then test cells, as strings (the solution file holds the
+    test cells' labels)."""
+    solution = read_h5ad(solution_path, layers=False).obs
+    missing = test.obs_names.difference(solution.index)
+    if len(missing):
+        raise InputError(solution_path, f"no label for {len(missing)} test cells (e.g. {missing[0]}): another split's?")
+    return np.concatenate([train.obs[LABEL].astype(str), solution[LABEL].reindex(test.obs_names).astype(str)])
 
 
 def checked(z, n_cells: int) -> np.ndarray:
@@ -99,6 +120,7 @@ def run(
     embedding_path,
     record_path,
     params: dict | None = None,
+    solution_path=None,
     on_error: str = "record",
     log=print,
 ) -> EmbeddingRecord:
@@ -106,13 +128,14 @@ def run(
 
     ``embedding`` is an Embedder class or an embedding id (its folder); a method that this interpreter cannot import
     is recorded as ``not_applicable`` with what is missing. Unknown params make the run ``failed``.
+    ``solution_path`` (the split's solution file) is read only for an Embedder with ``needs_labels``.
     """
     params = dict(params or {})
     embedder_cls, meta, unavailable = REGISTRY.resolve(embedding, Embedder)
     record = EmbeddingRecord(
         ids=ids, params=params, implementation=meta.get("implementation", ""), versions=versions(embedder_cls.packages)
     )
-    cells, sets = split_cells(train_path, test_path)
+    cells, sets = split_cells(train_path, test_path, solution_path if embedder_cls.needs_labels else None)
     record.n_cells = cells.n_obs
     out = ad.AnnData(obs=pd.DataFrame({BATCH: cells.obs[BATCH].to_numpy(), "set": sets}, index=cells.obs_names))
     model = None

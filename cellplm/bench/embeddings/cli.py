@@ -1,7 +1,8 @@
 """The command line that runs any embedding method (``python -m cellplm.bench.embeddings <id> --help``).
 
-The contract: read ``--train`` and ``--test`` (one split), write ``--embedding`` (h5ad, ``obsm['X_emb']`` for every
-cell, train then test) and ``--record`` (JSON), both always, both atomically (:func:`.base.run`).
+The contract: read ``--train`` and ``--test`` (one split; and ``--solution``, its test labels, for the controls that
+need the labels), write ``--embedding`` (h5ad, ``obsm['X_emb']`` for every cell, train then test) and ``--record``
+(JSON), both always, both atomically (:func:`.base.run`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...keys import BATCH, EMBEDDING
+from ...keys import BATCH, EMBEDDING, LABEL
 from ..harness import add_run_arguments, cli_main
 from . import METADATA, embedding_ids, metadata
 from .base import EmbeddingIds, run
@@ -23,8 +24,8 @@ def parser(embedding_id: str | None = None) -> argparse.ArgumentParser:
         about = f" {embedding_id}: {meta['label']}. Implementation: {meta.get('implementation', '')}."
     p = argparse.ArgumentParser(
         prog="python -m cellplm.bench.embeddings",
-        description="Embed the cells of one split (train then test; labels are never read) with one embedding "
-        "method, write the embedding and a run record. Embedding methods: "
+        description="Embed the cells of one split (train then test; labels are never read, except by the controls "
+        "that need them) with one embedding method, write the embedding and a run record. Embedding methods: "
         + ", ".join(embedding_ids())
         + " (cellplm/bench/embeddings/<id>/)."
         + about,
@@ -38,11 +39,21 @@ def parser(embedding_id: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--train", required=True, help=f"train.h5ad (raw counts in X, obs['{BATCH}']; labels are dropped)")
     p.add_argument("--test", required=True, help=f"test.h5ad (raw counts in X, obs['{BATCH}'])")
     p.add_argument(
+        "--solution", help=f"solution.h5ad (obs['{LABEL}'] of the test cells; read only by controls that need labels)"
+    )
+    p.add_argument(
         "--embedding",
         required=True,
         dest="embedding_path",
         metavar="EMBEDDING",
         help=f"output h5ad: obs {BATCH} and set, obsm['{EMBEDDING}'] (float32) for every cell when the run is ok",
+    )
+    p.add_argument(
+        "--as",
+        dest="run_id",
+        metavar="ID",
+        help="record the run under this id, a variant of the embedding method (e.g. cellplm_random16: cellplm's code "
+        "with other params; default: the method's id)",
     )
     add_run_arguments(p, METADATA)
     return p
@@ -51,7 +62,7 @@ def parser(embedding_id: str | None = None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(argv[0] if argv else None).parse_args(argv)
-    ids = EmbeddingIds(args.dataset, args.split, args.embedding, args.seed, args.param_set)
+    ids = EmbeddingIds(args.dataset, args.split, args.run_id or args.embedding, args.seed, args.param_set)
     return cli_main(
         args.params,
         metadata(args.embedding).get("params") or {},
@@ -63,6 +74,7 @@ def main(argv=None) -> int:
             args.embedding_path,
             args.record,
             params=params,
+            solution_path=args.solution,
             on_error=args.on_error,
             log=print,
         ),

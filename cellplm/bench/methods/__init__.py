@@ -45,7 +45,8 @@ def zeroshot_row_id(embedding: str) -> str:
 
 def zeroshot_rows(embeddings: dict, k: int) -> dict:
     """Registry entries of the zero-shot rows that ``zeroshot.yaml`` declares, one for each embedding method of
-    ``embeddings`` (id -> its registry entry), with ``k`` neighbours; ``zeroshot_of`` names the embedding."""
+    ``embeddings`` (id -> its registry entry), with ``k`` neighbours; ``zeroshot_of`` names the embedding. The row
+    of a control embedding (``control: true``) is a control row."""
     declared = dict(read_yaml(ZEROSHOT, "zero-shot row"))
     declared.pop("id")
     out = {}
@@ -55,6 +56,7 @@ def zeroshot_rows(embeddings: dict, k: int) -> dict:
             **{key: value.format(**words) if isinstance(value, str) else value for key, value in declared.items()},
             "params": {"k": k},
             "zeroshot_of": emb,
+            "control": bool(spec.get("control")),
             "note": spec.get("note"),
-        }  # the embedding's caveat goes on its row
+        }  # the embedding's caveat goes on its row, and so does its being a control
     return out

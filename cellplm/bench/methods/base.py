@@ -44,6 +44,17 @@ class Annotator(Parameterised):
     def predict(self, test: ad.AnnData) -> np.ndarray:
         raise NotImplementedError
 
+    def predict_variants(self, test: ad.AnnData) -> dict[str, np.ndarray]:
+        """Labels of the test cells from the same fitted model under other settings, by name (e.g. CellPLM's
+        sentence policies: the tissue-context track); written beside the prediction as ``obs['label_pred_<name>']``.
+        None by default."""
+        return {}
+
+
+def variant_column(name: str) -> str:
+    """The prediction file's column of a variant prediction (:meth:`Annotator.predict_variants`)."""
+    return f"{PREDICTION}_{name}"
+
 
 @dataclass
 class RunIds:
@@ -94,6 +105,7 @@ def run(
     test = read_h5ad(test_path)
     record.n_train, record.n_test = train.n_obs, test.n_obs
     predictions = pd.Series(pd.NA, index=test.obs_names, dtype="string")
+    variants: dict[str, pd.Series] = {}
     model = None
     with outcome(record, ids.method, on_error, log):
         model = instantiate(annotator_cls, unavailable, ids.seed, params)
@@ -107,6 +119,11 @@ def run(
         if labels.shape != (test.n_obs,):
             raise RuntimeError(f"predict returned {labels.shape[0]} labels for {test.n_obs} test cells")
         predictions = pd.Series(labels.astype(str), index=test.obs_names, dtype="string")
+        for name, labels in model.predict_variants(test).items():
+            labels = np.asarray(labels, dtype=object)
+            if labels.shape != (test.n_obs,):
+                raise RuntimeError(f"predict_variants '{name}': {labels.shape[0]} labels for {test.n_obs} test cells")
+            variants[variant_column(name)] = pd.Series(labels.astype(str), index=test.obs_names, dtype="string")
         record.device, record.n_genes_used, record.extra = model.device, model.n_genes_used, model.extra
         log(
             f"{ids.method} on {ids.dataset}/{ids.split} seed {ids.seed}: fit {record.fit_s:.2f}s, "
@@ -114,7 +131,7 @@ def run(
         )
     finish(record, model)
 
-    pred = ad.AnnData(obs=pd.DataFrame({PREDICTION: predictions}, index=test.obs_names))
+    pred = ad.AnnData(obs=pd.DataFrame({PREDICTION: predictions, **variants}, index=test.obs_names))
     pred.uns.update(
         {
             "dataset_id": ids.dataset,

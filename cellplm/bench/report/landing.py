@@ -57,7 +57,8 @@ def landing_rst(config: dict, zeroshot: list[str]) -> str:
     if zeroshot:
         lines += [
             f"The {len(zeroshot)} zero-shot rows: a kNN on the train cells' embedding of each model of the"
-            " zero-shot track, which embeds all cells without labels:",
+            " zero-shot track, which embeds all cells without labels (but for the controls, which bound each score:"
+            " the jittered cell types are the labels themselves):",
             "",
             *(_method_line(m, config["methods"][m]) for m in zeroshot),
             "",

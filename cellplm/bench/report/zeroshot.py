@@ -5,6 +5,9 @@ Tables and Markdown here; the figures are in :mod:`.zeroshot_plots`. Inputs are 
 datasets (with a ``dataset`` column) and the embedding run records (run.json dicts). Every row keeps what
 produced it (checkpoint, cells scored, metric set), and every missing value keeps its reason, so no table or
 figure shows a number, or a gap, without saying where it came from.
+
+The control embeddings (``control: true``: random noise, the jittered cell types, PCA per batch) are bounds of each
+score, not methods: every table and figure lists them after the embeddings, marked, and ranks none of them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ from .aggregate import _num, _text, checkpoint_label
 
 # An embedding method without any checkpoint (PCA, scVI) is fitted on the very cells it embeds: that is its provenance.
 NO_CHECKPOINT = "none (fitted on these cells, no labels)"
+CONTROL_CHECKPOINT = "none (a control)"
+# What each shipped control bounds (benchmark.md says it under the tables); a control of your own is "a bound".
+CONTROL_ROLES = {
+    "random_embedding": "the floor of bio conservation; noise knows no batch, so it mixes batches perfectly: it tops"
+    " the batch-correction metrics and can top the total, which is why the total alone ranks nothing",
+    "celltype_jittered": "the ceiling of bio conservation (the one embedding that sees the labels: the cell types"
+    " one-hot, with a little noise)",
+    "pca_per_batch": "each batch centred on its own mean and projected on its own axes: batches overlap, so it"
+    " scores well on batch correction, while nothing aligns a cell type across batches; an integration worth its"
+    " name mixes batches better than the unintegrated PCA (a regular row) and conserves cell types better than this",
+}
 TYPE_ORDER = ("bio", "batch", "aggregate")
 TYPE_WORDS = {"bio": "bio-conservation metrics", "batch": "batch-correction metrics"}
 RECORD_COLUMNS = [
@@ -39,6 +53,7 @@ ZEROSHOT_COLUMNS = [
     "dataset",
     "embedding",
     "embedding_label",
+    "control",
     "checkpoint",
     "cells",
     "metric_set",
@@ -62,10 +77,12 @@ def read_embedding_records(paths) -> list[dict]:
     return [json.loads(Path(p).read_text()) for p in paths]
 
 
-def _checkpoint(rec: dict) -> str:
+def _checkpoint(rec: dict, control: bool) -> str:
     """The record's weights in words (:func:`.aggregate.checkpoint_label`); an embedding method with no checkpoint
-    (PCA, scVI) says it was fitted on the cells it embeds; a not-applicable run that loaded nothing, nothing (its
-    reason says why)."""
+    (PCA, scVI) says it was fitted on the cells it embeds, a control that it is one; a not-applicable run that
+    loaded nothing, nothing (its reason says why)."""
+    if control:
+        return CONTROL_CHECKPOINT
     extra, params = rec.get("extra") or {}, rec.get("params") or {}
     if not any(k in d for d in (extra, params) for k in ("checkpoint", "checkpoint_kind", "model_dir")):
         return NO_CHECKPOINT
@@ -74,7 +91,7 @@ def _checkpoint(rec: dict) -> str:
     return checkpoint_label(extra, params)
 
 
-def _records_frame(records: list[dict], labels: dict) -> pd.DataFrame:
+def _records_frame(records: list[dict], labels: dict, controls) -> pd.DataFrame:
     """One row per (dataset, embedding) record, with the checkpoint in words and cells/s where only n/s is known."""
     rows = []
     for rec in records:
@@ -86,7 +103,7 @@ def _records_frame(records: list[dict], labels: dict) -> pd.DataFrame:
                 **{k: rec.get(k) for k in RECORD_COLUMNS},
                 "label": labels.get(rec["embedding"], rec["embedding"]),
                 "cells_per_s": rate,
-                "checkpoint": _checkpoint(rec),
+                "checkpoint": _checkpoint(rec, rec["embedding"] in controls),
                 "n_dims": rec.get("n_dims"),
             }
         )
@@ -104,36 +121,40 @@ def _records_frame(records: list[dict], labels: dict) -> pd.DataFrame:
     return df
 
 
-def _embedding_rank(embeddings: pd.Series, labels: dict) -> pd.Series:
-    """Sort key: the order of ``labels``, then embeddings it does not name in order of appearance."""
-    rank = {e: i for i, e in enumerate(labels)}
+def _embedding_rank(embeddings: pd.Series, labels: dict, controls) -> pd.Series:
+    """Sort key: the embeddings, then the controls, each in the order of ``labels``, then embeddings it does not
+    name in order of appearance."""
+    rank = {e: i for i, e in enumerate(sorted(labels, key=lambda e: e in controls))}
     for e in dict.fromkeys(embeddings):
         rank.setdefault(e, len(rank))
     return embeddings.map(rank)
 
 
-def zeroshot_table(scib: pd.DataFrame, records: list[dict], labels: dict) -> pd.DataFrame:
-    """The tidy zero-shot table (results/tables/zeroshot.tsv): each scib row with the embedding's label, checkpoint
-    and cost, sorted by dataset, embedding (the order of ``labels``) and metric type (bio, batch, aggregate)."""
+def zeroshot_table(scib: pd.DataFrame, records: list[dict], labels: dict, controls=()) -> pd.DataFrame:
+    """The tidy zero-shot table (results/tables/zeroshot.tsv): each scib row with the embedding's label, whether it
+    is a control (``controls``: ids), checkpoint and cost, sorted by dataset, embedding (the order of ``labels``,
+    controls last) and metric type (bio, batch, aggregate)."""
     if scib.empty:
         return pd.DataFrame(columns=ZEROSHOT_COLUMNS)
-    rec = _records_frame(records, labels)[
+    rec = _records_frame(records, labels, controls)[
         ["dataset", "embedding", "checkpoint", "device", "embed_s", "cells_per_s", "n_dims"]
     ]
     out = scib.merge(rec, on=["dataset", "embedding"], how="left")
     out["embedding_label"] = out["embedding"].map(lambda e: labels.get(e, e))
+    out["control"] = out["embedding"].isin(controls)
     for c in ("checkpoint", "device", "reason"):
         out[c] = out[c].fillna("").astype(str)
-    out = out.assign(_e=_embedding_rank(out["embedding"], labels), _t=out["metric_type"].map(TYPE_ORDER.index))
+    rank = _embedding_rank(out["embedding"], labels, controls)
+    out = out.assign(_e=rank, _t=out["metric_type"].map(TYPE_ORDER.index))
     out = out.sort_values(["dataset", "_e", "_t"], kind="stable")
     return out[ZEROSHOT_COLUMNS].reset_index(drop=True)
 
 
-def embedding_speed_table(records: list[dict], labels: dict) -> pd.DataFrame:
-    """What each embedding cost: device, cells, seconds, cells/s, peak memory, per (dataset, embedding), with the
-    status and reason of those that did not run."""
-    df = _records_frame(records, labels)
-    df = df.assign(_e=_embedding_rank(df["embedding"], labels)).sort_values(["dataset", "_e"], kind="stable")
+def embedding_speed_table(records: list[dict], labels: dict, controls=()) -> pd.DataFrame:
+    """What each embedding cost: device, cells, seconds, cells/s, peak memory, per (dataset, embedding; controls
+    last), with the status and reason of those that did not run."""
+    df = _records_frame(records, labels, controls)
+    df = df.assign(_e=_embedding_rank(df["embedding"], labels, controls)).sort_values(["dataset", "_e"], kind="stable")
     return df[RECORD_COLUMNS].reset_index(drop=True)
 
 
@@ -172,6 +193,11 @@ def _scope(
     return what if set(embs) == set(embeddings) else f"{what} for {', '.join(emb_labels[e] for e in embs)}"
 
 
+def _name(label: str, control: bool) -> str:
+    """An embedding's name in benchmark.md: a control's in italics (a bound of the scores, listed last, not ranked)."""
+    return f"*{label}*" if control else label
+
+
 def _dataset_lines(dataset: str, sub: pd.DataFrame) -> list[str]:
     """One dataset's table (embeddings x metrics, 3 decimals, n/a cells numbered by reason), its footnotes and
     the cells and metric set behind it."""
@@ -182,6 +208,7 @@ def _dataset_lines(dataset: str, sub: pd.DataFrame) -> list[str]:
     emb_labels = dict(zip(sub["embedding"], sub["embedding_label"]))
     by_cell = {(r.embedding, r.metric): r for r in sub.itertuples()}
     checkpoint = dict(zip(sub["embedding"], sub["checkpoint"]))
+    control = dict(zip(sub["embedding"], sub["control"]))
     reasons: dict[str, list] = {}
     rows = []
     for e in embeddings:
@@ -194,7 +221,7 @@ def _dataset_lines(dataset: str, sub: pd.DataFrame) -> list[str]:
             why = _why(_str(r.status), _str(r.reason)) if r is not None else "not scored"
             reasons.setdefault(why, []).append((e, m))
             cells.append(f"n/a [{list(reasons).index(why) + 1}]")
-        rows.append(f"| {emb_labels[e]} | {_text(checkpoint[e])} | " + " | ".join(cells) + " |")
+        rows.append(f"| {_name(emb_labels[e], control[e])} | {_text(checkpoint[e])} | " + " | ".join(cells) + " |")
     lines = [
         "",
         f"### Dataset `{dataset}`",
@@ -215,8 +242,8 @@ def _dataset_lines(dataset: str, sub: pd.DataFrame) -> list[str]:
 
 
 def _overview_lines(zeroshot: pd.DataFrame) -> list[str]:
-    """Embeddings x datasets: the total score, or bio conservation where a dataset has no total (one batch), or
-    why neither exists."""
+    """Embeddings x datasets (controls last, in italics): the total score, or bio conservation where a dataset has no
+    total (one batch), or why neither exists. Not a ranking: the rows keep the run's order."""
     if zeroshot.empty:
         return []
     agg = zeroshot[zeroshot["metric_type"] == "aggregate"]
@@ -225,7 +252,8 @@ def _overview_lines(zeroshot: pd.DataFrame) -> list[str]:
         "",
         "### Overview: aggregate score per dataset",
         "",
-        "Total (0.6 bio + 0.4 batch); *bio* marks bio conservation alone, where a dataset has one batch.",
+        "Total (0.6 bio + 0.4 batch); *bio* marks bio conservation alone, where a dataset has one batch. Rows in"
+        " the run's order, not ranked; the controls (in italics) last.",
         "",
         "| embedding | " + " | ".join(datasets) + " |",
         "|---" * (len(datasets) + 1) + "|",
@@ -244,8 +272,26 @@ def _overview_lines(zeroshot: pd.DataFrame) -> list[str]:
                 cells.append("–")
             else:
                 cells.append(f"n/a ({_str(rows['status'].iloc[0])})")
-        lines.append(f"| {_str(sub['embedding_label'].iloc[0])} | " + " | ".join(cells) + " |")
+        name = _name(_str(sub["embedding_label"].iloc[0]), bool(sub["control"].iloc[0]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _control_lines(zeroshot: pd.DataFrame) -> list[str]:
+    """What each control of the table is for (:data:`CONTROL_ROLES`); nothing when the run has none."""
+    controls = zeroshot[zeroshot["control"]].drop_duplicates("embedding")
+    if controls.empty:
+        return []
+    return [
+        "",
+        "The controls (in italics, after the embeddings, never ranked) are bounds of each score, not methods; an"
+        " embedding's score means something beside them:",
+        "",
+        *(
+            f"- {_name(r.embedding_label, True)}: {CONTROL_ROLES.get(r.embedding, 'a bound of the scores')}."
+            for r in controls.itertuples()
+        ),
+    ]
 
 
 def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dict) -> list[str]:
@@ -261,13 +307,15 @@ def markdown_lines(zeroshot: pd.DataFrame, speed: pd.DataFrame, metric_defs: dic
         "",
         "Each embedding method embedded a dataset's cells without seeing any cell-type label (the foundation"
         " models with the checkpoint named in each row; PCA and scVI fitted on these same cells, scVI with"
-        " their batches), and scib-metrics scored every embedding against the labels and batches, on all"
-        " cells of the dataset or a seeded subsample of them (values unscaled; total = 0.6 bio conservation"
-        " + 0.4 batch correction, as scib-metrics' Benchmarker).",
+        " their batches; of the controls, only the jittered cell types see the labels), and scib-metrics"
+        " scored every embedding against the labels and batches, on all cells of the dataset or a seeded"
+        " subsample of them (values unscaled; total = 0.6 bio conservation + 0.4 batch correction, as"
+        " scib-metrics' Benchmarker).",
     ]
     if zeroshot.empty:
         lines += ["", "No zero-shot scores."]
     lines += _overview_lines(zeroshot)
+    lines += _control_lines(zeroshot)
     for dataset, sub in zeroshot.groupby("dataset", sort=True):
         lines += _dataset_lines(dataset, sub)
     shown = _columns(zeroshot)

@@ -43,29 +43,45 @@ def _ink(rgba) -> str:
 
 
 def _ranked(sub: pd.DataFrame) -> list[str]:
-    """Embeddings best first: by total, or by bio conservation where no total was scored (one batch)."""
-    wide = sub.pivot_table(index="embedding", columns="metric", values="value", sort=False, dropna=False)
-    order = list(dict.fromkeys(sub["embedding"]))
+    """Embeddings best first: by total, or by bio conservation where no total was scored (one batch); then the
+    controls, unranked, in table order (a random embedding can top the total: it is a bound, not a method)."""
+    controls = set(sub.loc[sub["control"], "embedding"])
+    order = [e for e in dict.fromkeys(sub["embedding"]) if e not in controls]
+    wide = sub.pivot_table(index="embedding", columns="metric", values="value", sort=False, dropna=False).reindex(order)
     key = next((k for k in ("total", "bio_conservation") if k in wide and wide[k].notna().any()), None)
-    if key is None:
-        return order
-    return list(wide[key].reindex(order).sort_values(ascending=False, na_position="last", kind="stable").index)
+    if key is not None:
+        order = list(wide[key].sort_values(ascending=False, na_position="last", kind="stable").index)
+    return order + [e for e in dict.fromkeys(sub["embedding"]) if e in controls]
 
 
 def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
-    """One dataset: rows embeddings, metric values as coloured circles, aggregates as bars, n/a in grey."""
+    """One dataset: rows embeddings, metric values as coloured circles, aggregates as bars, n/a in grey; the
+    controls last, below a line, greyed (their colours faded, names in grey italics)."""
     columns = _columns(sub)
     types = dict(zip(sub["metric"], sub["metric_type"]))
     names = dict(zip(sub["metric"], sub["metric_label"]))
     rows = _ranked(sub)
     value = {(r.embedding, r.metric): r.value for r in sub.itertuples()}
     first = sub.drop_duplicates("embedding").set_index("embedding")
+    control = first["control"].astype(bool)
+    faded = control.reindex(rows).to_numpy()  # the controls' rows, in drawing order
+    alpha = np.where(faded, 0.4, 1.0)
     n = len(rows)
     ax.set_xlim(-3.2, len(columns) - 0.5)
     ax.set_ylim(n - 0.5, -2.4)
     ax.axis("off")
     for i, e in enumerate(rows):
-        ax.text(-3.1, i - 0.1, first.loc[e, "embedding_label"], ha="left", va="center", fontsize=9, weight="bold")
+        ax.text(
+            -3.1,
+            i - 0.1,
+            first.loc[e, "embedding_label"],
+            ha="left",
+            va="center",
+            fontsize=9,
+            weight="normal" if control[e] else "bold",
+            style="italic" if control[e] else "normal",
+            color="dimgrey" if control[e] else "black",
+        )
         ax.text(
             -3.1,
             i + 0.25,
@@ -76,6 +92,8 @@ def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
             color="dimgrey",
         )
         ax.axhline(i + 0.5, color="black", lw=0.8, ls=(0, (1, 5)))
+    if control.any() and not control.all():  # the line above the first control
+        ax.axhline(rows.index(next(e for e in rows if control[e])) - 0.5, color="black", lw=1)
     for j, m in enumerate(columns):
         ax.text(j, -0.75, names[m].replace(" ", "\n", 1), ha="center", va="center", fontsize=8)
         values = np.array([value.get((e, m), np.nan) for e in rows], dtype=float)
@@ -85,7 +103,9 @@ def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
                     ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="grey")
                     continue
                 end = j - 0.45 + 0.9 * min(max(v, 0), 1)
-                ax.barh(i, end - (j - 0.45), left=j - 0.45, height=0.7, color=plt.cm.YlGnBu(v), zorder=1)
+                ax.barh(
+                    i, end - (j - 0.45), left=j - 0.45, height=0.7, color=plt.cm.YlGnBu(v), alpha=alpha[i], zorder=1
+                )
                 inside = v >= 0.5  # the value inside a long bar, after a short one
                 ax.text(
                     end - 0.03 if inside else end + 0.03,
@@ -98,10 +118,10 @@ def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
                     zorder=2,
                 )
             continue
-        norm = _value_norm(values)
+        norm = _value_norm(values[~faded] if not faded.all() else values)  # the controls do not stretch the scale
         for i, v in enumerate(values):
             colour = (0.85, 0.85, 0.85, 1.0) if np.isnan(v) else plt.cm.PRGn(norm(v))
-            ax.scatter([j], [i], s=700, color=[colour], edgecolors="none", zorder=1)
+            ax.scatter([j], [i], s=700, color=[colour], alpha=alpha[i], edgecolors="none", zorder=1)
             ax.text(
                 j,
                 i,
@@ -128,8 +148,9 @@ def _scib_panel(ax, dataset: str, sub: pd.DataFrame, wrap: int) -> None:
 
 def scib_plot(zeroshot: pd.DataFrame, path) -> None:
     """Our equivalent of scib-metrics' ``Benchmarker.plot_results_table`` (matplotlib only): one panel per dataset,
-    embeddings best first, metric values as circles coloured within their column, aggregates as bars; what was
-    not scored is a grey "n/a" (its reason is in zeroshot.tsv and benchmark.md). Written atomically as png."""
+    embeddings best first and the controls after them, greyed and unranked, metric values as circles coloured within
+    their column (the controls' values left out of its scale), aggregates as bars; what was not scored is a grey
+    "n/a" (its reason is in zeroshot.tsv and benchmark.md). Written atomically as png."""
     if zeroshot.empty:
         return _placeholder(path, "no zero-shot scores")
     datasets = sorted(set(zeroshot["dataset"]))

@@ -2,7 +2,7 @@
 
 from cellplm.bench.embedding_metrics import score_embeddings
 from cellplm.bench.embedding_results import read_embeddings
-from cellplm.bench.embeddings.pca.embedder import pca_embedding
+from cellplm.bench.embeddings.lognorm_pca import pca_embedding
 from cellplm.bench.io import read_h5ad, write_tsv
 from cellplm.bench.job import job
 from cellplm.keys import BATCH, LABEL

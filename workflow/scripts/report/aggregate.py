@@ -10,6 +10,7 @@ from cellplm.bench.embedding_metrics import AGGREGATES, METRICS
 from cellplm.bench.io import write_text, write_tsv
 from cellplm.bench.job import job
 from cellplm.bench.report import aggregate as agg
+from cellplm.bench.report import context as ctx
 from cellplm.bench.report import fidelity as fid
 from cellplm.bench.report import zeroshot as zs
 from cellplm.bench.speed import speed_table
@@ -32,8 +33,9 @@ with job(snakemake):
     embedding = pd.read_csv(inp.speed_embedding[0], sep="\t") if inp.speed_embedding else pd.DataFrame()
     speed = speed_table(embedding, per_run)
     emb_records = zs.read_embedding_records(inp.embedding_records)
-    zeroshot = zs.zeroshot_table(agg.read_tsvs(inp.scib), emb_records, snakemake.params.embeddings)
-    emb_speed = zs.embedding_speed_table(emb_records, snakemake.params.embeddings)
+    labels, controls = snakemake.params.embeddings, snakemake.params.control_embeddings
+    zeroshot = zs.zeroshot_table(agg.read_tsvs(inp.scib), emb_records, labels, controls)
+    emb_speed = zs.embedding_speed_table(emb_records, labels, controls)
     write_tsv(datasets, out.datasets)
     write_tsv(agg.with_data(agg.with_notes(scores, notes), datasets), out.scores)
     write_tsv(agg.with_data(agg.with_notes(summary, notes), datasets), out.summary)
@@ -47,6 +49,11 @@ with job(snakemake):
         zs.markdown_lines(zeroshot, emb_speed, {**METRICS, **AGGREGATES}) if snakemake.params.embeddings else []
     )
     fidelity_lines = fid.markdown_lines(fidelity, method_labels(cfg))
+    curve = ctx.context_curve(zeroshot, emb_records, summary)
+    write_tsv(agg.with_data(curve, datasets), out.context_curve)
+    stability = pd.read_csv(inp.context_stability, sep="\t")
+    context_lines = ctx.markdown_lines(curve, stability, method_labels(cfg), ctx.checkpoint_note(cfg))
     write_text(
-        agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines, fidelity_lines, notes), out.markdown
+        agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines, fidelity_lines, notes, context_lines),
+        out.markdown,
     )

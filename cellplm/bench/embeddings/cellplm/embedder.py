@@ -1,8 +1,10 @@
-"""CellPLM zero-shot embeddings: the configured checkpoint, frozen, all cells of the split grouped by batch."""
+"""CellPLM zero-shot embeddings: the configured checkpoint, frozen, all cells of the split, read in the sentences of a
+sentence policy (default: one per batch)."""
 
 from __future__ import annotations
 
 from ....embed import embed_cells, load_embedder
+from ....sentence_policy import SentencePolicy
 from ...checkpoints import use_checkpoint
 from ...data.split import describe_sentences
 from ...errors import NotApplicable
@@ -20,10 +22,12 @@ class CellPLMEmbedder(Embedder):
             raise NotApplicable("zero-shot embedding needs a pretrained CellPLM checkpoint (none configured)")
         checkpoint, self.extra = use_checkpoint(p("checkpoint"), p("checkpoint_kind"), p("trusted_sha256"))
         model, _ = load_embedder(checkpoint, trusted_sha256=p("trusted_sha256"))
+        policy = SentencePolicy.parse(p("sentences"), seed=self.seed)
         result = embed_cells(
             cells,
             model,
             group_key=p("group_key"),
+            policy=policy,
             max_cells=p("max_cells"),
             device=p("device"),
             precision=p("precision"),
@@ -42,6 +46,7 @@ class CellPLMEmbedder(Embedder):
                     "precision",
                     "device_detail",
                     "n_sentences",
+                    "sentence_policy",
                     "group_key",
                     "max_cells",
                     "cluster_choice",
@@ -49,5 +54,9 @@ class CellPLMEmbedder(Embedder):
             }
         )
         key = p("group_key") if p("group_key") in cells.obs else None
-        self.extra["sentences"] = describe_sentences(cells.uns, info["n_sentences"], key)
+        self.extra["sentences"] = (
+            describe_sentences(cells.uns, info["n_sentences"], key)
+            if policy.kind == "batch"
+            else f"sentence policy {policy} ({info['n_sentences']} sentences)"
+        )
         return result.embedding  # (n_cells, post_latent_dim) float32

@@ -1,2 +1,2 @@
-"""Embedding method pca: embedding.yaml (its metadata) and embedder.py (:func:`.embedder.pca_embedding`, its
-Embedder)."""
+"""Embedding method pca: embedding.yaml (its metadata) and embedder.py (:class:`.embedder.PCAEmbedder`, its
+Embedder; the code is :mod:`..lognorm_pca`)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields
 
 from ....finetune_options import FinetuneConfig
+from ....errors import NotApplicable
 from ....keys import LABEL
+from ....sentence_policy import SentencePolicy
 from ...checkpoints import use_checkpoint
 from ...data.split import describe_sentences
 from ...finetune_protocol import CLASS_SET, PROTOCOL
@@ -13,6 +16,7 @@ from ..base import Annotator
 
 # The CellTypeAnnotator options a run may set (seed and progress are passed on their own).
 FINETUNE_OPTIONS = tuple(f.name for f in fields(FinetuneConfig) if f.name not in ("seed", "progress"))
+TEST_ONLY = "test_only"  # a context policy: batch sentences of the test cells alone (no training cells)
 
 
 class CellPLMFinetune(Annotator):
@@ -34,6 +38,7 @@ class CellPLMFinetune(Annotator):
             ckpt, trusted_sha256=p("trusted_sha256"), seed=self.seed, progress=p("progress"), **options
         )
         self.model_.fit(train, label_key=LABEL, unlabelled=unlabelled)
+        self.train_ = train  # the context of the tissue-context predictions (predict_variants)
         info = self.model_.info_
         self.n_genes_used = info.get("n_genes_used")
         self.device = info.get("device", "cpu")
@@ -62,3 +67,32 @@ class CellPLMFinetune(Annotator):
 
     def predict(self, test):
         return self.model_.predict(test)
+
+    def predict_variants(self, test):
+        """The tissue-context track: the test cells' labels under each sentence policy of ``context_policies``
+        (:mod:`cellplm.sentence_policy`), read with the training cells as the fit read them, except ``single``
+        (alone by definition) and ``test_only`` (batch sentences of the test cells without the training cells). The
+        random draws use the run's seed; what each variant was goes into ``extra['context_predictions']``."""
+        out, done = {}, {}
+        for text in self.param("context_policies"):
+            t0 = time.perf_counter()
+            if text == TEST_ONLY:
+                policy, context = SentencePolicy.parse("batch"), None
+            else:
+                policy = SentencePolicy.parse(text, seed=self.seed)
+                context = None if policy.kind == "single" else self.train_
+            name = TEST_ONLY if text == TEST_ONLY else policy.slug
+            try:
+                out[name] = self.model_.predict(test, sentences=policy, context=context)
+            except NotApplicable as e:  # e.g. spatial sentences without coordinates: that variant only
+                done[name] = {**policy.describe(), "status": "not_applicable", "reason": str(e)}
+                continue
+            done[name] = {
+                **policy.describe(),
+                "policy": TEST_ONLY if text == TEST_ONLY else str(policy),
+                "with_training_cells": context is not None,
+                "seconds": time.perf_counter() - t0,
+                "status": "ok",
+            }
+        self.extra["context_predictions"] = done
+        return out

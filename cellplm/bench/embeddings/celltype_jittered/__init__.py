@@ -1,0 +1,1 @@
+"""Embedding method celltype_jittered (a control): embedding.yaml (its metadata) and embedder.py (its Embedder)."""
