@@ -191,6 +191,9 @@ def test_context_curve_joins_scores_policies_and_knn_rows(tmp_path):
     assert "| **batch** | 300 | 0.70 | – | 0.60 | 0.70 |" in text
     assert "| single | 1 | 0.50 | – | 0.40 |" in text
     assert "- spatial:16: not_applicable (no obsm['spatial'])" in text and "Demo." in text
+    cost = "\n".join(context.cost_lines(curve))
+    assert "### Cost of context" in cost and "| toy | single | 1 | 1.00 | 600 | cpu | fp32 |" in cost
+    assert "spatial:16" not in cost  # a policy that did not run has no cost
     context_plots.curve_plot(curve, tmp_path / "curve.png")
     context_plots.cost_plot(curve, tmp_path / "cost.png")
     assert min((tmp_path / f).stat().st_size for f in ("curve.png", "cost.png")) > 5000

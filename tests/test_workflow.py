@@ -113,6 +113,13 @@ def test_full_config_dry_run_is_offline(workdir):
     assert len([job for job in gpu_jobs if "method=scdiff," in job]) == 6 * 3
     assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in job for job in upstream)
     assert "results/tables/fidelity.tsv" in out.stdout
+    # the tissue-context track on every dataset: CellPLM under each sentence policy, on the GPU rule, released weights
+    policies = yaml.safe_load((ROOT / "config/config.yaml").read_text())["zeroshot"]["sentence_policies"]
+    context = re.findall(r"^rule embed_gpu:\n(.*?)(?=\n\n|\n\[|\Z)", out.stdout, re.M | re.S)
+    context = [job for job in context if "embedding=cellplm_" in job]
+    assert len(context) == 6 * len(policies) == 36
+    assert all("results/cellplm/checkpoints/released__20230926_85M/model.best.ckpt" in job for job in context)
+    assert jobs["context_stability"] == 1 and "results/plots/context/curve.png" in out.stdout
     for path in (
         "resources/downloads/scdiff_reproducibility.tar.gz",
         "resources/extracted/scdiff_reproducibility.tar.gz",
@@ -529,6 +536,9 @@ def _check_context_track(tables, plots, md):
     assert "## Tissue context" in md and "show the machinery, not the answer" in md
     assert "| **batch** | 500 |" in md and "- spatial:16: not_applicable" in md
     assert "| synthetic | batch_holdout | CellPLM (fine-tuned) | single |" in md
+    assert "- CellPLM (fine-tuned): checkpoint pretrained here (tiny, 4 epochs), precision fp32; 6 runs;" in md
+    assert md.index("### Cost of context") > md.index("## Zero-shot embedding speed")  # in the speed section
+    assert "| synthetic | spatial:16 | 16 |" in md
     for name in ("curve", "stability", "cost"):
         assert (plots / "context" / f"{name}.png").stat().st_size > 10_000
 
@@ -1081,3 +1091,14 @@ def test_full_config_runs_scdiff_with_the_published_hyperparameters(workdir):
                  "max_epochs": 2000, "base_learning_rate": 1e-08, "n_samples": 5, "cell_mask_ratio": 0.25}  # fmt: skip
     assert {k: params.get(k) for k in published} == published
     assert "--param-set default" in command
+
+
+def test_full_config_embeds_under_each_sentence_policy(workdir):
+    """A policy row's job runs the cellplm embedding method's code with its policy, recorded under its own id."""
+    out = snakemake(workdir, "-n", "-p", "results/embeddings/hlca/cellplm_random4096/run.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    command = next(line for line in out.stdout.splitlines() if "--as cellplm_random4096" in line)
+    assert "-m cellplm.bench.embeddings cellplm --as cellplm_random4096 " in command
+    params = json.loads(re.search(r"--params '(\{.*?\})'", command).group(1))
+    assert params["sentences"] == "random:4096" and params["checkpoint_kind"] == "released"
+    assert "--seed 0 " in command  # the run's first seed draws the random sentences

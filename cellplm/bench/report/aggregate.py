@@ -501,11 +501,13 @@ def markdown(
     fidelity: list[str] = (),
     notes: dict[str, str] | None = None,
     context: list[str] = (),
+    context_cost: list[str] = (),
 ) -> str:
     """The benchmark as one Markdown page: provenance first, then methods x datasets per metric, the fidelity
     section (``fidelity``: its lines, :func:`.fidelity.markdown_lines`), the zero-shot track's section
     (``zeroshot``: its lines, :func:`.zeroshot.markdown_lines`), the tissue-context track's (``context``:
-    :func:`.context.markdown_lines`) and speed. ``notes``: method id -> its note, shown
+    :func:`.context.markdown_lines`) and speed, with the cost of context last (``context_cost``:
+    :func:`.context.cost_lines`). ``notes``: method id -> its note, shown
     on the method's row of every metric table (:func:`labelled`)."""
     notes = notes or {}
     run = config["run"]
@@ -578,6 +580,7 @@ def markdown(
     lines += list(zeroshot)
     lines += list(context)
     lines += _speed_lines(speed_df, label)
+    lines += list(context_cost)
     return "\n".join(lines) + "\n"
 
 

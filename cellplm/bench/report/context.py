@@ -229,8 +229,11 @@ def checkpoint_note(config: dict) -> str:
     return ""
 
 
-def markdown_lines(curve: pd.DataFrame, stability: pd.DataFrame, labels: dict, note: str = "") -> list[str]:
-    """benchmark.md's "Tissue context" section."""
+def markdown_lines(
+    curve: pd.DataFrame, stability: pd.DataFrame, labels: dict, note: str = "", runs: pd.DataFrame | None = None
+) -> list[str]:
+    """benchmark.md's "Tissue context" section; ``runs``: the run records (:func:`.aggregate.read_records`), whose
+    checkpoint and precision the stability table names."""
     if curve.empty and stability.empty:
         return []
     lines = [
@@ -245,7 +248,7 @@ def markdown_lines(curve: pd.DataFrame, stability: pd.DataFrame, labels: dict, n
     if not curve.empty:
         lines += _curve_lines(curve)
     if not stability.empty:
-        lines += _stability_lines(stability, labels)
+        lines += _stability_lines(stability, labels, runs)
     return lines
 
 
@@ -262,8 +265,8 @@ def _curve_lines(curve: pd.DataFrame) -> list[str]:
         lines += [
             f"**{dataset}** ({_provenance(first)})",
             "",
-            "| policy | cells / sentence | " + " | ".join(CURVE_METRICS.values()) + " | embed s | cells/s |",
-            "|---|---:|" + "---:|" * len(CURVE_METRICS) + "---:|---:|",
+            "| policy | cells / sentence | " + " | ".join(CURVE_METRICS.values()) + " |",
+            "|---|---:|" + "---:|" * len(CURVE_METRICS),
         ]
         missing = []
         for _, run in first.iterrows():
@@ -275,18 +278,35 @@ def _curve_lines(curve: pd.DataFrame) -> list[str]:
                 continue
             policy = f"**{run['policy']}**" if run["kind"] == "batch" else str(run["policy"])
             cells = [_num(values.get(m), ".2f") for m in CURVE_METRICS]
-            lines.append(
-                f"| {policy} | {_num(run['cells_per_sentence'], '.0f')} | "
-                + " | ".join(cells)
-                + f" | {_num(run['embed_s'], '.1f')} | {_num(run['cells_per_s'], '.0f')} |"
-            )
+            lines.append(f"| {policy} | {_num(run['cells_per_sentence'], '.0f')} | " + " | ".join(cells) + " |")
         lines += ([""] + missing) if missing else []
         lines.append("")
-    lines += [
-        "Cost of context (`results/plots/context/cost.png`): Flowformer's attention is linear in the sentence's"
-        " cells, so a cell costs about the same in any sentence; small sentences pay one model call each.",
+    lines += ['What each policy costs: the speed section\'s "Cost of context".', ""]
+    return lines
+
+
+def cost_lines(curve: pd.DataFrame) -> list[str]:
+    """The speed section's "Cost of context": embedding seconds and cells per second of each policy's run."""
+    runs = curve.drop_duplicates(["dataset", "embedding"])
+    runs = runs[runs["status"] == "ok"]
+    if runs.empty:
+        return []
+    lines = [
         "",
+        "### Cost of context",
+        "",
+        "CellPLM's zero-shot embedding of the same cells under each sentence policy (the tissue-context track), on"
+        " the device each ran on: Flowformer's attention is linear in a sentence's cells, so a cell costs about the"
+        " same in any sentence, and small sentences pay one model call each. Figure: `results/plots/context/cost.png`.",
+        "",
+        "| dataset | policy | cells / sentence | embed s | cells/s | device | precision |",
+        "|---|---|---:|---:|---:|---|---|",
     ]
+    for _, r in runs.iterrows():
+        lines.append(
+            f"| {r['dataset']} | {r['policy']} | {_num(r['cells_per_sentence'], '.0f')} | {_num(r['embed_s'], '.2f')}"
+            f" | {_num(r['cells_per_s'], '.0f')} | {r['device']} | {r['precision']} |"
+        )
     return lines
 
 
@@ -302,7 +322,7 @@ def _provenance(first: pd.DataFrame) -> str:
     return "; ".join(b for b in bits if b)
 
 
-def _stability_lines(stability: pd.DataFrame, labels: dict) -> list[str]:
+def _stability_lines(stability: pd.DataFrame, labels: dict, runs: pd.DataFrame | None) -> list[str]:
     summary = stability_summary(stability)
     lines = [
         "### Fine-tuned: how much a test cell's label depends on its company",
@@ -316,6 +336,19 @@ def _stability_lines(stability: pd.DataFrame, labels: dict) -> list[str]:
     ]
     if summary.empty:
         return lines + ["No run of a method with context predictions finished.", ""]
+    if runs is not None and not runs.empty:
+        mine = runs.merge(stability[["dataset", "split", "method", "seed"]].drop_duplicates())
+        for method, sub in mine.groupby("method", sort=False):
+            n_test = stability.loc[stability["method"] == method, "n_test"]
+            what = ", ".join(
+                sorted({f"checkpoint {c}, precision {p}" for c, p in zip(sub["checkpoint"], sub["precision"])})
+            )
+            lines.append(
+                f"- {labels.get(method, method)}: {what}; {len(sub)} runs; "
+                f"{_num(n_test.min(), '.0f')}-{_num(n_test.max(), '.0f')} test cells a run; random sentences seeded"
+                " with each run's seed."
+            )
+        lines.append("")
     lines += [
         "| dataset | split | method | policy | macro-F1 | accuracy | changed | seeds |",
         "|---|---|---|---|---:|---:|---:|---:|",

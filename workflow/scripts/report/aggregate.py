@@ -52,8 +52,18 @@ with job(snakemake):
     curve = ctx.context_curve(zeroshot, emb_records, summary)
     write_tsv(agg.with_data(curve, datasets), out.context_curve)
     stability = pd.read_csv(inp.context_stability, sep="\t")
-    context_lines = ctx.markdown_lines(curve, stability, method_labels(cfg), ctx.checkpoint_note(cfg))
-    write_text(
-        agg.markdown(summary, comp, runs, speed, cfg, datasets, zeroshot_lines, fidelity_lines, notes, context_lines),
-        out.markdown,
+    context_lines = ctx.markdown_lines(curve, stability, method_labels(cfg), ctx.checkpoint_note(cfg), records)
+    page = agg.markdown(
+        summary,
+        comp,
+        runs,
+        speed,
+        cfg,
+        datasets,
+        zeroshot_lines,
+        fidelity_lines,
+        notes,
+        context_lines,
+        ctx.cost_lines(curve),
     )
+    write_text(page, out.markdown)
