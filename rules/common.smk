@@ -99,8 +99,11 @@ BATCHES = wf.method_batches(config, by_env=USE_CONDA)
 BATCHED = [m for members in BATCHES.values() for m in members]
 GPU_METHODS = [m for m in ANNOTATORS if config["methods"][m]["gpu"] and m not in BATCHED]
 CPU_METHODS = [m for m in ANNOTATORS if not config["methods"][m]["gpu"] and m not in BATCHED]
-GPU_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["gpu"]]
-CPU_EMBEDDINGS = [e for e in EMBEDDINGS if not config["embeddings"][e]["gpu"]]
+# embedding batch job name -> the embedding methods it runs on a dataset (batch: true; grouped as the methods')
+EMBEDDING_BATCHES = wf.embedding_batches(config, by_env=USE_CONDA)
+EMBEDDING_BATCHED = [e for members in EMBEDDING_BATCHES.values() for e in members]
+GPU_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["gpu"] and e not in EMBEDDING_BATCHED]
+CPU_EMBEDDINGS = [e for e in EMBEDDINGS if not config["embeddings"][e]["gpu"] and e not in EMBEDDING_BATCHED]
 
 
 def code_hash(*entries):
@@ -414,6 +417,41 @@ def embedding_inputs(wildcards):
     if EMBEDDING_JOBS.spec(wildcards)["control"]:
         inputs["solution"] = solution_file(wildcards.dataset, split)
     return inputs
+
+
+def embedding_member(embedding):
+    """Wildcards naming one member of an embedding batch job, for EMBEDDING_JOBS' accessors."""
+    return SimpleNamespace(embedding=embedding)
+
+
+def embedding_batch_inputs(members):
+    """Input function of an embedding batch job: the split files, the solution when a member is a control, and each
+    member's model inputs."""
+    def inputs(wildcards):
+        split = embedding_split(wildcards)
+        out = split_files(wildcards.dataset, split)
+        for e in members:
+            if config["embeddings"][e]["control"]:
+                out["solution"] = solution_file(wildcards.dataset, split)
+            out.update(EMBEDDING_JOBS.model_inputs(embedding_member(e)))
+        return out
+    return inputs
+
+
+def embedding_batch_files(members):
+    """The embedding and run record of every member of an embedding batch job, named <embedding>_<file>."""
+    return {f"{e}_{name}": f"results/embeddings/{{dataset}}/{e}/{file}"
+            for e in members for name, file in [("embedding", "embedding.h5ad"), ("record", "run.json")]}
+
+
+def embedding_batch_runs(members):
+    """The --runs JSON of an embedding batch job: each member's code folder, id, params and output files."""
+    def runs(wildcards, output):
+        return to_json([{"embedding": config["embeddings"][e].get("folder") or e, "id": e,
+                         "params": json.loads(EMBEDDING_JOBS.params_json(embedding_member(e))),
+                         "embedding_path": output[f"{e}_embedding"], "record": output[f"{e}_record"]}
+                        for e in members])
+    return runs
 
 
 def embedding_files(name, dataset="{dataset}", embeddings=EMBEDDINGS):

@@ -86,6 +86,7 @@ rule split:
         spec=split_spec,
         fractions=lambda w: config["datasets"][w.dataset]["split_fractions"],
         code=code_hash("workflow/scripts/data/split.py"),
+    priority: 2  # seconds each, and every method, embedding and the pretraining corpus wait for them
     conda:
         "../workflow/envs/data.yaml"
     script:

@@ -53,6 +53,42 @@ use rule embed as embed_gpu with:
         gpu=1,
 
 
+# Embedding batch jobs: the embedding methods with `batch: true` (light ones; the demo's), grouped as the methods' batch
+# jobs are (interpreter, threads, and conda env with --use-conda), embed a dataset in one process
+# (python -m cellplm.bench.embeddings batch), so that start-up and imports are paid once per dataset.
+for batch, members in EMBEDDING_BATCHES.items():
+
+    rule:
+        name:
+            f"embed_batch_{batch}"
+        input:
+            unpack(embedding_batch_inputs(members)),
+        output:
+            **embedding_batch_files(members),
+        log:
+            f"logs/embeddings/{{dataset}}/batch_{batch}.log",
+        benchmark:
+            f"results/benchmarks/embeddings/{{dataset}}/batch_{batch}.tsv"
+        params:
+            python=EMBEDDING_JOBS.python(embedding_member(members[0])),
+            runs=embedding_batch_runs(members),
+            solution=solution_arg,
+            split=embedding_split,
+            seed=SEEDS[0],
+            param_set=RUN["param_set"],
+            on_error=RUN["on_method_error"],
+            code="-".join(EMBEDDING_JOBS.code_hash(embedding_member(e)) for e in members),
+        threads: max(config["embeddings"][e]["threads"] for e in members)
+        priority: 1
+        conda:
+            EMBEDDING_JOBS.env(embedding_member(members[0]))
+        shell:
+            "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} -m cellplm.bench.embeddings batch"
+            " --train {input.train} --test {input.test} {params.solution} --runs {params.runs:q}"
+            " --dataset {wildcards.dataset} --split {params.split} --seed {params.seed}"
+            " --param-set {params.param_set} --on-error {params.on_error} > {log} 2>&1"
+
+
 rule scib:
     input:
         dataset="results/data/{dataset}/dataset.h5ad",

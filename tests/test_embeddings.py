@@ -313,6 +313,49 @@ def test_runner_help_bad_params_and_a_run(split_files, tmp_path, capsys):
     assert read_h5ad(tmp_path / "e.h5ad").obsm["X_emb"].shape == (rec["n_cells"], 7)
 
 
+def test_a_batch_job_gives_each_run_what_its_own_job_gives(split_files, tmp_path, tiny_checkpoint):
+    """`python -m cellplm.bench.embeddings batch` (the workflow's embedding batch jobs) embeds with several methods in
+    one process, a sentence-policy variant recorded under its own id: each embedding and record (but timings and
+    memory) equal those of its own command, only the control that needs labels reads the solution, and a bad --runs
+    is one line."""
+    split = ["--train", split_files["train"], "--test", split_files["test"], "--dataset", "toy", "--seed", "2"]
+    ckpt = {"checkpoint": str(tiny_checkpoint), "precision": "fp32"}
+    members = [
+        ("cellplm", "cellplm", ckpt),
+        ("cellplm", "cellplm_random16", {**ckpt, "sentences": "random:16"}),
+        ("pca", "pca", {"n_comps": 5}),
+        ("celltype_jittered", "celltype_jittered", {}),
+    ]
+    runs = [
+        {"embedding": e, "id": i, "params": p, "embedding_path": str(tmp_path / f"b_{i}.h5ad"),
+         "record": str(tmp_path / f"b_{i}.json")}
+        for e, i, p in members
+    ]  # fmt: skip
+    out = _runner("batch", *split, "--solution", split_files["solution"], "--runs", json.dumps(runs))
+    assert out.returncode == 0, out.stderr
+    volatile = {"embed_s", "cells_per_s", "peak_rss_mb", "peak_gpu_mb", "finished"}
+    for e, i, p in members:
+        own = tmp_path / f"own_{i}"
+        args = ["--as", i] if i != e else []
+        single = _runner(e, *split, "--solution", split_files["solution"], *args, "--params", json.dumps(p),
+                         "--embedding", f"{own}.h5ad", "--record", f"{own}.json")  # fmt: skip
+        assert single.returncode == 0, single.stderr
+        batch_rec, own_rec = (json.loads(open(f).read()) for f in (tmp_path / f"b_{i}.json", f"{own}.json"))
+        assert batch_rec["status"] == "ok" and batch_rec["embedding"] == i and batch_rec["seed"] == 2
+        assert {k: v for k, v in batch_rec.items() if k not in volatile} == {
+            k: v for k, v in own_rec.items() if k not in volatile
+        }
+        np.testing.assert_array_equal(
+            read_h5ad(tmp_path / f"b_{i}.h5ad").obsm["X_emb"], read_h5ad(f"{own}.h5ad").obsm["X_emb"]
+        )
+    policy = json.loads((tmp_path / "b_cellplm_random16.json").read_text())["extra"]["sentence_policy"]
+    assert policy["policy"] == "random:16" and policy["seed"] == 2
+    bad = _runner("batch", *split, "--runs", '{"embedding": "pca"}')
+    assert (
+        bad.returncode == 2 and bad.stderr.strip() == "ERROR: --runs: not a JSON list of runs (not a list of objects)"
+    )
+
+
 def test_runner_unwritable_output_is_one_line(split_files, tmp_path, read_only):
     folder = tmp_path / "out"
     folder.mkdir()

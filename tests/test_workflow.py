@@ -1069,6 +1069,11 @@ def test_batch_jobs_group_methods_that_would_run_alike():
     assert sorted(m for ms in groups.values() for m in ms) == sorted(cfg["run"]["methods"])  # the demo batches all
     assert groups["classic_t2"] == ["singlecellnet"] and groups["scgpt"] == ["scgpt"]
     assert len(wf.method_batches(cfg, by_env=True)) > len(groups)
+    # the embedding methods alike: the demo's .venv ones (CellPLM with its sentence-policy rows, PCA, scVI, Geneformer,
+    # the controls) embed a dataset in one job; scGPT's own interpreter runs one job a dataset anyway
+    embeddings = wf.embedding_batches(cfg, by_env=False)
+    assert embeddings == {"cellplm": [e for e in cfg["run"]["embeddings"] if e != "scgpt"]}
+    assert "cellplm_random16" in embeddings["cellplm"] and len(wf.embedding_batches(cfg, by_env=True)) > 1
     cfg["methods"]["scgpt"]["gpu"] = True
     assert "scgpt" not in wf.method_batches(cfg)
     cfg["methods"]["knn_pca"]["script"] = "my_knn.R"

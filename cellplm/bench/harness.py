@@ -7,6 +7,7 @@ raises :class:`~cellplm.bench.errors.NotApplicable`; ``failed`` for any other ex
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import json
@@ -152,4 +153,35 @@ def cli_main(params_text: str | None, defaults: dict, run_with) -> int:
             exit_after_output_error()
         return 1
     print(f"status: {record.status}" + (f" ({record.reason})" if record.reason else ""))
+    return 0
+
+
+BATCH_COMMAND = "batch"  # the runners' first argument that selects their batch command
+
+
+def batch_parser(package: str, description: str, add_inputs, runs_help: str) -> argparse.ArgumentParser:
+    """The batch command's parser of ``python -m cellplm.bench.<package>``: the split's inputs (``add_inputs``),
+    ``--runs`` and what every run of the split shares."""
+    p = argparse.ArgumentParser(prog=f"python -m cellplm.bench.{package} {BATCH_COMMAND}", description=description)
+    add_inputs(p)
+    p.add_argument("--runs", required=True, help=runs_help)
+    add_split_run_arguments(p)
+    return p
+
+
+def batch_main(runs_text: str, run_one) -> int:
+    """The batch commands' loop: ``--runs``, a JSON list of run objects, each given to ``run_one(spec)``, which
+    returns its exit status (:func:`cli_main`'s). Exit status 2 with one line when ``--runs`` is not such a list;
+    otherwise that of the first run that cannot write its outputs (the runs after it are not started), else 0."""
+    try:
+        runs = json.loads(runs_text)
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            raise ValueError("not a list of objects")
+    except ValueError as e:
+        print(f"ERROR: --runs: not a JSON list of runs ({e})", file=sys.stderr)
+        return 2
+    for spec in runs:
+        code = run_one(spec)
+        if code:
+            return code
     return 0

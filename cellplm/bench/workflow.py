@@ -392,18 +392,31 @@ def method_batches(config: dict, by_env: bool = True) -> dict[str, list[str]]:
     ``batch`` is ignored for a method with ``gpu: true`` (a GPU job runs one model and seed: rule run_method_gpu,
     e.g. when a config turns a demo method's GPU on). ConfigError for a batched method with a ``script`` (it has no
     runner to share)."""
+    return _batches(config, "methods", by_env)
+
+
+def embedding_batches(config: dict, by_env: bool = True) -> dict[str, list[str]]:
+    """The same for the run's embedding methods (``embeddings`` entries with ``batch: true``, the sentence-policy rows
+    with their ``cellplm``): a batch job embeds a dataset's cells with all its members in one process (rule
+    embed_batch_<name>); every other embedding method runs in a job of its own."""
+    return _batches(config, "embeddings", by_env)
+
+
+def _batches(config: dict, section: str, by_env: bool) -> dict[str, list[str]]:
     groups: dict[tuple, list[str]] = {}
-    for m in config["run"]["methods"]:
-        spec = config["methods"][m]
+    for m in config["run"][section]:
+        spec = config[section][m]
         if not spec.get("batch") or spec["gpu"]:
             continue
         if spec.get("script"):
-            raise ConfigError(f"methods.{m}: batch: true needs an `entry` (a script of its own runs in a job per seed)")
+            raise ConfigError(
+                f"{section}.{m}: batch: true needs an `entry` (a script of its own runs in a job per seed)"
+            )
         key = (spec.get("python"), spec["threads"], spec["env"] if by_env else None)
         groups.setdefault(key, []).append(m)
     out = {}
     for (_, threads, _), members in groups.items():
-        name = Path(config["methods"][members[0]]["env"]).stem.replace("-", "_")
+        name = Path(config[section][members[0]]["env"]).stem.replace("-", "_")
         for candidate in (name, f"{name}_t{threads}", *(f"{name}_{i}" for i in range(2, len(groups) + 2))):
             if candidate not in out:
                 out[candidate] = members

@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ...keys import BATCH, BATCH_KEY, EMBEDDING, LABEL
+from ...memory import reset_peak_rss
 from ...sentence_policy import SPATIAL_KEY
 from ..errors import InputError
 from ..harness import Record, finish, instantiate, outcome, versions
@@ -130,6 +131,7 @@ def run(
     is recorded as ``not_applicable`` with what is missing. Unknown params make the run ``failed``.
     ``solution_path`` (the split's solution file) is read only for an Embedder with ``needs_labels``.
     """
+    reset_peak_rss()  # this run's peak, also when a process runs several (a batch job)
     params = dict(params or {})
     embedder_cls, meta, unavailable = REGISTRY.resolve(embedding, Embedder)
     record = EmbeddingRecord(

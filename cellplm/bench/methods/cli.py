@@ -16,7 +16,8 @@ import json
 import sys
 
 from ...keys import BATCH, LABEL, PREDICTION
-from ..harness import add_run_arguments, add_split_run_arguments, cli_main
+from .. import harness
+from ..harness import add_run_arguments, cli_main
 from . import METADATA, method_ids, metadata
 from .base import RunIds, run
 
@@ -46,40 +47,24 @@ def add_split_inputs(p) -> None:
     p.add_argument("--solution", help="solution.h5ad (only control methods that need the truth read it)")
 
 
-BATCH_COMMAND = "batch"  # the first argument that selects the batch command
-
-
 def batch_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m cellplm.bench.methods {BATCH_COMMAND}",
-        description="Run several methods and seeds on one split, one after the other in this process, each exactly as "
-        "its own command would (its seeding, prediction file and run record).",
+    return harness.batch_parser(
+        "methods",
+        "Run several methods and seeds on one split, one after the other in this process, each exactly as its own "
+        "command would (its seeding, prediction file and run record).",
+        add_split_inputs,
+        'JSON list of runs: {"method": id, "seed": int, "params": {...}, "prediction": path, "record": path}',
     )
-    add_split_inputs(p)
-    p.add_argument(
-        "--runs",
-        required=True,
-        help='JSON list of runs: {"method": id, "seed": int, "params": {...}, "prediction": path, "record": path}',
-    )
-    add_split_run_arguments(p)
-    return p
 
 
 def batch_main(argv) -> int:
-    """Every run of ``--runs`` in order; exit status as :func:`~cellplm.bench.harness.cli_main`, stopping at the first
-    run that cannot write its outputs."""
+    """Every run of ``--runs`` in order (:func:`~cellplm.bench.harness.batch_main`)."""
     args = batch_parser().parse_args(argv)
-    try:
-        runs = json.loads(args.runs)
-        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-            raise ValueError("not a list of objects")
-    except ValueError as e:
-        print(f"ERROR: --runs: not a JSON list of runs ({e})", file=sys.stderr)
-        return 2
-    for spec in runs:
+
+    def run_one(spec):
         ids = RunIds(args.dataset, args.split, spec["method"], int(spec["seed"]), args.param_set)
         needs_solution = metadata(spec["method"]).get("control", False)
-        code = cli_main(
+        return cli_main(
             json.dumps(spec["params"]),
             {},
             lambda params: run(
@@ -95,14 +80,13 @@ def batch_main(argv) -> int:
                 log=print,
             ),
         )
-        if code:
-            return code
-    return 0
+
+    return harness.batch_main(args.runs, run_one)
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == [BATCH_COMMAND]:
+    if argv[:1] == [harness.BATCH_COMMAND]:
         return batch_main(argv[1:])
     args = parser(argv[0] if argv else None).parse_args(argv)
     ids = RunIds(args.dataset, args.split, args.method, args.seed, args.param_set)
