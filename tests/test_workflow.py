@@ -309,7 +309,7 @@ def test_demo_end_to_end(demo):
         assert abs(value - 1 / n_types[dataset]) < 0.15  # about chance
     assert bal[("pbmc68k", "published", "logistic_regression")] > 0.5
     runs = pd.read_csv(tables / "runs.tsv", sep="\t", keep_default_na=False)
-    demo_run = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["run"]
+    demo_run = workflow_config("config/demo.yaml")["run"]  # with the sentence-policy rows of cellplm
     n_methods = len(demo_run["methods"]) + len(demo_run["embeddings"])  # every embedding adds its zero-shot row
     geneformer = runs["method"].isin(["geneformer", "geneformer_zeroshot"])  # no model_dir: not_applicable rows
     assert geneformer.sum() == 2 * 3 * 2 and (runs.loc[geneformer, "status"] == "not_applicable").all()
@@ -323,7 +323,10 @@ def test_demo_end_to_end(demo):
     held_out = (runs["method"] == "cellplm_upstream") & (runs["split"] == "batch_holdout")
     assert held_out.sum() == 2 and (runs.loc[held_out, "status"] == "not_applicable").all()
     assert runs.loc[held_out, "reason"].str.contains("hold no training cell").all()
-    ok = runs[~geneformer & ~held_out]
+    # pbmc68k has no coordinates: CellPLM's spatial sentences, and so their zero-shot row, do not apply there
+    flat = (runs["method"] == "cellplm_spatial16_zeroshot") & (runs["dataset"] == "pbmc68k")
+    assert flat.sum() == 2 and (runs.loc[flat, "status"] == "not_applicable").all()
+    ok = runs[~geneformer & ~held_out & ~flat]
     assert len(runs) == (1 + 2) * n_methods * 2 and (ok["status"] == "ok").all(), ok[ok["status"] != "ok"]
     # CellPLM rows: pretrained here (tiny shape, demo epochs), provenance in every table
     cellplm = runs[runs["method"].isin(["cellplm_finetune", "cellplm_upstream", "cellplm_zeroshot"])]
@@ -468,8 +471,10 @@ def test_demo_rows_beat_the_majority_class(demo):
     assert offenders.empty, f"rows less than {MARGIN} macro-F1 above the majority class:\n" + offenders[
         keys + ["method", "status", "value", "margin"]
     ].to_string(index=False)
-    n_learning = len(demo_config["run"]["methods"]) + len(demo_config["run"]["embeddings"]) - len(controls)
-    not_applicable = 3 * 2 * 2 + 2  # Geneformer and its zero-shot row (no model offline); upstream on batch_holdout
+    run = workflow_config("config/demo.yaml")["run"]  # with the sentence-policy rows of cellplm
+    n_learning = len(run["methods"]) + len(run["embeddings"]) - len(controls)
+    # Geneformer and its zero-shot row (no model offline); upstream on batch_holdout; spatial sentences on pbmc68k
+    not_applicable = 3 * 2 * 2 + 2 + 2
     assert len(checked) == 3 * 2 * (n_learning - len(notes)) - not_applicable
     summary = pd.read_csv(tables / "summary.tsv", sep="\t", keep_default_na=False)
     assert (summary["note"] == summary["method"].map(notes).fillna("")).all()
@@ -815,7 +820,7 @@ def test_demo_killed_mid_run_resumes_and_reproduces_the_first_run(demo, tmp_path
     assert {p: p.stat().st_mtime_ns for p in done} == done  # the finished runs were kept, not run again
     assert all(b.stat().st_mtime_ns != before[b] for b in before)  # and every other method job of pbmc68k redone
     first, second = predictions(demo), predictions(workdir)
-    demo_run = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["run"]
+    demo_run = workflow_config("config/demo.yaml")["run"]  # with the sentence-policy rows of cellplm
     assert len(first) == 3 * 2 * (len(demo_run["methods"]) + len(demo_run["embeddings"]))  # + the zero-shot rows
     assert first.keys() == second.keys()
     differ = [k for k in first if first[k] != second[k]]
