@@ -343,7 +343,9 @@ def test_demo_end_to_end(demo):
         sentences.loc[("synthetic", "published")] == "one per obs['batch'] value (= dataset column 'batch'; 3 "
         "sentences)"
     ).all()
-    others = runs.loc[~runs.index.isin(cellplm.index)]
+    policy_rows = runs["method"].isin([f"{e}_zeroshot" for e in POLICY_ROWS])  # CellPLM under other sentences
+    assert (runs.loc[policy_rows & ~flat, "checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+    others = runs.loc[~runs.index.isin(cellplm.index) & ~policy_rows]
     assert not others["checkpoint"].str.contains("pretrained here").any()
     assert others.loc[others["method"] == "scgpt", "checkpoint"].str.startswith("random initialisation").all()
     for name in ("scores", "summary"):
