@@ -351,8 +351,10 @@ def test_demo_end_to_end(demo):
     for name in ("scores", "summary"):
         table = pd.read_csv(tables / f"{name}.tsv", sep="\t", keep_default_na=False)
         rows = table[table["method"].str.startswith("cellplm_")]
-        assert set(rows["method"]) == {"cellplm_finetune", "cellplm_upstream", "cellplm_zeroshot"}
-        assert (rows["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
+        policies = {f"{e}_zeroshot" for e in POLICY_ROWS}
+        assert set(rows["method"]) == {"cellplm_finetune", "cellplm_upstream", "cellplm_zeroshot", *policies}
+        ran = rows[~((rows["method"] == "cellplm_spatial16_zeroshot") & (rows["dataset"] == "pbmc68k"))]
+        assert (ran["checkpoint"] == "pretrained here (tiny, 4 epochs)").all()
     comparison = pd.read_csv(tables / "comparison.tsv", sep="\t", keep_default_na=False)
     assert (
         comparison.loc[comparison["method"] == "cellplm_finetune", "checkpoint"] == "pretrained here (tiny, 4 epochs)"
