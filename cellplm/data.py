@@ -154,8 +154,8 @@ def groups(
 ) -> list[np.ndarray]:
     """Cell positions of each sentence under ``policy`` (:mod:`cellplm.sentence_policy`); a batch is a value of
     ``obs[group_key]`` (all cells when there is no such column), batches in order of first appearance."""
-    batches = obs[group_key].to_numpy() if group_key is not None and group_key in obs.columns else None
-    return SentencePolicy.parse(policy).groups(batches if batches is not None else np.zeros(len(obs)), coords)
+    batches = obs[group_key].to_numpy() if group_key is not None and group_key in obs.columns else np.zeros(len(obs))
+    return SentencePolicy.parse(policy).groups(batches, coords)
 
 
 def scaled_coords(coords: np.ndarray) -> np.ndarray:

@@ -66,11 +66,11 @@ class SentencePolicy:
         """What a run record says of the policy."""
         return {"policy": str(self), "kind": self.kind, "k": self.k, "seed": self.seed if self.seeded else None}
 
-    def groups(self, batches: np.ndarray | None, coords: np.ndarray | None = None) -> list[np.ndarray]:
-        """The sentences of cells whose batch (one value per cell, None: all cells one batch) and, for ``spatial``,
-        coordinates (cells x 2 or more) are given: sorted position arrays, every cell in exactly one."""
-        n = len(batches) if batches is not None else (len(coords) if coords is not None else 0)
-        by_batch = _batches(batches, n)
+    def groups(self, batches, coords: np.ndarray | None = None) -> list[np.ndarray]:
+        """The sentences of cells whose batch (one value per cell) and, for ``spatial``, coordinates (cells x 2 or
+        more) are given: sorted position arrays, every cell in exactly one."""
+        n = len(batches)
+        by_batch = _batches(batches)
         if self.kind == "batch":
             return by_batch
         if self.kind == "single":
@@ -86,10 +86,8 @@ class SentencePolicy:
         return [np.sort(s) for cells in by_batch for s in _bisect(cells, coords, self.k)]
 
 
-def _batches(batches, n: int) -> list[np.ndarray]:
-    """Positions of each batch's cells, in order of first appearance (all cells when ``batches`` is None)."""
-    if batches is None:
-        return [np.arange(n)]
+def _batches(batches) -> list[np.ndarray]:
+    """Positions of each batch's cells, in order of first appearance."""
     codes, _ = pd.factorize(pd.Series(batches).astype(str), sort=False)
     order = np.argsort(codes, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)

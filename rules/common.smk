@@ -325,6 +325,14 @@ class Component:
         return code_hash(f"cellplm.bench.{self.package}.__main__",
                          f"cellplm.bench.{self.package}.{folder}.{entry_module}")
 
+    def member(self, name):
+        """Wildcards naming one member of a batch job, for the accessors above."""
+        return SimpleNamespace(**{self.kind: name})
+
+    def batch_code_hash(self, members):
+        """The code of every member of a batch job (it reruns when one member's code changes)."""
+        return "-".join(self.code_hash(self.member(m)) for m in members)
+
     def model_inputs(self, wildcards):
         """The checkpoint files of an entry that gets the CellPLM checkpoint; the folder of a fetched model."""
         inputs = {}
@@ -359,7 +367,7 @@ def runs_inputs(wildcards, methods):
     for m in methods:
         if config["methods"][m]["control"]:
             inputs["solution"] = solution_file(wildcards.dataset, wildcards.split)
-        inputs.update(METHOD_JOBS.model_inputs(batch_member(m)))
+        inputs.update(METHOD_JOBS.model_inputs(METHOD_JOBS.member(m)))
     return inputs
 
 
@@ -369,11 +377,6 @@ def method_inputs(wildcards):
 
 def solution_arg(wildcards, input):
     return f"--solution {input.solution}" if "solution" in input.keys() else ""
-
-
-def batch_member(method):
-    """Wildcards naming one member of a batch job, for METHOD_JOBS' accessors."""
-    return SimpleNamespace(method=method)
 
 
 def batch_files(members):
@@ -391,15 +394,10 @@ def batch_inputs(members):
 def batch_runs(members):
     """The --runs JSON of a batch job: method, seed, params and output files of each run."""
     def runs(wildcards, output):
-        return to_json([{"method": m, "seed": seed, "params": json.loads(METHOD_JOBS.params_json(batch_member(m))),
+        return to_json([{"method": m, "seed": seed, "params": json.loads(METHOD_JOBS.params_json(METHOD_JOBS.member(m))),
                          "prediction": output[f"{m}_seed{seed}_prediction"],
                          "record": output[f"{m}_seed{seed}_record"]} for m in members for seed in SEEDS])
     return runs
-
-
-def batch_code_hash(members):
-    """The code of every member (a batch job reruns when one member's code changes)."""
-    return "-".join(METHOD_JOBS.code_hash(batch_member(m)) for m in members)
 
 
 # ---- zero-shot track -------------------------------------------------------------------------------
@@ -419,11 +417,6 @@ def embedding_inputs(wildcards):
     return inputs
 
 
-def embedding_member(embedding):
-    """Wildcards naming one member of an embedding batch job, for EMBEDDING_JOBS' accessors."""
-    return SimpleNamespace(embedding=embedding)
-
-
 def embedding_batch_inputs(members):
     """Input function of an embedding batch job: the split files, the solution when a member is a control, and each
     member's model inputs."""
@@ -433,7 +426,7 @@ def embedding_batch_inputs(members):
         for e in members:
             if config["embeddings"][e]["control"]:
                 out["solution"] = solution_file(wildcards.dataset, split)
-            out.update(EMBEDDING_JOBS.model_inputs(embedding_member(e)))
+            out.update(EMBEDDING_JOBS.model_inputs(EMBEDDING_JOBS.member(e)))
         return out
     return inputs
 
@@ -448,7 +441,7 @@ def embedding_batch_runs(members):
     """The --runs JSON of an embedding batch job: each member's code folder, id, params and output files."""
     def runs(wildcards, output):
         return to_json([{"embedding": config["embeddings"][e].get("folder") or e, "id": e,
-                         "params": json.loads(EMBEDDING_JOBS.params_json(embedding_member(e))),
+                         "params": json.loads(EMBEDDING_JOBS.params_json(EMBEDDING_JOBS.member(e))),
                          "embedding_path": output[f"{e}_embedding"], "record": output[f"{e}_record"]}
                         for e in members])
     return runs

@@ -70,18 +70,18 @@ for batch, members in EMBEDDING_BATCHES.items():
         benchmark:
             f"results/benchmarks/embeddings/{{dataset}}/batch_{batch}.tsv"
         params:
-            python=EMBEDDING_JOBS.python(embedding_member(members[0])),
+            python=EMBEDDING_JOBS.python(EMBEDDING_JOBS.member(members[0])),
             runs=embedding_batch_runs(members),
             solution=solution_arg,
             split=embedding_split,
             seed=SEEDS[0],
             param_set=RUN["param_set"],
             on_error=RUN["on_method_error"],
-            code="-".join(EMBEDDING_JOBS.code_hash(embedding_member(e)) for e in members),
+            code=EMBEDDING_JOBS.batch_code_hash(members),
         threads: max(config["embeddings"][e]["threads"] for e in members)
         priority: 1
         conda:
-            EMBEDDING_JOBS.env(embedding_member(members[0]))
+            EMBEDDING_JOBS.env(EMBEDDING_JOBS.member(members[0]))
         shell:
             "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} -m cellplm.bench.embeddings batch"
             " --train {input.train} --test {input.test} {params.solution} --runs {params.runs:q}"

@@ -61,15 +61,15 @@ for batch, members in BATCHES.items():
         benchmark:
             f"results/benchmarks/methods/{{dataset}}/{{split}}/batch_{batch}.tsv"
         params:
-            python=METHOD_JOBS.python(batch_member(members[0])),
+            python=METHOD_JOBS.python(METHOD_JOBS.member(members[0])),
             runs=batch_runs(members),
             solution=solution_arg,
             param_set=RUN["param_set"],
             on_error=RUN["on_method_error"],
-            code=batch_code_hash(members),
+            code=METHOD_JOBS.batch_code_hash(members),
         threads: max(config["methods"][m]["threads"] for m in members)
         conda:
-            METHOD_JOBS.env(batch_member(members[0]))
+            METHOD_JOBS.env(METHOD_JOBS.member(members[0]))
         shell:
             "PYTHONSAFEPATH=1 OMP_NUM_THREADS={threads} {params.python} -m cellplm.bench.methods batch"
             " --train {input.train} --test {input.test} {params.solution} --runs {params.runs:q}"
