@@ -66,7 +66,7 @@ EMBEDDINGS = RUN["embeddings"]  # the zero-shot track (rules/embeddings.smk)
 CONTROL_EMBEDDINGS = [e for e in EMBEDDINGS if config["embeddings"][e]["control"]]  # the bounds of each score
 # the UMAP figures show neither a control nor a sentence-policy row (cellplm_<policy>: the context track)
 UMAP_EMBEDDINGS = [e for e in EMBEDDINGS
-                   if e not in CONTROL_EMBEDDINGS and not config["embeddings"][e].get("context_of")]
+                   if e not in CONTROL_EMBEDDINGS and not config["embeddings"][e].get("folder")]
 ZEROSHOT = config["zeroshot"]
 ZEROSHOT_METHODS = [m for m, spec in config["methods"].items() if spec.get("zeroshot_of") in EMBEDDINGS]
 METHODS = ANNOTATORS + ZEROSHOT_METHODS  # every row of the annotation tables

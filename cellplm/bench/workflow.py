@@ -340,7 +340,7 @@ CONTEXT_OF = "cellplm"  # the embedding method whose rows zeroshot.sentence_poli
 def sentence_policy_embeddings(config: dict) -> dict:
     """The tissue-context rows of the zero-shot track: for each policy of ``zeroshot.sentence_policies``, a variant of
     the ``cellplm`` embedding method (id ``cellplm_<policy>``, e.g. ``cellplm_random16``) that runs its code with
-    params ``sentences: <policy>`` (``folder``: the code's folder; ``context_of``: the method it varies). None when
+    params ``sentences: <policy>`` (``folder``: the code's folder, which marks the row as a variant). None when
     ``cellplm`` is not in run.embeddings; its own row is the batch policy."""
     from ..sentence_policy import SentencePolicy
 
@@ -356,7 +356,7 @@ def sentence_policy_embeddings(config: dict) -> dict:
         if policy.kind == "batch":
             continue  # the cellplm row itself
         spec = deep_update(base, {"params": {"sentences": str(policy)}})
-        spec.update(label=f"{base['label']} ({policy})", folder=CONTEXT_OF, context_of=CONTEXT_OF)
+        spec.update(label=f"{base['label']} ({policy})", folder=CONTEXT_OF)
         out[f"{CONTEXT_OF}_{policy.slug}"] = spec
     return out
 
