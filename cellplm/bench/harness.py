@@ -170,9 +170,10 @@ def batch_parser(package: str, description: str, add_inputs, runs_help: str) -> 
 
 
 def batch_main(runs_text: str, run_one) -> int:
-    """The batch commands' loop: ``--runs``, a JSON list of run objects, each given to ``run_one(spec)``, which
-    returns its exit status (:func:`cli_main`'s). Exit status 2 with one line when ``--runs`` is not such a list;
-    otherwise that of the first run that cannot write its outputs (the runs after it are not started), else 0."""
+    """The batch commands' loop: ``--runs``, a JSON list of run objects, each run as :func:`cli_main` runs one
+    command, with the run's ``params``: ``run_one(spec, params)`` -> its record. Exit status 2 with one line when
+    ``--runs`` is not such a list; otherwise that of the first run that cannot write its outputs (the runs after it
+    are not started), else 0."""
     try:
         runs = json.loads(runs_text)
         if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
@@ -181,7 +182,7 @@ def batch_main(runs_text: str, run_one) -> int:
         print(f"ERROR: --runs: not a JSON list of runs ({e})", file=sys.stderr)
         return 2
     for spec in runs:
-        code = run_one(spec)
+        code = cli_main(json.dumps(spec["params"]), {}, lambda params, spec=spec: run_one(spec, params))
         if code:
             return code
     return 0

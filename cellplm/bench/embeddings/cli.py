@@ -12,7 +12,6 @@ that their imports and start-up are paid once); each run is the same as its own 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ...keys import BATCH, EMBEDDING, LABEL
@@ -87,23 +86,19 @@ def batch_main(argv) -> int:
     """Every run of ``--runs`` in order (:func:`~cellplm.bench.harness.batch_main`)."""
     args = batch_parser().parse_args(argv)
 
-    def run_one(spec):
+    def run_one(spec, params):
         ids = EmbeddingIds(args.dataset, args.split, spec.get("id") or spec["embedding"], args.seed, args.param_set)
-        return cli_main(
-            json.dumps(spec["params"]),
-            {},
-            lambda params: run(
-                spec["embedding"],
-                ids,
-                args.train,
-                args.test,
-                spec["embedding_path"],
-                spec["record"],
-                params=params,
-                solution_path=args.solution,
-                on_error=args.on_error,
-                log=print,
-            ),
+        return run(
+            spec["embedding"],
+            ids,
+            args.train,
+            args.test,
+            spec["embedding_path"],
+            spec["record"],
+            params=params,
+            solution_path=args.solution,
+            on_error=args.on_error,
+            log=print,
         )
 
     return harness.batch_main(args.runs, run_one)

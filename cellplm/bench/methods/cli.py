@@ -12,7 +12,6 @@ and start-up are paid once); each run is the same as its own command would be, w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ...keys import BATCH, LABEL, PREDICTION
@@ -61,24 +60,20 @@ def batch_main(argv) -> int:
     """Every run of ``--runs`` in order (:func:`~cellplm.bench.harness.batch_main`)."""
     args = batch_parser().parse_args(argv)
 
-    def run_one(spec):
+    def run_one(spec, params):
         ids = RunIds(args.dataset, args.split, spec["method"], int(spec["seed"]), args.param_set)
         needs_solution = metadata(spec["method"]).get("control", False)
-        return cli_main(
-            json.dumps(spec["params"]),
-            {},
-            lambda params: run(
-                spec["method"],
-                ids,
-                args.train,
-                args.test,
-                spec["prediction"],
-                spec["record"],
-                params=params,
-                solution_path=args.solution if needs_solution else None,
-                on_error=args.on_error,
-                log=print,
-            ),
+        return run(
+            spec["method"],
+            ids,
+            args.train,
+            args.test,
+            spec["prediction"],
+            spec["record"],
+            params=params,
+            solution_path=args.solution if needs_solution else None,
+            on_error=args.on_error,
+            log=print,
         )
 
     return harness.batch_main(args.runs, run_one)
